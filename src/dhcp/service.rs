@@ -1,0 +1,1 @@
+//! The async DHCP loop (to be written).

@@ -1,0 +1,1 @@
+//! hickory `ZoneHandler` for the local domain and the subnets' reverse zones, reading `names`.

@@ -1,0 +1,1 @@
+//! Leases indexed by address, client and expiry. (to be written)
