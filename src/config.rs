@@ -93,3 +93,440 @@ pub struct Reservation {
     /// Lowercase DNS label.
     pub name: Option<String>,
 }
+
+/// A config that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// `field` is the dotted path of the key, e.g. `subnet[0].pool_start`.
+    #[error("{path}:{line}: {field}: {message}")]
+    Invalid { path: String, line: usize, field: String, message: String },
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` is only used in messages and the result.
+    pub fn parse(text: &str, path: &std::path::Path) -> Result<Config, ConfigError> {
+        let raw: raw::Root = toml::from_str(text).map_err(|e| {
+            let (line, field) = match e.span() {
+                Some(span) => (line_of(text, span.start), key_at(text, span.start)),
+                None => (0, String::from("(file)")),
+            };
+            ConfigError::Invalid {
+                path: path.display().to_string(),
+                line,
+                field,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        validate::root(raw, text, path)
+    }
+}
+
+/// 1-based line number of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The key written on the line holding `offset` (for syntax and type errors), or the table header.
+fn key_at(text: &str, offset: usize) -> String {
+    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next().unwrap_or("").trim();
+    match line.split_once('=') {
+        Some((k, _)) => k.trim().to_string(),
+        None => line.trim_matches(|c| c == '[' || c == ']').to_string(),
+    }
+}
+
+/// Raw serde types: exactly what the file says, with spans for semantic checks.
+mod raw {
+    use serde::Deserialize;
+    use toml::Spanned;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Root {
+        pub domain: Spanned<String>,
+        #[serde(default)]
+        pub interfaces: Vec<String>,
+        pub lease_file: Spanned<String>,
+        #[serde(default)]
+        pub durability: Option<Spanned<String>>,
+        pub dhcp_port: Option<u16>,
+        pub client_port: Option<u16>,
+        pub offer_hold: Option<u32>,
+        pub decline_hold: Option<u32>,
+        #[serde(default)]
+        pub dns: Option<Dns>,
+        #[serde(default)]
+        pub subnet: Vec<Spanned<Subnet>>,
+        #[serde(default)]
+        pub host: Vec<Spanned<Host>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dns {
+        #[serde(default)]
+        pub listen: Vec<Spanned<String>>,
+        pub ttl: Option<u32>,
+        #[serde(default)]
+        pub upstreams: Vec<Spanned<String>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Subnet {
+        pub network: Spanned<String>,
+        pub pool_start: Spanned<std::net::Ipv4Addr>,
+        pub pool_end: Spanned<std::net::Ipv4Addr>,
+        pub router: Option<Spanned<std::net::Ipv4Addr>>,
+        #[serde(default)]
+        pub dns_servers: Vec<std::net::Ipv4Addr>,
+        pub lease_time: Option<Spanned<u32>>,
+        pub interface: Option<String>,
+        pub authoritative: Option<bool>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Host {
+        pub mac: Option<Spanned<String>>,
+        pub client_id: Option<Spanned<String>>,
+        pub ip: Spanned<std::net::Ipv4Addr>,
+        pub name: Option<Spanned<String>>,
+    }
+}
+
+/// Semantic checks: raw types to `Config`, every error naming its line and field.
+mod validate {
+    use super::*;
+    use std::net::IpAddr;
+    use std::ops::Range;
+    use std::path::Path;
+    use toml::Spanned;
+
+    struct Ctx<'a> {
+        text: &'a str,
+        path: &'a Path,
+    }
+
+    impl Ctx<'_> {
+        fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                path: self.path.display().to_string(),
+                line: line_of(self.text, span.start),
+                field: field.into(),
+                message: message.into(),
+            }
+        }
+    }
+
+    pub fn root(raw: raw::Root, text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let cx = Ctx { text, path };
+        let domain = domain(&cx, &raw.domain)?;
+        let durability = match raw.durability.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+            None | Some(("fsync", _)) => Durability::Fsync,
+            Some(("none", _)) => Durability::None,
+            Some((other, span)) => {
+                return Err(cx.err(span, "durability", format!("`{other}` is not one of \"fsync\", \"none\"")));
+            }
+        };
+        if raw.lease_file.get_ref().trim().is_empty() {
+            return Err(cx.err(raw.lease_file.span(), "lease_file", "must not be empty"));
+        }
+        let dns = dns(&cx, raw.dns.unwrap_or_default())?;
+        let mut subnets: Vec<Subnet> = Vec::new();
+        for (i, s) in raw.subnet.iter().enumerate() {
+            let sub = subnet(&cx, i, s)?;
+            if let Some(other) = subnets.iter().position(|o| o.contains(sub.network) || sub.contains(o.network)) {
+                return Err(cx.err(s.get_ref().network.span(), format!("subnet[{i}].network"),
+                    format!("overlaps subnet[{other}]")));
+            }
+            subnets.push(sub);
+        }
+        if subnets.is_empty() {
+            return Err(cx.err(0..0, "subnet", "at least one [[subnet]] is needed"));
+        }
+        let reservations = hosts(&cx, &raw.host, &subnets)?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            interfaces: raw.interfaces,
+            domain,
+            dhcp_port: raw.dhcp_port.unwrap_or(67),
+            client_port: raw.client_port.unwrap_or(68),
+            lease_file: PathBuf::from(raw.lease_file.into_inner()),
+            durability,
+            offer_hold: raw.offer_hold.unwrap_or(60),
+            decline_hold: raw.decline_hold.unwrap_or(600),
+            dns,
+            subnets,
+            reservations,
+        })
+    }
+
+    fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {
+        let d = raw.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if d.is_empty() || !d.split('.').all(is_label) {
+            return Err(cx.err(raw.span(), "domain", format!("`{}` is not a valid domain name", raw.get_ref())));
+        }
+        Ok(d)
+    }
+
+    fn dns(cx: &Ctx, raw: raw::Dns) -> Result<DnsConfig, ConfigError> {
+        let addrs = |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    socket_addr(a.get_ref(), 53).ok_or_else(|| {
+                        cx.err(a.span(), format!("dns.{field}[{i}]"),
+                            format!("`{}` is not an address or address:port", a.get_ref()))
+                    })
+                })
+                .collect()
+        };
+        Ok(DnsConfig {
+            listen: addrs(&raw.listen, "listen")?,
+            ttl: raw.ttl.unwrap_or(300),
+            upstreams: addrs(&raw.upstreams, "upstreams")?,
+        })
+    }
+
+    /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".
+    fn socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
+        s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port)))
+    }
+
+    fn subnet(cx: &Ctx, i: usize, raw: &Spanned<raw::Subnet>) -> Result<Subnet, ConfigError> {
+        let s = raw.get_ref();
+        let field = |f: &str| format!("subnet[{i}].{f}");
+        let (network, prefix_len) = cidr(s.network.get_ref()).ok_or_else(|| {
+            cx.err(s.network.span(), field("network"), format!("`{}` is not a network like 10.0.0.0/24", s.network.get_ref()))
+        })?;
+        let mut sub = Subnet {
+            network,
+            prefix_len,
+            pool_start: *s.pool_start.get_ref(),
+            pool_end: *s.pool_end.get_ref(),
+            router: s.router.as_ref().map(|r| *r.get_ref()),
+            dns_servers: s.dns_servers.clone(),
+            lease_time: s.lease_time.as_ref().map_or(3600, |t| *t.get_ref()),
+            interface: s.interface.clone(),
+            authoritative: s.authoritative.unwrap_or(true),
+        };
+        if u32::from(network) & !prefix_mask(prefix_len) != 0 {
+            let base = Ipv4Addr::from(u32::from(network) & prefix_mask(prefix_len));
+            return Err(cx.err(s.network.span(), field("network"), format!("host bits set; did you mean {base}/{prefix_len}?")));
+        }
+        for (name, ip) in [("pool_start", &s.pool_start), ("pool_end", &s.pool_end)] {
+            let a = *ip.get_ref();
+            if !sub.contains(a) || a == sub.network || a == sub.broadcast() {
+                return Err(cx.err(ip.span(), field(name), format!("{a} is not a host address of {network}/{prefix_len}")));
+            }
+        }
+        if sub.pool_start > sub.pool_end {
+            return Err(cx.err(s.pool_end.span(), field("pool_end"), "comes before pool_start"));
+        }
+        if let Some(t) = &s.lease_time {
+            if *t.get_ref() < 10 {
+                return Err(cx.err(t.span(), field("lease_time"), "must be at least 10 seconds"));
+            }
+        }
+        if let Some(r) = &s.router {
+            if !sub.contains(*r.get_ref()) {
+                return Err(cx.err(r.span(), field("router"), format!("{} is not in {network}/{prefix_len}", r.get_ref())));
+            }
+        }
+        sub.dns_servers.dedup();
+        Ok(sub)
+    }
+
+    fn cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
+        let (a, p) = s.split_once('/')?;
+        let p: u8 = p.parse().ok()?;
+        (p <= 30).then_some(())?;
+        Some((a.parse().ok()?, p))
+    }
+
+    fn hosts(cx: &Ctx, raw: &[Spanned<raw::Host>], subnets: &[Subnet]) -> Result<Vec<Reservation>, ConfigError> {
+        let mut out: Vec<Reservation> = Vec::new();
+        for (i, h) in raw.iter().enumerate() {
+            let hr = h.get_ref();
+            let field = |f: &str| format!("host[{i}].{f}");
+            let hwaddr = match &hr.mac {
+                Some(m) => Some(HwAddr { htype: 1, bytes: hex_bytes(m.get_ref()).filter(|b| b.len() == 6).ok_or_else(|| {
+                    cx.err(m.span(), field("mac"), format!("`{}` is not a MAC like 52:54:00:12:34:56", m.get_ref()))
+                })? }),
+                None => None,
+            };
+            let client_id = match &hr.client_id {
+                Some(c) => Some(ClientId(hex_bytes(c.get_ref()).filter(|b| !b.is_empty()).ok_or_else(|| {
+                    cx.err(c.span(), field("client_id"), format!("`{}` is not hex bytes like 01:52:54:00:ab:cd:ef", c.get_ref()))
+                })?)),
+                None => None,
+            };
+            if hwaddr.is_none() && client_id.is_none() {
+                return Err(cx.err(h.span(), format!("host[{i}]"), "needs `mac` or `client_id`"));
+            }
+            let ip = *hr.ip.get_ref();
+            if !subnets.iter().any(|s| s.contains(ip)) {
+                return Err(cx.err(hr.ip.span(), field("ip"), format!("{ip} is in no configured subnet")));
+            }
+            if let Some(j) = out.iter().position(|r| r.ip == ip) {
+                return Err(cx.err(hr.ip.span(), field("ip"), format!("{ip} is already reserved by host[{j}]")));
+            }
+            let name = match &hr.name {
+                Some(n) => {
+                    let l = n.get_ref().to_ascii_lowercase();
+                    if !is_label(&l) {
+                        return Err(cx.err(n.span(), field("name"), format!("`{}` is not a valid host name (RFC 1123 label)", n.get_ref())));
+                    }
+                    if let Some(j) = out.iter().position(|r| r.name.as_deref() == Some(&l)) {
+                        return Err(cx.err(n.span(), field("name"), format!("`{l}` is already used by host[{j}]")));
+                    }
+                    Some(l)
+                }
+                None => None,
+            };
+            out.push(Reservation { hwaddr, client_id, ip, name });
+        }
+        Ok(out)
+    }
+
+    /// "52:54:00:12:34:56" or "525400123456" or with '-'.
+    fn hex_bytes(s: &str) -> Option<Vec<u8>> {
+        let digits: String = s.chars().filter(|c| !matches!(c, ':' | '-')).collect();
+        if digits.len() % 2 != 0 {
+            return None;
+        }
+        (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok()).collect()
+    }
+}
+
+/// An RFC 1123 label: letters, digits and hyphens, 1 to 63 long, no hyphen at either end.
+pub fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const GOOD: &str = r#"
+domain = "Lan."
+lease_file = "/tmp/x.journal"
+[dns]
+listen = ["127.0.0.1:5353", "10.0.0.1"]
+[[subnet]]
+network = "10.0.0.0/24"
+pool_start = "10.0.0.100"
+pool_end = "10.0.0.199"
+router = "10.0.0.1"
+dns_servers = ["10.0.0.1"]
+lease_time = 600
+[[host]]
+mac = "52:54:00:12:34:56"
+ip = "10.0.0.10"
+name = "Printer"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn invalid(text: &str) -> (usize, String, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid { line, field, message, .. }) => (line, field, message),
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_shipped_config_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).expect("conf/ exists") {
+            let p = e.expect("dir entry").path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 1, "no configs in conf/");
+    }
+
+    #[test]
+    fn good_config_is_normalised() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.domain, "lan");
+        assert_eq!(c.durability, Durability::Fsync);
+        assert_eq!(c.dhcp_port, 67);
+        assert_eq!(c.dns.listen[1], "10.0.0.1:53".parse().unwrap());
+        assert_eq!(c.subnets[0].mask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(c.subnets[0].broadcast(), Ipv4Addr::new(10, 0, 0, 255));
+        assert_eq!(c.reservations[0].name.as_deref(), Some("printer"));
+        assert_eq!(c.reservations[0].hwaddr, Some(HwAddr::ethernet([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let (line, field, msg) = invalid(&GOOD.replace("lease_time = 600", "lease_tme = 600"));
+        assert_eq!(line, 12);
+        assert_eq!(field, "lease_tme");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn bad_address_names_line_and_key() {
+        let (line, field, _) = invalid(&GOOD.replace("\"10.0.0.199\"", "\"10.0.0.299\""));
+        assert_eq!((line, field.as_str()), (9, "pool_end"));
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (GOOD.replace("10.0.0.199", "10.0.1.5"), "subnet[0].pool_end", 9),
+            (GOOD.replace("10.0.0.0/24", "10.0.0.1/24"), "subnet[0].network", 7),
+            (GOOD.replace("\"10.0.0.10\"", "\"10.9.0.10\""), "host[0].ip", 15),
+            (GOOD.replace("Printer", "bad_name"), "host[0].name", 16),
+            (GOOD.replace("52:54:00:12:34:56", "52:54"), "host[0].mac", 14),
+            (GOOD.replace("Lan.", "bad..lan"), "domain", 2),
+            (GOOD.replace("lease_time = 600", "lease_time = 1"), "subnet[0].lease_time", 12),
+            (GOOD.replace("\"10.0.0.1\"]\n[[sub", "\"nonsense\"]\n[[sub"), "dns.listen[1]", 5),
+        ];
+        for (text, want_field, want_line) in cases {
+            let (line, field, msg) = invalid(&text);
+            assert_eq!((field.as_str(), line), (want_field, want_line), "{msg}");
+        }
+    }
+
+    #[test]
+    fn duplicate_reservation_and_overlap_are_rejected() {
+        let dup = format!("{GOOD}[[host]]\nmac = \"52:54:00:00:00:01\"\nip = \"10.0.0.10\"\n");
+        assert_eq!(invalid(&dup).1, "host[1].ip");
+        let overlap = format!(
+            "{GOOD}[[subnet]]\nnetwork = \"10.0.0.0/16\"\npool_start = \"10.0.1.1\"\npool_end = \"10.0.1.9\"\n"
+        );
+        assert_eq!(invalid(&overlap).1, "subnet[1].network");
+    }
+
+    #[test]
+    fn error_message_reads_file_line_field() {
+        let e = parse(&GOOD.replace("lease_time = 600", "lease_tme = 600")).unwrap_err();
+        assert!(e.to_string().starts_with("test.toml:12: lease_tme: unknown field"), "{e}");
+    }
+}
