@@ -23,6 +23,9 @@ impl DhcpSocket {
     pub fn bind(_port: u16) -> io::Result<DhcpSocket> {
         todo!()
     }
+    pub fn local_port(&self) -> u16 {
+        todo!()
+    }
     /// Wait for a datagram.
     pub async fn recv(&self, _buf: &mut [u8]) -> io::Result<RecvMeta> {
         todo!()

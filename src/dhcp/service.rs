@@ -1,1 +1,244 @@
-//! The async DHCP loop (to be written).
+//! The async DHCP loop. Owns the engine, the journal and the socket: receive every datagram that
+//! is ready, decode, run the engine, write the batch's lease changes with one journal commit
+//! (durable before visible), publish names, then send the replies. Holds no lock across `.await`.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+use tracing::{debug, error, info, warn};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::Config;
+use crate::dhcp::Iface;
+use crate::dhcp::engine::{Engine, Reply};
+use crate::dhcp::wire;
+use crate::dns::names::SharedNames;
+use crate::lease::LeaseChange;
+use crate::lease::journal::Journal;
+use crate::net::{DhcpSocket, RecvMeta};
+
+/// Most datagrams taken in one batch (one journal commit).
+const MAX_BATCH: usize = 256;
+/// Largest datagram we read.
+const BUF_SIZE: usize = 1500;
+
+/// Counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub malformed: AtomicU64,
+    pub ignored: AtomicU64,
+    pub replies: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub commits: AtomicU64,
+    pub journal_errors: AtomicU64,
+}
+
+pub struct DhcpService {
+    cfg: Arc<Config>,
+    engine: Engine,
+    journal: Journal,
+    names: SharedNames,
+    socket: DhcpSocket,
+    clock: Arc<dyn Clock>,
+    stats: Arc<Stats>,
+    ifaces: HashMap<u32, Iface>,
+    /// When the interface list was last read (it is re-read when an unknown index shows up).
+    ifaces_read: UnixTime,
+    /// The journal failed last time: refuse grants until a write works again.
+    journal_broken: bool,
+}
+
+impl DhcpService {
+    pub fn new(
+        cfg: Arc<Config>,
+        engine: Engine,
+        journal: Journal,
+        names: SharedNames,
+        socket: DhcpSocket,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        DhcpService {
+            cfg,
+            engine,
+            journal,
+            names,
+            socket,
+            clock,
+            stats: Arc::default(),
+            ifaces: HashMap::new(),
+            ifaces_read: UnixTime(0),
+            journal_broken: false,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serve until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: crate::Shutdown) {
+        self.refresh_ifaces(self.clock.now());
+        let mut bufs: Vec<Vec<u8>> = (0..MAX_BATCH).map(|_| vec![0u8; BUF_SIZE]).collect();
+        let mut metas: Vec<RecvMeta> = Vec::with_capacity(MAX_BATCH);
+        loop {
+            metas.clear();
+            let wait = self.until_next_expiry();
+            tokio::select! {
+                r = self.socket.recv(&mut bufs[0]) => match r {
+                    Ok(meta) => metas.push(meta),
+                    Err(e) => { error!("DHCP receive failed: {e}"); tokio::time::sleep(Duration::from_millis(100)).await; }
+                },
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => break,
+            }
+            if !metas.is_empty() {
+                self.drain(&mut bufs, &mut metas);
+            }
+            self.process(&bufs, &metas);
+        }
+        info!("DHCP service stopped");
+    }
+
+    fn until_next_expiry(&self) -> Duration {
+        let now = self.clock.now();
+        match self.engine.poll_at() {
+            Some(t) => Duration::from_secs(now.until(t)).max(Duration::from_millis(10)).min(Duration::from_secs(60)),
+            None => Duration::from_secs(60),
+        }
+    }
+
+    /// Take every datagram that is ready now, up to the batch size.
+    fn drain(&self, bufs: &mut [Vec<u8>], metas: &mut Vec<RecvMeta>) {
+        while metas.len() < bufs.len() {
+            match self.socket.try_recv(&mut bufs[metas.len()]) {
+                Ok(Some(meta)) => metas.push(meta),
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("DHCP receive failed while draining: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One batch: engine, one journal commit, names, replies.
+    fn process(&mut self, bufs: &[Vec<u8>], metas: &[RecvMeta]) {
+        let now = self.clock.now();
+        let mut changes = self.engine.expire(now);
+        let mut replies: Vec<Reply> = Vec::new();
+        for (buf, meta) in bufs.iter().zip(metas) {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.handle_one(now, &buf[..meta.len.min(buf.len())], meta, &mut changes, &mut replies);
+        }
+        if !changes.is_empty() && !self.commit(&changes) {
+            // Not durable: no reply that grants or extends a lease may leave.
+            replies.retain(|r| !is_grant(r));
+        }
+        if !changes.is_empty() {
+            match self.names.write() {
+                Ok(mut names) => names.apply(&changes),
+                Err(poisoned) => poisoned.into_inner().apply(&changes),
+            }
+        }
+        for r in &replies {
+            self.send(r);
+        }
+    }
+
+    fn handle_one(
+        &mut self,
+        now: UnixTime,
+        bytes: &[u8],
+        meta: &RecvMeta,
+        changes: &mut Vec<LeaseChange>,
+        replies: &mut Vec<Reply>,
+    ) {
+        let req = match wire::decode(bytes) {
+            Ok(req) => req,
+            Err(e) => {
+                self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                debug!(src = %meta.src, error = %e, "dropped malformed DHCP packet");
+                return;
+            }
+        };
+        let Some(iface) = self.iface(now, meta.ifindex) else {
+            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            debug!(ifindex = meta.ifindex, "request on an interface we do not serve");
+            return;
+        };
+        let out = self.engine.handle(now, &req, &iface);
+        debug!(xid = req.xid, mac = %req.hwaddr, msg = ?req.msg_type, reply = out.reply.is_some(), "handled");
+        changes.extend(out.changes);
+        replies.extend(out.reply);
+    }
+
+    /// The interface for an index, if we serve it.
+    fn iface(&mut self, now: UnixTime, ifindex: u32) -> Option<Iface> {
+        if !self.ifaces.contains_key(&ifindex) && now.0 > self.ifaces_read.0 {
+            self.refresh_ifaces(now);
+        }
+        let iface = self.ifaces.get(&ifindex)?;
+        let served = self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| *n == iface.name);
+        served.then(|| iface.clone())
+    }
+
+    fn refresh_ifaces(&mut self, now: UnixTime) {
+        self.ifaces_read = now;
+        match crate::net::interfaces() {
+            Ok(list) => self.ifaces = list.into_iter().map(|i| (i.index, i)).collect(),
+            Err(e) => warn!("cannot list interfaces: {e}"),
+        }
+    }
+
+    /// Write the batch; true when it is durable.
+    fn commit(&mut self, changes: &[LeaseChange]) -> bool {
+        let journal = &mut self.journal;
+        let res = tokio::task::block_in_place(|| journal.commit(changes));
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        match res {
+            Ok(()) => {
+                if self.journal_broken {
+                    info!("lease journal writable again; granting leases");
+                    self.journal_broken = false;
+                }
+                true
+            }
+            Err(e) => {
+                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+                if !self.journal_broken {
+                    error!("lease journal write failed, not granting leases until it works: {e}");
+                    self.journal_broken = true;
+                }
+                false
+            }
+        }
+    }
+
+    fn send(&self, r: &Reply) {
+        let bytes = wire::encode(&r.msg, r.max_size);
+        let src = match r.msg.opts().get(OptionCode::ServerIdentifier) {
+            Some(DhcpOption::ServerIdentifier(ip)) => *ip,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        match self.socket.send(&bytes, &r.dest, src, self.cfg.client_port) {
+            Ok(()) => {
+                self.stats.replies.fetch_add(1, Ordering::Relaxed);
+                debug!(xid = r.msg.xid(), dest = ?r.dest, "sent");
+            }
+            Err(e) => {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(dest = ?r.dest, "DHCP send failed: {e}");
+            }
+        }
+    }
+}
+
+/// An ACK that carries an address grants or extends a lease.
+fn is_grant(r: &Reply) -> bool {
+    r.msg.opts().msg_type() == Some(MessageType::Ack) && !r.msg.yiaddr().is_unspecified()
+}
