@@ -81,7 +81,11 @@ impl Subnet {
 }
 
 pub fn prefix_mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix_len.min(32))) }
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    }
 }
 
 /// A fixed address (and optionally a name) for one client, by MAC or client identifier.
@@ -98,10 +102,18 @@ pub struct Reservation {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// `field` is the dotted path of the key, e.g. `subnet[0].pool_start`.
     #[error("{path}:{line}: {field}: {message}")]
-    Invalid { path: String, line: usize, field: String, message: String },
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
 }
 
 impl Config {
@@ -134,12 +146,18 @@ impl Config {
 
 /// 1-based line number of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key written on the line holding `offset` (for syntax and type errors), or the table header.
 fn key_at(text: &str, offset: usize) -> String {
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("").trim();
     match line.split_once('=') {
         Some((k, _)) => k.trim().to_string(),
@@ -221,7 +239,12 @@ mod validate {
     }
 
     impl Ctx<'_> {
-        fn err(&self, span: Range<usize>, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        fn err(
+            &self,
+            span: Range<usize>,
+            field: impl Into<String>,
+            message: impl Into<String>,
+        ) -> ConfigError {
             ConfigError::Invalid {
                 path: self.path.display().to_string(),
                 line: line_of(self.text, span.start),
@@ -234,11 +257,19 @@ mod validate {
     pub fn root(raw: raw::Root, text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = Ctx { text, path };
         let domain = domain(&cx, &raw.domain)?;
-        let durability = match raw.durability.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+        let durability = match raw
+            .durability
+            .as_ref()
+            .map(|d| (d.get_ref().as_str(), d.span()))
+        {
             None | Some(("fsync", _)) => Durability::Fsync,
             Some(("none", _)) => Durability::None,
             Some((other, span)) => {
-                return Err(cx.err(span, "durability", format!("`{other}` is not one of \"fsync\", \"none\"")));
+                return Err(cx.err(
+                    span,
+                    "durability",
+                    format!("`{other}` is not one of \"fsync\", \"none\""),
+                ));
             }
         };
         if raw.lease_file.get_ref().trim().is_empty() {
@@ -248,9 +279,15 @@ mod validate {
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnet.iter().enumerate() {
             let sub = subnet(&cx, i, s)?;
-            if let Some(other) = subnets.iter().position(|o| o.contains(sub.network) || sub.contains(o.network)) {
-                return Err(cx.err(s.get_ref().network.span(), format!("subnet[{i}].network"),
-                    format!("overlaps subnet[{other}]")));
+            if let Some(other) = subnets
+                .iter()
+                .position(|o| o.contains(sub.network) || sub.contains(o.network))
+            {
+                return Err(cx.err(
+                    s.get_ref().network.span(),
+                    format!("subnet[{i}].network"),
+                    format!("overlaps subnet[{other}]"),
+                ));
             }
             subnets.push(sub);
         }
@@ -277,23 +314,31 @@ mod validate {
     fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {
         let d = raw.get_ref().trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() || !d.split('.').all(is_label) {
-            return Err(cx.err(raw.span(), "domain", format!("`{}` is not a valid domain name", raw.get_ref())));
+            return Err(cx.err(
+                raw.span(),
+                "domain",
+                format!("`{}` is not a valid domain name", raw.get_ref()),
+            ));
         }
         Ok(d)
     }
 
     fn dns(cx: &Ctx, raw: raw::Dns) -> Result<DnsConfig, ConfigError> {
-        let addrs = |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    socket_addr(a.get_ref(), 53).ok_or_else(|| {
-                        cx.err(a.span(), format!("dns.{field}[{i}]"),
-                            format!("`{}` is not an address or address:port", a.get_ref()))
+        let addrs =
+            |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
+                list.iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        socket_addr(a.get_ref(), 53).ok_or_else(|| {
+                            cx.err(
+                                a.span(),
+                                format!("dns.{field}[{i}]"),
+                                format!("`{}` is not an address or address:port", a.get_ref()),
+                            )
+                        })
                     })
-                })
-                .collect()
-        };
+                    .collect()
+            };
         Ok(DnsConfig {
             listen: addrs(&raw.listen, "listen")?,
             ttl: raw.ttl.unwrap_or(300),
@@ -303,14 +348,25 @@ mod validate {
 
     /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".
     fn socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
-        s.parse::<SocketAddr>().ok().or_else(|| s.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port)))
+        s.parse::<SocketAddr>().ok().or_else(|| {
+            s.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, default_port))
+        })
     }
 
     fn subnet(cx: &Ctx, i: usize, raw: &Spanned<raw::Subnet>) -> Result<Subnet, ConfigError> {
         let s = raw.get_ref();
         let field = |f: &str| format!("subnet[{i}].{f}");
         let (network, prefix_len) = cidr(s.network.get_ref()).ok_or_else(|| {
-            cx.err(s.network.span(), field("network"), format!("`{}` is not a network like 10.0.0.0/24", s.network.get_ref()))
+            cx.err(
+                s.network.span(),
+                field("network"),
+                format!(
+                    "`{}` is not a network like 10.0.0.0/24",
+                    s.network.get_ref()
+                ),
+            )
         })?;
         let mut sub = Subnet {
             network,
@@ -325,16 +381,28 @@ mod validate {
         };
         if u32::from(network) & !prefix_mask(prefix_len) != 0 {
             let base = Ipv4Addr::from(u32::from(network) & prefix_mask(prefix_len));
-            return Err(cx.err(s.network.span(), field("network"), format!("host bits set; did you mean {base}/{prefix_len}?")));
+            return Err(cx.err(
+                s.network.span(),
+                field("network"),
+                format!("host bits set; did you mean {base}/{prefix_len}?"),
+            ));
         }
         for (name, ip) in [("pool_start", &s.pool_start), ("pool_end", &s.pool_end)] {
             let a = *ip.get_ref();
             if !sub.contains(a) || a == sub.network || a == sub.broadcast() {
-                return Err(cx.err(ip.span(), field(name), format!("{a} is not a host address of {network}/{prefix_len}")));
+                return Err(cx.err(
+                    ip.span(),
+                    field(name),
+                    format!("{a} is not a host address of {network}/{prefix_len}"),
+                ));
             }
         }
         if sub.pool_start > sub.pool_end {
-            return Err(cx.err(s.pool_end.span(), field("pool_end"), "comes before pool_start"));
+            return Err(cx.err(
+                s.pool_end.span(),
+                field("pool_end"),
+                "comes before pool_start",
+            ));
         }
         if let Some(t) = &s.lease_time {
             if *t.get_ref() < 10 {
@@ -343,7 +411,11 @@ mod validate {
         }
         if let Some(r) = &s.router {
             if !sub.contains(*r.get_ref()) {
-                return Err(cx.err(r.span(), field("router"), format!("{} is not in {network}/{prefix_len}", r.get_ref())));
+                return Err(cx.err(
+                    r.span(),
+                    field("router"),
+                    format!("{} is not in {network}/{prefix_len}", r.get_ref()),
+                ));
             }
         }
         sub.dns_servers.dedup();
@@ -357,21 +429,45 @@ mod validate {
         Some((a.parse().ok()?, p))
     }
 
-    fn hosts(cx: &Ctx, raw: &[Spanned<raw::Host>], subnets: &[Subnet]) -> Result<Vec<Reservation>, ConfigError> {
+    fn hosts(
+        cx: &Ctx,
+        raw: &[Spanned<raw::Host>],
+        subnets: &[Subnet],
+    ) -> Result<Vec<Reservation>, ConfigError> {
         let mut out: Vec<Reservation> = Vec::new();
         for (i, h) in raw.iter().enumerate() {
             let hr = h.get_ref();
             let field = |f: &str| format!("host[{i}].{f}");
             let hwaddr = match &hr.mac {
-                Some(m) => Some(HwAddr { htype: 1, bytes: hex_bytes(m.get_ref()).filter(|b| b.len() == 6).ok_or_else(|| {
-                    cx.err(m.span(), field("mac"), format!("`{}` is not a MAC like 52:54:00:12:34:56", m.get_ref()))
-                })? }),
+                Some(m) => Some(HwAddr {
+                    htype: 1,
+                    bytes: hex_bytes(m.get_ref())
+                        .filter(|b| b.len() == 6)
+                        .ok_or_else(|| {
+                            cx.err(
+                                m.span(),
+                                field("mac"),
+                                format!("`{}` is not a MAC like 52:54:00:12:34:56", m.get_ref()),
+                            )
+                        })?,
+                }),
                 None => None,
             };
             let client_id = match &hr.client_id {
-                Some(c) => Some(ClientId(hex_bytes(c.get_ref()).filter(|b| !b.is_empty()).ok_or_else(|| {
-                    cx.err(c.span(), field("client_id"), format!("`{}` is not hex bytes like 01:52:54:00:ab:cd:ef", c.get_ref()))
-                })?)),
+                Some(c) => Some(ClientId(
+                    hex_bytes(c.get_ref())
+                        .filter(|b| !b.is_empty())
+                        .ok_or_else(|| {
+                            cx.err(
+                                c.span(),
+                                field("client_id"),
+                                format!(
+                                    "`{}` is not hex bytes like 01:52:54:00:ab:cd:ef",
+                                    c.get_ref()
+                                ),
+                            )
+                        })?,
+                )),
                 None => None,
             };
             if hwaddr.is_none() && client_id.is_none() {
@@ -379,25 +475,49 @@ mod validate {
             }
             let ip = *hr.ip.get_ref();
             if !subnets.iter().any(|s| s.contains(ip)) {
-                return Err(cx.err(hr.ip.span(), field("ip"), format!("{ip} is in no configured subnet")));
+                return Err(cx.err(
+                    hr.ip.span(),
+                    field("ip"),
+                    format!("{ip} is in no configured subnet"),
+                ));
             }
             if let Some(j) = out.iter().position(|r| r.ip == ip) {
-                return Err(cx.err(hr.ip.span(), field("ip"), format!("{ip} is already reserved by host[{j}]")));
+                return Err(cx.err(
+                    hr.ip.span(),
+                    field("ip"),
+                    format!("{ip} is already reserved by host[{j}]"),
+                ));
             }
             let name = match &hr.name {
                 Some(n) => {
                     let l = n.get_ref().to_ascii_lowercase();
                     if !is_label(&l) {
-                        return Err(cx.err(n.span(), field("name"), format!("`{}` is not a valid host name (RFC 1123 label)", n.get_ref())));
+                        return Err(cx.err(
+                            n.span(),
+                            field("name"),
+                            format!(
+                                "`{}` is not a valid host name (RFC 1123 label)",
+                                n.get_ref()
+                            ),
+                        ));
                     }
                     if let Some(j) = out.iter().position(|r| r.name.as_deref() == Some(&l)) {
-                        return Err(cx.err(n.span(), field("name"), format!("`{l}` is already used by host[{j}]")));
+                        return Err(cx.err(
+                            n.span(),
+                            field("name"),
+                            format!("`{l}` is already used by host[{j}]"),
+                        ));
                     }
                     Some(l)
                 }
                 None => None,
             };
-            out.push(Reservation { hwaddr, client_id, ip, name });
+            out.push(Reservation {
+                hwaddr,
+                client_id,
+                ip,
+                name,
+            });
         }
         Ok(out)
     }
@@ -408,7 +528,10 @@ mod validate {
         if digits.len() % 2 != 0 {
             return None;
         }
-        (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok()).collect()
+        (0..digits.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok())
+            .collect()
     }
 }
 
@@ -450,7 +573,12 @@ name = "Printer"
 
     fn invalid(text: &str) -> (usize, String, String) {
         match parse(text) {
-            Err(ConfigError::Invalid { line, field, message, .. }) => (line, field, message),
+            Err(ConfigError::Invalid {
+                line,
+                field,
+                message,
+                ..
+            }) => (line, field, message),
             other => panic!("expected an Invalid error, got {other:?}"),
         }
     }
@@ -479,7 +607,10 @@ name = "Printer"
         assert_eq!(c.subnets[0].mask(), Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(c.subnets[0].broadcast(), Ipv4Addr::new(10, 0, 0, 255));
         assert_eq!(c.reservations[0].name.as_deref(), Some("printer"));
-        assert_eq!(c.reservations[0].hwaddr, Some(HwAddr::ethernet([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
+        assert_eq!(
+            c.reservations[0].hwaddr,
+            Some(HwAddr::ethernet([0x52, 0x54, 0, 0x12, 0x34, 0x56]))
+        );
     }
 
     #[test]
@@ -499,14 +630,38 @@ name = "Printer"
     #[test]
     fn semantic_errors_name_the_field() {
         let cases = [
-            (GOOD.replace("10.0.0.199", "10.0.1.5"), "subnet[0].pool_end", 9),
-            (GOOD.replace("10.0.0.0/24", "10.0.0.1/24"), "subnet[0].network", 7),
-            (GOOD.replace("\"10.0.0.10\"", "\"10.9.0.10\""), "host[0].ip", 15),
+            (
+                GOOD.replace("10.0.0.199", "10.0.1.5"),
+                "subnet[0].pool_end",
+                9,
+            ),
+            (
+                GOOD.replace("10.0.0.0/24", "10.0.0.1/24"),
+                "subnet[0].network",
+                7,
+            ),
+            (
+                GOOD.replace("\"10.0.0.10\"", "\"10.9.0.10\""),
+                "host[0].ip",
+                15,
+            ),
             (GOOD.replace("Printer", "bad_name"), "host[0].name", 16),
-            (GOOD.replace("52:54:00:12:34:56", "52:54"), "host[0].mac", 14),
+            (
+                GOOD.replace("52:54:00:12:34:56", "52:54"),
+                "host[0].mac",
+                14,
+            ),
             (GOOD.replace("Lan.", "bad..lan"), "domain", 2),
-            (GOOD.replace("lease_time = 600", "lease_time = 1"), "subnet[0].lease_time", 12),
-            (GOOD.replace("\"10.0.0.1\"]\n[[sub", "\"nonsense\"]\n[[sub"), "dns.listen[1]", 5),
+            (
+                GOOD.replace("lease_time = 600", "lease_time = 1"),
+                "subnet[0].lease_time",
+                12,
+            ),
+            (
+                GOOD.replace("\"10.0.0.1\"]\n[[sub", "\"nonsense\"]\n[[sub"),
+                "dns.listen[1]",
+                5,
+            ),
         ];
         for (text, want_field, want_line) in cases {
             let (line, field, msg) = invalid(&text);
@@ -527,6 +682,10 @@ name = "Printer"
     #[test]
     fn error_message_reads_file_line_field() {
         let e = parse(&GOOD.replace("lease_time = 600", "lease_tme = 600")).unwrap_err();
-        assert!(e.to_string().starts_with("test.toml:12: lease_tme: unknown field"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("test.toml:12: lease_tme: unknown field"),
+            "{e}"
+        );
     }
 }

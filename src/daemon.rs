@@ -36,9 +36,12 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
 
     let names = names_for(&cfg, &leases);
     let engine = Engine::new(cfg.clone(), leases, now);
-    let socket = DhcpSocket::bind(cfg.dhcp_port).with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
+    let socket = DhcpSocket::bind(cfg.dhcp_port)
+        .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
     info!("listening for DHCP on udp 0.0.0.0:{}", socket.local_port());
-    let dns = DnsServer::bind(&cfg, names.clone(), clock.clone()).await.context("binding DNS sockets")?;
+    let dns = DnsServer::bind(&cfg, names.clone(), clock.clone())
+        .await
+        .context("binding DNS sockets")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock);
@@ -61,8 +64,11 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
 
 /// The name index at start: reservations from config, then every recovered bound lease.
 fn names_for(cfg: &Config, leases: &[crate::lease::Lease]) -> SharedNames {
-    let statics: Vec<(String, std::net::Ipv4Addr)> =
-        cfg.reservations.iter().filter_map(|r| Some((r.name.clone()?, r.ip))).collect();
+    let statics: Vec<(String, std::net::Ipv4Addr)> = cfg
+        .reservations
+        .iter()
+        .filter_map(|r| Some((r.name.clone()?, r.ip)))
+        .collect();
     let mut names = Names::new(&cfg.domain, &statics);
     let bound: Vec<LeaseChange> = leases
         .iter()

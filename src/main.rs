@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use leasedns::config::Config;
 
 #[derive(Parser)]
-#[command(name = "leasedns", version, about = "DHCPv4 server with an embedded DNS server sharing one lease table")]
+#[command(
+    name = "leasedns",
+    version,
+    about = "DHCPv4 server with an embedded DNS server sharing one lease table"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -36,7 +36,13 @@ impl DhcpSocket {
     }
     /// Send a reply: `src` is the server address to send from, `client_port` is 68 normally.
     /// For `Dest::Direct` an ARP entry is written first (falling back to broadcast on failure).
-    pub fn send(&self, _buf: &[u8], _dest: &Dest, _src: Ipv4Addr, _client_port: u16) -> io::Result<()> {
+    pub fn send(
+        &self,
+        _buf: &[u8],
+        _dest: &Dest,
+        _src: Ipv4Addr,
+        _client_port: u16,
+    ) -> io::Result<()> {
         todo!()
     }
 }

@@ -13,5 +13,9 @@ pub enum Dest {
     /// To 255.255.255.255 on the client port, out of this interface.
     Broadcast { ifindex: u32 },
     /// To `ip` on the client port at `hwaddr`, after writing an ARP entry, out of this interface.
-    Direct { ip: Ipv4Addr, hwaddr: HwAddr, ifindex: u32 },
+    Direct {
+        ip: Ipv4Addr,
+        hwaddr: HwAddr,
+        ifindex: u32,
+    },
 }

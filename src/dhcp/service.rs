@@ -107,7 +107,9 @@ impl DhcpService {
     fn until_next_expiry(&self) -> Duration {
         let now = self.clock.now();
         match self.engine.poll_at() {
-            Some(t) => Duration::from_secs(now.until(t)).max(Duration::from_millis(10)).min(Duration::from_secs(60)),
+            Some(t) => Duration::from_secs(now.until(t))
+                .max(Duration::from_millis(10))
+                .min(Duration::from_secs(60)),
             None => Duration::from_secs(60),
         }
     }
@@ -133,7 +135,13 @@ impl DhcpService {
         let mut replies: Vec<Reply> = Vec::new();
         for (buf, meta) in bufs.iter().zip(metas) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.handle_one(now, &buf[..meta.len.min(buf.len())], meta, &mut changes, &mut replies);
+            self.handle_one(
+                now,
+                &buf[..meta.len.min(buf.len())],
+                meta,
+                &mut changes,
+                &mut replies,
+            );
         }
         if !changes.is_empty() && !self.commit(&changes) {
             // Not durable: no reply that grants or extends a lease may leave.
@@ -168,7 +176,10 @@ impl DhcpService {
         };
         let Some(iface) = self.iface(now, meta.ifindex) else {
             self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-            debug!(ifindex = meta.ifindex, "request on an interface we do not serve");
+            debug!(
+                ifindex = meta.ifindex,
+                "request on an interface we do not serve"
+            );
             return;
         };
         let out = self.engine.handle(now, &req, &iface);
@@ -183,7 +194,8 @@ impl DhcpService {
             self.refresh_ifaces(now);
         }
         let iface = self.ifaces.get(&ifindex)?;
-        let served = self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| *n == iface.name);
+        let served =
+            self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| *n == iface.name);
         served.then(|| iface.clone())
     }
 

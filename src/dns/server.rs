@@ -12,7 +12,11 @@ pub struct DnsServer {}
 impl DnsServer {
     /// Bind every listen address (UDP and TCP) and build the catalog. Logs one line per
     /// listener: "listening for DNS on udp 127.0.0.1:5353".
-    pub async fn bind(_cfg: &Config, _names: SharedNames, _clock: Arc<dyn Clock>) -> std::io::Result<DnsServer> {
+    pub async fn bind(
+        _cfg: &Config,
+        _names: SharedNames,
+        _clock: Arc<dyn Clock>,
+    ) -> std::io::Result<DnsServer> {
         todo!()
     }
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -23,4 +27,3 @@ impl DnsServer {
         todo!()
     }
 }
-

@@ -10,14 +10,21 @@ use crate::lease::{Lease, LeaseChange};
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 pub struct Journal {}
 
 impl Journal {
     /// Open (creating if needed) and replay; returns the live leases (expired ones dropped).
-    pub fn open(_path: &Path, _durability: Durability, _now: UnixTime) -> Result<(Journal, Vec<Lease>), JournalError> {
+    pub fn open(
+        _path: &Path,
+        _durability: Durability,
+        _now: UnixTime,
+    ) -> Result<(Journal, Vec<Lease>), JournalError> {
         todo!("journal::open")
     }
     /// Write these changes in one write and (in Fsync mode) one fdatasync.

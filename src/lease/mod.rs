@@ -43,7 +43,10 @@ pub struct HwAddr {
 
 impl HwAddr {
     pub fn ethernet(mac: [u8; 6]) -> Self {
-        HwAddr { htype: 1, bytes: mac.to_vec() }
+        HwAddr {
+            htype: 1,
+            bytes: mac.to_vec(),
+        }
     }
 }
 
