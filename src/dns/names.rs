@@ -1,12 +1,22 @@
 //! The name index that leases and static records produce: A by name, PTR by address.
 //! Shared read-mostly: the DHCP service applies a whole batch of changes under one write lock;
-//! DNS queries take a read lock and never hold it across `.await`.
+//! DNS queries take a read lock and never hold it across `.await`. No sockets, no clock: the
+//! lease expiry is stored and the zone compares it with the time it reads.
+//!
+//! Ownership rules: a static name (config reservation) always wins; a lease name is published
+//! only if no static host and no other published lease holds it; a PTR exists only for a
+//! published name. Each change costs O(1): two HashMaps for statics, two for leases.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
+use tracing::{debug, info};
+
 use crate::clock::UnixTime;
-use crate::lease::LeaseChange;
+use crate::config::Config;
+use crate::lease::{Lease, LeaseChange, LeaseState};
 
 pub type SharedNames = Arc<RwLock<Names>>;
 
@@ -17,26 +27,396 @@ pub struct Found<T> {
     pub expires: Option<UnixTime>,
 }
 
-pub struct Names {}
+/// A published lease name: the fully qualified name and when it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Published {
+    fqdn: String,
+    expires: UnixTime,
+}
+
+pub struct Names {
+    /// The local domain, lowercase, without trailing dot.
+    domain: String,
+    static_by_name: HashMap<String, Ipv4Addr>,
+    /// The first static name given for each address is its PTR target.
+    static_by_ip: HashMap<Ipv4Addr, String>,
+    /// Published lease names only (a lease that lost a conflict is absent).
+    lease_by_ip: HashMap<Ipv4Addr, Published>,
+    lease_by_name: HashMap<String, Ipv4Addr>,
+    serial: u32,
+}
 
 impl Names {
     /// `domain` without trailing dot; `statics` are (label, address) from config reservations.
-    pub fn new(_domain: &str, _statics: &[(String, Ipv4Addr)]) -> Self {
-        todo!("names::new")
+    pub fn new(domain: &str, statics: &[(String, Ipv4Addr)]) -> Self {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut names = Names {
+            domain,
+            static_by_name: HashMap::new(),
+            static_by_ip: HashMap::new(),
+            lease_by_ip: HashMap::new(),
+            lease_by_name: HashMap::new(),
+            serial: 1,
+        };
+        for (label, ip) in statics {
+            let Some(fqdn) = names.fqdn(label) else {
+                info!(label = %label, %ip, "static name is not a valid DNS label; not published");
+                continue;
+            };
+            if let Some(other) = names.static_by_name.get(&fqdn) {
+                info!(%fqdn, %ip, %other, "static name already given to another address; first wins");
+                continue;
+            }
+            names.static_by_name.insert(fqdn.clone(), *ip);
+            names.static_by_ip.entry(*ip).or_insert(fqdn);
+        }
+        names
     }
-    pub fn apply(&mut self, _changes: &[LeaseChange]) {
-        todo!("names::apply")
+
+    /// The static (label, address) pairs of the config's named reservations.
+    pub fn statics_from(cfg: &Config) -> Vec<(String, Ipv4Addr)> {
+        cfg.reservations
+            .iter()
+            .filter_map(|r| r.name.clone().map(|n| (n, r.ip)))
+            .collect()
     }
+
+    /// A ready-to-share index for `cfg`: its domain and its named reservations.
+    pub fn shared_from(cfg: &Config) -> SharedNames {
+        Arc::new(RwLock::new(Names::new(
+            &cfg.domain,
+            &Names::statics_from(cfg),
+        )))
+    }
+
+    /// The local domain, lowercase, without trailing dot.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// Apply a batch of lease changes in order; bumps the serial once if any name or address
+    /// was published or withdrawn (an expiry-only renewal does not change the serial).
+    pub fn apply(&mut self, changes: &[LeaseChange]) {
+        let mut changed = false;
+        for change in changes {
+            changed |= match change {
+                LeaseChange::Upsert(lease) => self.upsert(lease),
+                LeaseChange::Remove { ip, .. } => self.unpublish(*ip),
+            };
+        }
+        if changed {
+            self.serial = self.serial.wrapping_add(1).max(1);
+        }
+    }
+
     /// A record for a fully qualified name (lowercase, no trailing dot), e.g. "laptop.lan".
-    pub fn lookup_a(&self, _fqdn: &str) -> Option<Found<Ipv4Addr>> {
-        todo!()
+    pub fn lookup_a(&self, fqdn: &str) -> Option<Found<Ipv4Addr>> {
+        let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
+        if let Some(ip) = self.static_by_name.get(fqdn) {
+            return Some(Found {
+                value: *ip,
+                expires: None,
+            });
+        }
+        let ip = self.lease_by_name.get(fqdn)?;
+        let published = self.lease_by_ip.get(ip)?;
+        Some(Found {
+            value: *ip,
+            expires: Some(published.expires),
+        })
     }
+
     /// PTR target (fully qualified, no trailing dot) for an address.
-    pub fn lookup_ptr(&self, _ip: Ipv4Addr) -> Option<Found<String>> {
-        todo!()
+    pub fn lookup_ptr(&self, ip: Ipv4Addr) -> Option<Found<String>> {
+        if let Some(fqdn) = self.static_by_ip.get(&ip) {
+            return Some(Found {
+                value: fqdn.clone(),
+                expires: None,
+            });
+        }
+        let published = self.lease_by_ip.get(&ip)?;
+        Some(Found {
+            value: published.fqdn.clone(),
+            expires: Some(published.expires),
+        })
     }
+
     /// SOA serial; increases on every change.
     pub fn serial(&self) -> u32 {
-        todo!()
+        self.serial
+    }
+
+    /// `label.domain` for a valid RFC 1123 label, lowercased.
+    fn fqdn(&self, label: &str) -> Option<String> {
+        if !is_valid_label(label) {
+            return None;
+        }
+        Some(format!("{}.{}", label.to_ascii_lowercase(), self.domain))
+    }
+
+    /// Returns whether the published set changed.
+    fn upsert(&mut self, lease: &Lease) -> bool {
+        let wanted = match (&lease.state, &lease.hostname) {
+            (LeaseState::Bound, Some(label)) => self.fqdn(label),
+            _ => None,
+        };
+        let Some(fqdn) = wanted else {
+            return self.unpublish(lease.ip);
+        };
+        if let Some(current) = self.lease_by_ip.get_mut(&lease.ip)
+            && current.fqdn == fqdn
+        {
+            current.expires = lease.expires;
+            return false;
+        }
+        let withdrawn = self.unpublish(lease.ip);
+        withdrawn | self.publish(lease.ip, fqdn, lease.expires)
+    }
+
+    /// Publish `fqdn` for `ip` unless a static host or another lease holds the name.
+    fn publish(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
+        if let Some(owner) = self.static_by_name.get(&fqdn) {
+            if *owner != ip {
+                info!(%fqdn, %ip, static_ip = %owner, "lease name belongs to a static host; not published");
+            } else {
+                debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
+            }
+            return false;
+        }
+        match self.lease_by_name.entry(fqdn) {
+            Entry::Occupied(held) => {
+                info!(fqdn = %held.key(), %ip, holder = %held.get(), "lease name held by another lease; not published");
+                false
+            }
+            Entry::Vacant(free) => {
+                let fqdn = free.key().clone();
+                free.insert(ip);
+                self.lease_by_ip.insert(ip, Published { fqdn, expires });
+                true
+            }
+        }
+    }
+
+    /// Withdraw the lease name of `ip` (its A and PTR). Returns whether one was published.
+    fn unpublish(&mut self, ip: Ipv4Addr) -> bool {
+        let Some(old) = self.lease_by_ip.remove(&ip) else {
+            return false;
+        };
+        if self.lease_by_name.get(&old.fqdn) == Some(&ip) {
+            self.lease_by_name.remove(&old.fqdn);
+        }
+        true
+    }
+}
+
+/// RFC 1123 host label: 1 to 63 letters, digits and hyphens, not starting or ending with '-'.
+pub fn is_valid_label(label: &str) -> bool {
+    let b = label.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b.first() != Some(&b'-')
+        && b.last() != Some(&b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{ClientId, HwAddr, RemoveReason};
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn bound(last: u8, name: Option<&str>, expires: u64) -> LeaseChange {
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, last]);
+        LeaseChange::Upsert(Lease {
+            ip: ip(last),
+            client: ClientId::from_hw(&hw),
+            hwaddr: hw,
+            hostname: name.map(str::to_string),
+            expires: UnixTime(expires),
+            state: LeaseState::Bound,
+        })
+    }
+
+    fn declined(last: u8, name: &str) -> LeaseChange {
+        let LeaseChange::Upsert(mut lease) = bound(last, Some(name), 500) else {
+            unreachable!("bound() builds an upsert")
+        };
+        lease.state = LeaseState::Declined;
+        LeaseChange::Upsert(lease)
+    }
+
+    fn remove(last: u8) -> LeaseChange {
+        LeaseChange::Remove {
+            ip: ip(last),
+            reason: RemoveReason::Released,
+        }
+    }
+
+    fn names() -> Names {
+        Names::new("Lan.", &[("printer".to_string(), ip(2))])
+    }
+
+    fn a(n: &Names, fqdn: &str) -> Option<Ipv4Addr> {
+        n.lookup_a(fqdn).map(|f| f.value)
+    }
+
+    fn ptr(n: &Names, last: u8) -> Option<String> {
+        n.lookup_ptr(ip(last)).map(|f| f.value)
+    }
+
+    #[test]
+    fn bound_lease_publishes_a_and_ptr_with_its_expiry() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("Laptop"), 1000)]);
+        assert_eq!(
+            n.lookup_a("laptop.lan"),
+            Some(Found {
+                value: ip(10),
+                expires: Some(UnixTime(1000))
+            })
+        );
+        assert_eq!(n.lookup_a("laptop.lan."), n.lookup_a("laptop.lan"));
+        assert_eq!(ptr(&n, 10).as_deref(), Some("laptop.lan"));
+        assert_eq!(
+            n.lookup_ptr(ip(10)).and_then(|f| f.expires),
+            Some(UnixTime(1000))
+        );
+    }
+
+    #[test]
+    fn static_names_resolve_without_expiry() {
+        let n = names();
+        assert_eq!(n.domain(), "lan");
+        assert_eq!(
+            n.lookup_a("printer.lan"),
+            Some(Found {
+                value: ip(2),
+                expires: None
+            })
+        );
+        assert_eq!(
+            n.lookup_ptr(ip(2)),
+            Some(Found {
+                value: "printer.lan".to_string(),
+                expires: None
+            })
+        );
+        assert_eq!(a(&n, "nothing.lan"), None);
+        assert_eq!(ptr(&n, 3), None);
+    }
+
+    #[test]
+    fn remove_unpublishes_name_and_ptr() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("laptop"), 1000)]);
+        n.apply(&[remove(10)]);
+        assert_eq!(a(&n, "laptop.lan"), None);
+        assert_eq!(ptr(&n, 10), None);
+    }
+
+    #[test]
+    fn rename_moves_the_name_and_frees_the_old_one() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("old"), 1000)]);
+        n.apply(&[bound(10, Some("new"), 2000)]);
+        assert_eq!(a(&n, "old.lan"), None);
+        assert_eq!(a(&n, "new.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 10).as_deref(), Some("new.lan"));
+        // The old name is free for another client now.
+        n.apply(&[bound(11, Some("old"), 1000)]);
+        assert_eq!(a(&n, "old.lan"), Some(ip(11)));
+    }
+
+    #[test]
+    fn losing_the_hostname_or_declining_unpublishes() {
+        let mut n = names();
+        n.apply(&[
+            bound(10, Some("laptop"), 1000),
+            bound(11, Some("phone"), 1000),
+        ]);
+        n.apply(&[bound(10, None, 2000), declined(11, "phone")]);
+        assert_eq!(a(&n, "laptop.lan"), None);
+        assert_eq!(a(&n, "phone.lan"), None);
+        assert_eq!(ptr(&n, 10), None);
+        assert_eq!(ptr(&n, 11), None);
+    }
+
+    #[test]
+    fn declined_lease_is_never_published() {
+        let mut n = names();
+        n.apply(&[declined(12, "bad")]);
+        assert_eq!(a(&n, "bad.lan"), None);
+        assert_eq!(ptr(&n, 12), None);
+        assert_eq!(n.serial(), 1);
+    }
+
+    #[test]
+    fn static_name_beats_a_lease_claiming_it() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("printer"), 1000)]);
+        assert_eq!(a(&n, "printer.lan"), Some(ip(2)));
+        assert_eq!(ptr(&n, 10), None, "no PTR to a name the lease does not own");
+        assert_eq!(ptr(&n, 2).as_deref(), Some("printer.lan"));
+    }
+
+    #[test]
+    fn second_claimant_of_a_name_is_not_published() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("laptop"), 1000)]);
+        let serial = n.serial();
+        n.apply(&[bound(11, Some("laptop"), 1000)]);
+        assert_eq!(a(&n, "laptop.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 11), None);
+        assert_eq!(n.serial(), serial, "nothing changed");
+        // The loser's removal must not take the winner's name with it.
+        n.apply(&[remove(11)]);
+        assert_eq!(a(&n, "laptop.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 10).as_deref(), Some("laptop.lan"));
+    }
+
+    #[test]
+    fn renewal_with_same_name_updates_expiry_only() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("laptop"), 1000)]);
+        let serial = n.serial();
+        n.apply(&[bound(10, Some("LAPTOP"), 5000)]);
+        assert_eq!(
+            n.lookup_a("laptop.lan").and_then(|f| f.expires),
+            Some(UnixTime(5000))
+        );
+        assert_eq!(n.serial(), serial);
+    }
+
+    #[test]
+    fn serial_increases_once_per_changing_batch() {
+        let mut n = names();
+        let s0 = n.serial();
+        n.apply(&[bound(10, Some("a"), 1000), bound(11, Some("b"), 1000)]);
+        let s1 = n.serial();
+        assert_eq!(s1, s0 + 1);
+        n.apply(&[remove(10)]);
+        assert!(n.serial() > s1);
+        let s2 = n.serial();
+        n.apply(&[remove(10), bound(13, None, 1000)]);
+        assert_eq!(n.serial(), s2, "no-op batch keeps the serial");
+    }
+
+    #[test]
+    fn invalid_labels_are_not_published() {
+        let mut n = Names::new("lan", &[("bad.name".to_string(), ip(3))]);
+        n.apply(&[
+            bound(10, Some("-x"), 1000),
+            bound(11, Some(""), 1000),
+            bound(12, Some("a.b"), 1000),
+        ]);
+        assert_eq!(a(&n, "bad.name.lan"), None);
+        assert_eq!(a(&n, "a.b.lan"), None);
+        assert_eq!(ptr(&n, 3), None);
+        assert_eq!(ptr(&n, 10), None);
+        assert!(is_valid_label("a-1"));
+        assert!(!is_valid_label(&"x".repeat(64)));
     }
 }

@@ -1,29 +1,551 @@
 //! DNS sockets (UDP and TCP per listen address) and the hickory catalog.
+//! Owns binding, the catalog of local zones, and the serve/shutdown lifecycle. Must not answer
+//! queries itself (that is `zone`) nor touch the lease table.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::Server;
+use hickory_server::zone_handler::{Catalog, ZoneHandler};
+use tokio::net::{TcpListener, UdpSocket};
+use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dns::names::SharedNames;
+use crate::dns::zone::zones_for;
 
-pub struct DnsServer {}
+/// A TCP client that sends no query for this long is disconnected.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_QUEUE: usize = 32;
+/// Attempts to find a port free for both UDP and TCP when the config asks for port 0.
+const PORT_ZERO_ATTEMPTS: usize = 16;
+
+pub struct DnsServer {
+    catalog: Catalog,
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+    /// One per listen address, with the real port (UDP and TCP share it).
+    addrs: Vec<SocketAddr>,
+}
 
 impl DnsServer {
     /// Bind every listen address (UDP and TCP) and build the catalog. Logs one line per
     /// listener: "listening for DNS on udp 127.0.0.1:5353".
     pub async fn bind(
-        _cfg: &Config,
-        _names: SharedNames,
-        _clock: Arc<dyn Clock>,
+        cfg: &Config,
+        names: SharedNames,
+        clock: Arc<dyn Clock>,
     ) -> std::io::Result<DnsServer> {
-        todo!()
+        let mut catalog = Catalog::new();
+        let zones = zones_for(cfg, names, clock)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        for zone in zones {
+            let origin = zone.origin().clone();
+            info!(zone = %origin, kind = ?zone.kind(), "serving local zone");
+            catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
+        }
+        if !cfg.dns.upstreams.is_empty() {
+            warn!(
+                "DNS forwarding is not implemented yet; names outside the local zones are REFUSED"
+            );
+        }
+        let mut server = DnsServer {
+            catalog,
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for addr in &cfg.dns.listen {
+            let (udp, tcp) = bind_pair(*addr).await?;
+            let real = udp.local_addr()?;
+            info!("listening for DNS on udp {real}");
+            info!("listening for DNS on tcp {}", tcp.local_addr()?);
+            server.addrs.push(real);
+            server.udp.push(udp);
+            server.tcp.push(tcp);
+        }
+        Ok(server)
     }
+
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        todo!()
+        self.addrs.clone()
     }
-    /// Serve until `shutdown` completes.
-    pub async fn run(self, _shutdown: crate::Shutdown) -> std::io::Result<()> {
-        todo!()
+
+    /// Serve until `shutdown` completes (becomes true, or its sender is dropped), then stop
+    /// accepting and wait for the listener tasks to end.
+    pub async fn run(self, mut shutdown: crate::Shutdown) -> std::io::Result<()> {
+        if self.addrs.is_empty() {
+            wait_for(&mut shutdown).await;
+            return Ok(());
+        }
+        let mut server = Server::new(self.catalog);
+        for socket in self.udp {
+            server.register_socket(socket);
+        }
+        for listener in self.tcp {
+            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+        }
+        let ended = tokio::select! {
+            result = server.block_until_done() => Some(result),
+            () = wait_for(&mut shutdown) => None,
+        };
+        let result = match ended {
+            Some(result) => result,
+            None => server.shutdown_gracefully().await,
+        };
+        info!("DNS server stopped");
+        result.map_err(io::Error::other)
+    }
+}
+
+async fn wait_for(shutdown: &mut crate::Shutdown) {
+    // An Err means the sender is gone: nobody can ask us to stop any more, so stop now.
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// UDP and TCP on the same address and port. For port 0, UDP picks the port and TCP follows;
+/// if TCP finds that port taken, try again with a fresh one.
+async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    let context = |proto: &str, at: SocketAddr, e: io::Error| {
+        io::Error::new(e.kind(), format!("DNS {proto} {at}: {e}"))
+    };
+    if addr.port() != 0 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| context("udp", addr, e))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|e| context("tcp", addr, e))?;
+        return Ok((udp, tcp));
+    }
+    let mut last = io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no port free for both UDP and TCP",
+    );
+    for _ in 0..PORT_ZERO_ATTEMPTS {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| context("udp", addr, e))?;
+        let real = udp.local_addr()?;
+        match TcpListener::bind(real).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = context("tcp", real, e),
+            Err(e) => return Err(context("tcp", real, e)),
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{TestClock, UnixTime};
+    use crate::config::{DnsConfig, Durability, Reservation, Subnet};
+    use crate::dns::names::Names;
+    use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
+    use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+    use hickory_server::proto::rr::{Name, RData, RecordType};
+    use std::net::Ipv4Addr;
+    use std::path::PathBuf;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::watch;
+    use tokio::task::JoinHandle;
+    use tokio::time::timeout;
+
+    const WAIT: Duration = Duration::from_secs(3);
+    const LAPTOP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
+    const PRINTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
+
+    fn config() -> Config {
+        Config {
+            path: PathBuf::from("test.toml"),
+            interfaces: vec![],
+            domain: "lan".to_string(),
+            dhcp_port: 0,
+            client_port: 0,
+            lease_file: PathBuf::from("/nonexistent/leases"),
+            durability: Durability::None,
+            offer_hold: 30,
+            decline_hold: 600,
+            dns: DnsConfig {
+                listen: vec!["127.0.0.1:0".parse().expect("addr")],
+                ttl: 300,
+                upstreams: vec![],
+            },
+            subnets: vec![Subnet {
+                network: Ipv4Addr::new(10, 0, 0, 0),
+                prefix_len: 24,
+                pool_start: Ipv4Addr::new(10, 0, 0, 10),
+                pool_end: Ipv4Addr::new(10, 0, 0, 200),
+                router: None,
+                dns_servers: vec![],
+                lease_time: 3600,
+                interface: None,
+                authoritative: true,
+            }],
+            reservations: vec![Reservation {
+                hwaddr: Some(HwAddr::ethernet([2, 0, 0, 0, 0, 5])),
+                client_id: None,
+                ip: PRINTER,
+                name: Some("printer".to_string()),
+            }],
+        }
+    }
+
+    fn laptop_lease(expires: u64) -> LeaseChange {
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 50]);
+        LeaseChange::Upsert(Lease {
+            ip: LAPTOP,
+            client: ClientId::from_hw(&hw),
+            hwaddr: hw,
+            hostname: Some("laptop".to_string()),
+            expires: UnixTime(expires),
+            state: LeaseState::Bound,
+        })
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        names: SharedNames,
+        clock: TestClock,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<io::Result<()>>,
+    }
+
+    /// A server at t=1000 whose "laptop" lease ends at t=1000 + `lease_left`.
+    async fn start(lease_left: u64) -> Running {
+        let cfg = config();
+        let names = Names::shared_from(&cfg);
+        names
+            .write()
+            .expect("lock")
+            .apply(&[laptop_lease(1000 + lease_left)]);
+        let clock = TestClock::at(1000);
+        let server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
+            .await
+            .expect("bind");
+        let addrs = server.local_addrs();
+        assert_eq!(addrs.len(), 1);
+        assert_ne!(addrs[0].port(), 0, "the real port is reported");
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(server.run(shutdown));
+        Running {
+            addr: addrs[0],
+            names,
+            clock,
+            stop,
+            task,
+        }
+    }
+
+    fn query_bytes(name: &str, rtype: RecordType) -> Vec<u8> {
+        let mut msg = Message::new(0x1234, MessageType::Query, OpCode::Query);
+        msg.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+        msg.metadata.recursion_desired = true;
+        msg.to_vec().expect("encode")
+    }
+
+    async fn udp_query(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("client socket");
+        sock.send_to(&query_bytes(name, rtype), addr)
+            .await
+            .expect("send");
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = timeout(WAIT, sock.recv_from(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("recv");
+        Message::from_vec(&buf[..n]).expect("decode reply")
+    }
+
+    async fn tcp_query(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let q = query_bytes(name, rtype);
+        let len = u16::try_from(q.len()).expect("short query").to_be_bytes();
+        stream
+            .write_all(&[&len[..], &q].concat())
+            .await
+            .expect("send");
+        let mut len = [0u8; 2];
+        timeout(WAIT, stream.read_exact(&mut len))
+            .await
+            .expect("reply in time")
+            .expect("read len");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        timeout(WAIT, stream.read_exact(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read body");
+        Message::from_vec(&buf).expect("decode reply")
+    }
+
+    fn a_records(msg: &Message) -> Vec<Ipv4Addr> {
+        msg.answers
+            .iter()
+            .filter_map(|r| {
+                if let RData::A(a) = &r.data {
+                    Some(a.0)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    fn soa_in_authority(msg: &Message) -> bool {
+        msg.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    }
+
+    async fn stop(running: Running) {
+        running
+            .stop
+            .send(true)
+            .expect("server listening for shutdown");
+        let result = timeout(WAIT, running.task)
+            .await
+            .expect("stops in time")
+            .expect("task joins");
+        result.expect("clean shutdown");
+    }
+
+    #[tokio::test]
+    async fn lease_name_resolves_over_udp_and_tcp() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.authoritative);
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        assert_eq!(reply.answers[0].ttl, 300);
+        let reply = tcp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn ptr_of_lease_and_static_addresses() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "50.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        let targets: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(targets, vec!["laptop.lan.".to_string()]);
+        let reply = udp_query(s.addr, "5.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+        let targets: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
+        assert_eq!(targets, vec!["printer.lan.".to_string()]);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn static_reservation_name_resolves() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "printer.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![PRINTER]);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn aaaa_of_a_known_name_is_nodata_with_soa() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::AAAA).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.answers.is_empty());
+        assert!(soa_in_authority(&reply));
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_name_is_nxdomain_with_soa_carrying_the_serial() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "ghost.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        let serial = s.names.read().expect("lock").serial();
+        let soa = reply.authorities.iter().find_map(|r| {
+            if let RData::SOA(soa) = &r.data {
+                Some(soa.serial)
+            } else {
+                None
+            }
+        });
+        assert_eq!(soa, Some(serial));
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn removed_lease_name_becomes_nxdomain() {
+        let s = start(3600).await;
+        assert_eq!(
+            a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
+            vec![LAPTOP]
+        );
+        s.names.write().expect("lock").apply(&[LeaseChange::Remove {
+            ip: LAPTOP,
+            reason: RemoveReason::Released,
+        }]);
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        let reply = udp_query(s.addr, "50.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn ttl_is_capped_by_the_lease_remaining_time() {
+        // t=1000, the lease ends at t=1120: TTL 120, not the configured 300.
+        let s = start(120).await;
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(reply.answers[0].ttl, 120);
+        // t=1110: ten seconds left.
+        s.clock.advance(110);
+        let reply = udp_query(s.addr, "50.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.answers[0].ttl, 10);
+        // t=1120: ended; gone even before the engine's Remove arrives.
+        s.clock.advance(10);
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn queries_are_case_insensitive() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "LapTop.LAN.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn names_outside_our_zones_are_refused() {
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "example.com.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        let reply = udp_query(s.addr, "1.1.168.192.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn soa_at_apex_answers_with_current_serial() {
+        let s = start(3600).await;
+        let before = udp_query(s.addr, "lan.", RecordType::SOA).await;
+        s.names.write().expect("lock").apply(&[LeaseChange::Remove {
+            ip: LAPTOP,
+            reason: RemoveReason::Expired,
+        }]);
+        let after = udp_query(s.addr, "lan.", RecordType::SOA).await;
+        let serial = |m: &Message| {
+            m.answers.iter().find_map(|r| {
+                if let RData::SOA(soa) = &r.data {
+                    Some(soa.serial)
+                } else {
+                    None
+                }
+            })
+        };
+        assert!(serial(&before).is_some());
+        assert!(serial(&after) > serial(&before));
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn garbage_does_not_stop_the_server() {
+        let s = start(3600).await;
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        for junk in [
+            &[0xffu8; 3][..],
+            &[0u8; 12],
+            &[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'],
+            &[0xab; 600],
+        ] {
+            sock.send_to(junk, s.addr).await.expect("send junk");
+        }
+        let mut stream = TcpStream::connect(s.addr).await.expect("connect");
+        stream
+            .write_all(&[0, 5, 1, 2, 3, 4, 5])
+            .await
+            .expect("send junk over tcp");
+        drop(stream);
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        let reply = tcp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn dig_resolves_a_lease_name() {
+        let s = start(3600).await;
+        let port = s.addr.port().to_string();
+        let dig = |extra: &'static str| {
+            let port = port.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut cmd = std::process::Command::new("/usr/bin/dig");
+                cmd.args([
+                    "@127.0.0.1",
+                    "-p",
+                    &port,
+                    "laptop.lan",
+                    "A",
+                    "+short",
+                    "+time=2",
+                    "+tries=1",
+                ]);
+                if !extra.is_empty() {
+                    cmd.arg(extra);
+                }
+                cmd.output().expect("run /usr/bin/dig")
+            })
+        };
+        for extra in ["", "+tcp"] {
+            let out = dig(extra).await.expect("dig task");
+            assert!(
+                out.status.success(),
+                "dig {extra} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "10.0.0.50",
+                "dig {extra}"
+            );
+        }
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_no_listeners_returns() {
+        let mut cfg = config();
+        cfg.dns.listen.clear();
+        let names = Names::shared_from(&cfg);
+        let server = DnsServer::bind(&cfg, names, Arc::new(TestClock::at(0)))
+            .await
+            .expect("bind");
+        assert!(server.local_addrs().is_empty());
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(server.run(shutdown));
+        stop.send(true).expect("send");
+        timeout(WAIT, task)
+            .await
+            .expect("in time")
+            .expect("join")
+            .expect("ok");
+    }
+
+    #[tokio::test]
+    async fn port_already_taken_is_an_error_naming_the_address() {
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut cfg = config();
+        cfg.dns.listen = vec![taken.local_addr().expect("addr")];
+        let err = DnsServer::bind(&cfg, Names::shared_from(&cfg), Arc::new(TestClock::at(0)))
+            .await
+            .err();
+        let err = err.expect("bind must fail");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("udp 127.0.0.1:"), "{err}");
     }
 }

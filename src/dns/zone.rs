@@ -1,1 +1,455 @@
 //! hickory `ZoneHandler` for the local domain and the subnets' reverse zones, reading `names`.
+//! Owns the mapping from the name index to DNS answers (A, PTR, SOA, NODATA, NXDOMAIN) and
+//! their TTLs. Must not hold the names lock across `.await`, nor read the system clock (time
+//! comes from the injected `Clock`).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_server::proto::op::ResponseCode;
+use hickory_server::proto::rr::rdata::{A, PTR, SOA};
+use hickory_server::proto::rr::{
+    LowerName, Name, RData, Record, RecordSet, RecordType, TSigResponseContext,
+};
+use hickory_server::server::{Request, RequestInfo};
+use hickory_server::zone_handler::{
+    AuthLookup, AxfrPolicy, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
+    ZoneHandler, ZoneType,
+};
+
+use crate::clock::{Clock, UnixTime};
+use crate::config::{Config, Subnet};
+use crate::dns::names::{Found, Names, SharedNames};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ZoneError {
+    #[error("domain {domain:?} is not a valid DNS name: {reason}")]
+    BadDomain { domain: String, reason: String },
+}
+
+/// Which records a zone serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZoneKind {
+    /// The local domain: A records by name.
+    Forward,
+    /// An in-addr.arpa zone: PTR records by address.
+    Reverse,
+}
+
+/// One authoritative zone backed by the shared name index.
+pub struct LocalZone {
+    origin: LowerName,
+    kind: ZoneKind,
+    names: SharedNames,
+    clock: Arc<dyn Clock>,
+    /// TTL of static records and the cap for lease records; also the SOA negative-cache TTL.
+    ttl: u32,
+    /// SOA MNAME and RNAME.
+    mname: Name,
+    rname: Name,
+}
+
+/// Every zone the config makes us authoritative for: the local domain, then one reverse zone
+/// per distinct octet-aligned network enclosing a subnet.
+pub fn zones_for(
+    cfg: &Config,
+    names: SharedNames,
+    clock: Arc<dyn Clock>,
+) -> Result<Vec<Arc<LocalZone>>, ZoneError> {
+    let domain = parse_name(&cfg.domain)?;
+    let rname = parse_name(&format!("hostmaster.{}", cfg.domain))?;
+    let reverse: BTreeSet<String> = cfg.subnets.iter().map(reverse_zone).collect();
+    let origins = std::iter::once((cfg.domain.clone(), ZoneKind::Forward))
+        .chain(reverse.into_iter().map(|z| (z, ZoneKind::Reverse)));
+    let mut zones = Vec::new();
+    for (origin, kind) in origins {
+        zones.push(Arc::new(LocalZone {
+            origin: LowerName::new(&parse_name(&origin)?),
+            kind,
+            names: names.clone(),
+            clock: clock.clone(),
+            ttl: cfg.dns.ttl,
+            mname: domain.clone(),
+            rname: rname.clone(),
+        }));
+    }
+    Ok(zones)
+}
+
+/// The reverse zone (without trailing dot) of the octet-aligned network enclosing `subnet`:
+/// /24 -> "0.0.10.in-addr.arpa", /20 and /16 -> "10.10.in-addr.arpa". A prefix under /8 uses
+/// the /8 zone of its network address.
+pub fn reverse_zone(subnet: &Subnet) -> String {
+    let octets = usize::from((subnet.prefix_len / 8).clamp(1, 4));
+    let mut labels: Vec<String> = subnet.network.octets()[..octets]
+        .iter()
+        .map(u8::to_string)
+        .collect();
+    labels.reverse();
+    format!("{}.in-addr.arpa", labels.join("."))
+}
+
+fn parse_name(s: &str) -> Result<Name, ZoneError> {
+    let fqdn = format!("{}.", s.trim_end_matches('.'));
+    Name::from_ascii(&fqdn).map_err(|e| ZoneError::BadDomain {
+        domain: s.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// What the index says about one owner name.
+enum Owner {
+    /// A record to answer with when the type matches.
+    Has(RecordType, RData, u32),
+    /// The name exists (apex, empty non-terminal) but has no record of interest here.
+    Exists,
+    Missing,
+}
+
+impl LocalZone {
+    pub fn origin_name(&self) -> &LowerName {
+        &self.origin
+    }
+
+    pub fn kind(&self) -> ZoneKind {
+        self.kind
+    }
+
+    /// Synchronous core of `lookup`: takes and drops the read lock, never awaits.
+    fn answer(&self, name: &LowerName, rtype: RecordType) -> Result<AuthLookup, LookupError> {
+        if *name == self.origin && matches!(rtype, RecordType::SOA | RecordType::ANY) {
+            return Ok(self.one(self.soa_record()));
+        }
+        let owner = if *name == self.origin {
+            Owner::Exists
+        } else {
+            match self.kind {
+                ZoneKind::Forward => self.forward_owner(name),
+                ZoneKind::Reverse => self.reverse_owner(name),
+            }
+        };
+        match owner {
+            Owner::Has(t, rdata, ttl) if t == rtype || rtype == RecordType::ANY => {
+                Ok(self.one(Record::from_rdata(Name::from(name), ttl, rdata)))
+            }
+            Owner::Has(..) | Owner::Exists => Err(LookupError::NameExists),
+            Owner::Missing => Err(LookupError::from(ResponseCode::NXDomain)),
+        }
+    }
+
+    fn forward_owner(&self, name: &LowerName) -> Owner {
+        let found = self.names_read().lookup_a(&name.to_string());
+        match found.and_then(|f| self.live_ttl(f)) {
+            Some((ip, ttl)) => Owner::Has(RecordType::A, RData::A(A(ip)), ttl),
+            None => Owner::Missing,
+        }
+    }
+
+    fn reverse_owner(&self, name: &LowerName) -> Owner {
+        let net = match Name::from(name).parse_arpa_name() {
+            Ok(net) => net,
+            Err(_) => return Owner::Missing,
+        };
+        let ip = match (net.addr(), net.prefix_len()) {
+            (IpAddr::V4(ip), 32) => ip,
+            // A partial address inside our zone: an empty non-terminal, not NXDOMAIN (RFC 8020).
+            (IpAddr::V4(_), _) => return Owner::Exists,
+            (IpAddr::V6(_), _) => return Owner::Missing,
+        };
+        let found = self.names_read().lookup_ptr(ip);
+        let Some((target, ttl)) = found.and_then(|f| self.live_ttl(f)) else {
+            return Owner::Missing;
+        };
+        match parse_name(&target) {
+            Ok(target) => Owner::Has(RecordType::PTR, RData::PTR(PTR(target)), ttl),
+            Err(_) => Owner::Missing,
+        }
+    }
+
+    /// The value and its TTL, or None if the lease has already expired.
+    fn live_ttl<T>(&self, found: Found<T>) -> Option<(T, u32)> {
+        match found.expires {
+            None => Some((found.value, self.ttl)),
+            Some(expires) => {
+                lease_ttl(self.ttl, self.clock.now(), expires).map(|ttl| (found.value, ttl))
+            }
+        }
+    }
+
+    fn names_read(&self) -> std::sync::RwLockReadGuard<'_, Names> {
+        // A writer that panicked left a consistent index (apply changes maps one at a time).
+        self.names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn soa_record(&self) -> Record {
+        let serial = self.names_read().serial();
+        let refresh = 3600;
+        let soa = SOA::new(
+            self.mname.clone(),
+            self.rname.clone(),
+            serial,
+            refresh,
+            600,
+            86400,
+            self.ttl,
+        );
+        Record::from_rdata(Name::from(&self.origin), self.ttl, RData::SOA(soa))
+    }
+
+    fn one(&self, record: Record) -> AuthLookup {
+        let set = Arc::new(RecordSet::from(record));
+        AuthLookup::answers(LookupRecords::new(LookupOptions::default(), set), None)
+    }
+}
+
+/// TTL of a lease record: never past the lease's end; None once it has ended.
+pub fn lease_ttl(ttl: u32, now: UnixTime, expires: UnixTime) -> Option<u32> {
+    let remaining = now.until(expires);
+    if remaining == 0 {
+        return None;
+    }
+    Some(u32::try_from(remaining).unwrap_or(u32::MAX).min(ttl))
+}
+
+#[async_trait::async_trait]
+impl ZoneHandler for LocalZone {
+    fn zone_type(&self) -> ZoneType {
+        ZoneType::Primary
+    }
+
+    fn axfr_policy(&self) -> AxfrPolicy {
+        AxfrPolicy::Deny
+    }
+
+    fn origin(&self) -> &LowerName {
+        &self.origin
+    }
+
+    async fn lookup(
+        &self,
+        name: &LowerName,
+        rtype: RecordType,
+        request_info: Option<&RequestInfo<'_>>,
+        _options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        // We publish no NS records. The catalog asks for the apex NS (without request info) to
+        // decorate SOA answers: give it nothing. A client asking for NS gets NODATA + SOA.
+        if rtype == RecordType::NS && *name == self.origin && request_info.is_none() {
+            return LookupControlFlow::Continue(Ok(AuthLookup::Empty));
+        }
+        LookupControlFlow::Continue(self.answer(name, rtype))
+    }
+
+    async fn search(
+        &self,
+        request: &Request,
+        options: LookupOptions,
+    ) -> (LookupControlFlow<AuthLookup>, Option<TSigResponseContext>) {
+        match request.request_info() {
+            Ok(info) => (
+                self.lookup(
+                    info.query.name(),
+                    info.query.query_type(),
+                    Some(&info),
+                    options,
+                )
+                .await,
+                None,
+            ),
+            Err(e) => (LookupControlFlow::Break(Err(e)), None),
+        }
+    }
+
+    async fn nsec_records(
+        &self,
+        _name: &LowerName,
+        _options: LookupOptions,
+    ) -> LookupControlFlow<AuthLookup> {
+        LookupControlFlow::Continue(Ok(AuthLookup::Empty))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TestClock;
+    use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState};
+    use std::net::Ipv4Addr;
+    use std::sync::RwLock;
+
+    fn subnet(network: [u8; 4], prefix_len: u8) -> Subnet {
+        Subnet {
+            network: Ipv4Addr::from(network),
+            prefix_len,
+            pool_start: Ipv4Addr::from(network),
+            pool_end: Ipv4Addr::from(network),
+            router: None,
+            dns_servers: vec![],
+            lease_time: 3600,
+            interface: None,
+            authoritative: true,
+        }
+    }
+
+    fn lower(s: &str) -> LowerName {
+        LowerName::new(&Name::from_ascii(s).expect("test name"))
+    }
+
+    fn zone(kind: ZoneKind, origin: &str, names: SharedNames, clock: &TestClock) -> LocalZone {
+        LocalZone {
+            origin: lower(origin),
+            kind,
+            names,
+            clock: Arc::new(clock.clone()),
+            ttl: 300,
+            mname: Name::from_ascii("lan.").expect("test name"),
+            rname: Name::from_ascii("hostmaster.lan.").expect("test name"),
+        }
+    }
+
+    fn shared_with_lease(expires: u64) -> SharedNames {
+        let mut names = Names::new(
+            "lan",
+            &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
+        );
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 9]);
+        names.apply(&[LeaseChange::Upsert(Lease {
+            ip: Ipv4Addr::new(10, 0, 0, 9),
+            client: ClientId::from_hw(&hw),
+            hwaddr: hw,
+            hostname: Some("laptop".to_string()),
+            expires: UnixTime(expires),
+            state: LeaseState::Bound,
+        })]);
+        Arc::new(RwLock::new(names))
+    }
+
+    fn records(result: Result<AuthLookup, LookupError>) -> Vec<Record> {
+        result.expect("an answer").iter().cloned().collect()
+    }
+
+    #[test]
+    fn reverse_zone_is_the_octet_aligned_enclosing_network() {
+        assert_eq!(
+            reverse_zone(&subnet([10, 0, 0, 0], 24)),
+            "0.0.10.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_zone(&subnet([10, 10, 0, 0], 16)),
+            "10.10.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_zone(&subnet([10, 10, 16, 0], 20)),
+            "10.10.in-addr.arpa"
+        );
+        assert_eq!(
+            reverse_zone(&subnet([192, 168, 1, 128], 25)),
+            "1.168.192.in-addr.arpa"
+        );
+        assert_eq!(reverse_zone(&subnet([10, 0, 0, 0], 8)), "10.in-addr.arpa");
+        assert_eq!(reverse_zone(&subnet([10, 0, 0, 0], 4)), "10.in-addr.arpa");
+    }
+
+    #[test]
+    fn lease_ttl_is_capped_by_remaining_time_and_ends_with_the_lease() {
+        assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(5000)), Some(300));
+        assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(1042)), Some(42));
+        assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(1001)), Some(1));
+        assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(1000)), None);
+        assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(10)), None);
+    }
+
+    #[test]
+    fn forward_zone_timeline() {
+        let clock = TestClock::at(1000);
+        let z = zone(ZoneKind::Forward, "lan.", shared_with_lease(1100), &clock);
+        // t=1000: the lease has 100 s left, so its A record lives 100 s, not 300.
+        let a = records(z.answer(&lower("laptop.lan."), RecordType::A));
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].ttl, 100);
+        assert_eq!(a[0].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 9))));
+        // Static names keep the configured TTL.
+        assert_eq!(
+            records(z.answer(&lower("printer.lan."), RecordType::A))[0].ttl,
+            300
+        );
+        // Another type for a known name: NODATA; an unknown name: NXDOMAIN.
+        assert!(matches!(
+            z.answer(&lower("laptop.lan."), RecordType::AAAA),
+            Err(LookupError::NameExists)
+        ));
+        assert!(
+            z.answer(&lower("ghost.lan."), RecordType::A)
+                .err()
+                .is_some_and(|e| e.is_nx_domain())
+        );
+        // The apex has an SOA carrying the index serial, and nothing else.
+        let soa = records(z.answer(&lower("lan."), RecordType::SOA));
+        assert!(matches!(&soa[0].data, RData::SOA(s) if s.serial == 2));
+        assert!(matches!(
+            z.answer(&lower("lan."), RecordType::A),
+            Err(LookupError::NameExists)
+        ));
+        // t=1100: the lease has ended; the name is gone even before the engine removes it.
+        clock.set(1100);
+        assert!(
+            z.answer(&lower("laptop.lan."), RecordType::A)
+                .err()
+                .is_some_and(|e| e.is_nx_domain())
+        );
+    }
+
+    #[test]
+    fn reverse_zone_timeline() {
+        let clock = TestClock::at(1000);
+        let z = zone(
+            ZoneKind::Reverse,
+            "0.0.10.in-addr.arpa.",
+            shared_with_lease(5000),
+            &clock,
+        );
+        let ptr = records(z.answer(&lower("9.0.0.10.in-addr.arpa."), RecordType::PTR));
+        assert_eq!(
+            ptr[0].data,
+            RData::PTR(PTR(Name::from_ascii("laptop.lan.").expect("name")))
+        );
+        assert_eq!(ptr[0].ttl, 300);
+        let ptr = records(z.answer(&lower("2.0.0.10.in-addr.arpa."), RecordType::PTR));
+        assert_eq!(
+            ptr[0].data,
+            RData::PTR(PTR(Name::from_ascii("printer.lan.").expect("name")))
+        );
+        assert!(
+            z.answer(&lower("3.0.0.10.in-addr.arpa."), RecordType::PTR)
+                .err()
+                .is_some_and(|e| e.is_nx_domain())
+        );
+        assert!(
+            z.answer(&lower("x.0.0.10.in-addr.arpa."), RecordType::PTR)
+                .err()
+                .is_some_and(|e| e.is_nx_domain())
+        );
+        assert!(matches!(
+            z.answer(&lower("9.0.0.10.in-addr.arpa."), RecordType::A),
+            Err(LookupError::NameExists)
+        ));
+    }
+
+    #[test]
+    fn partial_reverse_name_is_an_empty_non_terminal() {
+        let clock = TestClock::at(1000);
+        let z = zone(
+            ZoneKind::Reverse,
+            "10.10.in-addr.arpa.",
+            shared_with_lease(5000),
+            &clock,
+        );
+        assert!(matches!(
+            z.answer(&lower("0.10.10.in-addr.arpa."), RecordType::PTR),
+            Err(LookupError::NameExists)
+        ));
+    }
+}
