@@ -38,7 +38,8 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
-    info!("listening for DHCP on udp 0.0.0.0:{}", socket.local_port());
+    let port = socket.local_port().context("reading the DHCP port")?;
+    info!("listening for DHCP on udp 0.0.0.0:{port}");
     let dns = DnsServer::bind(&cfg, names.clone(), clock.clone())
         .await
         .context("binding DNS sockets")?;

@@ -232,7 +232,14 @@ impl DhcpService {
     }
 
     fn send(&self, r: &Reply) {
-        let bytes = wire::encode(&r.msg, r.max_size);
+        let bytes = match wire::encode(&r.msg, r.max_size) {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                warn!(xid = r.msg.xid(), "cannot encode reply: {e}");
+                return;
+            }
+        };
         let src = match r.msg.opts().get(OptionCode::ServerIdentifier) {
             Some(DhcpOption::ServerIdentifier(ip)) => *ip,
             _ => Ipv4Addr::UNSPECIFIED,

@@ -2,10 +2,15 @@
 //! (dhcproto's owned decoder panics or silently stops on some bad input; see shared notes),
 //! `encode` turns a reply into bytes (BOOTP padding to 300, client max size respected).
 //! No sockets, no clock.
+//!
+//! Decoding reads the fixed BOOTP header and walks the options itself with bounds checks; it
+//! never hands client bytes to dhcproto's typed option decoders. Encoding uses dhcproto's
+//! encoder and then fixes what it leaves out: option 53 first, padding, and the size limit.
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::MessageType;
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Encodable, Encoder};
 
 use crate::lease::HwAddr;
 
@@ -23,6 +28,16 @@ pub enum DecodeError {
     NoMessageType,
     #[error("malformed option {code}")]
     BadOption { code: u8 },
+    #[error("unknown DHCP message type {0}")]
+    UnknownMessageType(u8),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("dhcproto could not encode the reply: {0}")]
+    Dhcproto(#[from] dhcproto::error::EncodeError),
+    #[error("reply is {len} bytes even without optional options; limit is {limit}")]
+    TooLarge { len: usize, limit: usize },
 }
 
 /// A decoded client request: the header fields and the options the server uses.
@@ -61,11 +76,678 @@ pub struct Request {
     pub fqdn: Option<Vec<u8>>,
 }
 
-pub fn decode(_buf: &[u8]) -> Result<Request, DecodeError> {
-    todo!("wire::decode")
+/// Fixed BOOTP header offsets (RFC 2131 figure 1).
+const OP: usize = 0;
+const HTYPE: usize = 1;
+const HLEN: usize = 2;
+const HOPS: usize = 3;
+const XID: usize = 4;
+const SECS: usize = 8;
+const FLAGS: usize = 10;
+const CIADDR: usize = 12;
+const YIADDR: usize = 16;
+const SIADDR: usize = 20;
+const GIADDR: usize = 24;
+const CHADDR: usize = 28;
+const SNAME: std::ops::Range<usize> = 44..108;
+const FILE: std::ops::Range<usize> = 108..236;
+const COOKIE: std::ops::Range<usize> = 236..240;
+const OPTIONS: usize = 240;
+const MAGIC: [u8; 4] = [99, 130, 83, 99];
+
+const BOOTREQUEST: u8 = 1;
+/// BOOTP's minimum message size (RFC 951); some relays and old clients drop shorter ones.
+pub const BOOTP_MIN: usize = 300;
+/// The smallest datagram every host must accept (RFC 2131 section 2, option 57 minimum).
+pub const MIN_MAX_SIZE: usize = 576;
+/// IPv4 (no options) plus UDP header bytes, subtracted from option 57's datagram size.
+const IP_UDP_HEADERS: usize = 28;
+
+const OPT_PAD: u8 = 0;
+const OPT_END: u8 = 255;
+const OPT_OVERLOAD: u8 = 52;
+
+/// The option codes `decode` keeps; every other option is skipped unread.
+const WANTED: [u8; 11] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81];
+
+/// Values of the wanted options, each the concatenation of all its instances (RFC 3396).
+#[derive(Default)]
+struct RawOptions {
+    vals: [Option<Vec<u8>>; WANTED.len()],
 }
 
-/// Encode a reply; never longer than `max_size` (at least 576).
-pub fn encode(_msg: &dhcproto::v4::Message, _max_size: usize) -> Vec<u8> {
-    todo!("wire::encode")
+impl RawOptions {
+    fn slot(code: u8) -> Option<usize> {
+        WANTED.iter().position(|&c| c == code)
+    }
+    fn add(&mut self, code: u8, value: &[u8]) {
+        if let Some(i) = Self::slot(code) {
+            self.vals[i]
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(value);
+        }
+    }
+    fn take(&mut self, code: u8) -> Option<Vec<u8>> {
+        Self::slot(code).and_then(|i| self.vals[i].take())
+    }
+}
+
+/// One option as found in a buffer: its code and the byte range of its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tlv {
+    code: u8,
+    start: usize,
+    end: usize,
+}
+
+/// Walk the options in `area` until End or the end of the area. An option whose length runs
+/// past the area ends the walk: `Err(code)` if the caller wants that code, otherwise `Ok`.
+fn walk(area: &[u8], mut visit: impl FnMut(Tlv), wanted: impl Fn(u8) -> bool) -> Result<(), u8> {
+    let mut i = 0;
+    while let Some(&code) = area.get(i) {
+        match code {
+            OPT_PAD => i += 1,
+            OPT_END => return Ok(()),
+            _ => {
+                let Some(&len) = area.get(i + 1) else {
+                    return if wanted(code) { Err(code) } else { Ok(()) };
+                };
+                let (start, end) = (i + 2, i + 2 + usize::from(len));
+                if end > area.len() {
+                    return if wanted(code) { Err(code) } else { Ok(()) };
+                }
+                visit(Tlv { code, start, end });
+                i = end;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn is_wanted(code: u8) -> bool {
+    code == OPT_OVERLOAD || WANTED.contains(&code)
+}
+
+/// Collect the wanted options from the options field and, if option 52 says so, from `file`
+/// (value 1 or 3) and then `sname` (value 2 or 3), in that order (RFC 3396 section 5).
+fn collect_options(buf: &[u8]) -> Result<RawOptions, DecodeError> {
+    let mut raw = RawOptions::default();
+    let mut overload: Option<Vec<u8>> = None;
+    let area = buf.get(OPTIONS..).unwrap_or_default();
+    walk(
+        area,
+        |t| match t.code {
+            OPT_OVERLOAD => overload = area.get(t.start..t.end).map(<[u8]>::to_vec),
+            code => raw.add(code, area.get(t.start..t.end).unwrap_or_default()),
+        },
+        is_wanted,
+    )
+    .map_err(|code| DecodeError::BadOption { code })?;
+    let overload = match overload.as_deref() {
+        None => 0,
+        Some([v @ 1..=3]) => *v,
+        Some(_) => return Err(DecodeError::BadOption { code: OPT_OVERLOAD }),
+    };
+    for (bit, field) in [(1u8, FILE), (2u8, SNAME)] {
+        if overload & bit == 0 {
+            continue;
+        }
+        let area = buf.get(field).unwrap_or_default();
+        walk(
+            area,
+            |t| raw.add(t.code, area.get(t.start..t.end).unwrap_or_default()),
+            |c| WANTED.contains(&c),
+        )
+        .map_err(|code| DecodeError::BadOption { code })?;
+    }
+    Ok(raw)
+}
+
+fn u16_at(buf: &[u8], at: usize) -> u16 {
+    match buf.get(at..at + 2) {
+        Some(&[a, b]) => u16::from_be_bytes([a, b]),
+        _ => 0,
+    }
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    match buf.get(at..at + 4) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
+/// A fixed-length option: `Ok(None)` if absent, `BadOption` if present with another length.
+fn fixed<const N: usize>(raw: &mut RawOptions, code: u8) -> Result<Option<[u8; N]>, DecodeError> {
+    match raw.take(code) {
+        None => Ok(None),
+        Some(v) => <[u8; N]>::try_from(v.as_slice())
+            .map(Some)
+            .map_err(|_| DecodeError::BadOption { code }),
+    }
+}
+
+/// A variable-length option that must hold at least `min` bytes when present.
+fn at_least(raw: &mut RawOptions, code: u8, min: usize) -> Result<Option<Vec<u8>>, DecodeError> {
+    match raw.take(code) {
+        Some(v) if v.len() < min => Err(DecodeError::BadOption { code }),
+        other => Ok(other),
+    }
+}
+
+fn message_type(raw: &mut RawOptions) -> Result<MessageType, DecodeError> {
+    let [t] = fixed::<1>(raw, 53)?.ok_or(DecodeError::NoMessageType)?;
+    match MessageType::from(t) {
+        MessageType::Unknown(t) => Err(DecodeError::UnknownMessageType(t)),
+        known => Ok(known),
+    }
+}
+
+/// Check the fixed header: length, op, magic cookie, hlen.
+fn check_header(buf: &[u8]) -> Result<(), DecodeError> {
+    if buf.len() < OPTIONS {
+        return Err(DecodeError::TooShort(buf.len()));
+    }
+    let op = buf.get(OP).copied().unwrap_or_default();
+    if op != BOOTREQUEST {
+        return Err(DecodeError::NotRequest(op));
+    }
+    if buf.get(COOKIE) != Some(&MAGIC[..]) {
+        return Err(DecodeError::BadCookie);
+    }
+    let hlen = buf.get(HLEN).copied().unwrap_or_default();
+    if hlen > 16 {
+        return Err(DecodeError::BadHlen(hlen));
+    }
+    Ok(())
+}
+
+/// Decode a client request. Never panics, whatever the bytes.
+pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
+    check_header(buf)?;
+    let hlen = usize::from(buf.get(HLEN).copied().unwrap_or_default());
+    let byte = |at: usize| buf.get(at).copied().unwrap_or_default();
+    let ip = |at: usize| Ipv4Addr::from(u32_at(buf, at));
+    let mut raw = collect_options(buf)?;
+    Ok(Request {
+        htype: byte(HTYPE),
+        hops: byte(HOPS),
+        xid: u32_at(buf, XID),
+        secs: u16_at(buf, SECS),
+        broadcast: u16_at(buf, FLAGS) & 0x8000 != 0,
+        ciaddr: ip(CIADDR),
+        yiaddr: ip(YIADDR),
+        siaddr: ip(SIADDR),
+        giaddr: ip(GIADDR),
+        hwaddr: HwAddr {
+            htype: byte(HTYPE),
+            bytes: buf.get(CHADDR..CHADDR + hlen).unwrap_or_default().to_vec(),
+        },
+        msg_type: message_type(&mut raw)?,
+        client_id: at_least(&mut raw, 61, 2)?,
+        requested_ip: fixed::<4>(&mut raw, 50)?.map(Ipv4Addr::from),
+        server_id: fixed::<4>(&mut raw, 54)?.map(Ipv4Addr::from),
+        hostname: raw.take(12).filter(|h| !h.is_empty()),
+        params: raw.take(55).unwrap_or_default(),
+        max_size: fixed::<2>(&mut raw, 57)?.map(u16::from_be_bytes),
+        lease_time: fixed::<4>(&mut raw, 51)?.map(u32::from_be_bytes),
+        relay_info: at_least(&mut raw, 82, 1)?,
+        vendor_class: raw.take(60).filter(|v| !v.is_empty()),
+        fqdn: at_least(&mut raw, 81, 3)?,
+    })
+}
+
+/// Options `encode` never drops to make a reply fit: message type, server id, lease time,
+/// subnet mask, router, and the relay agent information a relay needs to forward the reply.
+const ESSENTIAL: [OptionCode; 6] = [
+    OptionCode::MessageType,
+    OptionCode::ServerIdentifier,
+    OptionCode::AddressLeaseTime,
+    OptionCode::SubnetMask,
+    OptionCode::Router,
+    OptionCode::RelayAgentInformation,
+];
+
+/// Encode a reply.
+///
+/// `max_size` is a datagram size as in the client's option 57 (raised to 576 if smaller); the
+/// DHCP message itself is kept within `max_size - 28` (IP and UDP headers), as dnsmasq does.
+/// If the reply is too long, optional options are dropped, largest first; the options in
+/// `ESSENTIAL` are never dropped. Option 53 is moved first (dhcproto writes options in numeric
+/// order, with 82 last), and the message is zero-padded to BOOTP's 300 bytes.
+pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
+    let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
+    let mut msg = msg.clone();
+    loop {
+        let mut bytes = Vec::with_capacity(BOOTP_MIN);
+        msg.encode(&mut Encoder::new(&mut bytes))?;
+        if bytes.len() <= limit {
+            let mut bytes = message_type_first(bytes);
+            if bytes.len() < BOOTP_MIN {
+                bytes.resize(BOOTP_MIN, 0);
+            }
+            return Ok(bytes);
+        }
+        let Some(code) = largest_optional(&msg) else {
+            return Err(EncodeError::TooLarge {
+                len: bytes.len(),
+                limit,
+            });
+        };
+        tracing::debug!(code = u8::from(code), limit, "dropping option to fit reply");
+        msg.opts_mut().remove(code);
+    }
+}
+
+/// The optional option with the longest encoding (ties: the highest code).
+fn largest_optional(msg: &Message) -> Option<OptionCode> {
+    msg.opts()
+        .iter()
+        .filter(|(code, _)| !ESSENTIAL.contains(code))
+        .map(|(code, opt)| (encoded_len(opt), u8::from(*code), *code))
+        .max_by_key(|&(len, num, _)| (len, num))
+        .map(|(_, _, code)| code)
+}
+
+fn encoded_len(opt: &DhcpOption) -> usize {
+    let mut buf = Vec::new();
+    match opt.encode(&mut Encoder::new(&mut buf)) {
+        Ok(()) => buf.len(),
+        Err(_) => usize::MAX,
+    }
+}
+
+/// Rewrite the options of an encoded message so option 53 comes first; the rest keep their
+/// order (so 82 stays last). Input is dhcproto's output, so it is well formed; anything
+/// unexpected leaves the bytes unchanged.
+fn message_type_first(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(area) = bytes.get(OPTIONS..) else {
+        return bytes;
+    };
+    let mut tlvs = Vec::new();
+    let walked = walk(area, |t| tlvs.push(t), |_| true);
+    if walked.is_err() || tlvs.first().is_none_or(|t| t.code == 53) {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(bytes.get(..OPTIONS).unwrap_or_default());
+    let (first, rest): (Vec<Tlv>, Vec<Tlv>) = tlvs.into_iter().partition(|t| t.code == 53);
+    for t in first.iter().chain(&rest) {
+        out.push(t.code);
+        let value = area.get(t.start..t.end).unwrap_or_default();
+        out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(value);
+    }
+    out.push(OPT_END);
+    out.resize(bytes.len().max(out.len()), 0);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::{Flags, HType, Opcode};
+    use dhcproto::{Decodable, Decoder};
+
+    const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+    /// A DISCOVER laid out as a Linux dhclient sends it: broadcast flag, client id, hostname,
+    /// parameter list, max size 1500, requested address, then End and padding to 300 bytes.
+    fn discover() -> Vec<u8> {
+        let mut p = vec![0u8; OPTIONS];
+        p[..12].copy_from_slice(&[1, 1, 6, 0, 0xde, 0xad, 0xbe, 0xef, 0, 3, 0x80, 0]);
+        p[CHADDR..CHADDR + 6].copy_from_slice(&MAC);
+        p[COOKIE].copy_from_slice(&MAGIC);
+        p.extend_from_slice(&[53, 1, 1]);
+        p.extend_from_slice(&[61, 7, 1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        p.extend_from_slice(&[12, 4, b'h', b'o', b's', b't']);
+        p.extend_from_slice(&[55, 4, 1, 3, 6, 15]);
+        p.extend_from_slice(&[57, 2, 0x05, 0xdc]);
+        p.extend_from_slice(&[50, 4, 10, 0, 0, 7]);
+        p.push(OPT_END);
+        p.resize(300, 0);
+        p
+    }
+
+    /// Build a request with the given option bytes after the cookie.
+    fn with_options(opts: &[u8]) -> Vec<u8> {
+        let mut p = discover();
+        p.truncate(OPTIONS);
+        p.extend_from_slice(opts);
+        p
+    }
+
+    #[test]
+    fn golden_discover_decodes_every_field() {
+        let r = decode(&discover()).expect("valid discover");
+        assert_eq!(r.msg_type, MessageType::Discover);
+        assert_eq!((r.htype, r.hops, r.xid, r.secs), (1, 0, 0xdead_beef, 3));
+        assert!(r.broadcast);
+        assert_eq!(r.hwaddr, HwAddr::ethernet(MAC));
+        assert_eq!(r.ciaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(r.giaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            r.client_id.as_deref(),
+            Some(&[1, 0x52, 0x54, 0x00, 0x12, 0x34, 0x56][..])
+        );
+        assert_eq!(r.hostname.as_deref(), Some(&b"host"[..]));
+        assert_eq!(r.params, vec![1, 3, 6, 15]);
+        assert_eq!(r.max_size, Some(1500));
+        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 0, 0, 7)));
+        assert_eq!(
+            (r.server_id, r.lease_time, r.relay_info.as_ref()),
+            (None, None, None)
+        );
+        assert_eq!((r.vendor_class.as_ref(), r.fqdn.as_ref()), (None, None));
+    }
+
+    #[test]
+    fn request_with_relay_fqdn_and_server_id_decodes() {
+        let mut p = with_options(&[53, 1, 3, 54, 4, 10, 0, 0, 1, 51, 4, 0, 0, 0x0e, 0x10]);
+        p.extend_from_slice(&[81, 6, 0x01, 0, 0, b'a', b'b', b'c', 60, 3, b'M', b'S', b'F']);
+        p.extend_from_slice(&[82, 4, 1, 2, 0xaa, 0xbb, 255]);
+        p[GIADDR..GIADDR + 4].copy_from_slice(&[10, 9, 0, 1]);
+        let r = decode(&p).expect("valid request");
+        assert_eq!(r.msg_type, MessageType::Request);
+        assert_eq!(r.server_id, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(r.lease_time, Some(3600));
+        assert_eq!(r.fqdn.as_deref(), Some(&[1, 0, 0, b'a', b'b', b'c'][..]));
+        assert_eq!(r.vendor_class.as_deref(), Some(&b"MSF"[..]));
+        assert_eq!(r.relay_info.as_deref(), Some(&[1, 2, 0xaa, 0xbb][..]));
+        assert_eq!(r.giaddr, Ipv4Addr::new(10, 9, 0, 1));
+    }
+
+    #[test]
+    fn truncated_at_every_length_never_panics() {
+        let p = discover();
+        for len in 0..=p.len() {
+            let got = decode(&p[..len]);
+            if len < OPTIONS {
+                assert_eq!(got, Err(DecodeError::TooShort(len)), "len {len}");
+            } else if len < OPTIONS + 3 {
+                // Option 53 missing or cut short.
+                assert!(got.is_err(), "len {len}: {got:?}");
+            }
+        }
+        // Cut inside option 50 (the last option): 50 is wanted, so this is an error.
+        let end_of_50 = p.iter().rposition(|&b| b == OPT_END).unwrap_or_default();
+        assert_eq!(
+            decode(&p[..end_of_50 - 1]),
+            Err(DecodeError::BadOption { code: 50 })
+        );
+        assert!(decode(&p[..end_of_50]).is_ok(), "missing End is tolerated");
+    }
+
+    #[test]
+    fn hostile_headers_are_rejected() {
+        let mut p = discover();
+        p[COOKIE.start] = 0;
+        assert_eq!(decode(&p), Err(DecodeError::BadCookie));
+        for hlen in [17u8, 255] {
+            let mut p = discover();
+            p[HLEN] = hlen;
+            assert_eq!(decode(&p), Err(DecodeError::BadHlen(hlen)));
+        }
+        let mut p = discover();
+        p[OP] = 2;
+        assert_eq!(decode(&p), Err(DecodeError::NotRequest(2)));
+        let mut p = discover();
+        p[HLEN] = 16;
+        assert_eq!(decode(&p).map(|r| r.hwaddr.bytes.len()), Ok(16));
+    }
+
+    #[test]
+    fn malformed_options_we_use_are_errors_others_are_ignored() {
+        assert_eq!(
+            decode(&with_options(&[255])),
+            Err(DecodeError::NoMessageType)
+        );
+        assert_eq!(
+            decode(&with_options(&[53, 2, 1, 1])),
+            Err(DecodeError::BadOption { code: 53 })
+        );
+        assert_eq!(
+            decode(&with_options(&[53, 1, 0])),
+            Err(DecodeError::UnknownMessageType(0))
+        );
+        assert_eq!(
+            decode(&with_options(&[53, 1, 200])),
+            Err(DecodeError::UnknownMessageType(200))
+        );
+        let bad50 = with_options(&[53, 1, 1, 50, 3, 10, 0, 0, 255]);
+        assert_eq!(decode(&bad50), Err(DecodeError::BadOption { code: 50 }));
+        assert_eq!(
+            decode(&with_options(&[53, 1, 1, 57, 1, 5])),
+            Err(DecodeError::BadOption { code: 57 })
+        );
+        assert_eq!(
+            decode(&with_options(&[53, 1, 1, 81, 1, 0])),
+            Err(DecodeError::BadOption { code: 81 })
+        );
+        // Options dhcproto's typed decoders choke on (80, 94, 151) are never looked at.
+        let odd = with_options(&[80, 3, 1, 2, 3, 94, 1, 9, 151, 0, 53, 1, 1, 255]);
+        assert_eq!(decode(&odd).map(|r| r.msg_type), Ok(MessageType::Discover));
+        // An unused option running past the end stops the walk but is not an error.
+        let past_end = with_options(&[53, 1, 1, 43, 200, 1, 2]);
+        assert_eq!(
+            decode(&past_end).map(|r| r.msg_type),
+            Ok(MessageType::Discover)
+        );
+        let wanted_past_end = with_options(&[53, 1, 1, 12, 200, b'x']);
+        assert_eq!(
+            decode(&wanted_past_end),
+            Err(DecodeError::BadOption { code: 12 })
+        );
+    }
+
+    #[test]
+    fn five_thousand_one_byte_options_and_non_utf8_hostname() {
+        let mut opts = vec![OPT_PAD; 5000];
+        opts.extend_from_slice(&[53, 1, 1, 12, 3, 0xff, 0xfe, b'a']);
+        for _ in 0..2500 {
+            opts.extend_from_slice(&[224, 0]); // zero-length private options
+        }
+        opts.push(OPT_END);
+        let r = decode(&with_options(&opts)).expect("long but valid");
+        assert_eq!(r.hostname.as_deref(), Some(&[0xff, 0xfe, b'a'][..]));
+    }
+
+    #[test]
+    fn split_options_are_joined_rfc3396() {
+        let p = with_options(&[
+            53, 1, 1, 55, 2, 1, 3, 12, 2, b'a', b'b', 55, 1, 6, 12, 1, b'c', 255,
+        ]);
+        let r = decode(&p).expect("valid");
+        assert_eq!(r.params, vec![1, 3, 6]);
+        assert_eq!(r.hostname.as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn overload_reads_file_then_sname() {
+        let mut p = with_options(&[53, 1, 3, 52, 1, 3, 255]);
+        p[FILE.start..FILE.start + 7].copy_from_slice(&[50, 4, 10, 0, 0, 9, 255]);
+        p[SNAME.start..SNAME.start + 7].copy_from_slice(&[12, 4, b'n', b'a', b'm', b'e', 255]);
+        let r = decode(&p).expect("overloaded request");
+        assert_eq!(r.requested_ip, Some(Ipv4Addr::new(10, 0, 0, 9)));
+        assert_eq!(r.hostname.as_deref(), Some(&b"name"[..]));
+        // Overload 1 (file only): sname stays a server name, not options.
+        p[OPTIONS + 5] = 1;
+        let r = decode(&p).expect("file only");
+        assert_eq!((r.requested_ip.is_some(), r.hostname), (true, None));
+        // Without option 52 neither field is read.
+        let mut q = p.clone();
+        q[OPTIONS + 3] = 0; // option 52 and its two bytes become Pad
+        q[OPTIONS + 4] = 0;
+        q[OPTIONS + 5] = 0;
+        assert_eq!(decode(&q).map(|r| r.requested_ip), Ok(None));
+        // Option 53 only inside the overloaded file field still counts.
+        let mut f = with_options(&[52, 1, 1, 255]);
+        f[FILE.start..FILE.start + 4].copy_from_slice(&[53, 1, 7, 255]);
+        assert_eq!(decode(&f).map(|r| r.msg_type), Ok(MessageType::Release));
+        // A bad overload value is an error.
+        assert_eq!(
+            decode(&with_options(&[53, 1, 1, 52, 1, 4])),
+            Err(DecodeError::BadOption { code: 52 })
+        );
+    }
+
+    fn offer() -> Message {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootReply)
+            .set_htype(HType::Eth)
+            .set_xid(0xdead_beef)
+            .set_flags(Flags::default().set_broadcast())
+            .set_yiaddr(Ipv4Addr::new(10, 0, 0, 7))
+            .set_siaddr(Ipv4Addr::new(10, 0, 0, 1))
+            .set_chaddr(&MAC);
+        let o = m.opts_mut();
+        o.insert(DhcpOption::MessageType(MessageType::Offer));
+        o.insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 0, 0, 1)));
+        o.insert(DhcpOption::AddressLeaseTime(3600));
+        o.insert(DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)));
+        o.insert(DhcpOption::Router(vec![Ipv4Addr::new(10, 0, 0, 1)]));
+        o.insert(DhcpOption::DomainNameServer(vec![Ipv4Addr::new(
+            10, 0, 0, 1,
+        )]));
+        o.insert(DhcpOption::DomainName("lan".into()));
+        m
+    }
+
+    #[test]
+    fn golden_offer_encodes_with_cookie_53_first_and_padding() {
+        let bytes = encode(&offer(), 576).expect("encodes");
+        assert_eq!(bytes.len(), BOOTP_MIN, "padded to BOOTP minimum");
+        assert_eq!(bytes[..4], [2, 1, 6, 0], "op 2, ethernet, hlen 6");
+        assert_eq!(bytes[XID..XID + 4], [0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(bytes[FLAGS..FLAGS + 2], [0x80, 0]);
+        assert_eq!(bytes[YIADDR..YIADDR + 4], [10, 0, 0, 7]);
+        assert_eq!(bytes[CHADDR..CHADDR + 6], MAC);
+        assert_eq!(bytes[COOKIE], MAGIC);
+        let expected_opts: &[u8] = &[
+            53, 1, 2, // message type first
+            1, 4, 255, 255, 255, 0, // subnet mask
+            3, 4, 10, 0, 0, 1, // router
+            6, 4, 10, 0, 0, 1, // dns
+            15, 3, b'l', b'a', b'n', // domain name
+            51, 4, 0, 0, 0x0e, 0x10, // lease time
+            54, 4, 10, 0, 0, 1, // server id
+            255,
+        ];
+        assert_eq!(
+            &bytes[OPTIONS..OPTIONS + expected_opts.len()],
+            expected_opts
+        );
+        assert!(
+            bytes[OPTIONS + expected_opts.len()..]
+                .iter()
+                .all(|&b| b == 0)
+        );
+        let back = Message::decode(&mut Decoder::new(&bytes)).expect("dhcproto parses it back");
+        assert_eq!(back.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(back.opts(), offer().opts());
+    }
+
+    #[test]
+    fn relay_info_stays_last_after_reordering() {
+        let mut m = offer();
+        let mut relay = dhcproto::v4::relay::RelayAgentInformation::default();
+        relay.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(vec![
+            1, 2, 3,
+        ]));
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(relay));
+        let bytes = encode(&m, 576).expect("encodes");
+        let mut tlvs = Vec::new();
+        walk(&bytes[OPTIONS..], |t| tlvs.push(t.code), |_| true).expect("well formed");
+        assert_eq!(tlvs.first(), Some(&53));
+        assert_eq!(tlvs.last(), Some(&82));
+    }
+
+    #[test]
+    fn oversized_reply_drops_optional_options_to_fit() {
+        let mut m = offer();
+        // 40 routes-worth of static routes is optional and large; a domain name too.
+        let big = vec![Ipv4Addr::new(10, 0, 0, 2); 60];
+        m.opts_mut().insert(DhcpOption::NtpServers(big));
+        m.opts_mut().insert(DhcpOption::DomainName("x".repeat(200)));
+        let full = encode(&m, 1500).expect("fits in 1500");
+        assert!(full.len() > 548, "len {}", full.len());
+        let small = encode(&m, 576).expect("fits after dropping");
+        assert!(small.len() <= 548, "len {}", small.len());
+        let back = Message::decode(&mut Decoder::new(&small)).expect("parses back");
+        assert!(
+            back.opts().get(OptionCode::NtpServers).is_none(),
+            "largest dropped first"
+        );
+        for code in ESSENTIAL
+            .iter()
+            .filter(|c| **c != OptionCode::RelayAgentInformation)
+        {
+            assert!(back.opts().get(*code).is_some(), "{code:?} kept");
+        }
+        // A limit below 576 is raised to 576.
+        assert_eq!(encode(&m, 100).ok().map(|b| b.len()), Some(small.len()));
+    }
+
+    #[test]
+    fn reply_that_cannot_fit_is_an_error() {
+        let mut m = offer();
+        let routers = vec![Ipv4Addr::new(10, 0, 0, 1); 200];
+        m.opts_mut().insert(DhcpOption::Router(routers));
+        assert!(matches!(
+            encode(&m, 576),
+            Err(EncodeError::TooLarge { limit: 548, .. })
+        ));
+    }
+
+    /// xorshift64*: a tiny deterministic PRNG, so a failure names its seed and iteration.
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % n.max(1) as u64).unwrap_or(0)
+        }
+    }
+
+    #[test]
+    fn fuzz_mutations_never_panic() {
+        let mut base = with_options(&[
+            53, 1, 1, 61, 3, 1, 2, 3, 12, 2, b'h', b'i', 55, 2, 1, 3, 52, 1, 3, 81, 3, 0, 0, 0, 82,
+            2, 1, 0, 50, 4, 10, 0, 0, 7, 255,
+        ]);
+        base.resize(320, 0);
+        base[FILE.start..FILE.start + 5].copy_from_slice(&[12, 2, b'f', b'i', 255]);
+        base[SNAME.start..SNAME.start + 4].copy_from_slice(&[80, 1, 0, 255]);
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut ok = 0usize;
+        for _ in 0..200_000 {
+            let mut p = base.clone();
+            for _ in 0..=rng.below(8) {
+                match rng.below(4) {
+                    0 => {
+                        let i = rng.below(p.len());
+                        if let Some(b) = p.get_mut(i) {
+                            *b = rng.next() as u8;
+                        }
+                    }
+                    1 => p.truncate(rng.below(p.len() + 1)),
+                    2 => {
+                        let i = OPTIONS + rng.below(p.len().saturating_sub(OPTIONS));
+                        if let Some(b) = p.get_mut(i) {
+                            *b = [0, 12, 50, 52, 53, 55, 61, 80, 81, 82, 94, 151, 255]
+                                [rng.below(13)];
+                        }
+                    }
+                    _ => p.extend((0..rng.below(40)).map(|_| rng.next() as u8)),
+                }
+            }
+            ok += usize::from(decode(&p).is_ok());
+        }
+        assert!(ok > 1000, "mutations should often stay valid, got {ok}");
+    }
 }
