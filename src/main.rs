@@ -25,6 +25,14 @@ enum Command {
         #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
         config: PathBuf,
     },
+    /// Add the leases of a dnsmasq lease file to our journal (stop leasedns first).
+    ImportDnsmasqLeases {
+        /// The dnsmasq lease file (e.g. /var/lib/misc/dnsmasq.leases).
+        file: PathBuf,
+        /// The config whose lease_file receives the leases.
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
     /// Validate a config file and exit (0 when valid).
     CheckConfig {
         /// The config file.
@@ -50,6 +58,19 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::ImportDnsmasqLeases { file, config } => {
+            init_logging();
+            match import(&file, &config) {
+                Ok(n) => {
+                    println!("imported {n} lease(s) from {}", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             init_logging();
             let cfg = match Config::load(&config) {
@@ -68,6 +89,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Import a dnsmasq lease file into the journal of `config`; returns how many leases were added.
+fn import(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    use leasedns::clock::{Clock, SystemClock};
+    use leasedns::lease::LeaseChange;
+    let cfg = Config::load(config)?;
+    let now = SystemClock.now();
+    let leases = leasedns::lease::journal::import_dnsmasq(file)?;
+    let live: Vec<LeaseChange> = leases
+        .into_iter()
+        .filter(|l| l.expires > now)
+        .filter(|l| cfg.subnets.iter().any(|s| s.contains(l.ip)))
+        .map(LeaseChange::Upsert)
+        .collect();
+    let (mut journal, _) =
+        leasedns::lease::journal::Journal::open(&cfg.lease_file, cfg.durability, now)
+            .with_context(|| format!("opening {}", cfg.lease_file.display()))?;
+    journal.commit(&live)?;
+    Ok(live.len())
 }
 
 fn init_logging() {
