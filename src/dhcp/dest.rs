@@ -1,7 +1,8 @@
-//! Where a reply goes (RFC 2131 section 4.1). Pure.
+//! Where a reply goes (RFC 2131 section 4.1). Pure: no sockets, no ARP, no clock.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use crate::dhcp::wire::Request;
 use crate::lease::HwAddr;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,4 +19,141 @@ pub enum Dest {
         hwaddr: HwAddr,
         ifindex: u32,
     },
+}
+
+/// The ports replies go to: the server port for relays, the client port for clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ports {
+    pub server: u16,
+    pub client: u16,
+}
+
+/// Where the reply to `req` goes. `yiaddr` is the address the reply carries (unspecified for
+/// INFORM and NAK); `nak` marks a DHCPNAK; `ifindex` is the interface the request came in on.
+pub fn choose(req: &Request, yiaddr: Ipv4Addr, nak: bool, ifindex: u32, ports: Ports) -> Dest {
+    if !req.giaddr.is_unspecified() {
+        return Dest::Relay(SocketAddrV4::new(req.giaddr, ports.server));
+    }
+    if nak {
+        return Dest::Broadcast { ifindex };
+    }
+    if !req.ciaddr.is_unspecified() {
+        return Dest::Unicast(SocketAddrV4::new(req.ciaddr, ports.client));
+    }
+    let hlen = req.hwaddr.bytes.len();
+    if req.broadcast || hlen == 0 || hlen > 16 || yiaddr.is_unspecified() {
+        return Dest::Broadcast { ifindex };
+    }
+    Dest::Direct {
+        ip: yiaddr,
+        hwaddr: req.hwaddr.clone(),
+        ifindex,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dhcproto::v4::MessageType;
+
+    const PORTS: Ports = Ports {
+        server: 1067,
+        client: 1068,
+    };
+    const YI: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+
+    fn req() -> Request {
+        Request {
+            htype: 1,
+            hops: 0,
+            xid: 1,
+            secs: 0,
+            broadcast: false,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            hwaddr: HwAddr::ethernet([2, 0, 0, 0, 0, 1]),
+            msg_type: MessageType::Discover,
+            client_id: None,
+            requested_ip: None,
+            server_id: None,
+            hostname: None,
+            params: vec![],
+            max_size: None,
+            lease_time: None,
+            relay_info: None,
+            vendor_class: None,
+            fqdn: None,
+        }
+    }
+
+    #[test]
+    fn relay_wins_over_everything_even_for_nak() {
+        let mut r = req();
+        r.giaddr = Ipv4Addr::new(192, 168, 5, 1);
+        r.ciaddr = Ipv4Addr::new(192, 168, 5, 20);
+        r.broadcast = true;
+        let relay = Dest::Relay(SocketAddrV4::new(r.giaddr, 1067));
+        assert_eq!(choose(&r, YI, false, 3, PORTS), relay);
+        assert_eq!(choose(&r, YI, true, 3, PORTS), relay);
+    }
+
+    #[test]
+    fn nak_without_relay_is_broadcast_even_with_ciaddr() {
+        let mut r = req();
+        r.ciaddr = Ipv4Addr::new(10, 0, 0, 7);
+        assert_eq!(
+            choose(&r, Ipv4Addr::UNSPECIFIED, true, 3, PORTS),
+            Dest::Broadcast { ifindex: 3 }
+        );
+    }
+
+    #[test]
+    fn ciaddr_means_unicast_to_the_client_port() {
+        let mut r = req();
+        r.ciaddr = Ipv4Addr::new(10, 0, 0, 7);
+        r.broadcast = true;
+        let want = Dest::Unicast(SocketAddrV4::new(r.ciaddr, 1068));
+        assert_eq!(choose(&r, YI, false, 3, PORTS), want);
+    }
+
+    #[test]
+    fn broadcast_flag_or_odd_hardware_means_broadcast() {
+        let mut r = req();
+        r.broadcast = true;
+        assert_eq!(
+            choose(&r, YI, false, 4, PORTS),
+            Dest::Broadcast { ifindex: 4 }
+        );
+        let mut r = req();
+        r.hwaddr.bytes.clear();
+        assert_eq!(
+            choose(&r, YI, false, 4, PORTS),
+            Dest::Broadcast { ifindex: 4 }
+        );
+        let mut r = req();
+        r.hwaddr.bytes = vec![1; 17];
+        assert_eq!(
+            choose(&r, YI, false, 4, PORTS),
+            Dest::Broadcast { ifindex: 4 }
+        );
+        // No address to unicast to (INFORM without ciaddr): broadcast.
+        let r = req();
+        assert_eq!(
+            choose(&r, Ipv4Addr::UNSPECIFIED, false, 4, PORTS),
+            Dest::Broadcast { ifindex: 4 }
+        );
+    }
+
+    #[test]
+    fn otherwise_direct_to_yiaddr_at_chaddr() {
+        let r = req();
+        let want = Dest::Direct {
+            ip: YI,
+            hwaddr: r.hwaddr.clone(),
+            ifindex: 5,
+        };
+        assert_eq!(choose(&r, YI, false, 5, PORTS), want);
+    }
 }

@@ -1,1 +1,296 @@
-//! Leases indexed by address, client and expiry. (to be written)
+//! Live leases indexed by address, by client and by expiry, plus a bounded memory of the last
+//! address of clients whose lease ended. Pure data structure: no clock, no I/O, no policy.
+//!
+//! Every change costs O(1) (hash maps) plus O(log n) (the expiry set).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::Ipv4Addr;
+
+use crate::clock::UnixTime;
+use crate::lease::{ClientId, Lease, LeaseState};
+
+/// How many "previous address" entries are kept by default.
+pub const DEFAULT_MEMORY: usize = 4096;
+
+/// Whether `lease` is held by `client` for allocation purposes. A declined lease belongs to no one.
+pub fn held_by(lease: &Lease, client: &ClientId) -> bool {
+    lease.state != LeaseState::Declined && lease.client == *client
+}
+
+#[derive(Debug)]
+pub struct LeaseTable {
+    by_ip: HashMap<Ipv4Addr, Lease>,
+    /// Offered and bound leases of each client (usually one, at most a few). Declined: not here.
+    by_client: HashMap<ClientId, Vec<Ipv4Addr>>,
+    by_expiry: BTreeSet<(UnixTime, Ipv4Addr)>,
+    previous: Previous,
+}
+
+impl Default for LeaseTable {
+    fn default() -> Self {
+        LeaseTable::new()
+    }
+}
+
+impl LeaseTable {
+    pub fn new() -> Self {
+        LeaseTable::with_memory(DEFAULT_MEMORY)
+    }
+
+    /// A table that remembers the previous address of at most `memory` clients.
+    pub fn with_memory(memory: usize) -> Self {
+        LeaseTable {
+            by_ip: HashMap::new(),
+            by_client: HashMap::new(),
+            by_expiry: BTreeSet::new(),
+            previous: Previous::new(memory),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_ip.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+
+    pub fn get(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.by_ip.get(&ip)
+    }
+
+    /// Insert `lease`, replacing (and returning) whatever lease held its address.
+    pub fn insert(&mut self, lease: Lease) -> Option<Lease> {
+        let old = self.unindex(lease.ip);
+        if let Some(o) = &old
+            && o.client != lease.client
+        {
+            self.remember(o);
+        }
+        self.by_expiry.insert((lease.expires, lease.ip));
+        if lease.state != LeaseState::Declined {
+            let ips = self.by_client.entry(lease.client.clone()).or_default();
+            if !ips.contains(&lease.ip) {
+                ips.push(lease.ip);
+            }
+        }
+        self.by_ip.insert(lease.ip, lease);
+        old
+    }
+
+    /// Remove the lease on `ip`. A bound lease that ends is remembered as its client's previous
+    /// address.
+    pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
+        let old = self.unindex(ip)?;
+        self.remember(&old);
+        Some(old)
+    }
+
+    /// The offered and bound leases of `client`.
+    pub fn by_client<'a>(&'a self, client: &ClientId) -> impl Iterator<Item = &'a Lease> + 'a {
+        let ips = self.by_client.get(client).map(Vec::as_slice).unwrap_or(&[]);
+        ips.iter().filter_map(|ip| self.by_ip.get(ip))
+    }
+
+    /// The address `client` last held, if its lease ended and the memory still has it.
+    pub fn previous(&self, client: &ClientId) -> Option<Ipv4Addr> {
+        self.previous.get(client)
+    }
+
+    /// The earliest expiry of any lease (offers and declines included).
+    pub fn next_expiry(&self) -> Option<UnixTime> {
+        self.by_expiry.first().map(|(t, _)| *t)
+    }
+
+    /// Leases whose time is up at `now` (`expires <= now`), oldest first.
+    pub fn expired(&self, now: UnixTime) -> impl Iterator<Item = &Lease> + '_ {
+        self.by_expiry
+            .iter()
+            .take_while(move |(t, _)| *t <= now)
+            .filter_map(|(_, ip)| self.by_ip.get(ip))
+    }
+
+    /// Remove and return the oldest lease whose time is up at `now`.
+    pub fn pop_expired(&mut self, now: UnixTime) -> Option<Lease> {
+        let &(t, ip) = self.by_expiry.first()?;
+        if t > now {
+            return None;
+        }
+        self.remove(ip)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Lease> + '_ {
+        self.by_ip.values()
+    }
+
+    fn unindex(&mut self, ip: Ipv4Addr) -> Option<Lease> {
+        let old = self.by_ip.remove(&ip)?;
+        self.by_expiry.remove(&(old.expires, ip));
+        if let Some(ips) = self.by_client.get_mut(&old.client) {
+            ips.retain(|x| *x != ip);
+            if ips.is_empty() {
+                self.by_client.remove(&old.client);
+            }
+        }
+        Some(old)
+    }
+
+    fn remember(&mut self, old: &Lease) {
+        if old.state == LeaseState::Bound {
+            self.previous.put(old.client.clone(), old.ip);
+        }
+    }
+}
+
+/// Bounded client -> last address map; the oldest entry is forgotten first.
+#[derive(Debug)]
+struct Previous {
+    cap: usize,
+    seq: u64,
+    map: HashMap<ClientId, (Ipv4Addr, u64)>,
+    order: VecDeque<(u64, ClientId)>,
+}
+
+impl Previous {
+    fn new(cap: usize) -> Self {
+        Previous {
+            cap,
+            seq: 0,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn get(&self, client: &ClientId) -> Option<Ipv4Addr> {
+        self.map.get(client).map(|(ip, _)| *ip)
+    }
+
+    fn put(&mut self, client: ClientId, ip: Ipv4Addr) {
+        if self.cap == 0 {
+            return;
+        }
+        self.seq += 1;
+        self.map.insert(client.clone(), (ip, self.seq));
+        self.order.push_back((self.seq, client));
+        // Each put adds one queue entry, so the map never outgrows the queue.
+        while self.order.len() > self.cap {
+            if let Some((seq, old)) = self.order.pop_front()
+                && self.map.get(&old).is_some_and(|(_, s)| *s == seq)
+            {
+                self.map.remove(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::HwAddr;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, last)
+    }
+
+    fn client(n: u8) -> ClientId {
+        ClientId::from_hw(&HwAddr::ethernet([2, 0, 0, 0, 0, n]))
+    }
+
+    fn lease(n: u8, addr: u8, expires: u64, state: LeaseState) -> Lease {
+        Lease {
+            ip: ip(addr),
+            client: client(n),
+            hwaddr: HwAddr::ethernet([2, 0, 0, 0, 0, n]),
+            hostname: None,
+            expires: UnixTime(expires),
+            state,
+        }
+    }
+
+    #[test]
+    fn insert_get_by_client_and_remove_keep_indexes_in_step() {
+        let mut t = LeaseTable::new();
+        assert!(t.insert(lease(1, 10, 100, LeaseState::Bound)).is_none());
+        assert!(t.insert(lease(1, 11, 50, LeaseState::Offered)).is_none());
+        assert_eq!(t.len(), 2);
+        let mut mine: Vec<_> = t.by_client(&client(1)).map(|l| l.ip).collect();
+        mine.sort();
+        assert_eq!(mine, vec![ip(10), ip(11)]);
+        assert_eq!(t.next_expiry(), Some(UnixTime(50)));
+
+        // Renewal at the same address moves the expiry entry, not duplicates it.
+        let old = t.insert(lease(1, 10, 200, LeaseState::Bound));
+        assert_eq!(old.map(|l| l.expires), Some(UnixTime(100)));
+        assert_eq!(t.by_client(&client(1)).count(), 2);
+        assert_eq!(t.by_expiry.len(), 2);
+
+        assert_eq!(t.remove(ip(11)).map(|l| l.state), Some(LeaseState::Offered));
+        assert_eq!(t.next_expiry(), Some(UnixTime(200)));
+        assert!(t.remove(ip(11)).is_none());
+        assert_eq!(t.remove(ip(10)).map(|l| l.ip), Some(ip(10)));
+        assert!(t.is_empty() && t.by_client.is_empty() && t.by_expiry.is_empty());
+    }
+
+    #[test]
+    fn declined_leases_belong_to_no_client() {
+        let mut t = LeaseTable::new();
+        t.insert(lease(1, 10, 100, LeaseState::Bound));
+        t.insert(lease(1, 10, 700, LeaseState::Declined));
+        assert_eq!(t.by_client(&client(1)).count(), 0);
+        assert!(!held_by(t.get(ip(10)).expect("declined lease"), &client(1)));
+        // Declining is not the end of a bound lease the client could come back to.
+        assert_eq!(t.previous(&client(1)), None);
+    }
+
+    #[test]
+    fn expired_leases_come_out_oldest_first_and_only_when_due() {
+        let mut t = LeaseTable::new();
+        t.insert(lease(1, 10, 300, LeaseState::Bound));
+        t.insert(lease(2, 11, 100, LeaseState::Bound));
+        t.insert(lease(3, 12, 200, LeaseState::Offered));
+        let due: Vec<_> = t.expired(UnixTime(250)).map(|l| l.ip).collect();
+        assert_eq!(due, vec![ip(11), ip(12)]);
+        assert!(t.pop_expired(UnixTime(99)).is_none());
+        assert_eq!(t.pop_expired(UnixTime(250)).map(|l| l.ip), Some(ip(11)));
+        assert_eq!(t.pop_expired(UnixTime(250)).map(|l| l.ip), Some(ip(12)));
+        assert!(t.pop_expired(UnixTime(250)).is_none());
+        assert_eq!(t.next_expiry(), Some(UnixTime(300)));
+    }
+
+    #[test]
+    fn ended_bound_leases_are_remembered_offers_are_not() {
+        let mut t = LeaseTable::new();
+        t.insert(lease(1, 10, 100, LeaseState::Bound));
+        t.insert(lease(2, 11, 100, LeaseState::Offered));
+        t.remove(ip(10));
+        t.remove(ip(11));
+        assert_eq!(t.previous(&client(1)), Some(ip(10)));
+        assert_eq!(t.previous(&client(2)), None);
+
+        // An address taken over by another client ends the first client's lease too.
+        t.insert(lease(3, 20, 100, LeaseState::Bound));
+        t.insert(lease(4, 20, 100, LeaseState::Bound));
+        assert_eq!(t.previous(&client(3)), Some(ip(20)));
+    }
+
+    #[test]
+    fn previous_address_memory_is_bounded_oldest_forgotten_first() {
+        let mut t = LeaseTable::with_memory(2);
+        for n in 1..=3 {
+            t.insert(lease(n, n, 100, LeaseState::Bound));
+            t.remove(ip(n));
+        }
+        assert_eq!(t.previous(&client(1)), None);
+        assert_eq!(t.previous(&client(2)), Some(ip(2)));
+        assert_eq!(t.previous(&client(3)), Some(ip(3)));
+
+        // Re-remembering a client refreshes it; its stale queue entry does not evict it later.
+        t.insert(lease(2, 9, 100, LeaseState::Bound));
+        t.remove(ip(9));
+        t.insert(lease(4, 4, 100, LeaseState::Bound));
+        t.remove(ip(4));
+        assert_eq!(t.previous(&client(2)), Some(ip(9)));
+        assert_eq!(t.previous(&client(3)), None);
+        assert!(t.previous.map.len() <= 2);
+    }
+}
