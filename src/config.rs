@@ -404,19 +404,12 @@ mod validate {
                 "comes before pool_start",
             ));
         }
-        if let Some(t) = &s.lease_time {
-            if *t.get_ref() < 10 {
-                return Err(cx.err(t.span(), field("lease_time"), "must be at least 10 seconds"));
-            }
+        if let Some(t) = s.lease_time.as_ref().filter(|t| *t.get_ref() < 10) {
+            return Err(cx.err(t.span(), field("lease_time"), "must be at least 10 seconds"));
         }
-        if let Some(r) = &s.router {
-            if !sub.contains(*r.get_ref()) {
-                return Err(cx.err(
-                    r.span(),
-                    field("router"),
-                    format!("{} is not in {network}/{prefix_len}", r.get_ref()),
-                ));
-            }
+        if let Some(r) = s.router.as_ref().filter(|r| !sub.contains(*r.get_ref())) {
+            let msg = format!("{} is not in {network}/{prefix_len}", r.get_ref());
+            return Err(cx.err(r.span(), field("router"), msg));
         }
         sub.dns_servers.dedup();
         Ok(sub)
@@ -525,7 +518,7 @@ mod validate {
     /// "52:54:00:12:34:56" or "525400123456" or with '-'.
     fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         let digits: String = s.chars().filter(|c| !matches!(c, ':' | '-')).collect();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return None;
         }
         (0..digits.len())

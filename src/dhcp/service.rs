@@ -194,8 +194,7 @@ impl DhcpService {
             self.refresh_ifaces(now);
         }
         let iface = self.ifaces.get(&ifindex)?;
-        let served =
-            self.cfg.interfaces.is_empty() || self.cfg.interfaces.iter().any(|n| *n == iface.name);
+        let served = self.cfg.interfaces.is_empty() || self.cfg.interfaces.contains(&iface.name);
         served.then(|| iface.clone())
     }
 

@@ -1,0 +1,248 @@
+//! Drivers for real DHCP clients in a client namespace: ISC dhclient and busybox udhcpc. Each
+//! uses only its own files (config, pid, lease, hook script) and runs under `unshare --uts`, so
+//! the host's resolver, lease files and host name are never touched.
+
+use std::fs;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::Signal;
+
+use crate::netns::{Host, IFACE, Lan};
+use crate::proc::{Daemon, poll, run, run_ok, signal};
+
+/// How long a client may take to get a lease before the test fails.
+const LEASE_WAIT: Duration = Duration::from_secs(15);
+
+/// Writes an executable shell script.
+fn write_script(path: &Path, body: &str) -> Result<()> {
+    fs::write(path, body)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// The per-client scratch directory `<lan dir>/<ns>-<tool>`.
+fn client_dir(lan: &Lan, host: &Host, tool: &str) -> Result<PathBuf> {
+    let dir = lan.path(&format!("{}-{tool}", host.ns));
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// ISC dhclient with its own config, pid file, lease file and `-sf` hook.
+pub struct Dhclient {
+    pub host: Host,
+    pub hostname: String,
+    cf: PathBuf,
+    pf: PathBuf,
+    lf: PathBuf,
+    sf: PathBuf,
+    /// One line per hook invocation: `reason=... new_ip_address=... new_host_name=...`.
+    pub events: PathBuf,
+}
+
+impl Dhclient {
+    /// Prepares (does not start) dhclient for client `index` sending host name `hostname`.
+    pub fn new(lan: &Lan, index: usize, hostname: &str) -> Result<Dhclient> {
+        let host = lan.clients.get(index).context("no such client")?.clone();
+        let dir = client_dir(lan, &host, "dhclient")?;
+        let c = Dhclient {
+            cf: dir.join("dhclient.conf"),
+            pf: dir.join("dhclient.pid"),
+            lf: dir.join("dhclient.leases"),
+            sf: dir.join("hook.sh"),
+            events: dir.join("events"),
+            host,
+            hostname: hostname.to_string(),
+        };
+        fs::write(
+            &c.cf,
+            format!(
+                "timeout 12;\nretry 1;\nsend host-name \"{hostname}\";\n\
+                 request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers;\n"
+            ),
+        )?;
+        write_script(&c.sf, &dhclient_hook(&c.events))?;
+        Ok(c)
+    }
+
+    /// `dhclient -1`: waits for a lease (dhclient backgrounds itself once bound) and returns the
+    /// address the hook put on `eth0`.
+    pub fn obtain(&self) -> Result<Ipv4Addr> {
+        let out = run(
+            &mut self.command(&["-1", "-v"]),
+            LEASE_WAIT + Duration::from_secs(5),
+        )?;
+        if !out.status.success() {
+            bail!(
+                "dhclient ({}) found no lease ({}): {}\nhook: {}",
+                self.hostname,
+                out.status,
+                out.all(),
+                self.events_text()
+            );
+        }
+        poll(Duration::from_secs(3), || self.host.ipv4()).with_context(|| {
+            format!(
+                "dhclient bound but eth0 has no address; hook: {}",
+                self.events_text()
+            )
+        })
+    }
+
+    /// `dhclient -r`: releases the lease (unicast DHCPRELEASE) and stops the running dhclient.
+    pub fn release(&self) -> Result<()> {
+        run_ok(&mut self.command(&["-r", "-v"]), Duration::from_secs(10))?;
+        Ok(())
+    }
+
+    /// What the hook recorded so far.
+    pub fn events_text(&self) -> String {
+        fs::read_to_string(&self.events).unwrap_or_default()
+    }
+
+    fn command(&self, extra: &[&str]) -> std::process::Command {
+        let mut cmd = self.host.exec("unshare");
+        cmd.args(["--uts", "dhclient", "-4"]).args(extra);
+        for (flag, path) in [
+            ("-cf", &self.cf),
+            ("-pf", &self.pf),
+            ("-lf", &self.lf),
+            ("-sf", &self.sf),
+        ] {
+            cmd.arg(flag).arg(path);
+        }
+        cmd.arg(IFACE);
+        cmd
+    }
+}
+
+impl Drop for Dhclient {
+    /// Stops a still-running dhclient by the PID in its own pid file (no release).
+    fn drop(&mut self) {
+        let pid = fs::read_to_string(&self.pf)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if let Some(pid) = pid {
+            let _ = signal(pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// The dhclient `-sf` hook: applies the lease with `ip` and records what dhclient passed.
+fn dhclient_hook(events: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+# dhclient hook for the leasedns e2e tests: apply the lease with ip, record the variables.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+echo "reason=$reason new_ip_address=$new_ip_address old_ip_address=$old_ip_address new_host_name=$new_host_name new_domain_name=$new_domain_name" >> '{events}'
+case "$reason" in
+    PREINIT) ip link set dev "$interface" up ;;
+    BOUND|RENEW|REBIND|REBOOT)
+        if [ -n "$old_ip_address" ] && [ "$old_ip_address" != "$new_ip_address" ]; then
+            ip -4 addr flush dev "$interface"
+        fi
+        ip -4 addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;;
+    EXPIRE|FAIL|RELEASE|STOP) ip -4 addr flush dev "$interface" ;;
+esac
+exit 0
+"#,
+        events = events.display()
+    )
+}
+
+/// busybox udhcpc in the foreground with its own hook script and pid file.
+pub struct Udhcpc {
+    pub host: Host,
+    pub hostname: String,
+    daemon: Option<Daemon>,
+    dir: PathBuf,
+    /// One line per hook invocation: `event=... ip=... hostname=...`.
+    pub events: PathBuf,
+}
+
+impl Udhcpc {
+    /// Prepares (does not start) udhcpc for client `index` sending host name `hostname`.
+    pub fn new(lan: &Lan, index: usize, hostname: &str) -> Result<Udhcpc> {
+        let host = lan.clients.get(index).context("no such client")?.clone();
+        let dir = client_dir(lan, &host, "udhcpc")?;
+        let events = dir.join("events");
+        write_script(&dir.join("hook.sh"), &udhcpc_hook(&events))?;
+        Ok(Udhcpc {
+            host,
+            hostname: hostname.to_string(),
+            daemon: None,
+            dir,
+            events,
+        })
+    }
+
+    /// Starts udhcpc in the foreground (it keeps running, so SIGUSR2 can release later) and
+    /// returns the address the hook put on `eth0`.
+    pub fn obtain(&mut self) -> Result<Ipv4Addr> {
+        let mut cmd = self.host.exec("unshare");
+        cmd.args([
+            "--uts", "busybox", "udhcpc", "-f", "-n", "-i", IFACE, "-T", "3", "-t", "4",
+        ]);
+        cmd.arg("-s").arg(self.dir.join("hook.sh"));
+        cmd.arg("-p").arg(self.dir.join("udhcpc.pid"));
+        cmd.args(["-x", &format!("hostname:{}", self.hostname)]);
+        let mut daemon = Daemon::spawn("udhcpc", &mut cmd, &self.dir.join("udhcpc.log"))?;
+        let bound = daemon.wait_for_log("obtained", LEASE_WAIT);
+        self.daemon = Some(daemon);
+        bound.with_context(|| format!("udhcpc found no lease; hook: {}", self.events_text()))?;
+        poll(Duration::from_secs(3), || self.host.ipv4()).with_context(|| {
+            format!(
+                "udhcpc bound but eth0 has no address; hook: {}",
+                self.events_text()
+            )
+        })
+    }
+
+    /// SIGUSR2: udhcpc sends DHCPRELEASE and deconfigures; waits until `eth0` has no address.
+    pub fn release(&mut self) -> Result<()> {
+        let daemon = self.daemon.as_mut().context("udhcpc is not running")?;
+        daemon.check_running()?;
+        daemon.signal(Signal::SIGUSR2)?;
+        poll(Duration::from_secs(5), || {
+            Ok(self.host.ipv4()?.is_none().then_some(()))
+        })
+        .with_context(|| format!("udhcpc did not deconfigure; hook: {}", self.events_text()))
+    }
+
+    /// Stops udhcpc without releasing.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(mut daemon) = self.daemon.take() {
+            daemon.terminate(Duration::from_secs(5))?;
+        }
+        Ok(())
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
+    }
+
+    pub fn events_text(&self) -> String {
+        fs::read_to_string(&self.events).unwrap_or_default()
+    }
+}
+
+/// The udhcpc `-s` hook: applies the lease with `ip` and records what udhcpc passed.
+fn udhcpc_hook(events: &Path) -> String {
+    format!(
+        r#"#!/bin/sh
+# udhcpc hook for the leasedns e2e tests: apply the lease with ip, record the variables.
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+echo "event=$1 ip=$ip mask=$mask hostname=$hostname domain=$domain" >> '{events}'
+case "$1" in
+    deconfig) ip -4 addr flush dev "$interface"; ip link set dev "$interface" up ;;
+    bound) ip -4 addr flush dev "$interface"; ip -4 addr add "$ip/$mask" dev "$interface" ;;
+    renew) ip -4 addr replace "$ip/$mask" dev "$interface" ;;
+esac
+exit 0
+"#,
+        events = events.display()
+    )
+}
