@@ -1,8 +1,9 @@
 //! Configuration: raw serde types (`raw`), the validated `Config` built from them, and errors
 //! that name the file, line and field. Opens no sockets.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::lease::{ClientId, HwAddr};
 
@@ -44,8 +45,86 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     /// TTL of local records; lease records never exceed the lease's remaining time.
     pub ttl: u32,
-    /// Upstream servers for other names; empty: REFUSED.
+    /// Upstream servers for other names, tried in order; empty: REFUSED.
     pub upstreams: Vec<SocketAddr>,
+    /// Total time a forwarded query may take, across every upstream tried.
+    pub upstream_timeout: Duration,
+    /// Forwarded answers kept in the cache (0: no cache).
+    pub cache_size: usize,
+    /// Static records from `[[dns.record]]`, in file order.
+    pub records: Vec<DnsRecord>,
+    /// An /etc/hosts-format file read at start (and on reload).
+    pub hosts_file: Option<PathBuf>,
+    /// Answer a bare name ("laptop.") as if it were "laptop.<domain>" (as dnsmasq does).
+    pub expand_bare_names: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: Vec::new(),
+            ttl: 300,
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_millis(2000),
+            cache_size: 10_000,
+            records: Vec::new(),
+            hosts_file: None,
+            expand_bare_names: false,
+        }
+    }
+}
+
+/// One static DNS record: its owner (fully qualified, lowercase, no trailing dot) and data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub name: String,
+    pub data: RecordData,
+}
+
+/// The data of a static record. Target names are fully qualified, lowercase, no trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(String),
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    /// Character strings of at most 255 bytes each.
+    Txt(Vec<String>),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+}
+
+/// A record name as written in config: "@" is the domain, a name ending in "." is absolute, a
+/// name equal to the domain or ending in ".domain" is taken as is, anything else is relative to
+/// the domain. Returns the lowercase name without trailing dot, or None if it is not a valid
+/// DNS name (labels of letters, digits, '-' and '_', 1 to 63 bytes, 253 in all).
+pub fn qualify(name: &str, domain: &str) -> Option<String> {
+    let name = name.trim().to_ascii_lowercase();
+    let fqdn = if name == "@" {
+        domain.to_string()
+    } else if let Some(abs) = name.strip_suffix('.') {
+        abs.to_string()
+    } else if name == domain || name.ends_with(&format!(".{domain}")) {
+        name
+    } else {
+        format!("{name}.{domain}")
+    };
+    let ok = !fqdn.is_empty()
+        && fqdn.len() <= 253
+        && fqdn.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    ok.then_some(fqdn)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +278,21 @@ mod raw {
         pub ttl: Option<u32>,
         #[serde(default)]
         pub upstreams: Vec<Spanned<String>>,
+        pub upstream_timeout_ms: Option<Spanned<u64>>,
+        pub cache_size: Option<usize>,
+        pub hosts_file: Option<Spanned<String>>,
+        pub expand_bare_names: Option<bool>,
+        #[serde(default)]
+        pub record: Vec<Spanned<Record>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Record {
+        pub name: Spanned<String>,
+        #[serde(rename = "type")]
+        pub rtype: Spanned<String>,
+        pub value: Spanned<String>,
     }
 
     #[derive(Deserialize)]
@@ -275,7 +369,7 @@ mod validate {
         if raw.lease_file.get_ref().trim().is_empty() {
             return Err(cx.err(raw.lease_file.span(), "lease_file", "must not be empty"));
         }
-        let dns = dns(&cx, raw.dns.unwrap_or_default())?;
+        let dns = dns(&cx, raw.dns.unwrap_or_default(), &domain)?;
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnet.iter().enumerate() {
             let sub = subnet(&cx, i, s)?;
@@ -323,7 +417,7 @@ mod validate {
         Ok(d)
     }
 
-    fn dns(cx: &Ctx, raw: raw::Dns) -> Result<DnsConfig, ConfigError> {
+    fn dns(cx: &Ctx, raw: raw::Dns, domain: &str) -> Result<DnsConfig, ConfigError> {
         let addrs =
             |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
                 list.iter()
@@ -339,11 +433,111 @@ mod validate {
                     })
                     .collect()
             };
+        let defaults = DnsConfig::default();
+        let upstream_timeout = match &raw.upstream_timeout_ms {
+            None => defaults.upstream_timeout,
+            Some(ms) if (50..=30_000).contains(ms.get_ref()) => {
+                Duration::from_millis(*ms.get_ref())
+            }
+            Some(ms) => {
+                return Err(cx.err(
+                    ms.span(),
+                    "dns.upstream_timeout_ms",
+                    "must be between 50 and 30000",
+                ));
+            }
+        };
+        let hosts_file = match &raw.hosts_file {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return Err(cx.err(h.span(), "dns.hosts_file", "must not be empty"));
+            }
+            Some(h) => Some(PathBuf::from(h.get_ref())),
+            None => None,
+        };
+        let records = raw
+            .record
+            .iter()
+            .enumerate()
+            .map(|(i, r)| record(cx, i, r.get_ref(), domain))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(DnsConfig {
             listen: addrs(&raw.listen, "listen")?,
-            ttl: raw.ttl.unwrap_or(300),
+            ttl: raw.ttl.unwrap_or(defaults.ttl),
             upstreams: addrs(&raw.upstreams, "upstreams")?,
+            upstream_timeout,
+            cache_size: raw.cache_size.unwrap_or(defaults.cache_size),
+            records,
+            hosts_file,
+            expand_bare_names: raw.expand_bare_names.unwrap_or(false),
         })
+    }
+
+    /// One `[[dns.record]]`: a name, a type and its value in zone-file order.
+    fn record(cx: &Ctx, i: usize, r: &raw::Record, domain: &str) -> Result<DnsRecord, ConfigError> {
+        let field = |f: &str| format!("dns.record[{i}].{f}");
+        let name = qualify(r.name.get_ref(), domain).ok_or_else(|| {
+            cx.err(
+                r.name.span(),
+                field("name"),
+                format!("`{}` is not a valid DNS name", r.name.get_ref()),
+            )
+        })?;
+        let rtype = r.rtype.get_ref().to_ascii_uppercase();
+        let value = r.value.get_ref().trim();
+        let bad = |what: &str| {
+            cx.err(
+                r.value.span(),
+                field("value"),
+                format!("`{value}` is not {what}"),
+            )
+        };
+        let target = |s: &str| qualify(s, domain).ok_or_else(|| bad("a valid target name"));
+        let words: Vec<&str> = value.split_whitespace().collect();
+        let data = match (rtype.as_str(), words.as_slice()) {
+            ("A", _) => RecordData::A(value.parse().map_err(|_| bad("an IPv4 address"))?),
+            ("AAAA", _) => RecordData::Aaaa(value.parse().map_err(|_| bad("an IPv6 address"))?),
+            ("CNAME", [t]) => RecordData::Cname(target(t)?),
+            ("MX", [p, t]) => RecordData::Mx {
+                preference: p.parse().map_err(|_| bad("\"PREFERENCE HOST\""))?,
+                exchange: target(t)?,
+            },
+            ("SRV", [p, w, port, t]) => {
+                let num = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| bad("\"PRIORITY WEIGHT PORT TARGET\""))
+                };
+                RecordData::Srv {
+                    priority: num(p)?,
+                    weight: num(w)?,
+                    port: num(port)?,
+                    target: target(t)?,
+                }
+            }
+            ("TXT", _) if !value.is_ascii() => return Err(bad("ASCII text")),
+            ("TXT", _) => RecordData::Txt(txt_chunks(r.value.get_ref())),
+            ("CNAME", _) => return Err(bad("one target name")),
+            ("MX", _) => return Err(bad("\"PREFERENCE HOST\"")),
+            ("SRV", _) => return Err(bad("\"PRIORITY WEIGHT PORT TARGET\"")),
+            (other, _) => {
+                return Err(cx.err(
+                    r.rtype.span(),
+                    field("type"),
+                    format!("`{other}` is not one of A, AAAA, CNAME, MX, TXT, SRV"),
+                ));
+            }
+        };
+        Ok(DnsRecord { name, data })
+    }
+
+    /// TXT text split into character strings of at most 255 bytes (ASCII, so bytes = chars).
+    fn txt_chunks(text: &str) -> Vec<String> {
+        if text.is_empty() {
+            return vec![String::new()];
+        }
+        text.as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect()
     }
 
     /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".

@@ -3,19 +3,27 @@
 //! queries itself (that is `zone`) nor touch the lease table.
 
 use std::io;
+use std::iter;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
-use hickory_server::zone_handler::{Catalog, ZoneHandler};
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::{LowerName, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder, ZoneHandler};
 use tokio::net::{TcpListener, UdpSocket};
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dns::names::SharedNames;
-use crate::dns::zone::zones_for;
+use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
+use crate::dns::names::{SharedNames, load_hosts_file};
+use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
 
 /// A TCP client that sends no query for this long is disconnected.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,36 +33,36 @@ const TCP_RESPONSE_QUEUE: usize = 32;
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 pub struct DnsServer {
-    catalog: Catalog,
+    front: Front,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     /// One per listen address, with the real port (UDP and TCP share it).
     addrs: Vec<SocketAddr>,
 }
 
+/// The request handler: names in our zones (and static overrides) go to the catalog of local
+/// zones; every other query goes to the forwarder, or is REFUSED by the catalog if there is
+/// none.
+struct Front {
+    catalog: Catalog,
+    overrides: Option<Arc<LocalZone>>,
+    forwarder: Option<Arc<Forwarder>>,
+}
+
 impl DnsServer {
-    /// Bind every listen address (UDP and TCP) and build the catalog. Logs one line per
-    /// listener: "listening for DNS on udp 127.0.0.1:5353".
+    /// Read the hosts file (if configured), bind every listen address (UDP and TCP) and build
+    /// the catalog. Logs one line per listener: "listening for DNS on udp 127.0.0.1:5353".
     pub async fn bind(
         cfg: &Config,
         names: SharedNames,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DnsServer> {
-        let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for zone in zones {
-            let origin = zone.origin().clone();
-            info!(zone = %origin, kind = ?zone.kind(), "serving local zone");
-            catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
-        }
-        if !cfg.dns.upstreams.is_empty() {
-            warn!(
-                "DNS forwarding is not implemented yet; names outside the local zones are REFUSED"
-            );
+        if let Some(path) = &cfg.dns.hosts_file {
+            load_hosts_file(&names, path)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let mut server = DnsServer {
-            catalog,
+            front: Front::new(cfg, names, clock)?,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -82,7 +90,7 @@ impl DnsServer {
             wait_for(&mut shutdown).await;
             return Ok(());
         }
-        let mut server = Server::new(self.catalog);
+        let mut server = Server::new(self.front);
         for socket in self.udp {
             server.register_socket(socket);
         }
@@ -100,6 +108,137 @@ impl DnsServer {
         info!("DNS server stopped");
         result.map_err(io::Error::other)
     }
+}
+
+impl Front {
+    fn new(cfg: &Config, names: SharedNames, clock: Arc<dyn Clock>) -> io::Result<Front> {
+        let mut catalog = Catalog::new();
+        let zones = zones_for(cfg, names, clock)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut overrides = None;
+        for zone in zones {
+            let origin = zone.origin().clone();
+            debug!(zone = %origin, kind = ?zone.kind(), "serving local zone");
+            if zone.kind() == ZoneKind::Overrides {
+                overrides = Some(zone.clone());
+            }
+            catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
+        }
+        let forwarder = (!cfg.dns.upstreams.is_empty()).then(|| {
+            info!(upstreams = ?cfg.dns.upstreams, timeout = ?cfg.dns.upstream_timeout, "forwarding other names");
+            Arc::new(Forwarder::new(
+                cfg.dns.upstreams.clone(),
+                cfg.dns.upstream_timeout,
+                cfg.dns.cache_size,
+            ))
+        });
+        Ok(Front {
+            catalog,
+            overrides,
+            forwarder,
+        })
+    }
+
+    /// A plain query for a name that no local zone serves and no static name claims.
+    fn is_foreign(&self, request: &Request) -> bool {
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+            || request.edns.as_ref().is_some_and(|e| e.version() > 0)
+        {
+            return false;
+        }
+        let Ok(info) = request.request_info() else {
+            return false;
+        };
+        let name: &LowerName = info.query.name();
+        if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            return false;
+        }
+        let in_local_zone = self
+            .catalog
+            .find(name)
+            .and_then(|handlers| handlers.first())
+            .is_some_and(|h| !h.origin().is_root());
+        !in_local_zone && !self.overrides.as_ref().is_some_and(|o| o.claims(name))
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Front {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        match &self.forwarder {
+            Some(forwarder) if self.is_foreign(request) => {
+                forward(forwarder, request, response_handle).await
+            }
+            _ => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+        }
+    }
+}
+
+/// Answer `request` with the forwarder's answer (or SERVFAIL), as a recursive, non
+/// authoritative response. EDNS is echoed with our payload size (at most 1232, RFC 9715).
+async fn forward<R: ResponseHandler>(
+    forwarder: &Forwarder,
+    request: &Request,
+    mut response_handle: R,
+) -> ResponseInfo {
+    let edns = request.edns.as_ref().map(|req| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
+        edns
+    });
+    let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.authoritative = false;
+    let answer = match request.request_info() {
+        Ok(info) => forwarder.resolve(info.query.original()).await,
+        Err(_) => return serve_failed(request),
+    };
+    let sent = match &answer {
+        Ok(answer) => {
+            metadata.response_code = answer.rcode;
+            let response = builder.build(
+                metadata,
+                answer.answers.iter(),
+                answer.authorities.iter(),
+                iter::empty(),
+                answer.additionals.iter(),
+            );
+            response_handle.send_response(response).await
+        }
+        Err(e) => {
+            debug!(error = %e, "forwarding failed; SERVFAIL");
+            let response = builder.error_msg(&request.metadata, ResponseCode::ServFail);
+            response_handle.send_response(response).await
+        }
+    };
+    sent.unwrap_or_else(|e| {
+        debug!(error = %e, "cannot send a forwarded answer");
+        serve_failed(request)
+    })
+}
+
+/// What we report for a response that could not be sent (hickory's own is crate-private).
+fn serve_failed(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 async fn wait_for(shutdown: &mut crate::Shutdown) {
@@ -175,7 +314,7 @@ mod tests {
             dns: DnsConfig {
                 listen: vec!["127.0.0.1:0".parse().expect("addr")],
                 ttl: 300,
-                upstreams: vec![],
+                ..DnsConfig::default()
             },
             subnets: vec![Subnet {
                 network: Ipv4Addr::new(10, 0, 0, 0),
@@ -424,7 +563,10 @@ mod tests {
         let s = start(3600).await;
         let reply = udp_query(s.addr, "example.com.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        // A private reverse zone that is not ours: answered here, never forwarded.
         let reply = udp_query(s.addr, "1.1.168.192.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        let reply = udp_query(s.addr, "8.8.8.8.in-addr.arpa.", RecordType::PTR).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         stop(s).await;
     }
