@@ -1117,4 +1117,117 @@ mod tests {
         assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
         stop(s).await;
     }
+
+    /// dnsmasq on a fixed loopback address as a real upstream, logging every query it gets.
+    struct Dnsmasq {
+        child: std::process::Child,
+        addr: SocketAddr,
+        log: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Dnsmasq {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Dnsmasq {
+        async fn start(ip: &str, port: u16) -> Dnsmasq {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = dir.path().join("dnsmasq.log");
+            let mut cmd = std::process::Command::new("/usr/sbin/dnsmasq");
+            cmd.args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--local-ttl=60",
+                "--address=/example.test/192.0.2.7",
+                "--log-queries",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-facility={}", log.display()));
+            for i in 0..40 {
+                cmd.arg(format!(
+                    "--txt-record=big.example.test,{i:02}{}",
+                    "x".repeat(198)
+                ));
+            }
+            let child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start /usr/sbin/dnsmasq");
+            let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+            let up = Dnsmasq {
+                child,
+                addr,
+                log,
+                _dir: dir,
+            };
+            // Ready once it answers.
+            for _ in 0..50 {
+                let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+                let q = query_bytes("ready.example.test.", RecordType::A);
+                if sock.send_to(&q, addr).await.is_ok() {
+                    let mut buf = [0u8; 512];
+                    let got = timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await;
+                    if matches!(got, Ok(Ok(_))) {
+                        return up;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("dnsmasq did not start on {addr}");
+        }
+
+        /// Queries dnsmasq logged for `what`, e.g. "query[A] a.example.test".
+        async fn count(&self, what: &str) -> usize {
+            // dnsmasq writes its log a moment after answering.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(&format!("{what} from")))
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn forwards_to_dnsmasq_caches_and_falls_back_to_tcp_upstream() {
+        let up = Dnsmasq::start("127.0.0.32", 5392).await;
+        let s = start_with(forwarding_config(vec![up.addr], 2000), 3600).await;
+        assert_eq!(
+            dig(s.addr, &["a.example.test", "+short"]).await,
+            "192.0.2.7"
+        );
+        assert_eq!(
+            dig(s.addr, &["a.example.test", "+short"]).await,
+            "192.0.2.7"
+        );
+        assert_eq!(
+            up.count("query[A] a.example.test").await,
+            1,
+            "second from cache"
+        );
+        // 40 x 200 bytes: dnsmasq truncates over UDP, we ask again over TCP.
+        let reply = tcp_query(s.addr, "big.example.test.", RecordType::TXT).await;
+        assert_eq!(reply.answers.len(), 40);
+        assert_eq!(
+            up.count("query[TXT] big.example.test").await,
+            2,
+            "UDP, then TCP"
+        );
+        // Our client over plain UDP gets TC (from the cache), then all of it over TCP.
+        let reply = udp_query(s.addr, "big.example.test.", RecordType::TXT).await;
+        assert!(reply.metadata.truncation);
+        let out = dig(s.addr, &["big.example.test", "TXT", "+short"]).await;
+        assert_eq!(out.lines().count(), 40);
+        assert_eq!(up.count("query[TXT] big.example.test").await, 2, "cached");
+        stop(s).await;
+    }
 }
