@@ -882,4 +882,164 @@ name = "Printer"
             "{e}"
         );
     }
+
+    const RECORDS: &str = r#"
+[[dns.record]]
+name = "@"
+type = "MX"
+value = "10 mail"
+[[dns.record]]
+name = "_ldap._tcp"
+type = "srv"
+value = "0 5 389 nas.lan."
+[[dns.record]]
+name = "www.LAN"
+type = "CNAME"
+value = "nas"
+[[dns.record]]
+name = "router.example.net."
+type = "A"
+value = "10.0.0.1"
+[[dns.record]]
+name = "nas"
+type = "AAAA"
+value = "fd00::20"
+[[dns.record]]
+name = "nas"
+type = "TXT"
+value = "hello world"
+"#;
+
+    /// GOOD with extra `[dns]` keys and the records above appended.
+    fn with_dns(extra: &str) -> String {
+        let text = GOOD.replace(
+            "[dns]\n",
+            &format!("[dns]\n{extra}\nupstreams = [\"192.0.2.53\", \"192.0.2.54:5353\"]\n"),
+        );
+        let (head, hosts) = text.split_at(text.find("[[subnet]]").expect("subnet"));
+        format!("{head}{RECORDS}{hosts}")
+    }
+
+    #[test]
+    fn dns_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.dns.upstream_timeout, Duration::from_millis(2000));
+        assert!(c.dns.records.is_empty() && c.dns.hosts_file.is_none());
+        assert!(!c.dns.expand_bare_names);
+        assert_eq!(c.dns.cache_size, 10_000);
+    }
+
+    #[test]
+    fn dns_records_and_keys_are_normalised() {
+        let text = with_dns(
+            "upstream_timeout_ms = 500\nhosts_file = \"/etc/hosts\"\nexpand_bare_names = true",
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.dns.upstream_timeout, Duration::from_millis(500));
+        assert_eq!(c.dns.upstreams[1], "192.0.2.54:5353".parse().unwrap());
+        assert_eq!(c.dns.hosts_file, Some(PathBuf::from("/etc/hosts")));
+        assert!(c.dns.expand_bare_names);
+        let r = &c.dns.records;
+        assert_eq!(
+            r[0],
+            DnsRecord {
+                name: "lan".to_string(),
+                data: RecordData::Mx {
+                    preference: 10,
+                    exchange: "mail.lan".to_string()
+                }
+            }
+        );
+        assert_eq!(r[1].name, "_ldap._tcp.lan");
+        assert_eq!(
+            r[1].data,
+            RecordData::Srv {
+                priority: 0,
+                weight: 5,
+                port: 389,
+                target: "nas.lan".to_string()
+            }
+        );
+        assert_eq!(r[2].name, "www.lan");
+        assert_eq!(r[2].data, RecordData::Cname("nas.lan".to_string()));
+        assert_eq!(r[3].name, "router.example.net");
+        assert_eq!(r[4].data, RecordData::Aaaa("fd00::20".parse().unwrap()));
+        assert_eq!(r[5].data, RecordData::Txt(vec!["hello world".to_string()]));
+    }
+
+    #[test]
+    fn long_txt_is_split_into_255_byte_strings() {
+        let text = with_dns("").replace("hello world", &"a".repeat(600));
+        let c = parse(&text).expect("valid");
+        let RecordData::Txt(strings) = &c.dns.records[5].data else {
+            panic!("TXT expected")
+        };
+        let lens: Vec<usize> = strings.iter().map(String::len).collect();
+        assert_eq!(lens, vec![255, 255, 90]);
+    }
+
+    #[test]
+    fn bad_dns_values_name_line_and_field() {
+        let base = with_dns("");
+        let line_of_text = |text: &str, needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .expect("needle in text")
+                + 1
+        };
+        let cases = [
+            ("\"10 mail\"", "\"ten mail\"", "dns.record[0].value"),
+            ("\"srv\"", "\"SPF\"", "dns.record[1].type"),
+            ("\"0 5 389 nas.lan.\"", "\"0 5 nas\"", "dns.record[1].value"),
+            (
+                "\"nas\"\n[[dns",
+                "\"bad name!\"\n[[dns",
+                "dns.record[2].value",
+            ),
+            (
+                "\"10.0.0.1\"\n[[dns",
+                "\"10.0.0.300\"\n[[dns",
+                "dns.record[3].value",
+            ),
+            ("\"fd00::20\"", "\"10.0.0.20\"", "dns.record[4].value"),
+            ("\"router.example.net.\"", "\"a..b\"", "dns.record[3].name"),
+        ];
+        for (from, to, want_field) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (line, field, msg) = invalid(&text);
+            assert_eq!(field, want_field, "{msg}");
+            assert_eq!(
+                line,
+                line_of_text(&text, to.split('\n').next().unwrap()),
+                "{field}: {msg}"
+            );
+        }
+        let (line, field, _) = invalid(&with_dns("upstream_timeout_ms = 5"));
+        assert_eq!((line, field.as_str()), (5, "dns.upstream_timeout_ms"));
+        let (_, field, msg) = invalid(&with_dns("hosts = \"/etc/hosts\""));
+        assert_eq!(field, "hosts");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (_, field, _) = invalid(&with_dns("").replace("type = \"AAAA\"", "tipe = \"AAAA\""));
+        assert_eq!(field, "tipe");
+    }
+
+    #[test]
+    fn qualify_follows_the_documented_rules() {
+        assert_eq!(qualify("@", "lan").as_deref(), Some("lan"));
+        assert_eq!(qualify("nas", "lan").as_deref(), Some("nas.lan"));
+        assert_eq!(qualify("NAS.lan", "lan").as_deref(), Some("nas.lan"));
+        assert_eq!(qualify("a.b", "lan").as_deref(), Some("a.b.lan"));
+        assert_eq!(
+            qualify("a.example.com.", "lan").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            qualify("_sip._udp", "lan").as_deref(),
+            Some("_sip._udp.lan")
+        );
+        assert_eq!(qualify("bad name", "lan"), None);
+        assert_eq!(qualify(".", "lan"), None);
+        assert_eq!(qualify(&"x".repeat(64), "lan"), None);
+    }
 }

@@ -349,3 +349,123 @@ fn random_id() -> u16 {
     h.write_usize(COUNTER.fetch_add(1, Ordering::Relaxed));
     (h.finish() & 0xffff) as u16
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::rr::Name;
+    use hickory_server::proto::rr::rdata::{A, SOA};
+
+    fn query(name: &str) -> Query {
+        Query::query(Name::from_ascii(name).expect("name"), RecordType::A)
+    }
+
+    fn positive(ttls: &[u32]) -> Answer {
+        let answers = ttls
+            .iter()
+            .map(|t| {
+                let name = Name::from_ascii("a.example.").expect("name");
+                Record::from_rdata(name, *t, RData::A(A(Ipv4Addr::new(192, 0, 2, 1))))
+            })
+            .collect();
+        Answer {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: vec![],
+            additionals: vec![],
+        }
+    }
+
+    fn negative(soa_ttl: u32, minimum: u32) -> Answer {
+        let soa = SOA::new(Name::root(), Name::root(), 1, 1, 1, 1, minimum);
+        Answer {
+            rcode: ResponseCode::NXDomain,
+            answers: vec![],
+            authorities: vec![Record::from_rdata(Name::root(), soa_ttl, RData::SOA(soa))],
+            additionals: vec![],
+        }
+    }
+
+    #[test]
+    fn cache_timeline() {
+        let t0 = Instant::now();
+        let mut cache = Cache::new(10);
+        let q = query("a.example.");
+        cache.put(&q, &positive(&[300, 60]), t0);
+        // t=+10s: still there, TTLs aged by ten seconds; the key ignores case.
+        let hit = cache
+            .get(&query("A.Example."), t0 + Duration::from_secs(10))
+            .expect("hit");
+        let ttls: Vec<u32> = hit.answers.iter().map(|r| r.ttl).collect();
+        assert_eq!(ttls, vec![290, 50]);
+        // t=+60s: the shortest TTL has run out; the entry is gone.
+        assert!(cache.get(&q, t0 + Duration::from_secs(60)).is_none());
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn what_is_cached_and_for_how_long() {
+        assert_eq!(positive(&[300, 60]).cache_ttl(), Some(60));
+        assert_eq!(positive(&[999_999]).cache_ttl(), Some(MAX_POSITIVE_TTL));
+        assert_eq!(positive(&[0]).cache_ttl(), None);
+        assert_eq!(negative(60, 30).cache_ttl(), Some(30));
+        assert_eq!(negative(20, 30).cache_ttl(), Some(20));
+        assert_eq!(negative(99_999, 99_999).cache_ttl(), Some(MAX_NEGATIVE_TTL));
+        let mut no_soa = negative(60, 30);
+        no_soa.authorities.clear();
+        assert_eq!(no_soa.cache_ttl(), None);
+        let mut servfail = positive(&[300]);
+        servfail.rcode = ResponseCode::ServFail;
+        assert_eq!(servfail.cache_ttl(), None);
+    }
+
+    #[test]
+    fn full_cache_drops_expired_entries_and_otherwise_skips() {
+        let t0 = Instant::now();
+        let mut cache = Cache::new(2);
+        cache.put(&query("a.example."), &positive(&[10]), t0);
+        cache.put(&query("b.example."), &positive(&[100]), t0);
+        cache.put(&query("c.example."), &positive(&[100]), t0);
+        assert!(
+            cache.get(&query("c.example."), t0).is_none(),
+            "full: not stored"
+        );
+        // t=+20s: a has expired, so c fits.
+        let t = t0 + Duration::from_secs(20);
+        cache.put(&query("c.example."), &positive(&[100]), t);
+        assert!(cache.get(&query("c.example."), t).is_some());
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn replies_must_match_id_and_question() {
+        let q = query("a.example.");
+        let mut reply = Message::new(7, MessageType::Response, OpCode::Query);
+        reply.add_query(query("A.EXAMPLE."));
+        assert!(matches(&reply, 7, &q));
+        assert!(!matches(&reply, 8, &q));
+        reply.queries[0] = query("b.example.");
+        assert!(!matches(&reply, 7, &q));
+        let mut request = Message::new(7, MessageType::Query, OpCode::Query);
+        request.add_query(q.clone());
+        assert!(!matches(&request, 7, &q), "a query is not a reply");
+    }
+
+    #[tokio::test]
+    async fn no_upstream_answering_ends_within_the_budget() {
+        let silent = UdpSocket::bind("127.0.0.25:0").await.expect("bind");
+        let fwd = Forwarder::new(
+            vec![silent.local_addr().expect("addr")],
+            Duration::from_millis(200),
+            10,
+        );
+        let t0 = Instant::now();
+        let result = fwd.resolve(&query("x.example.")).await;
+        assert!(
+            matches!(result, Err(ForwardError::Timeout(_))),
+            "{result:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_millis(600));
+        assert_eq!(fwd.cached(), 0);
+    }
+}

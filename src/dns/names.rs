@@ -600,4 +600,100 @@ mod tests {
         assert!(is_valid_label("a-1"));
         assert!(!is_valid_label(&"x".repeat(64)));
     }
+
+    fn rec(name: &str, data: RecordData) -> DnsRecord {
+        DnsRecord {
+            name: name.to_string(),
+            data,
+        }
+    }
+
+    #[test]
+    fn hosts_text_parses_into_records() {
+        let text = "# a comment\n\n10.0.0.30  tv  TV-Alias # trailing\nfd00::1 nas6\n\
+                    192.0.2.1 www.example.org.\nnot-an-ip foo\n10.0.0.31 bad_name! ok\n";
+        let r = parse_hosts(text, "lan");
+        assert_eq!(
+            r,
+            vec![
+                rec("tv.lan", RecordData::A(ip(30))),
+                rec("tv-alias.lan", RecordData::A(ip(30))),
+                rec("nas6.lan", RecordData::Aaaa("fd00::1".parse().unwrap())),
+                rec(
+                    "www.example.org",
+                    RecordData::A(Ipv4Addr::new(192, 0, 2, 1))
+                ),
+                rec("ok.lan", RecordData::A(ip(31))),
+            ]
+        );
+    }
+
+    #[test]
+    fn static_records_give_ptr_to_the_first_name_and_beat_leases() {
+        let mut n = names();
+        n.set_config_records(vec![
+            rec("nas.lan", RecordData::A(ip(20))),
+            rec("www.lan", RecordData::Cname("nas.lan".to_string())),
+            // A CNAME cannot share a name: this A is dropped.
+            rec("www.lan", RecordData::A(ip(21))),
+            rec("lan", RecordData::Txt(vec!["t".to_string()])),
+        ]);
+        n.set_hosts_records(vec![
+            rec("nas-alias.lan", RecordData::A(ip(20))),
+            rec("printer.lan", RecordData::A(ip(99))),
+        ]);
+        assert_eq!(
+            ptr(&n, 20).as_deref(),
+            Some("nas.lan"),
+            "first name wins the PTR"
+        );
+        assert_eq!(a(&n, "nas-alias.lan"), Some(ip(20)));
+        assert_eq!(
+            a(&n, "printer.lan"),
+            Some(ip(2)),
+            "the reservation comes first"
+        );
+        assert_eq!(
+            n.static_records("www.lan"),
+            &[RecordData::Cname("nas.lan".to_string())]
+        );
+        assert!(n.has_name("lan.") && !n.has_name("ghost.lan"));
+        // A client asking for a static name does not get it.
+        n.apply(&[bound(10, Some("nas"), 1000)]);
+        assert_eq!(a(&n, "nas.lan"), Some(ip(20)));
+        assert_eq!(ptr(&n, 10), None);
+    }
+
+    #[test]
+    fn reloading_hosts_bumps_serial_and_withdraws_lease_names_it_takes() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("tv"), 1000)]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+        let serial = n.serial();
+        // t: the hosts file now names tv at another address; the static wins.
+        n.set_hosts_records(vec![rec("tv.lan", RecordData::A(ip(30)))]);
+        assert!(n.serial() > serial);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(30)));
+        assert_eq!(ptr(&n, 10), None, "the lease lost its name and its PTR");
+        assert_eq!(ptr(&n, 30).as_deref(), Some("tv.lan"));
+        // The hosts entry goes away: the name is free again for the next renewal.
+        n.set_hosts_records(vec![]);
+        assert_eq!(a(&n, "tv.lan"), None);
+        n.apply(&[bound(10, Some("tv"), 2000)]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+    }
+
+    #[test]
+    fn load_hosts_file_reads_and_reports_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, "10.0.0.40 cam\n").expect("write");
+        let shared: SharedNames = Arc::new(RwLock::new(names()));
+        assert_eq!(load_hosts_file(&shared, &path).expect("load"), 1);
+        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
+        let err = load_hosts_file(&shared, &dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        // A failed reload keeps what was loaded.
+        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
+    }
 }

@@ -592,4 +592,62 @@ mod tests {
             Err(LookupError::NameExists)
         ));
     }
+
+    fn cname(name: &str, target: &str) -> crate::config::DnsRecord {
+        crate::config::DnsRecord {
+            name: name.to_string(),
+            data: RecordData::Cname(target.to_string()),
+        }
+    }
+
+    #[test]
+    fn cname_chains_stop_at_loops_and_foreign_targets() {
+        let clock = TestClock::at(1000);
+        let shared = shared_with_lease(5000);
+        shared.write().expect("lock").set_config_records(vec![
+            cname("a.lan", "b.lan"),
+            cname("b.lan", "a.lan"),
+            cname("out.lan", "www.example.com"),
+            cname("lap.lan", "laptop.lan"),
+        ]);
+        let z = zone(ZoneKind::Forward, "lan.", shared, &clock);
+        let looped = records(z.answer(&lower("a.lan."), RecordType::A));
+        assert_eq!(looped.len(), MAX_CNAME_CHAIN);
+        let out = records(z.answer(&lower("out.lan."), RecordType::A));
+        assert_eq!(out.len(), 1, "a foreign target is left to the client");
+        // A CNAME to a lease name carries the lease's A with its capped TTL.
+        let lap = records(z.answer(&lower("lap.lan."), RecordType::A));
+        assert_eq!(lap.len(), 2);
+        assert_eq!(lap[1].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 9))));
+        assert_eq!(lap[1].name, Name::from_ascii("laptop.lan.").expect("name"));
+    }
+
+    #[test]
+    fn overrides_zone_claims_static_names_and_bare_names_only() {
+        let clock = TestClock::at(1000);
+        let shared = shared_with_lease(5000);
+        shared
+            .write()
+            .expect("lock")
+            .set_config_records(vec![crate::config::DnsRecord {
+                name: "router.example.net".to_string(),
+                data: RecordData::A(Ipv4Addr::new(10, 0, 0, 1)),
+            }]);
+        let mut z = zone(ZoneKind::Overrides, ".", shared, &clock);
+        assert!(z.claims(&lower("ROUTER.example.net.")));
+        assert!(!z.claims(&lower("www.example.net.")));
+        assert!(!z.claims(&lower("laptop.")));
+        assert!(
+            matches!(z.answer(&lower("www.example.net."), RecordType::A), Err(e) if !e.is_nx_domain())
+        );
+        z.expand_bare_names = true;
+        assert!(z.claims(&lower("laptop.")));
+        let a = records(z.answer(&lower("laptop."), RecordType::A));
+        assert_eq!(a[0].name, Name::from_ascii("laptop.").expect("name"));
+        // The root has no SOA of ours.
+        assert!(matches!(
+            z.answer(&lower("."), RecordType::SOA),
+            Ok(AuthLookup::Empty)
+        ));
+    }
 }
