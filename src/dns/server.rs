@@ -858,7 +858,8 @@ mod tests {
         let hosts = dir.path().join("hosts");
         std::fs::write(
             &hosts,
-            "# comment\n10.0.0.30 tv tv-alias\n192.168.7.7 box.home.example\n",
+            "# comment\n10.0.0.30 tv tv-alias\n192.168.7.7 box.home.example\n\
+             fd00::30 tv6\n203.0.113.9 public.example\n",
         )
         .expect("write hosts");
         let mut cfg = config();
@@ -876,6 +877,18 @@ mod tests {
             dig(s.addr, &["-x", "192.168.7.7", "+short"]).await,
             "box.home.example."
         );
+        // AAAA from the hosts file, and PTRs outside our reverse zones (ip6.arpa, public v4).
+        assert_eq!(
+            dig(s.addr, &["tv6.lan", "AAAA", "+short"]).await,
+            "fd00::30"
+        );
+        assert_eq!(dig(s.addr, &["-x", "fd00::30", "+short"]).await, "tv6.lan.");
+        assert_eq!(
+            dig(s.addr, &["-x", "203.0.113.9", "+short"]).await,
+            "public.example."
+        );
+        let reply = udp_query(s.addr, "10.113.0.203.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         // Re-read after an edit: the new name appears, the old one is gone, serial moves.
         let serial = s.names.read().expect("lock").serial();
         std::fs::write(&hosts, "10.0.0.31 radio\n").expect("rewrite hosts");

@@ -148,6 +148,9 @@ impl LocalZone {
 
     /// For the overrides zone: whether this name is answered here rather than forwarded.
     pub fn claims(&self, name: &LowerName) -> bool {
+        if is_reverse(name) {
+            return matches!(self.reverse_owner(name), Owner::Has(_));
+        }
         let key = self.index_key(name);
         self.names_read().has_name(&key)
     }
@@ -233,8 +236,14 @@ impl LocalZone {
 
     fn owner(&self, name: &LowerName, apex: bool) -> Owner {
         let owner = match self.kind {
-            ZoneKind::Forward | ZoneKind::Overrides => self.forward_owner(name),
+            ZoneKind::Forward => self.forward_owner(name),
             ZoneKind::Reverse => self.reverse_owner(name),
+            // A static address outside our reverse zones (hosts file, AAAA) still has its PTR.
+            ZoneKind::Overrides if is_reverse(name) => match self.reverse_owner(name) {
+                Owner::Exists => Owner::Missing,
+                other => other,
+            },
+            ZoneKind::Overrides => self.forward_owner(name),
         };
         match owner {
             Owner::Missing if apex => Owner::Exists,
@@ -268,13 +277,16 @@ impl LocalZone {
             Ok(net) => net,
             Err(_) => return Owner::Missing,
         };
-        let ip = match (net.addr(), net.prefix_len()) {
-            (IpAddr::V4(ip), 32) => ip,
+        let found = match (net.addr(), net.prefix_len()) {
+            (IpAddr::V4(ip), 32) => self.names_read().lookup_ptr(ip),
             // A partial address inside our zone: an empty non-terminal, not NXDOMAIN (RFC 8020).
             (IpAddr::V4(_), _) => return Owner::Exists,
+            (IpAddr::V6(ip), 128) => self.names_read().lookup_ptr_v6(ip).map(|value| Found {
+                value,
+                expires: None,
+            }),
             (IpAddr::V6(_), _) => return Owner::Missing,
         };
-        let found = self.names_read().lookup_ptr(ip);
         let Some((target, ttl)) = found.and_then(|f| self.live_ttl(f)) else {
             return Owner::Missing;
         };
@@ -320,6 +332,12 @@ impl LocalZone {
     fn records(&self, records: Vec<Record>) -> AuthLookup {
         AuthLookup::answers(LookupRecords::Section(records), None)
     }
+}
+
+/// Whether a name is under in-addr.arpa or ip6.arpa.
+fn is_reverse(name: &LowerName) -> bool {
+    let text = name.to_string();
+    text.ends_with(".in-addr.arpa.") || text.ends_with(".ip6.arpa.")
 }
 
 /// The hickory form of a static record; None for a target that is not a valid name.
