@@ -1,8 +1,9 @@
 //! Configuration: raw serde types (`raw`), the validated `Config` built from them, and errors
 //! that name the file, line and field. Opens no sockets.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::lease::{ClientId, HwAddr};
 
@@ -44,8 +45,86 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     /// TTL of local records; lease records never exceed the lease's remaining time.
     pub ttl: u32,
-    /// Upstream servers for other names; empty: REFUSED.
+    /// Upstream servers for other names, tried in order; empty: REFUSED.
     pub upstreams: Vec<SocketAddr>,
+    /// Total time a forwarded query may take, across every upstream tried.
+    pub upstream_timeout: Duration,
+    /// Forwarded answers kept in the cache (0: no cache).
+    pub cache_size: usize,
+    /// Static records from `[[dns.record]]`, in file order.
+    pub records: Vec<DnsRecord>,
+    /// An /etc/hosts-format file read at start (and on reload).
+    pub hosts_file: Option<PathBuf>,
+    /// Answer a bare name ("laptop.") as if it were "laptop.<domain>" (as dnsmasq does).
+    pub expand_bare_names: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            listen: Vec::new(),
+            ttl: 300,
+            upstreams: Vec::new(),
+            upstream_timeout: Duration::from_millis(2000),
+            cache_size: 10_000,
+            records: Vec::new(),
+            hosts_file: None,
+            expand_bare_names: false,
+        }
+    }
+}
+
+/// One static DNS record: its owner (fully qualified, lowercase, no trailing dot) and data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub name: String,
+    pub data: RecordData,
+}
+
+/// The data of a static record. Target names are fully qualified, lowercase, no trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordData {
+    A(Ipv4Addr),
+    Aaaa(Ipv6Addr),
+    Cname(String),
+    Mx {
+        preference: u16,
+        exchange: String,
+    },
+    /// Character strings of at most 255 bytes each.
+    Txt(Vec<String>),
+    Srv {
+        priority: u16,
+        weight: u16,
+        port: u16,
+        target: String,
+    },
+}
+
+/// A record name as written in config: "@" is the domain, a name ending in "." is absolute, a
+/// name equal to the domain or ending in ".domain" is taken as is, anything else is relative to
+/// the domain. Returns the lowercase name without trailing dot, or None if it is not a valid
+/// DNS name (labels of letters, digits, '-' and '_', 1 to 63 bytes, 253 in all).
+pub fn qualify(name: &str, domain: &str) -> Option<String> {
+    let name = name.trim().to_ascii_lowercase();
+    let fqdn = if name == "@" {
+        domain.to_string()
+    } else if let Some(abs) = name.strip_suffix('.') {
+        abs.to_string()
+    } else if name == domain || name.ends_with(&format!(".{domain}")) {
+        name
+    } else {
+        format!("{name}.{domain}")
+    };
+    let ok = !fqdn.is_empty()
+        && fqdn.len() <= 253
+        && fqdn.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    ok.then_some(fqdn)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +278,21 @@ mod raw {
         pub ttl: Option<u32>,
         #[serde(default)]
         pub upstreams: Vec<Spanned<String>>,
+        pub upstream_timeout_ms: Option<Spanned<u64>>,
+        pub cache_size: Option<usize>,
+        pub hosts_file: Option<Spanned<String>>,
+        pub expand_bare_names: Option<bool>,
+        #[serde(default)]
+        pub record: Vec<Spanned<Record>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Record {
+        pub name: Spanned<String>,
+        #[serde(rename = "type")]
+        pub rtype: Spanned<String>,
+        pub value: Spanned<String>,
     }
 
     #[derive(Deserialize)]
@@ -275,7 +369,7 @@ mod validate {
         if raw.lease_file.get_ref().trim().is_empty() {
             return Err(cx.err(raw.lease_file.span(), "lease_file", "must not be empty"));
         }
-        let dns = dns(&cx, raw.dns.unwrap_or_default())?;
+        let dns = dns(&cx, raw.dns.unwrap_or_default(), &domain)?;
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnet.iter().enumerate() {
             let sub = subnet(&cx, i, s)?;
@@ -323,7 +417,7 @@ mod validate {
         Ok(d)
     }
 
-    fn dns(cx: &Ctx, raw: raw::Dns) -> Result<DnsConfig, ConfigError> {
+    fn dns(cx: &Ctx, raw: raw::Dns, domain: &str) -> Result<DnsConfig, ConfigError> {
         let addrs =
             |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
                 list.iter()
@@ -339,11 +433,111 @@ mod validate {
                     })
                     .collect()
             };
+        let defaults = DnsConfig::default();
+        let upstream_timeout = match &raw.upstream_timeout_ms {
+            None => defaults.upstream_timeout,
+            Some(ms) if (50..=30_000).contains(ms.get_ref()) => {
+                Duration::from_millis(*ms.get_ref())
+            }
+            Some(ms) => {
+                return Err(cx.err(
+                    ms.span(),
+                    "dns.upstream_timeout_ms",
+                    "must be between 50 and 30000",
+                ));
+            }
+        };
+        let hosts_file = match &raw.hosts_file {
+            Some(h) if h.get_ref().trim().is_empty() => {
+                return Err(cx.err(h.span(), "dns.hosts_file", "must not be empty"));
+            }
+            Some(h) => Some(PathBuf::from(h.get_ref())),
+            None => None,
+        };
+        let records = raw
+            .record
+            .iter()
+            .enumerate()
+            .map(|(i, r)| record(cx, i, r.get_ref(), domain))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(DnsConfig {
             listen: addrs(&raw.listen, "listen")?,
-            ttl: raw.ttl.unwrap_or(300),
+            ttl: raw.ttl.unwrap_or(defaults.ttl),
             upstreams: addrs(&raw.upstreams, "upstreams")?,
+            upstream_timeout,
+            cache_size: raw.cache_size.unwrap_or(defaults.cache_size),
+            records,
+            hosts_file,
+            expand_bare_names: raw.expand_bare_names.unwrap_or(false),
         })
+    }
+
+    /// One `[[dns.record]]`: a name, a type and its value in zone-file order.
+    fn record(cx: &Ctx, i: usize, r: &raw::Record, domain: &str) -> Result<DnsRecord, ConfigError> {
+        let field = |f: &str| format!("dns.record[{i}].{f}");
+        let name = qualify(r.name.get_ref(), domain).ok_or_else(|| {
+            cx.err(
+                r.name.span(),
+                field("name"),
+                format!("`{}` is not a valid DNS name", r.name.get_ref()),
+            )
+        })?;
+        let rtype = r.rtype.get_ref().to_ascii_uppercase();
+        let value = r.value.get_ref().trim();
+        let bad = |what: &str| {
+            cx.err(
+                r.value.span(),
+                field("value"),
+                format!("`{value}` is not {what}"),
+            )
+        };
+        let target = |s: &str| qualify(s, domain).ok_or_else(|| bad("a valid target name"));
+        let words: Vec<&str> = value.split_whitespace().collect();
+        let data = match (rtype.as_str(), words.as_slice()) {
+            ("A", _) => RecordData::A(value.parse().map_err(|_| bad("an IPv4 address"))?),
+            ("AAAA", _) => RecordData::Aaaa(value.parse().map_err(|_| bad("an IPv6 address"))?),
+            ("CNAME", [t]) => RecordData::Cname(target(t)?),
+            ("MX", [p, t]) => RecordData::Mx {
+                preference: p.parse().map_err(|_| bad("\"PREFERENCE HOST\""))?,
+                exchange: target(t)?,
+            },
+            ("SRV", [p, w, port, t]) => {
+                let num = |s: &str| {
+                    s.parse::<u16>()
+                        .map_err(|_| bad("\"PRIORITY WEIGHT PORT TARGET\""))
+                };
+                RecordData::Srv {
+                    priority: num(p)?,
+                    weight: num(w)?,
+                    port: num(port)?,
+                    target: target(t)?,
+                }
+            }
+            ("TXT", _) if !value.is_ascii() => return Err(bad("ASCII text")),
+            ("TXT", _) => RecordData::Txt(txt_chunks(r.value.get_ref())),
+            ("CNAME", _) => return Err(bad("one target name")),
+            ("MX", _) => return Err(bad("\"PREFERENCE HOST\"")),
+            ("SRV", _) => return Err(bad("\"PRIORITY WEIGHT PORT TARGET\"")),
+            (other, _) => {
+                return Err(cx.err(
+                    r.rtype.span(),
+                    field("type"),
+                    format!("`{other}` is not one of A, AAAA, CNAME, MX, TXT, SRV"),
+                ));
+            }
+        };
+        Ok(DnsRecord { name, data })
+    }
+
+    /// TXT text split into character strings of at most 255 bytes (ASCII, so bytes = chars).
+    fn txt_chunks(text: &str) -> Vec<String> {
+        if text.is_empty() {
+            return vec![String::new()];
+        }
+        text.as_bytes()
+            .chunks(255)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect()
     }
 
     /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".
@@ -680,5 +874,165 @@ name = "Printer"
                 .starts_with("test.toml:12: lease_tme: unknown field"),
             "{e}"
         );
+    }
+
+    const RECORDS: &str = r#"
+[[dns.record]]
+name = "@"
+type = "MX"
+value = "10 mail"
+[[dns.record]]
+name = "_ldap._tcp"
+type = "srv"
+value = "0 5 389 nas.lan."
+[[dns.record]]
+name = "www.LAN"
+type = "CNAME"
+value = "nas"
+[[dns.record]]
+name = "router.example.net."
+type = "A"
+value = "10.0.0.1"
+[[dns.record]]
+name = "nas"
+type = "AAAA"
+value = "fd00::20"
+[[dns.record]]
+name = "nas"
+type = "TXT"
+value = "hello world"
+"#;
+
+    /// GOOD with extra `[dns]` keys and the records above appended.
+    fn with_dns(extra: &str) -> String {
+        let text = GOOD.replace(
+            "[dns]\n",
+            &format!("[dns]\n{extra}\nupstreams = [\"192.0.2.53\", \"192.0.2.54:5353\"]\n"),
+        );
+        let (head, hosts) = text.split_at(text.find("[[subnet]]").expect("subnet"));
+        format!("{head}{RECORDS}{hosts}")
+    }
+
+    #[test]
+    fn dns_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.dns.upstream_timeout, Duration::from_millis(2000));
+        assert!(c.dns.records.is_empty() && c.dns.hosts_file.is_none());
+        assert!(!c.dns.expand_bare_names);
+        assert_eq!(c.dns.cache_size, 10_000);
+    }
+
+    #[test]
+    fn dns_records_and_keys_are_normalised() {
+        let text = with_dns(
+            "upstream_timeout_ms = 500\nhosts_file = \"/etc/hosts\"\nexpand_bare_names = true",
+        );
+        let c = parse(&text).expect("valid");
+        assert_eq!(c.dns.upstream_timeout, Duration::from_millis(500));
+        assert_eq!(c.dns.upstreams[1], "192.0.2.54:5353".parse().unwrap());
+        assert_eq!(c.dns.hosts_file, Some(PathBuf::from("/etc/hosts")));
+        assert!(c.dns.expand_bare_names);
+        let r = &c.dns.records;
+        assert_eq!(
+            r[0],
+            DnsRecord {
+                name: "lan".to_string(),
+                data: RecordData::Mx {
+                    preference: 10,
+                    exchange: "mail.lan".to_string()
+                }
+            }
+        );
+        assert_eq!(r[1].name, "_ldap._tcp.lan");
+        assert_eq!(
+            r[1].data,
+            RecordData::Srv {
+                priority: 0,
+                weight: 5,
+                port: 389,
+                target: "nas.lan".to_string()
+            }
+        );
+        assert_eq!(r[2].name, "www.lan");
+        assert_eq!(r[2].data, RecordData::Cname("nas.lan".to_string()));
+        assert_eq!(r[3].name, "router.example.net");
+        assert_eq!(r[4].data, RecordData::Aaaa("fd00::20".parse().unwrap()));
+        assert_eq!(r[5].data, RecordData::Txt(vec!["hello world".to_string()]));
+    }
+
+    #[test]
+    fn long_txt_is_split_into_255_byte_strings() {
+        let text = with_dns("").replace("hello world", &"a".repeat(600));
+        let c = parse(&text).expect("valid");
+        let RecordData::Txt(strings) = &c.dns.records[5].data else {
+            panic!("TXT expected")
+        };
+        let lens: Vec<usize> = strings.iter().map(String::len).collect();
+        assert_eq!(lens, vec![255, 255, 90]);
+    }
+
+    #[test]
+    fn bad_dns_values_name_line_and_field() {
+        let base = with_dns("");
+        let line_of_text = |text: &str, needle: &str| {
+            text.lines()
+                .position(|l| l.contains(needle))
+                .expect("needle in text")
+                + 1
+        };
+        let cases = [
+            ("\"10 mail\"", "\"ten mail\"", "dns.record[0].value"),
+            ("\"srv\"", "\"SPF\"", "dns.record[1].type"),
+            ("\"0 5 389 nas.lan.\"", "\"0 5 nas\"", "dns.record[1].value"),
+            (
+                "\"nas\"\n[[dns",
+                "\"bad name!\"\n[[dns",
+                "dns.record[2].value",
+            ),
+            (
+                "\"10.0.0.1\"\n[[dns",
+                "\"10.0.0.300\"\n[[dns",
+                "dns.record[3].value",
+            ),
+            ("\"fd00::20\"", "\"10.0.0.20\"", "dns.record[4].value"),
+            ("\"router.example.net.\"", "\"a..b\"", "dns.record[3].name"),
+        ];
+        for (from, to, want_field) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (line, field, msg) = invalid(&text);
+            assert_eq!(field, want_field, "{msg}");
+            assert_eq!(
+                line,
+                line_of_text(&text, to.split('\n').next().unwrap()),
+                "{field}: {msg}"
+            );
+        }
+        let (line, field, _) = invalid(&with_dns("upstream_timeout_ms = 5"));
+        assert_eq!((line, field.as_str()), (5, "dns.upstream_timeout_ms"));
+        let (_, field, msg) = invalid(&with_dns("hosts = \"/etc/hosts\""));
+        assert_eq!(field, "hosts");
+        assert!(msg.contains("unknown field"), "{msg}");
+        let (_, field, _) = invalid(&with_dns("").replace("type = \"AAAA\"", "tipe = \"AAAA\""));
+        assert_eq!(field, "tipe");
+    }
+
+    #[test]
+    fn qualify_follows_the_documented_rules() {
+        assert_eq!(qualify("@", "lan").as_deref(), Some("lan"));
+        assert_eq!(qualify("nas", "lan").as_deref(), Some("nas.lan"));
+        assert_eq!(qualify("NAS.lan", "lan").as_deref(), Some("nas.lan"));
+        assert_eq!(qualify("a.b", "lan").as_deref(), Some("a.b.lan"));
+        assert_eq!(
+            qualify("a.example.com.", "lan").as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            qualify("_sip._udp", "lan").as_deref(),
+            Some("_sip._udp.lan")
+        );
+        assert_eq!(qualify("bad name", "lan"), None);
+        assert_eq!(qualify(".", "lan"), None);
+        assert_eq!(qualify(&"x".repeat(64), "lan"), None);
     }
 }

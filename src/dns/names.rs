@@ -1,21 +1,24 @@
-//! The name index that leases and static records produce: A by name, PTR by address.
+//! The name index that leases and static records produce: A by name, PTR by address, and the
+//! static records of the config and the hosts file (A, AAAA, CNAME, MX, TXT, SRV).
 //! Shared read-mostly: the DHCP service applies a whole batch of changes under one write lock;
 //! DNS queries take a read lock and never hold it across `.await`. No sockets, no clock: the
 //! lease expiry is stored and the zone compares it with the time it reads.
 //!
-//! Ownership rules: a static name (config reservation) always wins; a lease name is published
-//! only if no static host and no other published lease holds it; a PTR exists only for a
-//! published name. Each change costs O(1): two HashMaps for statics, two for leases.
+//! Ownership rules: a static name (config reservation, `[[dns.record]]`, hosts file) always
+//! wins; a lease name is published only if no static name and no other published lease holds
+//! it; a PTR exists only for a published name. Each lease change costs O(1): the statics are
+//! one map rebuilt only when the hosts file is re-read; leases have two HashMaps.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use tracing::{debug, info};
 
 use crate::clock::UnixTime;
-use crate::config::Config;
+use crate::config::{Config, DnsRecord, RecordData};
 use crate::lease::{Lease, LeaseChange, LeaseState};
 
 pub type SharedNames = Arc<RwLock<Names>>;
@@ -34,12 +37,74 @@ struct Published {
     expires: UnixTime,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    #[error("hosts file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// The static records, merged from their three sources in precedence order.
+#[derive(Default)]
+struct Statics {
+    /// Owner name (lowercase, no trailing dot) to its records, in source order.
+    by_name: HashMap<String, Vec<RecordData>>,
+    /// PTR target of an address: the first static name given an A or AAAA for it.
+    by_ip: HashMap<IpAddr, String>,
+}
+
+impl Statics {
+    fn build(reservations: &[DnsRecord], config: &[DnsRecord], hosts: &[DnsRecord]) -> Statics {
+        let mut statics = Statics::default();
+        for r in reservations.iter().chain(config).chain(hosts) {
+            statics.add(r);
+        }
+        statics
+    }
+
+    fn add(&mut self, r: &DnsRecord) {
+        let list = self.by_name.entry(r.name.clone()).or_default();
+        let has_cname = list.iter().any(|d| matches!(d, RecordData::Cname(_)));
+        let is_cname = matches!(r.data, RecordData::Cname(_));
+        if (has_cname || (is_cname && !list.is_empty())) && list.first() != Some(&r.data) {
+            info!(name = %r.name, "a CNAME cannot share its name with other records; ignored");
+            return;
+        }
+        if list.contains(&r.data) {
+            return;
+        }
+        // A host name given to two addresses keeps the first (as reservations always did).
+        let ip = match r.data {
+            RecordData::A(ip) => Some(IpAddr::V4(ip)),
+            RecordData::Aaaa(ip) => Some(IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = ip {
+            self.by_ip.entry(ip).or_insert_with(|| r.name.clone());
+        }
+        list.push(r.data.clone());
+    }
+
+    fn first_a(&self, fqdn: &str) -> Option<Ipv4Addr> {
+        self.by_name.get(fqdn)?.iter().find_map(|d| match d {
+            RecordData::A(ip) => Some(*ip),
+            _ => None,
+        })
+    }
+}
+
 pub struct Names {
     /// The local domain, lowercase, without trailing dot.
     domain: String,
-    static_by_name: HashMap<String, Ipv4Addr>,
-    /// The first static name given for each address is its PTR target.
-    static_by_ip: HashMap<Ipv4Addr, String>,
+    /// Named reservations as A records (they beat everything else).
+    reservations: Vec<DnsRecord>,
+    /// `[[dns.record]]` entries.
+    config_records: Vec<DnsRecord>,
+    /// Records read from the hosts file (replaced on reload).
+    hosts_records: Vec<DnsRecord>,
+    statics: Statics,
     /// Published lease names only (a lease that lost a conflict is absent).
     lease_by_ip: HashMap<Ipv4Addr, Published>,
     lease_by_name: HashMap<String, Ipv4Addr>,
@@ -50,27 +115,33 @@ impl Names {
     /// `domain` without trailing dot; `statics` are (label, address) from config reservations.
     pub fn new(domain: &str, statics: &[(String, Ipv4Addr)]) -> Self {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut names = Names {
+        let mut reservations: Vec<DnsRecord> = Vec::new();
+        for (label, ip) in statics {
+            if !is_valid_label(label) {
+                info!(label = %label, %ip, "static name is not a valid DNS label; not published");
+                continue;
+            }
+            let name = format!("{}.{}", label.to_ascii_lowercase(), domain);
+            if let Some(other) = reservations.iter().find(|r| r.name == name) {
+                info!(fqdn = %name, %ip, other = ?other.data, "static name already given to another address; first wins");
+                continue;
+            }
+            reservations.push(DnsRecord {
+                name,
+                data: RecordData::A(*ip),
+            });
+        }
+        let statics = Statics::build(&reservations, &[], &[]);
+        Names {
             domain,
-            static_by_name: HashMap::new(),
-            static_by_ip: HashMap::new(),
+            reservations,
+            config_records: Vec::new(),
+            hosts_records: Vec::new(),
+            statics,
             lease_by_ip: HashMap::new(),
             lease_by_name: HashMap::new(),
             serial: 1,
-        };
-        for (label, ip) in statics {
-            let Some(fqdn) = names.fqdn(label) else {
-                info!(label = %label, %ip, "static name is not a valid DNS label; not published");
-                continue;
-            };
-            if let Some(other) = names.static_by_name.get(&fqdn) {
-                info!(%fqdn, %ip, %other, "static name already given to another address; first wins");
-                continue;
-            }
-            names.static_by_name.insert(fqdn.clone(), *ip);
-            names.static_by_ip.entry(*ip).or_insert(fqdn);
         }
-        names
     }
 
     /// The static (label, address) pairs of the config's named reservations.
@@ -81,17 +152,48 @@ impl Names {
             .collect()
     }
 
-    /// A ready-to-share index for `cfg`: its domain and its named reservations.
+    /// A ready-to-share index for `cfg`: its domain, named reservations and `[[dns.record]]`s.
+    /// The hosts file is not read here: see `load_hosts_file`.
     pub fn shared_from(cfg: &Config) -> SharedNames {
-        Arc::new(RwLock::new(Names::new(
-            &cfg.domain,
-            &Names::statics_from(cfg),
-        )))
+        let mut names = Names::new(&cfg.domain, &Names::statics_from(cfg));
+        names.set_config_records(cfg.dns.records.clone());
+        Arc::new(RwLock::new(names))
     }
 
     /// The local domain, lowercase, without trailing dot.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// Replace the `[[dns.record]]` statics.
+    pub fn set_config_records(&mut self, records: Vec<DnsRecord>) {
+        self.config_records = records;
+        self.rebuild_statics();
+    }
+
+    /// Replace the hosts-file statics (at start and on reload).
+    pub fn set_hosts_records(&mut self, records: Vec<DnsRecord>) {
+        self.hosts_records = records;
+        self.rebuild_statics();
+    }
+
+    /// Rebuild the merged statics, withdraw lease names a static now owns, bump the serial.
+    fn rebuild_statics(&mut self) {
+        self.statics = Statics::build(
+            &self.reservations,
+            &self.config_records,
+            &self.hosts_records,
+        );
+        let taken: Vec<Ipv4Addr> = self
+            .lease_by_name
+            .iter()
+            .filter(|(name, _)| self.statics.by_name.contains_key(*name))
+            .map(|(_, ip)| *ip)
+            .collect();
+        for ip in taken {
+            self.unpublish(ip);
+        }
+        self.serial = self.serial.wrapping_add(1).max(1);
     }
 
     /// Apply a batch of lease changes in order; bumps the serial once if any name or address
@@ -112,9 +214,9 @@ impl Names {
     /// A record for a fully qualified name (lowercase, no trailing dot), e.g. "laptop.lan".
     pub fn lookup_a(&self, fqdn: &str) -> Option<Found<Ipv4Addr>> {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
-        if let Some(ip) = self.static_by_name.get(fqdn) {
+        if let Some(ip) = self.statics.first_a(fqdn) {
             return Some(Found {
-                value: *ip,
+                value: ip,
                 expires: None,
             });
         }
@@ -126,9 +228,21 @@ impl Names {
         })
     }
 
+    /// Every static record of a name (lowercase, trailing dot optional); empty if none.
+    pub fn static_records(&self, fqdn: &str) -> &[RecordData] {
+        let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
+        self.statics.by_name.get(fqdn).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether a name has any record here, static or from a live-or-not lease.
+    pub fn has_name(&self, fqdn: &str) -> bool {
+        let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
+        self.statics.by_name.contains_key(fqdn) || self.lease_by_name.contains_key(fqdn)
+    }
+
     /// PTR target (fully qualified, no trailing dot) for an address.
     pub fn lookup_ptr(&self, ip: Ipv4Addr) -> Option<Found<String>> {
-        if let Some(fqdn) = self.static_by_ip.get(&ip) {
+        if let Some(fqdn) = self.statics.by_ip.get(&IpAddr::V4(ip)) {
             return Some(Found {
                 value: fqdn.clone(),
                 expires: None,
@@ -139,6 +253,11 @@ impl Names {
             value: published.fqdn.clone(),
             expires: Some(published.expires),
         })
+    }
+
+    /// PTR target of a static IPv6 address (from an AAAA record or the hosts file).
+    pub fn lookup_ptr_v6(&self, ip: std::net::Ipv6Addr) -> Option<String> {
+        self.statics.by_ip.get(&IpAddr::V6(ip)).cloned()
     }
 
     /// SOA serial; increases on every change.
@@ -173,11 +292,11 @@ impl Names {
         withdrawn | self.publish(lease.ip, fqdn, lease.expires)
     }
 
-    /// Publish `fqdn` for `ip` unless a static host or another lease holds the name.
+    /// Publish `fqdn` for `ip` unless a static name or another lease holds the name.
     fn publish(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
-        if let Some(owner) = self.static_by_name.get(&fqdn) {
-            if *owner != ip {
-                info!(%fqdn, %ip, static_ip = %owner, "lease name belongs to a static host; not published");
+        if self.statics.by_name.contains_key(&fqdn) {
+            if self.statics.first_a(&fqdn) != Some(ip) {
+                info!(%fqdn, %ip, "lease name belongs to a static name; not published");
             } else {
                 debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
             }
@@ -207,6 +326,68 @@ impl Names {
         }
         true
     }
+}
+
+/// Parse /etc/hosts text: "ADDRESS NAME [ALIAS...]", '#' starts a comment. A name without a
+/// dot is a host of `domain`; a dotted name is taken as fully qualified. Bad lines are skipped
+/// (and logged). Each name gets an A or AAAA; the first name of a line is its address's PTR.
+pub fn parse_hosts(text: &str, domain: &str) -> Vec<DnsRecord> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("");
+        let mut words = line.split_whitespace();
+        let Some(addr) = words.next() else { continue };
+        let Ok(ip) = addr.parse::<IpAddr>() else {
+            debug!(
+                line = n + 1,
+                addr, "hosts file: not an address; line skipped"
+            );
+            continue;
+        };
+        for word in words {
+            let as_written = if word.contains('.') {
+                format!("{}.", word.trim_end_matches('.'))
+            } else {
+                word.to_string()
+            };
+            let Some(name) = crate::config::qualify(&as_written, domain) else {
+                debug!(
+                    line = n + 1,
+                    name = word,
+                    "hosts file: not a valid name; skipped"
+                );
+                continue;
+            };
+            let data = match ip {
+                IpAddr::V4(v4) => RecordData::A(v4),
+                IpAddr::V6(v6) => RecordData::Aaaa(v6),
+            };
+            out.push(DnsRecord { name, data });
+        }
+    }
+    out
+}
+
+/// Read the configured hosts file (if any) and install its records; returns how many. Reads
+/// outside the lock, then swaps under one short write lock. Call at start and on reload.
+pub fn load_hosts_file(names: &SharedNames, path: &Path) -> Result<usize, HostsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| HostsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let domain = names
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .domain()
+        .to_string();
+    let records = parse_hosts(&text, &domain);
+    let count = records.len();
+    names
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .set_hosts_records(records);
+    info!(path = %path.display(), records = count, "hosts file loaded");
+    Ok(count)
 }
 
 /// RFC 1123 host label: 1 to 63 letters, digits and hyphens, not starting or ending with '-'.
@@ -418,5 +599,101 @@ mod tests {
         assert_eq!(ptr(&n, 10), None);
         assert!(is_valid_label("a-1"));
         assert!(!is_valid_label(&"x".repeat(64)));
+    }
+
+    fn rec(name: &str, data: RecordData) -> DnsRecord {
+        DnsRecord {
+            name: name.to_string(),
+            data,
+        }
+    }
+
+    #[test]
+    fn hosts_text_parses_into_records() {
+        let text = "# a comment\n\n10.0.0.30  tv  TV-Alias # trailing\nfd00::1 nas6\n\
+                    192.0.2.1 www.example.org.\nnot-an-ip foo\n10.0.0.31 bad_name! ok\n";
+        let r = parse_hosts(text, "lan");
+        assert_eq!(
+            r,
+            vec![
+                rec("tv.lan", RecordData::A(ip(30))),
+                rec("tv-alias.lan", RecordData::A(ip(30))),
+                rec("nas6.lan", RecordData::Aaaa("fd00::1".parse().unwrap())),
+                rec(
+                    "www.example.org",
+                    RecordData::A(Ipv4Addr::new(192, 0, 2, 1))
+                ),
+                rec("ok.lan", RecordData::A(ip(31))),
+            ]
+        );
+    }
+
+    #[test]
+    fn static_records_give_ptr_to_the_first_name_and_beat_leases() {
+        let mut n = names();
+        n.set_config_records(vec![
+            rec("nas.lan", RecordData::A(ip(20))),
+            rec("www.lan", RecordData::Cname("nas.lan".to_string())),
+            // A CNAME cannot share a name: this A is dropped.
+            rec("www.lan", RecordData::A(ip(21))),
+            rec("lan", RecordData::Txt(vec!["t".to_string()])),
+        ]);
+        n.set_hosts_records(vec![
+            rec("nas-alias.lan", RecordData::A(ip(20))),
+            rec("printer.lan", RecordData::A(ip(99))),
+        ]);
+        assert_eq!(
+            ptr(&n, 20).as_deref(),
+            Some("nas.lan"),
+            "first name wins the PTR"
+        );
+        assert_eq!(a(&n, "nas-alias.lan"), Some(ip(20)));
+        assert_eq!(
+            a(&n, "printer.lan"),
+            Some(ip(2)),
+            "the reservation comes first"
+        );
+        assert_eq!(
+            n.static_records("www.lan"),
+            &[RecordData::Cname("nas.lan".to_string())]
+        );
+        assert!(n.has_name("lan.") && !n.has_name("ghost.lan"));
+        // A client asking for a static name does not get it.
+        n.apply(&[bound(10, Some("nas"), 1000)]);
+        assert_eq!(a(&n, "nas.lan"), Some(ip(20)));
+        assert_eq!(ptr(&n, 10), None);
+    }
+
+    #[test]
+    fn reloading_hosts_bumps_serial_and_withdraws_lease_names_it_takes() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("tv"), 1000)]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+        let serial = n.serial();
+        // t: the hosts file now names tv at another address; the static wins.
+        n.set_hosts_records(vec![rec("tv.lan", RecordData::A(ip(30)))]);
+        assert!(n.serial() > serial);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(30)));
+        assert_eq!(ptr(&n, 10), None, "the lease lost its name and its PTR");
+        assert_eq!(ptr(&n, 30).as_deref(), Some("tv.lan"));
+        // The hosts entry goes away: the name is free again for the next renewal.
+        n.set_hosts_records(vec![]);
+        assert_eq!(a(&n, "tv.lan"), None);
+        n.apply(&[bound(10, Some("tv"), 2000)]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+    }
+
+    #[test]
+    fn load_hosts_file_reads_and_reports_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, "10.0.0.40 cam\n").expect("write");
+        let shared: SharedNames = Arc::new(RwLock::new(names()));
+        assert_eq!(load_hosts_file(&shared, &path).expect("load"), 1);
+        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
+        let err = load_hosts_file(&shared, &dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
+        // A failed reload keeps what was loaded.
+        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
     }
 }

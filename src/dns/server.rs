@@ -3,19 +3,27 @@
 //! queries itself (that is `zone`) nor touch the lease table.
 
 use std::io;
+use std::iter;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_server::Server;
-use hickory_server::zone_handler::{Catalog, ZoneHandler};
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::{LowerName, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder, ZoneHandler};
 use tokio::net::{TcpListener, UdpSocket};
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::dns::names::SharedNames;
-use crate::dns::zone::zones_for;
+use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
+use crate::dns::names::{SharedNames, load_hosts_file};
+use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
 
 /// A TCP client that sends no query for this long is disconnected.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,36 +33,36 @@ const TCP_RESPONSE_QUEUE: usize = 32;
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 pub struct DnsServer {
-    catalog: Catalog,
+    front: Front,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     /// One per listen address, with the real port (UDP and TCP share it).
     addrs: Vec<SocketAddr>,
 }
 
+/// The request handler: names in our zones (and static overrides) go to the catalog of local
+/// zones; every other query goes to the forwarder, or is REFUSED by the catalog if there is
+/// none.
+struct Front {
+    catalog: Catalog,
+    overrides: Option<Arc<LocalZone>>,
+    forwarder: Option<Arc<Forwarder>>,
+}
+
 impl DnsServer {
-    /// Bind every listen address (UDP and TCP) and build the catalog. Logs one line per
-    /// listener: "listening for DNS on udp 127.0.0.1:5353".
+    /// Read the hosts file (if configured), bind every listen address (UDP and TCP) and build
+    /// the catalog. Logs one line per listener: "listening for DNS on udp 127.0.0.1:5353".
     pub async fn bind(
         cfg: &Config,
         names: SharedNames,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DnsServer> {
-        let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        for zone in zones {
-            let origin = zone.origin().clone();
-            info!(zone = %origin, kind = ?zone.kind(), "serving local zone");
-            catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
-        }
-        if !cfg.dns.upstreams.is_empty() {
-            warn!(
-                "DNS forwarding is not implemented yet; names outside the local zones are REFUSED"
-            );
+        if let Some(path) = &cfg.dns.hosts_file {
+            load_hosts_file(&names, path)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let mut server = DnsServer {
-            catalog,
+            front: Front::new(cfg, names, clock)?,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -82,7 +90,7 @@ impl DnsServer {
             wait_for(&mut shutdown).await;
             return Ok(());
         }
-        let mut server = Server::new(self.catalog);
+        let mut server = Server::new(self.front);
         for socket in self.udp {
             server.register_socket(socket);
         }
@@ -100,6 +108,137 @@ impl DnsServer {
         info!("DNS server stopped");
         result.map_err(io::Error::other)
     }
+}
+
+impl Front {
+    fn new(cfg: &Config, names: SharedNames, clock: Arc<dyn Clock>) -> io::Result<Front> {
+        let mut catalog = Catalog::new();
+        let zones = zones_for(cfg, names, clock)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut overrides = None;
+        for zone in zones {
+            let origin = zone.origin().clone();
+            debug!(zone = %origin, kind = ?zone.kind(), "serving local zone");
+            if zone.kind() == ZoneKind::Overrides {
+                overrides = Some(zone.clone());
+            }
+            catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
+        }
+        let forwarder = (!cfg.dns.upstreams.is_empty()).then(|| {
+            info!(upstreams = ?cfg.dns.upstreams, timeout = ?cfg.dns.upstream_timeout, "forwarding other names");
+            Arc::new(Forwarder::new(
+                cfg.dns.upstreams.clone(),
+                cfg.dns.upstream_timeout,
+                cfg.dns.cache_size,
+            ))
+        });
+        Ok(Front {
+            catalog,
+            overrides,
+            forwarder,
+        })
+    }
+
+    /// A plain query for a name that no local zone serves and no static name claims.
+    fn is_foreign(&self, request: &Request) -> bool {
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+            || request.edns.as_ref().is_some_and(|e| e.version() > 0)
+        {
+            return false;
+        }
+        let Ok(info) = request.request_info() else {
+            return false;
+        };
+        let name: &LowerName = info.query.name();
+        if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
+            return false;
+        }
+        let in_local_zone = self
+            .catalog
+            .find(name)
+            .and_then(|handlers| handlers.first())
+            .is_some_and(|h| !h.origin().is_root());
+        !in_local_zone && !self.overrides.as_ref().is_some_and(|o| o.claims(name))
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Front {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        match &self.forwarder {
+            Some(forwarder) if self.is_foreign(request) => {
+                forward(forwarder, request, response_handle).await
+            }
+            _ => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+        }
+    }
+}
+
+/// Answer `request` with the forwarder's answer (or SERVFAIL), as a recursive, non
+/// authoritative response. EDNS is echoed with our payload size (at most 1232, RFC 9715).
+async fn forward<R: ResponseHandler>(
+    forwarder: &Forwarder,
+    request: &Request,
+    mut response_handle: R,
+) -> ResponseInfo {
+    let edns = request.edns.as_ref().map(|req| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
+        edns
+    });
+    let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.recursion_available = true;
+    metadata.authoritative = false;
+    let answer = match request.request_info() {
+        Ok(info) => forwarder.resolve(info.query.original()).await,
+        Err(_) => return serve_failed(request),
+    };
+    let sent = match &answer {
+        Ok(answer) => {
+            metadata.response_code = answer.rcode;
+            let response = builder.build(
+                metadata,
+                answer.answers.iter(),
+                answer.authorities.iter(),
+                iter::empty(),
+                answer.additionals.iter(),
+            );
+            response_handle.send_response(response).await
+        }
+        Err(e) => {
+            debug!(error = %e, "forwarding failed; SERVFAIL");
+            let response = builder.error_msg(&request.metadata, ResponseCode::ServFail);
+            response_handle.send_response(response).await
+        }
+    };
+    sent.unwrap_or_else(|e| {
+        debug!(error = %e, "cannot send a forwarded answer");
+        serve_failed(request)
+    })
+}
+
+/// What we report for a response that could not be sent (hickory's own is crate-private).
+fn serve_failed(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 async fn wait_for(shutdown: &mut crate::Shutdown) {
@@ -145,12 +284,16 @@ mod tests {
     use super::*;
     use crate::clock::{TestClock, UnixTime};
     use crate::config::{DnsConfig, Durability, Reservation, Subnet};
+    use crate::config::{DnsRecord, RecordData};
     use crate::dns::names::Names;
     use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
     use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-    use hickory_server::proto::rr::{Name, RData, RecordType};
+    use hickory_server::proto::rr::rdata::{A, SOA};
+    use hickory_server::proto::rr::{Name, RData, Record, RecordType};
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::watch;
@@ -175,7 +318,7 @@ mod tests {
             dns: DnsConfig {
                 listen: vec!["127.0.0.1:0".parse().expect("addr")],
                 ttl: 300,
-                upstreams: vec![],
+                ..DnsConfig::default()
             },
             subnets: vec![Subnet {
                 network: Ipv4Addr::new(10, 0, 0, 0),
@@ -219,7 +362,11 @@ mod tests {
 
     /// A server at t=1000 whose "laptop" lease ends at t=1000 + `lease_left`.
     async fn start(lease_left: u64) -> Running {
-        let cfg = config();
+        start_with(config(), lease_left).await
+    }
+
+    /// Like `start`, with a config of the test's own.
+    async fn start_with(cfg: Config, lease_left: u64) -> Running {
         let names = Names::shared_from(&cfg);
         names
             .write()
@@ -424,7 +571,10 @@ mod tests {
         let s = start(3600).await;
         let reply = udp_query(s.addr, "example.com.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        // A private reverse zone that is not ours: answered here, never forwarded.
         let reply = udp_query(s.addr, "1.1.168.192.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        let reply = udp_query(s.addr, "8.8.8.8.in-addr.arpa.", RecordType::PTR).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         stop(s).await;
     }
@@ -547,5 +697,550 @@ mod tests {
         let err = err.expect("bind must fail");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains("udp 127.0.0.1:"), "{err}");
+    }
+
+    // ---- static records, forwarding, truncation, malformed input ----
+
+    fn record(name: &str, data: RecordData) -> DnsRecord {
+        DnsRecord {
+            name: name.to_string(),
+            data,
+        }
+    }
+
+    fn config_with_records() -> Config {
+        let mut cfg = config();
+        cfg.dns.records = vec![
+            record("nas.lan", RecordData::A(Ipv4Addr::new(10, 0, 0, 20))),
+            record("www.lan", RecordData::Cname("nas.lan".to_string())),
+            record(
+                "lan",
+                RecordData::Mx {
+                    preference: 10,
+                    exchange: "nas.lan".to_string(),
+                },
+            ),
+            record("lan", RecordData::Txt(vec!["v=spf1 -all".to_string()])),
+            record(
+                "_ldap._tcp.lan",
+                RecordData::Srv {
+                    priority: 0,
+                    weight: 5,
+                    port: 389,
+                    target: "nas.lan".to_string(),
+                },
+            ),
+            record(
+                "router.example.net",
+                RecordData::A(Ipv4Addr::new(10, 0, 0, 1)),
+            ),
+        ];
+        // Forty 200-byte TXT strings: far past 512 bytes, so UDP without EDNS truncates.
+        for i in 0..40u8 {
+            let text = format!("{i:02}{}", "x".repeat(198));
+            cfg.dns
+                .records
+                .push(record("big.lan", RecordData::Txt(vec![text])));
+        }
+        cfg
+    }
+
+    async fn dig(addr: SocketAddr, args: &[&str]) -> String {
+        let mut all: Vec<String> = vec![
+            format!("@{}", addr.ip()),
+            "-p".to_string(),
+            addr.port().to_string(),
+            "+time=2".to_string(),
+            "+tries=1".to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("/usr/bin/dig")
+                .args(&all)
+                .output()
+                .expect("run /usr/bin/dig")
+        })
+        .await
+        .expect("dig task");
+        assert!(
+            out.status.success(),
+            "dig {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    #[tokio::test]
+    async fn static_mx_txt_srv_cname_answer_with_dig() {
+        let s = start_with(config_with_records(), 3600).await;
+        assert_eq!(dig(s.addr, &["lan", "MX", "+short"]).await, "10 nas.lan.");
+        assert_eq!(
+            dig(s.addr, &["LAN", "TXT", "+short"]).await,
+            "\"v=spf1 -all\""
+        );
+        assert_eq!(
+            dig(s.addr, &["_ldap._tcp.lan", "SRV", "+short"]).await,
+            "0 5 389 nas.lan."
+        );
+        // A CNAME inside our domain is followed: the target's A comes with it.
+        assert_eq!(
+            dig(s.addr, &["www.lan", "A", "+short"]).await,
+            "nas.lan.\n10.0.0.20"
+        );
+        assert_eq!(
+            dig(s.addr, &["www.lan", "CNAME", "+short"]).await,
+            "nas.lan."
+        );
+        // The static A of nas also gives its address a PTR.
+        assert_eq!(
+            dig(s.addr, &["-x", "10.0.0.20", "+short"]).await,
+            "nas.lan."
+        );
+        // An absolute name outside the domain is served too (a local override).
+        assert_eq!(
+            dig(s.addr, &["Router.Example.NET", "A", "+short"]).await,
+            "10.0.0.1"
+        );
+        // NODATA (an MX of a host with only an A) is NOERROR with the SOA; NXDOMAIN differs.
+        let reply = udp_query(s.addr, "nas.lan.", RecordType::MX).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.answers.is_empty() && soa_in_authority(&reply));
+        let reply = udp_query(s.addr, "nope.lan.", RecordType::MX).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn large_answer_truncates_over_udp_and_comes_whole_over_tcp() {
+        let s = start_with(config_with_records(), 3600).await;
+        // No EDNS: at most 512 bytes, TC set.
+        let reply = udp_query(s.addr, "big.lan.", RecordType::TXT).await;
+        assert!(reply.metadata.truncation, "TC over plain UDP");
+        assert!(reply.answers.len() < 40);
+        let reply = tcp_query(s.addr, "big.lan.", RecordType::TXT).await;
+        assert!(!reply.metadata.truncation);
+        assert_eq!(reply.answers.len(), 40);
+        // dig retries over TCP on TC by itself and gets every string.
+        let out = dig(s.addr, &["big.lan", "TXT", "+short", "+noedns"]).await;
+        assert_eq!(out.lines().count(), 40, "{out}");
+        // `+ignore` shows what UDP alone gave: the tc flag.
+        let out = dig(s.addr, &["big.lan", "TXT", "+ignore", "+noedns"]).await;
+        assert!(out.contains(" tc"), "{out}");
+        // With EDNS (1232 bytes) the answer is still too big for one datagram.
+        let out = dig(s.addr, &["big.lan", "TXT", "+ignore", "+bufsize=1232"]).await;
+        assert!(out.contains(" tc") && out.contains("udp: 1232"), "{out}");
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn bare_names_expand_into_the_domain_when_enabled() {
+        let mut cfg = config();
+        cfg.dns.expand_bare_names = true;
+        let s = start_with(cfg, 3600).await;
+        let reply = udp_query(s.addr, "laptop.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        assert_eq!(reply.answers[0].name.to_string(), "laptop.");
+        assert_eq!(dig(s.addr, &["printer", "A", "+short"]).await, "10.0.0.5");
+        // Without upstreams, an unknown bare name is still refused.
+        let reply = udp_query(s.addr, "ghost.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        stop(s).await;
+        // Off (the default): a bare name is not ours.
+        let s = start(3600).await;
+        let reply = udp_query(s.addr, "laptop.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn hosts_file_names_resolve_with_ptr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hosts = dir.path().join("hosts");
+        std::fs::write(
+            &hosts,
+            "# comment\n10.0.0.30 tv tv-alias\n192.168.7.7 box.home.example\n\
+             fd00::30 tv6\n203.0.113.9 public.example\n",
+        )
+        .expect("write hosts");
+        let mut cfg = config();
+        cfg.dns.hosts_file = Some(hosts.clone());
+        let s = start_with(cfg, 3600).await;
+        assert_eq!(dig(s.addr, &["tv.lan", "+short"]).await, "10.0.0.30");
+        assert_eq!(dig(s.addr, &["tv-alias.lan", "+short"]).await, "10.0.0.30");
+        assert_eq!(dig(s.addr, &["-x", "10.0.0.30", "+short"]).await, "tv.lan.");
+        assert_eq!(
+            dig(s.addr, &["box.home.example", "+short"]).await,
+            "192.168.7.7"
+        );
+        // In a private reverse zone that is not a subnet of ours, still answered from hosts.
+        assert_eq!(
+            dig(s.addr, &["-x", "192.168.7.7", "+short"]).await,
+            "box.home.example."
+        );
+        // AAAA from the hosts file, and PTRs outside our reverse zones (ip6.arpa, public v4).
+        assert_eq!(
+            dig(s.addr, &["tv6.lan", "AAAA", "+short"]).await,
+            "fd00::30"
+        );
+        assert_eq!(dig(s.addr, &["-x", "fd00::30", "+short"]).await, "tv6.lan.");
+        assert_eq!(
+            dig(s.addr, &["-x", "203.0.113.9", "+short"]).await,
+            "public.example."
+        );
+        let reply = udp_query(s.addr, "10.113.0.203.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        // Re-read after an edit: the new name appears, the old one is gone, serial moves.
+        let serial = s.names.read().expect("lock").serial();
+        std::fs::write(&hosts, "10.0.0.31 radio\n").expect("rewrite hosts");
+        crate::dns::names::load_hosts_file(&s.names, &hosts).expect("reload");
+        assert!(s.names.read().expect("lock").serial() > serial);
+        assert_eq!(dig(s.addr, &["radio.lan", "+short"]).await, "10.0.0.31");
+        let reply = udp_query(s.addr, "tv.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn missing_hosts_file_fails_bind_naming_it() {
+        let mut cfg = config();
+        cfg.dns.hosts_file = Some(PathBuf::from("/nonexistent/hosts"));
+        let err = DnsServer::bind(&cfg, Names::shared_from(&cfg), Arc::new(TestClock::at(0)))
+            .await
+            .err()
+            .expect("bind must fail");
+        assert!(err.to_string().contains("/nonexistent/hosts"), "{err}");
+    }
+
+    /// An upstream on loopback that answers A queries with 192.0.2.7 (TTL 60) and anything
+    /// else with NXDOMAIN + SOA (negative TTL 30), and counts what it receives.
+    struct FakeUpstream {
+        addr: SocketAddr,
+        queries: Arc<AtomicUsize>,
+        task: JoinHandle<()>,
+    }
+
+    impl Drop for FakeUpstream {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn fake_upstream(ip: &str) -> FakeUpstream {
+        let sock = UdpSocket::bind(format!("{ip}:0"))
+            .await
+            .expect("bind upstream");
+        let addr = sock.local_addr().expect("addr");
+        let queries = Arc::new(AtomicUsize::new(0));
+        let count = queries.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(q) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut r = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+                r.metadata.recursion_available = true;
+                let Some(query) = q.queries.first().cloned() else {
+                    continue;
+                };
+                r.add_query(query.clone());
+                if query.query_type() == RecordType::A {
+                    let ip = Ipv4Addr::new(192, 0, 2, 7);
+                    r.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        RData::A(A(ip)),
+                    ));
+                } else {
+                    r.metadata.response_code = ResponseCode::NXDomain;
+                    let soa = SOA::new(Name::root(), Name::root(), 1, 1, 1, 1, 30);
+                    r.add_authority(Record::from_rdata(Name::root(), 60, RData::SOA(soa)));
+                }
+                let _ = sock.send_to(&r.to_vec().expect("encode"), from).await;
+            }
+        });
+        FakeUpstream {
+            addr,
+            queries,
+            task,
+        }
+    }
+
+    fn forwarding_config(upstreams: Vec<SocketAddr>, timeout_ms: u64) -> Config {
+        let mut cfg = config();
+        cfg.dns.upstreams = upstreams;
+        cfg.dns.upstream_timeout = Duration::from_millis(timeout_ms);
+        cfg
+    }
+
+    #[tokio::test]
+    async fn forwards_other_names_and_caches_the_answer() {
+        let up = fake_upstream("127.0.0.21").await;
+        let s = start_with(forwarding_config(vec![up.addr], 2000), 3600).await;
+        let reply = udp_query(s.addr, "www.example.com.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.metadata.recursion_available && !reply.metadata.authoritative);
+        assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+        assert_eq!(up.queries.load(Ordering::SeqCst), 1);
+        // The same question again (other case, over TCP): from the cache, upstream not asked.
+        let reply = tcp_query(s.addr, "WWW.Example.com.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+        assert!(reply.answers[0].ttl <= 60);
+        assert_eq!(
+            up.queries.load(Ordering::SeqCst),
+            1,
+            "second answer came from the cache"
+        );
+        // A negative answer is relayed (with its SOA) and cached too.
+        let reply = udp_query(s.addr, "nothing.example.com.", RecordType::MX).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        assert!(soa_in_authority(&reply));
+        udp_query(s.addr, "nothing.example.com.", RecordType::MX).await;
+        assert_eq!(up.queries.load(Ordering::SeqCst), 2);
+        // Local names never reach the upstream, nor do private reverse names.
+        assert_eq!(
+            a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
+            vec![LAPTOP]
+        );
+        let reply = udp_query(s.addr, "9.9.168.192.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        // A partial private reverse name: an empty non-terminal, NODATA.
+        let reply = udp_query(s.addr, "1.20.172.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert!(reply.answers.is_empty());
+        let reply = udp_query(s.addr, "9.9.9.10.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+        assert_eq!(
+            up.queries.load(Ordering::SeqCst),
+            2,
+            "nothing local was forwarded"
+        );
+        // A public reverse name is forwarded.
+        udp_query(s.addr, "8.8.8.8.in-addr.arpa.", RecordType::PTR).await;
+        assert_eq!(up.queries.load(Ordering::SeqCst), 3);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn dead_first_upstream_fails_over_within_the_timeout() {
+        let up = fake_upstream("127.0.0.22").await;
+        // A port that refuses (nothing bound): fails over at once.
+        let refused: SocketAddr = {
+            let sock = std::net::UdpSocket::bind("127.0.0.22:0").expect("bind");
+            sock.local_addr().expect("addr")
+        };
+        // A socket that never answers: costs its share of the budget.
+        let silent = UdpSocket::bind("127.0.0.22:0").await.expect("bind silent");
+        let cfg = forwarding_config(
+            vec![refused, silent.local_addr().expect("addr"), up.addr],
+            1500,
+        );
+        let s = start_with(cfg, 3600).await;
+        let t0 = Instant::now();
+        let reply = udp_query(s.addr, "a.example.org.", RecordType::A).await;
+        let first = t0.elapsed();
+        assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+        assert!(first < Duration::from_millis(1500), "answered in {first:?}");
+        // The upstream that answered is tried first from now on: no wait at all.
+        let t1 = Instant::now();
+        let reply = udp_query(s.addr, "b.example.org.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+        assert!(
+            t1.elapsed() < Duration::from_millis(600),
+            "took {:?}",
+            t1.elapsed()
+        );
+        assert_eq!(up.queries.load(Ordering::SeqCst), 2);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn no_upstream_answering_is_servfail_within_the_timeout() {
+        let silent = UdpSocket::bind("127.0.0.23:0").await.expect("bind silent");
+        let cfg = forwarding_config(vec![silent.local_addr().expect("addr")], 400);
+        let s = start_with(cfg, 3600).await;
+        let t0 = Instant::now();
+        let reply = udp_query(s.addr, "slow.example.org.", RecordType::A).await;
+        assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+        assert!(
+            t0.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t0.elapsed()
+        );
+        // Local names are unaffected by a dead upstream.
+        assert_eq!(
+            a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
+            vec![LAPTOP]
+        );
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn malformed_queries_get_formerr_or_nothing_and_the_server_goes_on() {
+        let up = fake_upstream("127.0.0.24").await;
+        let s = start_with(forwarding_config(vec![up.addr], 1000), 3600).await;
+        let header = |qd: u16, an: u16| {
+            let mut h = vec![0xbe, 0xef, 0x01, 0x00];
+            for c in [qd, an, 0, 0] {
+                h.extend_from_slice(&c.to_be_bytes());
+            }
+            h
+        };
+        // A question name that points at itself (compression loop).
+        let mut looped = header(1, 0);
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        // 65535 questions announced, one present.
+        let mut huge = header(u16::MAX, u16::MAX);
+        huge.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        // A response sent as a query; two questions; a label running off the end.
+        let mut response = header(1, 0);
+        response[2] = 0x81;
+        response.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1]);
+        let mut two = header(2, 0);
+        two.extend_from_slice(&[1, b'a', 0, 0, 1, 0, 1, 1, b'b', 0, 0, 1, 0, 1]);
+        let mut cut = header(1, 0);
+        cut.extend_from_slice(&[40, b'a', b'b']);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        let mut formerr = 0;
+        for junk in [looped, huge, response, two, cut] {
+            sock.send_to(&junk, s.addr).await.expect("send");
+            let mut buf = [0u8; 512];
+            // Either a FORMERR reply with our id, or silence.
+            if let Ok(Ok((n, _))) =
+                timeout(Duration::from_millis(300), sock.recv_from(&mut buf)).await
+            {
+                assert!(n >= 12, "a reply is at least a header");
+                assert_eq!(&buf[..2], &[0xbe, 0xef]);
+                assert_eq!(buf[3] & 0x0f, 1, "rcode FORMERR for {:02x?}", &buf[..n]);
+                formerr += 1;
+            }
+        }
+        assert_eq!(
+            up.queries.load(Ordering::SeqCst),
+            0,
+            "nothing malformed was forwarded"
+        );
+        assert!(formerr >= 2, "only {formerr} FORMERR replies");
+        assert_eq!(
+            a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
+            vec![LAPTOP]
+        );
+        let reply = udp_query(s.addr, "ok.example.com.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
+        stop(s).await;
+    }
+
+    /// dnsmasq on a fixed loopback address as a real upstream, logging every query it gets.
+    struct Dnsmasq {
+        child: std::process::Child,
+        addr: SocketAddr,
+        log: PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Dnsmasq {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Dnsmasq {
+        async fn start(ip: &str, port: u16) -> Dnsmasq {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let log = dir.path().join("dnsmasq.log");
+            let mut cmd = std::process::Command::new("/usr/sbin/dnsmasq");
+            cmd.args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--local-ttl=60",
+                "--address=/example.test/192.0.2.7",
+                "--log-queries",
+            ])
+            .arg(format!("--listen-address={ip}"))
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-facility={}", log.display()));
+            for i in 0..40 {
+                cmd.arg(format!(
+                    "--txt-record=big.example.test,{i:02}{}",
+                    "x".repeat(198)
+                ));
+            }
+            let child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start /usr/sbin/dnsmasq");
+            let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
+            let up = Dnsmasq {
+                child,
+                addr,
+                log,
+                _dir: dir,
+            };
+            // Ready once it answers.
+            for _ in 0..50 {
+                let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+                let q = query_bytes("ready.example.test.", RecordType::A);
+                if sock.send_to(&q, addr).await.is_ok() {
+                    let mut buf = [0u8; 512];
+                    let got = timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await;
+                    if matches!(got, Ok(Ok(_))) {
+                        return up;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("dnsmasq did not start on {addr}");
+        }
+
+        /// Queries dnsmasq logged for `what`, e.g. "query[A] a.example.test".
+        async fn count(&self, what: &str) -> usize {
+            // dnsmasq writes its log a moment after answering.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::fs::read_to_string(&self.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(&format!("{what} from")))
+                .count()
+        }
+    }
+
+    #[tokio::test]
+    async fn forwards_to_dnsmasq_caches_and_falls_back_to_tcp_upstream() {
+        let up = Dnsmasq::start("127.0.0.32", 5392).await;
+        let s = start_with(forwarding_config(vec![up.addr], 2000), 3600).await;
+        assert_eq!(
+            dig(s.addr, &["a.example.test", "+short"]).await,
+            "192.0.2.7"
+        );
+        assert_eq!(
+            dig(s.addr, &["a.example.test", "+short"]).await,
+            "192.0.2.7"
+        );
+        assert_eq!(
+            up.count("query[A] a.example.test").await,
+            1,
+            "second from cache"
+        );
+        // 40 x 200 bytes: dnsmasq truncates over UDP, we ask again over TCP.
+        let reply = tcp_query(s.addr, "big.example.test.", RecordType::TXT).await;
+        assert_eq!(reply.answers.len(), 40);
+        assert_eq!(
+            up.count("query[TXT] big.example.test").await,
+            2,
+            "UDP, then TCP"
+        );
+        // Our client over plain UDP gets TC (from the cache), then all of it over TCP.
+        let reply = udp_query(s.addr, "big.example.test.", RecordType::TXT).await;
+        assert!(reply.metadata.truncation);
+        let out = dig(s.addr, &["big.example.test", "TXT", "+short"]).await;
+        assert_eq!(out.lines().count(), 40);
+        assert_eq!(up.count("query[TXT] big.example.test").await, 2, "cached");
+        stop(s).await;
     }
 }

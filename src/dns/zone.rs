@@ -8,10 +8,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::rdata::{A, PTR, SOA};
-use hickory_server::proto::rr::{
-    LowerName, Name, RData, Record, RecordSet, RecordType, TSigResponseContext,
-};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, SRV, TXT};
+use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, TSigResponseContext};
 use hickory_server::server::{Request, RequestInfo};
 use hickory_server::zone_handler::{
     AuthLookup, AxfrPolicy, LookupControlFlow, LookupError, LookupOptions, LookupRecords,
@@ -19,7 +17,7 @@ use hickory_server::zone_handler::{
 };
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::{Config, Subnet};
+use crate::config::{Config, RecordData, Subnet};
 use crate::dns::names::{Found, Names, SharedNames};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +29,26 @@ pub enum ZoneError {
 /// Which records a zone serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ZoneKind {
-    /// The local domain: A records by name.
+    /// The local domain: A records by name, and the static records.
     Forward,
     /// An in-addr.arpa zone: PTR records by address.
     Reverse,
+    /// The root: static names outside our zones (hosts file, absolute `[[dns.record]]` names)
+    /// and, if enabled, bare names expanded into the domain. Anything else is REFUSED here
+    /// (the server forwards it before it reaches this zone when upstreams exist).
+    Overrides,
 }
+
+/// The RFC 1918 reverse zones: answered locally (NXDOMAIN unless a name is ours), never
+/// forwarded.
+pub const PRIVATE_REVERSE_ZONES: [&str; 3] = [
+    "10.in-addr.arpa",
+    "16.172.in-addr.arpa",
+    "168.192.in-addr.arpa",
+];
+
+/// Length of a CNAME chain followed inside the index.
+const MAX_CNAME_CHAIN: usize = 8;
 
 /// One authoritative zone backed by the shared name index.
 pub struct LocalZone {
@@ -48,10 +61,14 @@ pub struct LocalZone {
     /// SOA MNAME and RNAME.
     mname: Name,
     rname: Name,
+    /// The local domain, lowercase, without trailing dot (for bare-name expansion).
+    domain: String,
+    expand_bare_names: bool,
 }
 
-/// Every zone the config makes us authoritative for: the local domain, then one reverse zone
-/// per distinct octet-aligned network enclosing a subnet.
+/// Every zone the config makes us authoritative for: the local domain, one reverse zone per
+/// distinct octet-aligned network enclosing a subnet, the RFC 1918 reverse zones, and the
+/// root overrides zone (always last).
 pub fn zones_for(
     cfg: &Config,
     names: SharedNames,
@@ -59,9 +76,11 @@ pub fn zones_for(
 ) -> Result<Vec<Arc<LocalZone>>, ZoneError> {
     let domain = parse_name(&cfg.domain)?;
     let rname = parse_name(&format!("hostmaster.{}", cfg.domain))?;
-    let reverse: BTreeSet<String> = cfg.subnets.iter().map(reverse_zone).collect();
+    let mut reverse: BTreeSet<String> = cfg.subnets.iter().map(reverse_zone).collect();
+    reverse.extend(private_reverse_zones());
     let origins = std::iter::once((cfg.domain.clone(), ZoneKind::Forward))
-        .chain(reverse.into_iter().map(|z| (z, ZoneKind::Reverse)));
+        .chain(reverse.into_iter().map(|z| (z, ZoneKind::Reverse)))
+        .chain(std::iter::once((".".to_string(), ZoneKind::Overrides)));
     let mut zones = Vec::new();
     for (origin, kind) in origins {
         zones.push(Arc::new(LocalZone {
@@ -72,9 +91,21 @@ pub fn zones_for(
             ttl: cfg.dns.ttl,
             mname: domain.clone(),
             rname: rname.clone(),
+            domain: cfg.domain.clone(),
+            expand_bare_names: cfg.dns.expand_bare_names,
         }));
     }
     Ok(zones)
+}
+
+/// 10/8, 172.16/12 (sixteen /16 zones) and 192.168/16, without trailing dot.
+pub fn private_reverse_zones() -> Vec<String> {
+    let mut zones = vec![
+        PRIVATE_REVERSE_ZONES[0].to_string(),
+        PRIVATE_REVERSE_ZONES[2].to_string(),
+    ];
+    zones.extend((16..=31).map(|b| format!("{b}.172.in-addr.arpa")));
+    zones
 }
 
 /// The reverse zone (without trailing dot) of the octet-aligned network enclosing `subnet`:
@@ -98,11 +129,10 @@ fn parse_name(s: &str) -> Result<Name, ZoneError> {
     })
 }
 
-/// What the index says about one owner name.
+/// What the index says about one owner name: its records (of every type), or that it exists
+/// without records (apex, empty non-terminal), or nothing.
 enum Owner {
-    /// A record to answer with when the type matches.
-    Has(RecordType, RData, u32),
-    /// The name exists (apex, empty non-terminal) but has no record of interest here.
+    Has(Vec<(RData, u32)>),
     Exists,
     Missing,
 }
@@ -116,33 +146,129 @@ impl LocalZone {
         self.kind
     }
 
+    /// For the overrides zone: whether this name is answered here rather than forwarded.
+    pub fn claims(&self, name: &LowerName) -> bool {
+        if is_reverse(name) {
+            return matches!(self.reverse_owner(name), Owner::Has(_));
+        }
+        let key = self.index_key(name);
+        self.names_read().has_name(&key)
+    }
+
+    /// The name to look up in the index: the query name, or `label.domain` for a bare name
+    /// when expansion is on (overrides zone only).
+    fn index_key(&self, name: &LowerName) -> String {
+        let text = name.to_string();
+        let text = text.trim_end_matches('.');
+        if self.kind == ZoneKind::Overrides
+            && self.expand_bare_names
+            && name.num_labels() == 1
+            && !self.names_read().has_name(text)
+        {
+            return format!("{text}.{}", self.domain);
+        }
+        text.to_string()
+    }
+
     /// Synchronous core of `lookup`: takes and drops the read lock, never awaits.
     fn answer(&self, name: &LowerName, rtype: RecordType) -> Result<AuthLookup, LookupError> {
-        if *name == self.origin && matches!(rtype, RecordType::SOA | RecordType::ANY) {
-            return Ok(self.one(self.soa_record()));
+        let apex = *name == self.origin;
+        if apex && self.kind == ZoneKind::Overrides && rtype == RecordType::SOA {
+            return Ok(AuthLookup::Empty);
         }
-        let owner = if *name == self.origin {
-            Owner::Exists
-        } else {
-            match self.kind {
-                ZoneKind::Forward => self.forward_owner(name),
-                ZoneKind::Reverse => self.reverse_owner(name),
+        if apex && matches!(rtype, RecordType::SOA | RecordType::ANY) {
+            return Ok(self.records(vec![self.soa_record()]));
+        }
+        let mut records = Vec::new();
+        let mut owner_name = Name::from(name);
+        let mut key = name.clone();
+        for _ in 0..MAX_CNAME_CHAIN {
+            let at_apex = apex && records.is_empty() && self.kind != ZoneKind::Overrides;
+            let owner = self.owner(&key, at_apex);
+            let Owner::Has(data) = owner else {
+                return match (records.is_empty(), owner) {
+                    (false, _) => Ok(self.records(records)),
+                    (true, Owner::Exists) => Err(LookupError::NameExists),
+                    _ if self.kind == ZoneKind::Overrides => {
+                        Err(LookupError::from(ResponseCode::Refused))
+                    }
+                    _ => Err(LookupError::from(ResponseCode::NXDomain)),
+                };
+            };
+            let cname = data.iter().find_map(|(d, ttl)| match d {
+                RData::CNAME(c) if rtype != RecordType::CNAME => Some((c.0.clone(), *ttl)),
+                _ => None,
+            });
+            if let Some((target, ttl)) = cname {
+                records.push(Record::from_rdata(
+                    owner_name.clone(),
+                    ttl,
+                    RData::CNAME(CNAME(target.clone())),
+                ));
+                // Follow the chain only inside the names we serve.
+                if !self.serves(&target) {
+                    return Ok(self.records(records));
+                }
+                key = LowerName::new(&target);
+                owner_name = target;
+                continue;
             }
+            let matching: Vec<Record> = data
+                .into_iter()
+                .filter(|(d, _)| rtype == RecordType::ANY || d.record_type() == rtype)
+                .map(|(d, ttl)| Record::from_rdata(owner_name.clone(), ttl, d))
+                .collect();
+            if matching.is_empty() && records.is_empty() {
+                return Err(LookupError::NameExists);
+            }
+            records.extend(matching);
+            return Ok(self.records(records));
+        }
+        Ok(self.records(records))
+    }
+
+    /// Whether a CNAME target is in a zone backed by this index (then the chain is followed).
+    fn serves(&self, target: &Name) -> bool {
+        let domain = parse_name(&self.domain).map(|d| LowerName::new(&d));
+        let lower = LowerName::new(target);
+        domain.is_ok_and(|d| d.zone_of(&lower)) || self.names_read().has_name(&lower.to_string())
+    }
+
+    fn owner(&self, name: &LowerName, apex: bool) -> Owner {
+        let owner = match self.kind {
+            ZoneKind::Forward => self.forward_owner(name),
+            ZoneKind::Reverse => self.reverse_owner(name),
+            // A static address outside our reverse zones (hosts file, AAAA) still has its PTR.
+            ZoneKind::Overrides if is_reverse(name) => match self.reverse_owner(name) {
+                Owner::Exists => Owner::Missing,
+                other => other,
+            },
+            ZoneKind::Overrides => self.forward_owner(name),
         };
         match owner {
-            Owner::Has(t, rdata, ttl) if t == rtype || rtype == RecordType::ANY => {
-                Ok(self.one(Record::from_rdata(Name::from(name), ttl, rdata)))
-            }
-            Owner::Has(..) | Owner::Exists => Err(LookupError::NameExists),
-            Owner::Missing => Err(LookupError::from(ResponseCode::NXDomain)),
+            Owner::Missing if apex => Owner::Exists,
+            other => other,
         }
     }
 
     fn forward_owner(&self, name: &LowerName) -> Owner {
-        let found = self.names_read().lookup_a(&name.to_string());
-        match found.and_then(|f| self.live_ttl(f)) {
-            Some((ip, ttl)) => Owner::Has(RecordType::A, RData::A(A(ip)), ttl),
-            None => Owner::Missing,
+        let key = self.index_key(name);
+        let names = self.names_read();
+        let mut data: Vec<(RData, u32)> = names
+            .static_records(&key)
+            .iter()
+            .filter_map(|d| rdata(d).map(|r| (r, self.ttl)))
+            .collect();
+        if data.is_empty() {
+            let lease = names.lookup_a(&key).and_then(|f| self.live_ttl(f));
+            if let Some((ip, ttl)) = lease {
+                data.push((RData::A(A(ip)), ttl));
+            }
+        }
+        if data.is_empty() {
+            Owner::Missing
+        } else {
+            Owner::Has(data)
         }
     }
 
@@ -151,18 +277,21 @@ impl LocalZone {
             Ok(net) => net,
             Err(_) => return Owner::Missing,
         };
-        let ip = match (net.addr(), net.prefix_len()) {
-            (IpAddr::V4(ip), 32) => ip,
+        let found = match (net.addr(), net.prefix_len()) {
+            (IpAddr::V4(ip), 32) => self.names_read().lookup_ptr(ip),
             // A partial address inside our zone: an empty non-terminal, not NXDOMAIN (RFC 8020).
             (IpAddr::V4(_), _) => return Owner::Exists,
+            (IpAddr::V6(ip), 128) => self.names_read().lookup_ptr_v6(ip).map(|value| Found {
+                value,
+                expires: None,
+            }),
             (IpAddr::V6(_), _) => return Owner::Missing,
         };
-        let found = self.names_read().lookup_ptr(ip);
         let Some((target, ttl)) = found.and_then(|f| self.live_ttl(f)) else {
             return Owner::Missing;
         };
         match parse_name(&target) {
-            Ok(target) => Owner::Has(RecordType::PTR, RData::PTR(PTR(target)), ttl),
+            Ok(target) => Owner::Has(vec![(RData::PTR(PTR(target)), ttl)]),
             Err(_) => Owner::Missing,
         }
     }
@@ -199,10 +328,37 @@ impl LocalZone {
         Record::from_rdata(Name::from(&self.origin), self.ttl, RData::SOA(soa))
     }
 
-    fn one(&self, record: Record) -> AuthLookup {
-        let set = Arc::new(RecordSet::from(record));
-        AuthLookup::answers(LookupRecords::new(LookupOptions::default(), set), None)
+    /// An answer made of records that may differ in owner and type (CNAME chains).
+    fn records(&self, records: Vec<Record>) -> AuthLookup {
+        AuthLookup::answers(LookupRecords::Section(records), None)
     }
+}
+
+/// Whether a name is under in-addr.arpa or ip6.arpa.
+fn is_reverse(name: &LowerName) -> bool {
+    let text = name.to_string();
+    text.ends_with(".in-addr.arpa.") || text.ends_with(".ip6.arpa.")
+}
+
+/// The hickory form of a static record; None for a target that is not a valid name.
+fn rdata(data: &RecordData) -> Option<RData> {
+    let name = |s: &str| parse_name(s).ok();
+    Some(match data {
+        RecordData::A(ip) => RData::A(A(*ip)),
+        RecordData::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        RecordData::Cname(t) => RData::CNAME(CNAME(name(t)?)),
+        RecordData::Mx {
+            preference,
+            exchange,
+        } => RData::MX(MX::new(*preference, name(exchange)?)),
+        RecordData::Txt(strings) => RData::TXT(TXT::new(strings.clone())),
+        RecordData::Srv {
+            priority,
+            weight,
+            port,
+            target,
+        } => RData::SRV(SRV::new(*priority, *weight, *port, name(target)?)),
+    })
 }
 
 /// TTL of a lease record: never past the lease's end; None once it has ended.
@@ -307,6 +463,8 @@ mod tests {
             ttl: 300,
             mname: Name::from_ascii("lan.").expect("test name"),
             rname: Name::from_ascii("hostmaster.lan.").expect("test name"),
+            domain: "lan".to_string(),
+            expand_bare_names: false,
         }
     }
 
@@ -450,6 +608,64 @@ mod tests {
         assert!(matches!(
             z.answer(&lower("0.10.10.in-addr.arpa."), RecordType::PTR),
             Err(LookupError::NameExists)
+        ));
+    }
+
+    fn cname(name: &str, target: &str) -> crate::config::DnsRecord {
+        crate::config::DnsRecord {
+            name: name.to_string(),
+            data: RecordData::Cname(target.to_string()),
+        }
+    }
+
+    #[test]
+    fn cname_chains_stop_at_loops_and_foreign_targets() {
+        let clock = TestClock::at(1000);
+        let shared = shared_with_lease(5000);
+        shared.write().expect("lock").set_config_records(vec![
+            cname("a.lan", "b.lan"),
+            cname("b.lan", "a.lan"),
+            cname("out.lan", "www.example.com"),
+            cname("lap.lan", "laptop.lan"),
+        ]);
+        let z = zone(ZoneKind::Forward, "lan.", shared, &clock);
+        let looped = records(z.answer(&lower("a.lan."), RecordType::A));
+        assert_eq!(looped.len(), MAX_CNAME_CHAIN);
+        let out = records(z.answer(&lower("out.lan."), RecordType::A));
+        assert_eq!(out.len(), 1, "a foreign target is left to the client");
+        // A CNAME to a lease name carries the lease's A with its capped TTL.
+        let lap = records(z.answer(&lower("lap.lan."), RecordType::A));
+        assert_eq!(lap.len(), 2);
+        assert_eq!(lap[1].data, RData::A(A(Ipv4Addr::new(10, 0, 0, 9))));
+        assert_eq!(lap[1].name, Name::from_ascii("laptop.lan.").expect("name"));
+    }
+
+    #[test]
+    fn overrides_zone_claims_static_names_and_bare_names_only() {
+        let clock = TestClock::at(1000);
+        let shared = shared_with_lease(5000);
+        shared
+            .write()
+            .expect("lock")
+            .set_config_records(vec![crate::config::DnsRecord {
+                name: "router.example.net".to_string(),
+                data: RecordData::A(Ipv4Addr::new(10, 0, 0, 1)),
+            }]);
+        let mut z = zone(ZoneKind::Overrides, ".", shared, &clock);
+        assert!(z.claims(&lower("ROUTER.example.net.")));
+        assert!(!z.claims(&lower("www.example.net.")));
+        assert!(!z.claims(&lower("laptop.")));
+        assert!(
+            matches!(z.answer(&lower("www.example.net."), RecordType::A), Err(e) if !e.is_nx_domain())
+        );
+        z.expand_bare_names = true;
+        assert!(z.claims(&lower("laptop.")));
+        let a = records(z.answer(&lower("laptop."), RecordType::A));
+        assert_eq!(a[0].name, Name::from_ascii("laptop.").expect("name"));
+        // The root has no SOA of ours.
+        assert!(matches!(
+            z.answer(&lower("."), RecordType::SOA),
+            Ok(AuthLookup::Empty)
         ));
     }
 }
