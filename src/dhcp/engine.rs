@@ -624,11 +624,7 @@ mod tests {
             durability: Durability::None,
             offer_hold: 60,
             decline_hold: 600,
-            dns: DnsConfig {
-                listen: vec![],
-                ttl: 300,
-                upstreams: vec![],
-            },
+            dns: DnsConfig::default(),
             subnets: vec![
                 subnet(ip(0), ip(100), ip(last)),
                 subnet(
