@@ -101,7 +101,17 @@ impl DhcpService {
             }
             self.process(&bufs, &metas);
         }
-        info!("DHCP service stopped");
+        let st = &self.stats;
+        info!(
+            received = st.received.load(Ordering::Relaxed),
+            malformed = st.malformed.load(Ordering::Relaxed),
+            ignored = st.ignored.load(Ordering::Relaxed),
+            replies = st.replies.load(Ordering::Relaxed),
+            send_errors = st.send_errors.load(Ordering::Relaxed),
+            commits = st.commits.load(Ordering::Relaxed),
+            journal_errors = st.journal_errors.load(Ordering::Relaxed),
+            "DHCP service stopped"
+        );
     }
 
     fn until_next_expiry(&self) -> Duration {
