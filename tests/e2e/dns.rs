@@ -107,6 +107,14 @@ fn dns_forwards_through_a_lan_upstream_caches_and_fails_over() -> Result<()> {
                 "failover answer {answer:?}"
             );
             ensure!(took < Duration::from_secs(4), "failover took {took:?}");
+            let dead = format!("upstream={silent}:53");
+            ensure!(
+                server
+                    .log()
+                    .lines()
+                    .any(|l| l.contains(&dead) && l.contains("timed out")),
+                "the first upstream was not tried"
+            );
             Ok(())
         }),
     )?;

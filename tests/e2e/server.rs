@@ -74,13 +74,17 @@ impl Server {
         let lease_file = lan.path("leases.journal");
         let config = lan.path("leasedns.toml");
         std::fs::write(&config, render_config(lan, opts, &lease_file))?;
+        // A second server on the same LAN must not read the first one's log as its own.
+        let earlier = (1..)
+            .take_while(|n| lan.path(&format!("leasedns.{n}.log")).exists())
+            .count();
         let mut server = Server {
             host: lan.server.clone(),
             config,
             lease_file,
             dir: lan.path(""),
             daemon: None,
-            runs: 0,
+            runs: u32::try_from(earlier).unwrap_or(u32::MAX),
         };
         server.spawn()?;
         Ok(server)
