@@ -430,7 +430,7 @@ impl Names {
     /// logged here, once). Returns whether the name was published.
     fn claim(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.wrapping_add(1);
         let claim = Claim {
             fqdn: fqdn.clone(),
             expires,
