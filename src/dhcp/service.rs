@@ -159,8 +159,8 @@ impl DhcpService {
         }
         if !changes.is_empty() {
             match self.names.write() {
-                Ok(mut names) => names.apply(&changes),
-                Err(poisoned) => poisoned.into_inner().apply(&changes),
+                Ok(mut names) => names.apply_at(now, &changes),
+                Err(poisoned) => poisoned.into_inner().apply_at(now, &changes),
             }
         }
         for r in &replies {

@@ -33,6 +33,12 @@ impl Host {
         netns_exec(&self.ns, program)
     }
 
+    /// Adds a static `ip/24` on `eth0` (e.g. to run another server on the LAN).
+    pub fn add_addr(&self, address: Ipv4Addr) -> Result<()> {
+        let addr = format!("{address}/24");
+        ip(&["-n", &self.ns, "addr", "add", &addr, "dev", IFACE])
+    }
+
     /// The IPv4 address on `eth0`, if any.
     pub fn ipv4(&self) -> Result<Option<Ipv4Addr>> {
         let out = run_ok(
