@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo test --test e2e` as root. Tests run in parallel: each builds its own LAN named
 //! `ld<tag><pid><seq>-*` on 10.(50+index).0.0/24. Indices in use: 1 harness self-test,
-//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients.
+//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients; 20-30 issue 3: 20 dhcpcd,
+//! 21-23 renewals, 24 options (nmap), 25 relay, 26 moved client, 27 perfdhcp, 28 hostile
+//! packets, 29 rapid commit, 30 classes and per-host options.
 
 mod clients;
 mod dig;
@@ -13,5 +15,6 @@ mod proc;
 mod server;
 
 mod check_config;
+mod dhcp_clients;
 mod harness_selftest;
 mod leasedns_lan;

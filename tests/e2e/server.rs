@@ -38,6 +38,13 @@ pub struct ServerOptions {
     pub durability: &'static str,
     pub lease_time: u32,
     pub hosts: Vec<Reservation>,
+    /// Raw TOML lines for the top level (before `[dns]`), e.g. `ping_check = true`.
+    pub global_toml: String,
+    /// Raw TOML lines appended to the LAN's own `[[subnet]]` table (keys first, then any
+    /// `[[subnet.option]]` tables), e.g. `ntp_servers = ["10.50.0.1"]`.
+    pub subnet_toml: String,
+    /// Raw TOML appended at the end: more `[[subnet]]`, `[[class]]` or `[[host]]` tables.
+    pub extra_toml: String,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +54,9 @@ impl Default for ServerOptions {
             durability: "none",
             lease_time: 600,
             hosts: Vec::new(),
+            global_toml: String::new(),
+            subnet_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -86,7 +96,8 @@ impl Server {
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "debug");
+            .env("RUST_LOG", "debug")
+            .env("LEASEDNS_LOG", "debug");
         let mut daemon = Daemon::spawn("leasedns", &mut cmd, &log)?;
         let ready = daemon.wait_for_log("leasedns ready", READY_WAIT);
         self.daemon = Some(daemon);
@@ -113,6 +124,14 @@ impl Server {
         self.spawn()
     }
 
+    /// Fails (with the log) if the daemon has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.daemon.as_mut() {
+            Some(daemon) => daemon.check_running(),
+            None => bail!("leasedns is not running"),
+        }
+    }
+
     /// The log of the current (or last) run.
     pub fn log(&self) -> String {
         self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
@@ -125,7 +144,7 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
     let srv = lan.server_ip();
     let mut s = format!(
         "domain = \"{domain}\"\ninterfaces = [\"{IFACE}\"]\nlease_file = \"{lease}\"\n\
-         durability = \"{durability}\"\n\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n\n\
+         durability = \"{durability}\"\n{global}\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n\n\
          [[subnet]]\nnetwork = \"{network}\"\npool_start = \"{start}\"\npool_end = \"{end}\"\n\
          router = \"{srv}\"\ndns_servers = [\"{srv}\"]\nlease_time = {lease_time}\ninterface = \"{IFACE}\"\n\
          authoritative = true\n",
@@ -134,7 +153,9 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
         durability = opts.durability,
         network = lan.network(),
         lease_time = opts.lease_time,
+        global = opts.global_toml,
     );
+    s.push_str(&opts.subnet_toml);
     for h in &opts.hosts {
         let _ = write!(
             s,
@@ -142,6 +163,8 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
             h.mac, h.ip, h.name
         );
     }
+    s.push('\n');
+    s.push_str(&opts.extra_toml);
     s
 }
 
