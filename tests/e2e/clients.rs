@@ -118,6 +118,13 @@ impl Dhclient {
         Ok(())
     }
 
+    /// `dhclient -x`: stops the running dhclient without releasing (the lease file keeps the
+    /// lease, as after a power cut).
+    pub fn stop(&self) -> Result<()> {
+        run_ok(&mut self.command(&["-x", "-v"]), Duration::from_secs(10))?;
+        Ok(())
+    }
+
     /// What the hook recorded so far.
     pub fn events_text(&self) -> String {
         fs::read_to_string(&self.events).unwrap_or_default()

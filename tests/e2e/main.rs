@@ -18,3 +18,5 @@ mod check_config;
 mod dhcp_clients;
 mod harness_selftest;
 mod leasedns_lan;
+mod options;
+mod relay;

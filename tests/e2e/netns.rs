@@ -337,7 +337,7 @@ impl Lan {
         self.add_ns(&rt.ns)?;
         self.write_resolv_conf(&rt.ns)?;
         self.plug(&rt.ns, IFACE, &rt.mac, &self.bridge_ns.clone(), &format!("r{sub}"))?;
-        self.plug(&rt.ns, ROUTER_DOWN, &mac(0xfd), &seg.bridge_ns, "up")?;
+        self.plug(&rt.ns, ROUTER_DOWN, &mac(0xfd), &seg.bridge_ns, "uplink")?;
         let up = format!("{}/24", self.router_ip());
         ip(&["-n", &rt.ns, "addr", "add", &up, "dev", IFACE])?;
         let down = format!("{}/24", seg.gateway(self));
