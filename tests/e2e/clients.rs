@@ -297,7 +297,9 @@ fn wait_event(events: &Path, prefix: &str, count: usize, timeout: Duration) -> R
     poll(timeout, || {
         let text = fs::read_to_string(events).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(prefix)).collect();
-        Ok((lines.len() >= count).then(|| lines.last().map(|l| l.to_string())).flatten())
+        Ok((lines.len() >= count)
+            .then(|| lines.last().map(|l| l.to_string()))
+            .flatten())
     })
     .with_context(|| {
         format!(
@@ -362,14 +364,27 @@ impl Dhcpcd {
              exec dhcpcd -B -d -4 -t 15 -f {d}/dhcpcd.conf -c {d}/hook.sh {IFACE}"
         );
         let mut cmd = self.host.exec("unshare");
-        cmd.args(["-m", "--propagation", "private", "--uts", "sh", "-c", &script]);
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "--uts",
+            "sh",
+            "-c",
+            &script,
+        ]);
         let mut daemon = Daemon::spawn("dhcpcd", &mut cmd, &self.dir.join("dhcpcd.log"))?;
         let bound = daemon.wait_for_log("leased ", LEASE_WAIT + Duration::from_secs(5));
         self.daemon = Some(daemon);
-        bound.with_context(|| format!("dhcpcd found no lease; hook: {}", self.events_text()))?;
-        poll(Duration::from_secs(3), || self.host.ipv4()).with_context(|| {
-            format!("dhcpcd bound but eth0 has no address; log: {}", self.log())
-        })
+        bound.with_context(|| {
+            format!(
+                "dhcpcd ({}) found no lease; hook: {}",
+                self.hostname,
+                self.events_text()
+            )
+        })?;
+        poll(Duration::from_secs(3), || self.host.ipv4())
+            .with_context(|| format!("dhcpcd bound but eth0 has no address; log: {}", self.log()))
     }
 
     /// SIGUSR1: dhcpcd renews (what `dhcpcd -4 -N eth0` sends it); waits for the hook's next

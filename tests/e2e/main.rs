@@ -17,6 +17,7 @@ mod server;
 mod check_config;
 mod dhcp_clients;
 mod harness_selftest;
+mod hostile;
 mod leasedns_lan;
 mod options;
 mod relay;

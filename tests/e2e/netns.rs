@@ -330,13 +330,29 @@ impl Lan {
                 .collect(),
         };
         self.add_ns(&seg.bridge_ns)?;
-        ip(&["-n", &seg.bridge_ns, "link", "add", "br0", "type", "bridge", "forward_delay", "0"])?;
+        ip(&[
+            "-n",
+            &seg.bridge_ns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
         ip(&["-n", &seg.bridge_ns, "link", "set", "br0", "up"])?;
         // The router: eth0 on the main LAN, eth1 on the segment.
         let rt = seg.router.clone();
         self.add_ns(&rt.ns)?;
         self.write_resolv_conf(&rt.ns)?;
-        self.plug(&rt.ns, IFACE, &rt.mac, &self.bridge_ns.clone(), &format!("r{sub}"))?;
+        self.plug(
+            &rt.ns,
+            IFACE,
+            &rt.mac,
+            &self.bridge_ns.clone(),
+            &format!("r{sub}"),
+        )?;
         self.plug(&rt.ns, ROUTER_DOWN, &mac(0xfd), &seg.bridge_ns, "uplink")?;
         let up = format!("{}/24", self.router_ip());
         ip(&["-n", &rt.ns, "addr", "add", &up, "dev", IFACE])?;
@@ -347,7 +363,15 @@ impl Lan {
             CMD,
         )?;
         let via = self.router_ip().to_string();
-        ip(&["-n", &self.server.ns, "route", "add", &seg.network(self), "via", &via])?;
+        ip(&[
+            "-n",
+            &self.server.ns,
+            "route",
+            "add",
+            &seg.network(self),
+            "via",
+            &via,
+        ])?;
         for (i, h) in seg.clients.iter().enumerate() {
             self.add_ns(&h.ns)?;
             self.write_resolv_conf(&h.ns)?;

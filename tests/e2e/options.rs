@@ -22,8 +22,15 @@ const ASK_MORE: &str = "option rfc3442-classless-static-routes code 121 = array 
 /// them. `-v` makes nmap request every option it knows (MTU and WPAD included).
 fn nmap_discover(lan: &Lan) -> Result<String> {
     let mut cmd = lan.probe.exec("nmap");
-    cmd.args(["-v", "-n", "-e", IFACE, "--script", "broadcast-dhcp-discover"])
-        .args(["--script-args", "broadcast-dhcp-discover.timeout=5s"]);
+    cmd.args([
+        "-v",
+        "-n",
+        "-e",
+        IFACE,
+        "--script",
+        "broadcast-dhcp-discover",
+    ])
+    .args(["--script-args", "broadcast-dhcp-discover.timeout=5s"]);
     let out = run(&mut cmd, Duration::from_secs(30))?;
     ensure!(
         out.status.success() && out.stdout.contains("Response 1 of 1"),
@@ -81,7 +88,10 @@ fn nmap_and_dhclient_see_the_configured_options() -> Result<()> {
     ] {
         ensure!(bound.contains(&want), "dhclient got no {want:?}: {bound}");
     }
-    logged(&server, dig::assert_resolves(&lan.probe, srv, "opty.lan", ip))?;
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "opty.lan", ip),
+    )?;
     stop_cleanly(&mut server)
 }
 
@@ -121,18 +131,28 @@ fn class_by_mac_prefix_gets_its_pool_and_options_others_the_normal_pool() -> Res
 
     let mut plain = Udhcpc::new(&lan, 1, "plainbox")?;
     let plain_ip = logged(&server, plain.obtain()).with_context(|| plain.log())?;
-    ensure!(lan.in_pool(plain_ip), "non-member got {plain_ip}, not from the normal pool");
+    ensure!(
+        lan.in_pool(plain_ip),
+        "non-member got {plain_ip}, not from the normal pool"
+    );
 
     let tagged = Dhclient::for_host(&lan, &lan.clients[2], "whatever", ASK_MORE)?;
     let tagged_ip = logged(&server, tagged.obtain())?;
-    ensure!(tagged_ip == fixed, "reserved host got {tagged_ip}, expected {fixed}");
+    ensure!(
+        tagged_ip == fixed,
+        "reserved host got {tagged_ip}, expected {fixed}"
+    );
     let events = tagged.events_text();
     ensure!(
         events.contains(&format!("new_ntp_servers={host_ntp} ")),
         "the host's option 42 did not reach it: {events}"
     );
 
-    for (name, ip) in [("labbox", lab_ip), ("plainbox", plain_ip), ("tagged", fixed)] {
+    for (name, ip) in [
+        ("labbox", lab_ip),
+        ("plainbox", plain_ip),
+        ("tagged", fixed),
+    ] {
         logged(
             &server,
             dig::assert_resolves(&lan.probe, srv, &format!("{name}.lan"), ip),

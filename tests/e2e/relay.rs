@@ -106,7 +106,10 @@ fn relayed_client_gets_an_address_in_its_subnet_with_option_82() -> Result<()> {
     );
     // RFC 3046 2.2: the server copies the option into its reply once, unchanged.
     ensure!(
-        !replies.is_empty() && replies.iter().all(|p| p.matches("Agent-Information").count() == 1),
+        !replies.is_empty()
+            && replies
+                .iter()
+                .all(|p| p.matches("Agent-Information").count() == 1),
         "server replies must echo option 82 exactly once:\n{text}"
     );
     stop_cleanly(&mut server)
@@ -157,12 +160,13 @@ fn client_moved_to_another_subnet_is_naked_then_leased_there() -> Result<()> {
 
 /// perfdhcp's transactions sent and answered for one exchange, e.g. `DISCOVER-OFFER`.
 fn exchange_counts(report: &str, exchange: &str) -> Option<(u64, u64)> {
-    let section = report.split(&format!("Statistics for: {exchange}")).nth(1)?;
+    let section = report
+        .split(&format!("Statistics for: {exchange}"))
+        .nth(1)?;
     let number = |key: &str| -> Option<u64> {
         section
             .lines()
             .find_map(|l| l.trim().strip_prefix(key))?
-            .trim()
             .split_whitespace()
             .next()?
             .parse()
@@ -178,7 +182,15 @@ fn perfdhcp_as_a_relay_completes_500_clients() -> Result<()> {
     let [a, b, _] = lan.net();
     let giaddr = Ipv4Addr::new(a, b, 16, 1);
     let net = format!("{a}.{b}.16.0/20");
-    ip(&["-n", &lan.probe.ns, "addr", "add", &format!("{giaddr}/20"), "dev", IFACE])?;
+    ip(&[
+        "-n",
+        &lan.probe.ns,
+        "addr",
+        "add",
+        &format!("{giaddr}/20"),
+        "dev",
+        IFACE,
+    ])?;
     let probe_ip = lan.addr(2).to_string();
     ip(&["-n", &lan.server.ns, "route", "add", &net, "via", &probe_ip])?;
     let opts = ServerOptions {
@@ -191,8 +203,18 @@ fn perfdhcp_as_a_relay_completes_500_clients() -> Result<()> {
     let mut server = Server::start(&lan, &opts)?;
 
     let mut cmd = lan.probe.exec("perfdhcp");
-    cmd.args(["-4", "-l", &giaddr.to_string(), "-r", "100", "-n", "500", "-R", "500"])
-        .args(["-W", "3000000", &lan.server_ip().to_string()]);
+    cmd.args([
+        "-4",
+        "-l",
+        &giaddr.to_string(),
+        "-r",
+        "100",
+        "-n",
+        "500",
+        "-R",
+        "500",
+    ])
+    .args(["-W", "3000000", &lan.server_ip().to_string()]);
     let out = run(&mut cmd, Duration::from_secs(30))?;
     let report = out.all();
     let counts = |exchange: &str| {
