@@ -1,14 +1,16 @@
 //! Real clients beyond the basics: dhcpcd gets a lease and its name resolves, each client
 //! (dhclient, udhcpc, dhcpcd) renews onto the same address, and dhcpcd is answered by rapid
-//! commit when the subnet enables it. Knows nothing of the server's internals.
+//! commit when the subnet enables it; with ping_check, addresses that answer pings are skipped.
+//! Knows nothing of the server's internals.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
 use crate::clients::{Dhclient, Dhcpcd, Udhcpc, field};
 use crate::dig;
-use crate::netns::Lan;
+use crate::netns::{IFACE, Lan, ip};
 use crate::server::{Server, ServerOptions};
 
 /// Runs `step`; on failure, adds the server's log to the error.
@@ -147,5 +149,42 @@ fn rapid_commit_subnet_acks_dhcpcd_discover_at_once() -> Result<()> {
         dig::assert_resolves(&lan.probe, srv, "quick.lan", ip),
     )?;
     client.stop()?;
+    stop_cleanly(&mut server)
+}
+
+#[test]
+fn ping_check_skips_addresses_that_answer_echo() -> Result<()> {
+    let lan = Lan::new("pc", 31, 2)?;
+    // c1 squats on the five lowest pool addresses (the allocator's first choices) and answers
+    // pings for them.
+    let squatted: Vec<Ipv4Addr> = (100..=104).map(|last| lan.addr(last)).collect();
+    for addr in &squatted {
+        ip(&[
+            "-n",
+            &lan.clients[1].ns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            IFACE,
+        ])?;
+    }
+    let opts = ServerOptions {
+        global_toml: "ping_check = true\nping_timeout_ms = 300\n".into(),
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(&lan, &opts)?;
+    let srv = lan.server_ip();
+
+    let client = Dhclient::new(&lan, 0, "careful")?;
+    let got = logged(&server, client.obtain())?;
+    ensure!(
+        lan.in_pool(got) && !squatted.contains(&got),
+        "careful got {got}, which answers pings (squatted: {squatted:?})"
+    );
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "careful.lan", got),
+    )?;
     stop_cleanly(&mut server)
 }
