@@ -158,13 +158,14 @@ impl Drop for Dhclient {
     }
 }
 
-/// The dhclient `-sf` hook: applies the lease with `ip` and records what dhclient passed.
+/// The dhclient `-sf` hook: applies the lease with `ip` and records what dhclient passed (each
+/// `name=value` followed by a space; the line ends with ` end`).
 fn dhclient_hook(events: &Path) -> String {
     format!(
         r#"#!/bin/sh
 # dhclient hook for the leasedns e2e tests: apply the lease with ip, record the variables.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-echo "reason=$reason new_ip_address=$new_ip_address old_ip_address=$old_ip_address new_host_name=$new_host_name new_domain_name=$new_domain_name new_domain_search=$new_domain_search new_ntp_servers=$new_ntp_servers new_interface_mtu=$new_interface_mtu new_rfc3442_classless_static_routes=$new_rfc3442_classless_static_routes new_routers=$new_routers new_domain_name_servers=$new_domain_name_servers" >> '{events}'
+echo "reason=$reason new_ip_address=$new_ip_address old_ip_address=$old_ip_address new_host_name=$new_host_name new_domain_name=$new_domain_name new_domain_search=$new_domain_search new_ntp_servers=$new_ntp_servers new_interface_mtu=$new_interface_mtu new_rfc3442_classless_static_routes=$new_rfc3442_classless_static_routes new_routers=$new_routers new_domain_name_servers=$new_domain_name_servers end" >> '{events}'
 case "$reason" in
     PREINIT) ip link set dev "$interface" up ;;
     BOUND|RENEW|REBIND|REBOOT)
