@@ -8,7 +8,7 @@
 //! Indices in use: 1 harness self-test, 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two
 //! clients; issue 3: 20 dhcpcd, 21-23 renewals, 24 options (nmap), 25 relay, 26 moved client,
 //! 27 perfdhcp, 28 hostile packets, 29 rapid commit, 30 classes and per-host options, 31 ping
-//! check.
+//! check, 32 non-authoritative relayed subnet.
 
 mod clients;
 mod dig;

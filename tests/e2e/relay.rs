@@ -1,6 +1,7 @@
 //! Relayed networks end to end: a real relay (ISC dhcrelay, adding option 82) in a router
 //! namespace serves a second subnet, a client moved there is NAKed and then leased there, and
-//! perfdhcp acting as a relay runs 500 clients through the server. Never touches src/.
+//! perfdhcp acting as a relay runs 500 clients through the server; a non-authoritative subnet
+//! stays silent instead. Never touches src/.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -16,9 +17,14 @@ use crate::server::{Server, ServerOptions};
 
 /// The `[[subnet]]` of a relayed segment: pool .100 to .150, DNS on the server.
 fn segment_subnet(lan: &Lan, seg: &Segment) -> String {
+    segment_subnet_with(lan, seg, true)
+}
+
+fn segment_subnet_with(lan: &Lan, seg: &Segment, authoritative: bool) -> String {
     format!(
         "\n[[subnet]]\nnetwork = \"{net}\"\npool_start = \"{start}\"\npool_end = \"{end}\"\n\
-         router = \"{gw}\"\ndns_servers = [\"{srv}\"]\nlease_time = 600\nauthoritative = true\n",
+         router = \"{gw}\"\ndns_servers = [\"{srv}\"]\nlease_time = 600\n\
+         authoritative = {authoritative}\n",
         net = seg.network(lan),
         start = seg.addr(lan, 100),
         end = seg.addr(lan, 150),
@@ -154,6 +160,47 @@ fn client_moved_to_another_subnet_is_naked_then_leased_there() -> Result<()> {
     logged(
         &server,
         dig::assert_resolves(&lan.probe, srv, "mover.lan", new),
+    )?;
+    stop_cleanly(&mut server)
+}
+
+#[test]
+fn non_authoritative_subnet_stays_silent_and_the_moved_client_falls_back_to_discover() -> Result<()>
+{
+    let mut lan = Lan::new("na", 32, 1)?;
+    let seg = lan.add_segment(1, 0)?;
+    let opts = ServerOptions {
+        extra_toml: segment_subnet_with(&lan, &seg, false),
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(&lan, &opts)?;
+    let srv = lan.server_ip();
+    let _relay = start_dhcrelay(&lan, &seg)?;
+
+    // `reboot 3`: give up on the old address after 3 s of silence (default 10).
+    let client = Dhclient::for_host(&lan, &lan.clients[0], "quiet", "reboot 3;\n")?;
+    let old = logged(&server, client.obtain())?;
+    client.stop()?;
+    let host = lan.clients[0].clone();
+    lan.move_to_segment(&host, &seg)?;
+    let (new, said) = logged(&server, client.obtain_verbose())?;
+    ensure!(
+        said.contains(&format!("DHCPREQUEST for {old}")) && !said.contains("DHCPNAK"),
+        "expected an unanswered REQUEST for {old}; dhclient said:\n{said}"
+    );
+    ensure!(
+        server.log().contains("not authoritative; silent"),
+        "the server did not log its silence:\n{}",
+        server.log()
+    );
+    ensure!(
+        in_segment_pool(&lan, &seg, new),
+        "after the move quiet got {new}, outside {}",
+        seg.network(&lan)
+    );
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "quiet.lan", new),
     )?;
     stop_cleanly(&mut server)
 }
