@@ -192,7 +192,7 @@ fn big_txt_records() -> String {
 fn dns_truncates_over_udp_answers_over_tcp_ignores_case_and_gives_nodata() -> Result<()> {
     let lan = Lan::new("tc", 52, 1)?;
     let opts = ServerOptions {
-        extra: big_txt_records(),
+        extra_toml: big_txt_records(),
         ..ServerOptions::default()
     };
     let mut server = Server::start(&lan, &opts)?;

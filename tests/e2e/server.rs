@@ -41,8 +41,13 @@ pub struct ServerOptions {
     pub hosts: Vec<Reservation>,
     /// TOML lines added to the `[dns]` table (e.g. `upstreams = [...]`).
     pub dns_extra: String,
-    /// TOML appended at the end of the config (e.g. `[[dns.record]]` tables).
-    pub extra: String,
+    /// Raw TOML lines for the top level (before `[dns]`), e.g. `ping_check = true`.
+    pub global_toml: String,
+    /// Raw TOML lines appended to the LAN's own `[[subnet]]` table (keys first, then any
+    /// `[[subnet.option]]` tables), e.g. `ntp_servers = ["10.50.0.1"]`.
+    pub subnet_toml: String,
+    /// Raw TOML appended at the end: more `[[subnet]]`, `[[class]]` or `[[host]]` tables.
+    pub extra_toml: String,
 }
 
 impl Default for ServerOptions {
@@ -53,7 +58,9 @@ impl Default for ServerOptions {
             lease_time: 600,
             hosts: Vec::new(),
             dns_extra: String::new(),
-            extra: String::new(),
+            global_toml: String::new(),
+            subnet_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -145,7 +152,7 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
     let srv = lan.server_ip();
     let mut s = format!(
         "domain = \"{domain}\"\ninterfaces = [\"{IFACE}\"]\nlease_file = \"{lease}\"\n\
-         durability = \"{durability}\"\n\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n{dns_extra}\n\
+         durability = \"{durability}\"\n{global}\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n{dns_extra}\n\
          [[subnet]]\nnetwork = \"{network}\"\npool_start = \"{start}\"\npool_end = \"{end}\"\n\
          router = \"{srv}\"\ndns_servers = [\"{srv}\"]\nlease_time = {lease_time}\ninterface = \"{IFACE}\"\n\
          authoritative = true\n",
@@ -155,7 +162,9 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
         network = lan.network(),
         lease_time = opts.lease_time,
         dns_extra = opts.dns_extra,
+        global = opts.global_toml,
     );
+    s.push_str(&opts.subnet_toml);
     for h in &opts.hosts {
         let _ = write!(
             s,
@@ -163,7 +172,8 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
             h.mac, h.ip, h.name
         );
     }
-    s.push_str(&opts.extra);
+    s.push('\n');
+    s.push_str(&opts.extra_toml);
     s
 }
 
