@@ -3,27 +3,33 @@
 //!
 //! Offers are held in the table (so two clients never get the same address) but never reported
 //! as changes; bound and declined leases are, in the order they happen.
+//!
+//! With `ping_check` on, an address that never had a lease is not offered at once: `handle`
+//! holds it and returns `Outcome::ping`; the service pings it without stalling other clients
+//! and calls `handle_after_ping` with the answer. An answered address is put aside like a
+//! declined one, and the next address is tried.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
 use tracing::{debug, info, warn};
 
 use crate::clock::UnixTime;
-use crate::config::{Config, Subnet};
+use crate::config::{ClientClass, Config, OptionSpec, Reservation, Subnet};
 use crate::dhcp::Iface;
 use crate::dhcp::alloc::{Pool, Reservations, Want};
 use crate::dhcp::dest::{self, Dest, Ports};
 use crate::dhcp::options::{self, ReplyOptions};
-use crate::dhcp::wire::Request;
+use crate::dhcp::wire::{self, Request};
 use crate::lease::table::{LeaseTable, held_by};
 use crate::lease::{ClientId, Lease, LeaseChange, LeaseState, RemoveReason};
 
 /// The smallest message every client must accept (RFC 2131 section 2).
 const MIN_MAX_SIZE: usize = 576;
-/// At most one "pool full" warning per subnet this often (seconds).
-const POOL_FULL_WARN_EVERY: u64 = 60;
+/// A lease time a client asks for (option 51) is granted down to this, never below.
+pub const MIN_REQUESTED_LEASE: u32 = 60;
 
 #[derive(Debug)]
 pub struct Reply {
@@ -31,12 +37,16 @@ pub struct Reply {
     pub dest: Dest,
     /// The most the client accepts (option 57, at least 576).
     pub max_size: usize,
+    /// The client's parameter request list: options are encoded in this order after 53, 54.
+    pub order: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub reply: Option<Reply>,
     pub changes: Vec<LeaseChange>,
+    /// Ping this address, then call `handle_after_ping` with the same request.
+    pub ping: Option<Ipv4Addr>,
 }
 
 pub struct Engine {
@@ -45,6 +55,8 @@ pub struct Engine {
     reservations: Reservations,
     /// Per subnet, in `cfg.subnets` order.
     subnets: Vec<SubnetState>,
+    /// Addresses being pinged, and for whom (each is held as that client's offer meanwhile).
+    pinging: HashMap<Ipv4Addr, ClientId>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -53,9 +65,11 @@ struct SubnetState {
     cursor: u32,
     /// When the last "pool full" warning was logged.
     full_warned: Option<UnixTime>,
+    /// Ranges of this subnet kept for client classes.
+    class_pools: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
-/// One request, once its subnet, server identifier and client are known.
+/// One request, once its subnet, server identifier, client, class and reservation are known.
 struct Ctx<'a> {
     now: UnixTime,
     req: &'a Request,
@@ -64,6 +78,10 @@ struct Ctx<'a> {
     subnet: &'a Subnet,
     server_id: Ipv4Addr,
     client: ClientId,
+    /// The first class the client matches in this subnet.
+    class: Option<&'a ClientClass>,
+    /// The client's reservation (anywhere).
+    host: Option<&'a Reservation>,
 }
 
 impl Engine {
@@ -76,37 +94,32 @@ impl Engine {
                 table.insert(l);
             }
         }
+        let mut subnets = vec![SubnetState::default(); cfg.subnets.len()];
+        for c in &cfg.dhcp.classes {
+            if let (Some(i), Some(range)) = (c.subnet, c.pool)
+                && let Some(state) = subnets.get_mut(i)
+            {
+                state.class_pools.push(range);
+            }
+        }
         Engine {
             reservations: Reservations::new(&cfg.reservations),
-            subnets: vec![SubnetState::default(); cfg.subnets.len()],
+            subnets,
             table,
             cfg,
+            pinging: HashMap::new(),
         }
     }
 
     pub fn handle(&mut self, now: UnixTime, req: &Request, iface: &Iface) -> Outcome {
-        let client = client_id(req);
         match req.msg_type {
-            MessageType::Release => return self.release(req, &client),
-            MessageType::Decline => return self.decline(now, req, &client),
+            MessageType::Release => return self.release(req, &client_id(req)),
+            MessageType::Decline => return self.decline(now, req, &client_id(req)),
             _ => {}
         }
         let cfg = Arc::clone(&self.cfg);
-        let Some((subnet_idx, server_id)) = select_subnet(&cfg, req, iface) else {
-            debug!(xid = req.xid, iface = %iface.name, giaddr = %req.giaddr, "no subnet");
+        let Some(cx) = self.context(&cfg, now, req, iface) else {
             return Outcome::default();
-        };
-        let Some(subnet) = cfg.subnets.get(subnet_idx) else {
-            return Outcome::default();
-        };
-        let cx = Ctx {
-            now,
-            req,
-            iface,
-            subnet_idx,
-            subnet,
-            server_id,
-            client,
         };
         match req.msg_type {
             MessageType::Discover => self.discover(&cx),
@@ -117,6 +130,92 @@ impl Engine {
                 Outcome::default()
             }
         }
+    }
+
+    /// Continue a DISCOVER whose `handle` asked for a ping of `ip`: offer it if nobody
+    /// `answered`, else put it aside for `decline_hold` and try the next address (which may ask
+    /// for another ping).
+    pub fn handle_after_ping(
+        &mut self,
+        now: UnixTime,
+        req: &Request,
+        iface: &Iface,
+        ip: Ipv4Addr,
+        answered: bool,
+    ) -> Outcome {
+        let client = client_id(req);
+        if self.pinging.get(&ip) != Some(&client) {
+            debug!(xid = req.xid, %ip, "ping result for a hold that is gone");
+            return Outcome::default();
+        }
+        self.pinging.remove(&ip);
+        let cfg = Arc::clone(&self.cfg);
+        let Some(cx) = self.context(&cfg, now, req, iface) else {
+            return Outcome::default();
+        };
+        let held = self
+            .table
+            .get(ip)
+            .is_some_and(|l| l.state == LeaseState::Offered && held_by(l, &cx.client));
+        if !held {
+            return self.discover(&cx);
+        }
+        if !answered {
+            return self.offer(&cx, ip);
+        }
+        warn!(xid = req.xid, %ip, subnet = %cx.subnet.network, "address answered a ping; set aside");
+        let lease = Lease {
+            ip,
+            client: cx.client.clone(),
+            hwaddr: req.hwaddr.clone(),
+            hostname: None,
+            expires: now.plus(u64::from(self.cfg.decline_hold)),
+            state: LeaseState::Declined,
+        };
+        self.table.insert(lease.clone());
+        let mut out = self.discover(&cx);
+        out.changes.insert(0, LeaseChange::Upsert(lease));
+        out
+    }
+
+    /// The request's subnet, server id, client, class and reservation; None when we do not
+    /// serve it.
+    fn context<'a>(
+        &self,
+        cfg: &'a Config,
+        now: UnixTime,
+        req: &'a Request,
+        iface: &'a Iface,
+    ) -> Option<Ctx<'a>> {
+        let Some((subnet_idx, server_id)) = select_subnet(cfg, req, iface) else {
+            debug!(xid = req.xid, iface = %iface.name, giaddr = %req.giaddr, "no subnet");
+            return None;
+        };
+        let subnet = cfg.subnets.get(subnet_idx)?;
+        let client = client_id(req);
+        let host = self
+            .reservations
+            .position(&client, &req.hwaddr)
+            .and_then(|i| cfg.reservations.get(i));
+        let class = cfg.dhcp.classes.iter().find(|c| {
+            c.subnet.is_none_or(|i| i == subnet_idx)
+                && c.matches(
+                    req.vendor_class.as_deref(),
+                    req.user_class.as_deref(),
+                    &req.hwaddr.bytes,
+                )
+        });
+        Some(Ctx {
+            now,
+            req,
+            iface,
+            subnet_idx,
+            subnet,
+            server_id,
+            client,
+            class,
+            host,
+        })
     }
 
     /// End every lease (and drop every offer) whose time is up; returns the removals.
@@ -131,6 +230,12 @@ impl Engine {
                 });
             }
         }
+        let table = &self.table;
+        self.pinging.retain(|ip, client| {
+            table
+                .get(*ip)
+                .is_some_and(|l| l.state == LeaseState::Offered && l.client == *client)
+        });
         changes
     }
 
@@ -148,31 +253,64 @@ impl Engine {
             .collect()
     }
 
+    /// The allocation view for this client: its class's range, or the subnet's pool without
+    /// the class ranges.
+    fn pool<'a>(&'a self, cx: &'a Ctx<'_>) -> Pool<'a> {
+        let mut pool = Pool::new(cx.subnet, &self.table, &self.reservations, cx.now);
+        if let Some(range) = cx.class.and_then(|c| c.pool) {
+            pool.range = range;
+        } else if let Some(state) = self.subnets.get(cx.subnet_idx) {
+            pool.excluded = &state.class_pools;
+        }
+        pool
+    }
+
     fn discover(&mut self, cx: &Ctx<'_>) -> Outcome {
         let want = self.want(cx, cx.req.requested_ip);
-        let pool = Pool {
-            subnet: cx.subnet,
-            table: &self.table,
-            reservations: &self.reservations,
-            now: cx.now,
-        };
-        let Some(state) = self.subnets.get_mut(cx.subnet_idx) else {
-            return Outcome::default();
-        };
-        let Some(ip) = pool.allocate(&want, &mut state.cursor) else {
+        let mut cursor = self.subnets.get(cx.subnet_idx).map_or(0, |s| s.cursor);
+        let got = self.pool(cx).allocate(&want, &mut cursor);
+        if let Some(state) = self.subnets.get_mut(cx.subnet_idx) {
+            state.cursor = cursor;
+        }
+        let Some(ip) = got else {
             self.pool_full(cx);
             return Outcome::default();
         };
+        if self.pinging.contains_key(&ip) {
+            debug!(xid = cx.req.xid, %ip, "ping of this address still running");
+            return Outcome::default();
+        }
+        let reserved = cx.host.is_some_and(|h| h.ip == ip);
+        if self.cfg.dhcp.ping_check && !reserved && !self.table.has_history(ip) {
+            let mut changes = Vec::new();
+            self.hold_offer(cx, ip, &mut changes);
+            self.pinging.insert(ip, cx.client.clone());
+            debug!(xid = cx.req.xid, client = %cx.client, %ip, "ping before offer");
+            return Outcome {
+                reply: None,
+                changes,
+                ping: Some(ip),
+            };
+        }
+        self.offer(cx, ip)
+    }
+
+    /// Answer a DISCOVER with `ip`: an OFFER held for the client, or with rapid commit (both
+    /// sides want it) an ACK and a bound lease at once.
+    fn offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
+        if cx.req.rapid_commit && cx.subnet.settings.rapid_commit {
+            return self.ack(cx, ip);
+        }
         let mut changes = Vec::new();
         self.hold_offer(cx, ip, &mut changes);
         debug!(xid = cx.req.xid, client = %cx.client, %ip, "offer");
-        let reply = self.positive(cx, MessageType::Offer, ip, Some(cx.subnet.lease_time));
+        let reply = self.positive(cx, MessageType::Offer, ip, Some(self.lease_time(cx)));
         Outcome {
             reply: Some(reply),
             changes,
+            ping: None,
         }
     }
-
     /// Hold `ip` for the client as an offer (a bound lease of its own stays bound). The client's
     /// other offers are dropped; a lease of another whose time is up is ended.
     fn hold_offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr, changes: &mut Vec<LeaseChange>) {
@@ -246,13 +384,8 @@ impl Engine {
             return self.nak_if_authoritative(cx, "address not on this segment");
         }
         let want = self.want(cx, Some(ip));
-        let pool = Pool {
-            subnet: cx.subnet,
-            table: &self.table,
-            reservations: &self.reservations,
-            now: cx.now,
-        };
-        if let Some(r) = self.reservations.for_client(&cx.client, &cx.req.hwaddr)
+        let pool = self.pool(cx);
+        if let Some(r) = cx.host
             && r.ip != ip
             && pool.may_have(r.ip, &want)
         {
@@ -275,10 +408,11 @@ impl Engine {
     fn ack(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
         let changes = self.bind(cx, ip);
         info!(xid = cx.req.xid, client = %cx.client, %ip, "ack");
-        let reply = self.positive(cx, MessageType::Ack, ip, Some(cx.subnet.lease_time));
+        let reply = self.positive(cx, MessageType::Ack, ip, Some(self.lease_time(cx)));
         Outcome {
             reply: Some(reply),
             changes,
+            ping: None,
         }
     }
 
@@ -312,7 +446,7 @@ impl Engine {
             client: cx.client.clone(),
             hwaddr: cx.req.hwaddr.clone(),
             hostname: self.hostname(cx).or(old_name),
-            expires: cx.now.plus(u64::from(cx.subnet.lease_time)),
+            expires: cx.now.plus(u64::from(self.lease_time(cx))),
             state: LeaseState::Bound,
         };
         self.table.insert(lease.clone());
@@ -334,8 +468,8 @@ impl Engine {
         info!(xid = req.xid, %client, %ip, "released");
         let reason = RemoveReason::Released;
         Outcome {
-            reply: None,
             changes: vec![LeaseChange::Remove { ip, reason }],
+            ..Outcome::default()
         }
     }
 
@@ -356,8 +490,8 @@ impl Engine {
         warn!(xid = req.xid, %client, %ip, "client declined the address (in use?); set aside");
         self.table.insert(lease.clone());
         Outcome {
-            reply: None,
             changes: vec![LeaseChange::Upsert(lease)],
+            ..Outcome::default()
         }
     }
 
@@ -366,7 +500,7 @@ impl Engine {
         let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
         Outcome {
             reply: Some(reply),
-            changes: Vec::new(),
+            ..Outcome::default()
         }
     }
 
@@ -401,26 +535,62 @@ impl Engine {
         }
     }
 
-    /// The name for the client's lease: its reservation's, else the one it sent, if valid.
+    /// The name for the client's lease: its reservation's, else the one it sent in option 12,
+    /// else the first label of its option 81, if valid.
     fn hostname(&self, cx: &Ctx<'_>) -> Option<String> {
-        let reserved = self.reservations.for_client(&cx.client, &cx.req.hwaddr);
-        reserved
+        let fqdn_label = || {
+            let f = wire::parse_fqdn(cx.req.fqdn.as_deref()?)?;
+            valid_hostname(f.labels.first()?)
+        };
+        cx.host
             .and_then(|r| r.name.clone())
             .or_else(|| cx.req.hostname.as_deref().and_then(valid_hostname))
+            .or_else(fqdn_label)
     }
 
-    /// Log that the pool is full, at most once a minute per subnet.
+    /// The lease time to grant: the host's, else the class's, else the subnet's; lowered to
+    /// what the client asked for (option 51), but not below `MIN_REQUESTED_LEASE`.
+    fn lease_time(&self, cx: &Ctx<'_>) -> u32 {
+        let configured = cx
+            .host
+            .and_then(|h| h.lease_time)
+            .or(cx.class.and_then(|c| c.lease_time))
+            .unwrap_or(cx.subnet.lease_time);
+        match cx.req.lease_time {
+            Some(asked) => asked.clamp(configured.min(MIN_REQUESTED_LEASE), configured),
+            None => configured,
+        }
+    }
+
+    /// DNS servers to announce: the subnet's; when it names none (key absent), our own address
+    /// if the DNS server answers on it, port 53 (or on 0.0.0.0:53 / [::]:53).
+    fn dns_servers(&self, cx: &Ctx<'_>) -> Vec<Ipv4Addr> {
+        let s = cx.subnet;
+        if !s.dns_servers.is_empty() || !s.settings.dns_servers_default {
+            return s.dns_servers.clone();
+        }
+        let ours = self.cfg.dns.listen.iter().any(|a| {
+            a.port() == 53
+                && match a.ip() {
+                    IpAddr::V4(ip) => ip == cx.server_id || ip.is_unspecified(),
+                    IpAddr::V6(ip) => ip.is_unspecified(),
+                }
+        });
+        if ours { vec![cx.server_id] } else { Vec::new() }
+    }
+
+    /// Log that the pool is full, at most once per `exhausted_warn_interval` per subnet.
     fn pool_full(&mut self, cx: &Ctx<'_>) -> bool {
+        let every = u64::from(self.cfg.dhcp.exhausted_warn_interval);
         let Some(state) = self.subnets.get_mut(cx.subnet_idx) else {
             return false;
         };
-        let due = state
-            .full_warned
-            .is_none_or(|t| cx.now >= t.plus(POOL_FULL_WARN_EVERY));
+        let due = state.full_warned.is_none_or(|t| cx.now >= t.plus(every));
         if due {
             state.full_warned = Some(cx.now);
-            let net = cx.subnet.network;
-            warn!(subnet = %net, prefix = cx.subnet.prefix_len, "address pool exhausted; no offer");
+            let subnet = format!("{}/{}", cx.subnet.network, cx.subnet.prefix_len);
+            let class = cx.class.filter(|c| c.pool.is_some()).map(|c| c.name.as_str());
+            warn!(%subnet, class, "address pool exhausted; no offer");
         }
         due
     }
@@ -454,10 +624,11 @@ impl Engine {
             msg,
             dest,
             max_size: max_size(req),
+            order: Vec::new(),
         };
         Outcome {
             reply: Some(reply),
-            changes: Vec::new(),
+            ..Outcome::default()
         }
     }
 
@@ -476,6 +647,25 @@ impl Engine {
             Ipv4Addr::UNSPECIFIED
         };
         let mut msg = reply_header(req, ciaddr, yiaddr);
+        let name = self
+            .table
+            .get(yiaddr)
+            .filter(|l| held_by(l, &cx.client))
+            .and_then(|l| l.hostname.clone())
+            .or_else(|| self.hostname(cx));
+        let fqdn = req
+            .fqdn
+            .as_deref()
+            .and_then(wire::parse_fqdn)
+            .zip(name.as_deref())
+            .map(|(f, label)| options::fqdn_reply(&f, label, &self.cfg.domain));
+        let dns = self.dns_servers(cx);
+        let none: &[OptionSpec] = &[];
+        let custom = [
+            cx.subnet.settings.options.as_slice(),
+            cx.class.map_or(none, |c| c.options.as_slice()),
+            cx.host.map_or(none, |h| h.options.as_slice()),
+        ];
         msg.set_opts(options::reply(&ReplyOptions {
             msg_type,
             server_id: cx.server_id,
@@ -483,12 +673,19 @@ impl Engine {
             domain: &self.cfg.domain,
             lease_time,
             relay_info: req.relay_info.as_deref(),
+            params: &req.params,
+            dns_servers: &dns,
+            custom: &custom,
+            hostname: name.as_deref(),
+            fqdn: fqdn.as_deref(),
+            rapid_commit: msg_type == MessageType::Ack && req.msg_type == MessageType::Discover,
         }));
         let dest = dest::choose(req, yiaddr, false, cx.iface.index, self.ports());
         Reply {
             msg,
             dest,
             max_size: max_size(req),
+            order: req.params.clone(),
         }
     }
 

@@ -1,12 +1,23 @@
-//! Reply options (RFC 2132) from the subnet's config and the request: message type, server id,
-//! lease times, mask, router, DNS, domain, broadcast, relay agent echo. Pure; no sockets, no
-//! clock, no lease decisions.
+//! Reply options (RFC 2132 and friends) from the subnet's config, the client's class and
+//! reservation, and the request: message type, server id, lease times, mask, router, DNS,
+//! domain, search list, static routes, NTP, MTU, broadcast, typed options, client FQDN, rapid
+//! commit, relay agent echo; filtered by the client's parameter request list. Pure; no
+//! sockets, no clock, no lease decisions.
 
 use std::net::Ipv4Addr;
 
+use dhcproto::Name;
 use dhcproto::v4::{DhcpOption, DhcpOptions, MessageType, OptionCode, UnknownOption};
 
-use crate::config::Subnet;
+use crate::config::{OptionSpec, Route, Subnet};
+use crate::dhcp::wire::ClientFqdn;
+
+/// Options sent whatever the parameter request list says: message type, server id, lease
+/// times, subnet mask, client FQDN, rapid commit, relay agent information.
+const ALWAYS: [u8; 9] = [53, 54, 51, 58, 59, 1, 81, 80, 82];
+/// Classless static routes (RFC 3442) and Microsoft's pre-standard copy of it.
+const ROUTES: u8 = 121;
+const MS_ROUTES: u8 = 249;
 
 /// What a positive reply (OFFER, ACK, INFORM's ACK) says besides the address.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +31,19 @@ pub struct ReplyOptions<'a> {
     pub lease_time: Option<u32>,
     /// Option 82 from the request, echoed unchanged.
     pub relay_info: Option<&'a [u8]>,
+    /// The client's parameter request list (option 55); empty: send every configured option
+    /// except 121/249, which are sent only when asked for.
+    pub params: &'a [u8],
+    /// DNS servers to announce (option 6), the subnet's or the default already applied.
+    pub dns_servers: &'a [Ipv4Addr],
+    /// Typed options, subnet's then class's then host's: a later one of a code wins.
+    pub custom: &'a [&'a [OptionSpec]],
+    /// The lease's host name (option 12, sent when asked for).
+    pub hostname: Option<&'a str>,
+    /// Option 81 payload to answer with (see `fqdn_reply`).
+    pub fqdn: Option<&'a [u8]>,
+    /// Answer to option 80: this ACK answers a DISCOVER.
+    pub rapid_commit: bool,
 }
 
 /// Options for an OFFER or ACK (or the ACK to an INFORM, without lease times).
@@ -33,19 +57,132 @@ pub fn reply(o: &ReplyOptions<'_>) -> DhcpOptions {
         opts.insert(DhcpOption::Renewal(t1));
         opts.insert(DhcpOption::Rebinding(t2));
     }
-    opts.insert(DhcpOption::SubnetMask(o.subnet.mask()));
-    if let Some(r) = o.subnet.router {
+    subnet_options(&mut opts, o);
+    for spec in o.custom.iter().flat_map(|list| list.iter()) {
+        let code = OptionCode::from(spec.code);
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(code, spec.data.clone())));
+    }
+    if let Some(name) = o.hostname {
+        opts.insert(DhcpOption::Hostname(name.to_string()));
+    }
+    if let Some(f) = o.fqdn {
+        let raw = UnknownOption::new(OptionCode::ClientFQDN, f.to_vec());
+        opts.insert(DhcpOption::Unknown(raw));
+    }
+    if o.rapid_commit {
+        opts.insert(DhcpOption::RapidCommit);
+    }
+    keep_requested(&mut opts, o.params);
+    echo_relay_info(&mut opts, o.relay_info);
+    opts
+}
+
+/// The subnet's own options: mask, router or routes, DNS, domain, search list, NTP, MTU,
+/// broadcast address.
+fn subnet_options(opts: &mut DhcpOptions, o: &ReplyOptions<'_>) {
+    let s = o.subnet;
+    let set = &s.settings;
+    opts.insert(DhcpOption::SubnetMask(s.mask()));
+    let routes = route_payload(&set.routes, s.router);
+    let wants_routes = o.params.contains(&ROUTES) && routes.is_some();
+    if let Some(r) = s.router.filter(|_| !wants_routes) {
         opts.insert(DhcpOption::Router(vec![r]));
     }
-    if !o.subnet.dns_servers.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(o.subnet.dns_servers.clone()));
+    if let Some(payload) = routes.filter(|_| !o.params.is_empty()) {
+        for code in [ROUTES, MS_ROUTES] {
+            let opt = UnknownOption::new(OptionCode::from(code), payload.clone());
+            opts.insert(DhcpOption::Unknown(opt));
+        }
+    }
+    if !o.dns_servers.is_empty() {
+        opts.insert(DhcpOption::DomainNameServer(o.dns_servers.to_vec()));
     }
     if !o.domain.is_empty() {
         opts.insert(DhcpOption::DomainName(o.domain.to_string()));
     }
-    opts.insert(DhcpOption::BroadcastAddr(o.subnet.broadcast()));
-    echo_relay_info(&mut opts, o.relay_info);
-    opts
+    let search: Vec<Name> = set
+        .domain_search
+        .iter()
+        .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
+        .collect();
+    if !search.is_empty() {
+        opts.insert(DhcpOption::DomainSearch(search));
+    }
+    if !set.ntp_servers.is_empty() {
+        opts.insert(DhcpOption::NtpServers(set.ntp_servers.clone()));
+    }
+    if let Some(mtu) = set.mtu {
+        opts.insert(DhcpOption::InterfaceMtu(mtu));
+    }
+    opts.insert(DhcpOption::BroadcastAddr(s.broadcast()));
+}
+
+/// Drop what the client did not ask for (when it sent a list), but never the `ALWAYS` ones.
+/// Routes (121/249) go only to clients that ask for them, list or not.
+fn keep_requested(opts: &mut DhcpOptions, params: &[u8]) {
+    let drop: Vec<OptionCode> = opts
+        .iter()
+        .map(|(code, _)| *code)
+        .filter(|code| {
+            let c = u8::from(*code);
+            let asked = params.contains(&c);
+            let routes = c == ROUTES || c == MS_ROUTES;
+            if params.is_empty() {
+                routes
+            } else {
+                !asked && !ALWAYS.contains(&c)
+            }
+        })
+        .collect();
+    for code in drop {
+        opts.remove(code);
+    }
+}
+
+/// The payload of options 121 and 249 (RFC 3442): each route as its prefix length, the
+/// significant octets of its network and its gateway; the router, if any, as 0.0.0.0/0 (a
+/// client that takes 121 ignores option 3). None without configured routes.
+pub fn route_payload(routes: &[Route], router: Option<Ipv4Addr>) -> Option<Vec<u8>> {
+    if routes.is_empty() {
+        return None;
+    }
+    let default = router.map(|gateway| Route {
+        network: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        gateway,
+    });
+    let mut out = Vec::new();
+    for r in routes.iter().chain(default.iter()) {
+        let p = r.prefix_len.min(32);
+        out.push(p);
+        let significant = usize::from(p.div_ceil(8));
+        out.extend_from_slice(r.network.octets().get(..significant).unwrap_or_default());
+        out.extend_from_slice(&r.gateway.octets());
+    }
+    Some(out)
+}
+
+/// The option 81 payload answering `client` (RFC 4702 section 4): S=1 (we update the A
+/// record), O=1 when the client asked otherwise (S=0), N=0, E as the client's, rcodes 255,
+/// and the name `<label>.<domain>` in the client's encoding (ASCII without a trailing dot).
+pub fn fqdn_reply(client: &ClientFqdn, label: &str, domain: &str) -> Vec<u8> {
+    let mut flags = ClientFqdn::S | (client.flags & ClientFqdn::E);
+    if client.flags & ClientFqdn::S == 0 {
+        flags |= ClientFqdn::O;
+    }
+    let mut out = vec![flags, 255, 255];
+    let labels = std::iter::once(label).chain(domain.split('.').filter(|l| !l.is_empty()));
+    if client.wire_format() {
+        for l in labels {
+            let l = &l.as_bytes()[..l.len().min(63)];
+            out.push(u8::try_from(l.len()).unwrap_or(63));
+            out.extend_from_slice(l);
+        }
+        out.push(0);
+    } else {
+        out.extend_from_slice(labels.collect::<Vec<_>>().join(".").as_bytes());
+    }
+    out
 }
 
 /// Options for a NAK: message type, server id, and the relay agent echo only (RFC 2131 table 3).

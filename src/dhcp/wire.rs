@@ -72,8 +72,67 @@ pub struct Request {
     pub relay_info: Option<Vec<u8>>,
     /// Option 60, raw.
     pub vendor_class: Option<Vec<u8>>,
-    /// Option 81, raw.
+    /// Option 81, raw (see `parse_fqdn`).
     pub fqdn: Option<Vec<u8>>,
+    /// Option 77, raw.
+    pub user_class: Option<Vec<u8>>,
+    /// Option 80 was present (RFC 4039).
+    pub rapid_commit: bool,
+}
+
+/// Option 81 (RFC 4702) as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFqdn {
+    /// The flags byte: S = 0x01, O = 0x02, E = 0x04, N = 0x08.
+    pub flags: u8,
+    /// The name's labels, as sent (not validated); empty when the client sent no name.
+    pub labels: Vec<Vec<u8>>,
+}
+
+impl ClientFqdn {
+    pub const S: u8 = 0x01;
+    pub const O: u8 = 0x02;
+    pub const E: u8 = 0x04;
+    pub const N: u8 = 0x08;
+
+    /// Whether the name is in DNS wire format (E set) rather than ASCII.
+    pub fn wire_format(&self) -> bool {
+        self.flags & Self::E != 0
+    }
+}
+
+/// Parse option 81's value: flags, two rcode bytes, then the name, in DNS wire format (E=1;
+/// labels up to a zero byte or the end) or ASCII (E=0, dotted). None when malformed.
+pub fn parse_fqdn(raw: &[u8]) -> Option<ClientFqdn> {
+    let (&flags, rest) = raw.split_first()?;
+    let name = rest.get(2..)?;
+    let labels = if flags & ClientFqdn::E != 0 {
+        wire_labels(name)?
+    } else {
+        let text = name.split(|b| *b == 0).next().unwrap_or_default();
+        text.split(|b| *b == b'.')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    Some(ClientFqdn { flags, labels })
+}
+
+/// DNS wire-format labels (no compression) up to the root label or the end of the bytes.
+fn wire_labels(mut name: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut labels = Vec::new();
+    while let Some((&len, rest)) = name.split_first() {
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        let label = rest.get(..usize::from(len))?;
+        labels.push(label.to_vec());
+        name = rest.get(usize::from(len)..).unwrap_or_default();
+    }
+    Some(labels)
 }
 
 /// Fixed BOOTP header offsets (RFC 2131 figure 1).
@@ -108,7 +167,7 @@ const OPT_END: u8 = 255;
 const OPT_OVERLOAD: u8 = 52;
 
 /// The option codes `decode` keeps; every other option is skipped unread.
-const WANTED: [u8; 11] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81];
+const WANTED: [u8; 13] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81, 77, 80];
 
 /// Values of the wanted options, each the concatenation of all its instances (RFC 3396).
 #[derive(Default)]
@@ -294,6 +353,8 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
         relay_info: at_least(&mut raw, 82, 1)?,
         vendor_class: raw.take(60).filter(|v| !v.is_empty()),
         fqdn: at_least(&mut raw, 81, 3)?,
+        user_class: raw.take(77).filter(|v| !v.is_empty()),
+        rapid_commit: raw.take(80).is_some(),
     })
 }
 
@@ -316,13 +377,23 @@ const ESSENTIAL: [OptionCode; 6] = [
 /// `ESSENTIAL` are never dropped. Option 53 is moved first (dhcproto writes options in numeric
 /// order, with 82 last), and the message is zero-padded to BOOTP's 300 bytes.
 pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
+    encode_ordered(msg, max_size, &[])
+}
+
+/// `encode`, with the options in `order` (the client's parameter request list) written right
+/// after 53 and 54, in that order; the others follow in numeric order, and 82 stays last.
+pub fn encode_ordered(
+    msg: &Message,
+    max_size: usize,
+    order: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
     let mut msg = msg.clone();
     loop {
         let mut bytes = Vec::with_capacity(BOOTP_MIN);
         msg.encode(&mut Encoder::new(&mut bytes))?;
         if bytes.len() <= limit {
-            let mut bytes = message_type_first(bytes);
+            let mut bytes = reorder(bytes, order);
             if bytes.len() < BOOTP_MIN {
                 bytes.resize(BOOTP_MIN, 0);
             }
@@ -357,22 +428,35 @@ fn encoded_len(opt: &DhcpOption) -> usize {
     }
 }
 
-/// Rewrite the options of an encoded message so option 53 comes first; the rest keep their
-/// order (so 82 stays last). Input is dhcproto's output, so it is well formed; anything
-/// unexpected leaves the bytes unchanged.
-fn message_type_first(bytes: Vec<u8>) -> Vec<u8> {
+/// Where option `code` goes: 53, 54, then the codes of `order` in turn, then the rest (in
+/// dhcproto's numeric order, the sort being stable), then 82.
+fn rank(code: u8, order: &[u8]) -> usize {
+    match code {
+        53 => 0,
+        54 => 1,
+        82 => usize::MAX,
+        _ => order
+            .iter()
+            .position(|c| *c == code)
+            .map_or(usize::MAX - 1, |p| p + 2),
+    }
+}
+
+/// Rewrite the options of an encoded message in `rank` order. The pieces of a split long
+/// option share a rank, so they stay together and in order. Input is dhcproto's output, so it
+/// is well formed; anything unexpected leaves the bytes unchanged.
+fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
     let Some(area) = bytes.get(OPTIONS..) else {
         return bytes;
     };
     let mut tlvs = Vec::new();
-    let walked = walk(area, |t| tlvs.push(t), |_| true);
-    if walked.is_err() || tlvs.first().is_none_or(|t| t.code == 53) {
+    if walk(area, |t| tlvs.push(t), |_| true).is_err() {
         return bytes;
     }
+    tlvs.sort_by_key(|t| rank(t.code, order));
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(bytes.get(..OPTIONS).unwrap_or_default());
-    let (first, rest): (Vec<Tlv>, Vec<Tlv>) = tlvs.into_iter().partition(|t| t.code == 53);
-    for t in first.iter().chain(&rest) {
+    for t in &tlvs {
         out.push(t.code);
         let value = area.get(t.start..t.end).unwrap_or_default();
         out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
