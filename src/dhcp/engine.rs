@@ -805,6 +805,7 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
         }
     }
 
@@ -835,7 +836,10 @@ mod tests {
                 client_id: None,
                 ip: ip(10),
                 name: Some("printer".into()),
+                lease_time: None,
+                options: vec![],
             }],
+            dhcp: Default::default(),
         }
     }
 
@@ -881,6 +885,8 @@ mod tests {
             relay_info: None,
             vendor_class: None,
             fqdn: None,
+            user_class: None,
+            rapid_commit: false,
         }
     }
     fn discover(n: u8) -> Request {

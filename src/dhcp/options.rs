@@ -227,6 +227,25 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
+        }
+    }
+
+    /// An ACK for `s` to a client that sent no parameter list, nothing extra.
+    fn plain(s: &Subnet) -> ReplyOptions<'_> {
+        ReplyOptions {
+            msg_type: MessageType::Ack,
+            server_id: Ipv4Addr::new(10, 0, 0, 1),
+            subnet: s,
+            domain: "lan",
+            lease_time: Some(3600),
+            relay_info: None,
+            params: &[],
+            dns_servers: &s.dns_servers,
+            custom: &[],
+            hostname: None,
+            fqdn: None,
+            rapid_commit: false,
         }
     }
 
@@ -241,6 +260,7 @@ mod tests {
             domain: "lan",
             lease_time: Some(3600),
             relay_info: None,
+            ..plain(&s)
         });
         assert_eq!(o.msg_type(), Some(MessageType::Ack));
         let get = |c| o.get(c).cloned();
@@ -284,6 +304,7 @@ mod tests {
             domain: "",
             lease_time: None,
             relay_info: None,
+            ..plain(&s)
         });
         for c in [
             OptionCode::AddressLeaseTime,

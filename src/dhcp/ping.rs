@@ -142,8 +142,8 @@ mod tests {
         let mut req = ip.clone();
         req[20] = ECHO_REQUEST;
         assert!(!is_reply(&req, true, 0x1234, 7), "our own request looped back");
-        for cut in 0..ip.len() {
-            assert!(!is_reply(&ip[..cut], true, 0x1234, 7) || cut == ip.len());
+        for cut in 0..28 {
+            assert!(!is_reply(&ip[..cut], true, 0x1234, 7), "cut at {cut}");
         }
     }
 

@@ -698,7 +698,7 @@ mod tests {
     }
 
     #[test]
-    fn golden_offer_encodes_with_cookie_53_first_and_padding() {
+    fn golden_offer_encodes_with_cookie_53_54_first_and_padding() {
         let bytes = encode(&offer(), 576).expect("encodes");
         assert_eq!(bytes.len(), BOOTP_MIN, "padded to BOOTP minimum");
         assert_eq!(bytes[..4], [2, 1, 6, 0], "op 2, ethernet, hlen 6");
@@ -709,12 +709,12 @@ mod tests {
         assert_eq!(bytes[COOKIE], MAGIC);
         let expected_opts: &[u8] = &[
             53, 1, 2, // message type first
+            54, 4, 10, 0, 0, 1, // then server id
             1, 4, 255, 255, 255, 0, // subnet mask
             3, 4, 10, 0, 0, 1, // router
             6, 4, 10, 0, 0, 1, // dns
             15, 3, b'l', b'a', b'n', // domain name
             51, 4, 0, 0, 0x0e, 0x10, // lease time
-            54, 4, 10, 0, 0, 1, // server id
             255,
         ];
         assert_eq!(
