@@ -1454,6 +1454,206 @@ value = "hello world"
         assert_eq!(field, "tipe");
     }
 
+    /// The issue-3 keys, as the contract writes them.
+    const ISSUE3: &str = r#"
+ping_check = true
+ping_timeout_ms = 250
+exhausted_warn_interval = 30
+[[subnet]]
+network = "10.0.0.0/24"
+pool_start = "10.0.0.100"
+pool_end = "10.0.0.199"
+router = "10.0.0.1"
+lease_time = 3600
+authoritative = false
+rapid_commit = true
+domain_search = ["lan", "Corp.Example."]
+ntp_servers = ["10.0.0.1"]
+mtu = 1500
+routes = [ { network = "10.9.0.0/16", gateway = "10.0.0.254" }, { network = "0.0.0.0/0", gateway = "10.0.0.1" } ]
+  [[subnet.option]]
+  code = 252
+  type = "string"
+  value = "http://wpad.lan/wpad.dat"
+  [[subnet.option]]
+  code = 150
+  type = "ips"
+  value = ["10.0.0.5", "10.0.0.6"]
+  [[subnet.option]]
+  code = 23
+  type = "u8"
+  value = 64
+  [[subnet.option]]
+  code = 24
+  type = "u32"
+  value = 600
+  [[subnet.option]]
+  code = 13
+  type = "u16"
+  value = 512
+  [[subnet.option]]
+  code = 19
+  type = "bool"
+  value = false
+  [[subnet.option]]
+  code = 43
+  type = "hex"
+  value = "01:04:c0:a8:00:01"
+  [[subnet.option]]
+  code = 16
+  type = "ip"
+  value = "10.0.0.7"
+[[host]]
+client_id = "01:52:54:00:12:34:56"
+ip = "10.0.0.10"
+name = "printer"
+lease_time = 86400
+  [[host.option]]
+  code = 42
+  type = "ips"
+  value = ["10.0.0.5"]
+[[class]]
+name = "phones"
+vendor_class = "android-dhcp"
+user_class = "x"
+mac_prefix = "52:54:01"
+subnet = "10.0.0.0/24"
+pool_start = "10.0.0.200"
+pool_end = "10.0.0.219"
+lease_time = 600
+  [[class.option]]
+  code = 6
+  type = "ips"
+  value = ["10.0.0.53"]
+[[class]]
+name = "printers"
+mac_prefix = "00-11-22"
+"#;
+
+    fn issue3() -> String {
+        format!("domain = \"lan\"\nlease_file = \"/tmp/x\"\n{ISSUE3}")
+    }
+
+    #[test]
+    fn issue3_keys_are_read_and_encoded() {
+        let c = parse(&issue3()).expect("valid");
+        assert!(c.dhcp.ping_check);
+        assert_eq!(c.dhcp.ping_timeout, Duration::from_millis(250));
+        assert_eq!(c.dhcp.exhausted_warn_interval, 30);
+        let s = &c.subnets[0];
+        assert!(!s.authoritative);
+        let set = &s.settings;
+        assert!(set.rapid_commit && set.dns_servers_default && s.dns_servers.is_empty());
+        assert_eq!(set.domain_search, vec!["lan", "corp.example"]);
+        assert_eq!(set.ntp_servers, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+        assert_eq!(set.mtu, Some(1500));
+        let gw = Ipv4Addr::new(10, 0, 0, 254);
+        assert_eq!(
+            set.routes[0],
+            Route {
+                network: Ipv4Addr::new(10, 9, 0, 0),
+                prefix_len: 16,
+                gateway: gw
+            }
+        );
+        assert_eq!(set.routes[1].prefix_len, 0);
+        let data: Vec<(u8, Vec<u8>)> = set
+            .options
+            .iter()
+            .map(|o| (o.code, o.data.clone()))
+            .collect();
+        assert_eq!(
+            data,
+            vec![
+                (252, b"http://wpad.lan/wpad.dat".to_vec()),
+                (150, vec![10, 0, 0, 5, 10, 0, 0, 6]),
+                (23, vec![64]),
+                (24, vec![0, 0, 2, 88]),
+                (13, vec![2, 0]),
+                (19, vec![0]),
+                (43, vec![1, 4, 0xc0, 0xa8, 0, 1]),
+                (16, vec![10, 0, 0, 7]),
+            ]
+        );
+        let h = &c.reservations[0];
+        assert_eq!(h.lease_time, Some(86400));
+        assert_eq!(h.options, vec![OptionSpec { code: 42, data: vec![10, 0, 0, 5] }]);
+        let k = &c.dhcp.classes[0];
+        assert_eq!(k.name, "phones");
+        assert_eq!(k.vendor_class.as_deref(), Some(&b"android-dhcp"[..]));
+        assert_eq!(k.mac_prefix.as_deref(), Some(&[0x52, 0x54, 0x01][..]));
+        assert_eq!((k.subnet, k.lease_time), (Some(0), Some(600)));
+        let range = (Ipv4Addr::new(10, 0, 0, 200), Ipv4Addr::new(10, 0, 0, 219));
+        assert_eq!(k.pool, Some(range));
+        assert_eq!(k.options[0].code, 6);
+        assert_eq!(c.dhcp.classes[1].mac_prefix, Some(vec![0, 0x11, 0x22]));
+    }
+
+    #[test]
+    fn issue3_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.dhcp, DhcpGlobals::default());
+        assert!(!c.dhcp.ping_check);
+        assert_eq!(c.dhcp.ping_timeout, Duration::from_millis(300));
+        assert_eq!(c.dhcp.exhausted_warn_interval, 60);
+        let set = &c.subnets[0].settings;
+        assert!(!set.dns_servers_default, "dns_servers given");
+        assert!(!set.rapid_commit && set.routes.is_empty() && set.options.is_empty());
+        assert_eq!(c.reservations[0].lease_time, None);
+    }
+
+    #[test]
+    fn class_matching_needs_every_key_given() {
+        let c = parse(&issue3()).expect("valid");
+        let phones = &c.dhcp.classes[0];
+        let mac = [0x52, 0x54, 0x01, 0, 0, 9];
+        assert!(phones.matches(Some(b"android-dhcp-13"), Some(b"\x01x"), &mac));
+        assert!(!phones.matches(Some(b"android-dhcp-13"), None, &mac), "no user class");
+        assert!(!phones.matches(Some(b"MSFT 5.0"), Some(b"x"), &mac), "vendor prefix");
+        assert!(!phones.matches(Some(b"android-dhcp"), Some(b"x"), &[0x52, 0x54, 0, 0, 0, 9]));
+        let printers = &c.dhcp.classes[1];
+        assert!(printers.matches(None, None, &[0, 0x11, 0x22, 1, 2, 3]));
+        assert!(!printers.matches(None, None, &[0, 0x11]));
+    }
+
+    #[test]
+    fn issue3_errors_name_the_field() {
+        let base = issue3();
+        let cases = [
+            ("gateway = \"10.0.0.1\" }", "gateway = \"10.1.0.1\" }", "subnet[0].routes[1].gateway"),
+            ("\"10.9.0.0/16\"", "\"10.9.0.1/16\"", "subnet[0].routes[0].network"),
+            ("\"0.0.0.0/0\"", "\"0.0.0.0/33\"", "subnet[0].routes[1].network"),
+            ("pool_start = \"10.0.0.200\"", "pool_start = \"10.0.1.200\"", "class[0].pool_start"),
+            ("pool_end = \"10.0.0.219\"", "pool_end = \"10.0.0.19\"", "class[0].pool_end"),
+            ("subnet = \"10.0.0.0/24\"", "subnet = \"10.7.0.0/24\"", "class[0].subnet"),
+            ("mac_prefix = \"00-11-22\"", "mac_prefix = \"zz\"", "class[1].mac_prefix"),
+            ("mac_prefix = \"00-11-22\"", "", "class[1]"),
+            ("value = [\"10.0.0.5\"]\n[[class", "value = [\"10.0.0.500\"]\n[[class", "host[0].option[0].value"),
+            ("code = 42", "code = 53", "host[0].option[0].code"),
+            ("code = 252", "code = 300", "subnet[0].option[0].code"),
+            ("type = \"u8\"", "type = \"u64\"", "subnet[0].option[2].type"),
+            ("value = 64", "value = 256", "subnet[0].option[2].value"),
+            ("value = 512", "value = -1", "subnet[0].option[4].value"),
+            ("value = false", "value = 1", "subnet[0].option[5].value"),
+            ("value = \"01:04:c0:a8:00:01\"", "value = \"0x1\"", "subnet[0].option[6].value"),
+            ("\"Corp.Example.\"", "\"bad..name\"", "subnet[0].domain_search[1]"),
+            ("mtu = 1500", "mtu = 67", "subnet[0].mtu"),
+            ("lease_time = 86400", "lease_time = 5", "host[0].lease_time"),
+            ("lease_time = 600", "lease_time = 1", "class[0].lease_time"),
+            ("ping_timeout_ms = 250", "ping_timeout_ms = 9", "ping_timeout_ms"),
+        ];
+        for (from, to, want) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (line, field, msg) = invalid(&text);
+            assert_eq!(field, want, "{msg}");
+            assert!(line > 1, "{field}: line {line}");
+        }
+        let (_, field, msg) = invalid(&base.replace("mtu = 1500", "mtu = 1500\nmtus = 1"));
+        assert_eq!(field, "mtus");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
     #[test]
     fn qualify_follows_the_documented_rules() {
         assert_eq!(qualify("@", "lan").as_deref(), Some("lan"));
