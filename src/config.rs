@@ -611,7 +611,8 @@ mod validate {
             ),
             None => None,
         };
-        let bytes = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().as_bytes().to_vec());
+        let bytes =
+            |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().as_bytes().to_vec());
         let (vendor_class, user_class) = (bytes(&c.vendor_class), bytes(&c.user_class));
         if vendor_class.is_none() && user_class.is_none() && mac_prefix.is_none() {
             let msg = "needs `vendor_class`, `user_class` or `mac_prefix`";
@@ -664,13 +665,21 @@ mod validate {
         subnets: &[Subnet],
     ) -> Result<usize, ConfigError> {
         let field = |f: &str| format!("class[{i}].{f}");
-        let host_of = |s: &Subnet, ip: Ipv4Addr| s.contains(ip) && ip != s.network && ip != s.broadcast();
+        let host_of =
+            |s: &Subnet, ip: Ipv4Addr| s.contains(ip) && ip != s.network && ip != s.broadcast();
         let start = *a.get_ref();
         let idx = match subnet {
             Some(idx) => idx,
-            None => subnets.iter().position(|s| host_of(s, start)).ok_or_else(|| {
-                cx.err(a.span(), field("pool_start"), format!("{start} is in no configured subnet"))
-            })?,
+            None => subnets
+                .iter()
+                .position(|s| host_of(s, start))
+                .ok_or_else(|| {
+                    cx.err(
+                        a.span(),
+                        field("pool_start"),
+                        format!("{start} is in no configured subnet"),
+                    )
+                })?,
         };
         let Some(s) = subnets.get(idx) else {
             return Err(cx.err(a.span(), field("pool_start"), "no such subnet"));
@@ -678,7 +687,10 @@ mod validate {
         for (name, ip) in [("pool_start", a), ("pool_end", b)] {
             let addr = *ip.get_ref();
             if !host_of(s, addr) {
-                let msg = format!("{addr} is not a host address of {}/{}", s.network, s.prefix_len);
+                let msg = format!(
+                    "{addr} is not a host address of {}/{}",
+                    s.network, s.prefix_len
+                );
                 return Err(cx.err(ip.span(), field(name), msg));
             }
         }
@@ -727,7 +739,11 @@ mod validate {
                 })?;
             let otype = o.otype.get_ref().to_ascii_lowercase();
             if !OPTION_TYPES.contains(&otype.as_str()) {
-                let msg = format!("`{}` is not one of {}", o.otype.get_ref(), OPTION_TYPES.join(", "));
+                let msg = format!(
+                    "`{}` is not one of {}",
+                    o.otype.get_ref(),
+                    OPTION_TYPES.join(", ")
+                );
                 return Err(cx.err(o.otype.span(), field("type"), msg));
             }
             let data = option_value(&otype, o.value.get_ref()).map_err(|what| {
@@ -761,8 +777,12 @@ mod validate {
                 .map(|v| v.concat()),
             ("ips", V::String(_)) => ip(v),
             ("u8", _) => int(v).and_then(|n| u8::try_from(n).ok()).map(|n| vec![n]),
-            ("u16", _) => int(v).and_then(|n| u16::try_from(n).ok()).map(|n| n.to_be_bytes().to_vec()),
-            ("u32", _) => int(v).and_then(|n| u32::try_from(n).ok()).map(|n| n.to_be_bytes().to_vec()),
+            ("u16", _) => int(v)
+                .and_then(|n| u16::try_from(n).ok())
+                .map(|n| n.to_be_bytes().to_vec()),
+            ("u32", _) => int(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .map(|n| n.to_be_bytes().to_vec()),
             ("bool", V::Boolean(b)) => Some(vec![u8::from(*b)]),
             ("hex", V::String(s)) => hex_bytes(s),
             _ => None,
@@ -789,7 +809,11 @@ mod validate {
         let field = |f: &str| format!("subnet[{i}].{f}");
         let mut domain_search = Vec::with_capacity(s.domain_search.len());
         for (j, d) in s.domain_search.iter().enumerate() {
-            let name = d.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+            let name = d
+                .get_ref()
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
             if name.is_empty() || name.len() > 253 || !name.split('.').all(is_label) {
                 let msg = format!("`{}` is not a valid domain name", d.get_ref());
                 return Err(cx.err(d.span(), field(&format!("domain_search[{j}]")), msg));
@@ -801,7 +825,12 @@ mod validate {
         }
         let mut routes = Vec::with_capacity(s.routes.len());
         for (j, r) in s.routes.iter().enumerate() {
-            routes.push(route(cx, r.get_ref(), sub, &field(&format!("routes[{j}]")))?);
+            routes.push(route(
+                cx,
+                r.get_ref(),
+                sub,
+                &field(&format!("routes[{j}]")),
+            )?);
         }
         Ok(SubnetSettings {
             dns_servers_default: s.dns_servers.is_none(),
@@ -1577,7 +1606,13 @@ mac_prefix = "00-11-22"
         );
         let h = &c.reservations[0];
         assert_eq!(h.lease_time, Some(86400));
-        assert_eq!(h.options, vec![OptionSpec { code: 42, data: vec![10, 0, 0, 5] }]);
+        assert_eq!(
+            h.options,
+            vec![OptionSpec {
+                code: 42,
+                data: vec![10, 0, 0, 5]
+            }]
+        );
         let k = &c.dhcp.classes[0];
         assert_eq!(k.name, "phones");
         assert_eq!(k.vendor_class.as_deref(), Some(&b"android-dhcp"[..]));
@@ -1608,8 +1643,14 @@ mac_prefix = "00-11-22"
         let phones = &c.dhcp.classes[0];
         let mac = [0x52, 0x54, 0x01, 0, 0, 9];
         assert!(phones.matches(Some(b"android-dhcp-13"), Some(b"\x01x"), &mac));
-        assert!(!phones.matches(Some(b"android-dhcp-13"), None, &mac), "no user class");
-        assert!(!phones.matches(Some(b"MSFT 5.0"), Some(b"x"), &mac), "vendor prefix");
+        assert!(
+            !phones.matches(Some(b"android-dhcp-13"), None, &mac),
+            "no user class"
+        );
+        assert!(
+            !phones.matches(Some(b"MSFT 5.0"), Some(b"x"), &mac),
+            "vendor prefix"
+        );
         assert!(!phones.matches(Some(b"android-dhcp"), Some(b"x"), &[0x52, 0x54, 0, 0, 0, 9]));
         let printers = &c.dhcp.classes[1];
         assert!(printers.matches(None, None, &[0, 0x11, 0x22, 1, 2, 3]));
@@ -1620,27 +1661,75 @@ mac_prefix = "00-11-22"
     fn issue3_errors_name_the_field() {
         let base = issue3();
         let cases = [
-            ("gateway = \"10.0.0.1\" }", "gateway = \"10.1.0.1\" }", "subnet[0].routes[1].gateway"),
-            ("\"10.9.0.0/16\"", "\"10.9.0.1/16\"", "subnet[0].routes[0].network"),
-            ("\"0.0.0.0/0\"", "\"0.0.0.0/33\"", "subnet[0].routes[1].network"),
-            ("pool_start = \"10.0.0.200\"", "pool_start = \"10.0.1.200\"", "class[0].pool_start"),
-            ("pool_end = \"10.0.0.219\"", "pool_end = \"10.0.0.19\"", "class[0].pool_end"),
-            ("subnet = \"10.0.0.0/24\"", "subnet = \"10.7.0.0/24\"", "class[0].subnet"),
-            ("mac_prefix = \"00-11-22\"", "mac_prefix = \"zz\"", "class[1].mac_prefix"),
+            (
+                "gateway = \"10.0.0.1\" }",
+                "gateway = \"10.1.0.1\" }",
+                "subnet[0].routes[1].gateway",
+            ),
+            (
+                "\"10.9.0.0/16\"",
+                "\"10.9.0.1/16\"",
+                "subnet[0].routes[0].network",
+            ),
+            (
+                "\"0.0.0.0/0\"",
+                "\"0.0.0.0/33\"",
+                "subnet[0].routes[1].network",
+            ),
+            (
+                "pool_start = \"10.0.0.200\"",
+                "pool_start = \"10.0.1.200\"",
+                "class[0].pool_start",
+            ),
+            (
+                "pool_end = \"10.0.0.219\"",
+                "pool_end = \"10.0.0.19\"",
+                "class[0].pool_end",
+            ),
+            (
+                "subnet = \"10.0.0.0/24\"",
+                "subnet = \"10.7.0.0/24\"",
+                "class[0].subnet",
+            ),
+            (
+                "mac_prefix = \"00-11-22\"",
+                "mac_prefix = \"zz\"",
+                "class[1].mac_prefix",
+            ),
             ("mac_prefix = \"00-11-22\"", "", "class[1]"),
-            ("value = [\"10.0.0.5\"]\n[[class", "value = [\"10.0.0.500\"]\n[[class", "host[0].option[0].value"),
+            (
+                "value = [\"10.0.0.5\"]\n[[class",
+                "value = [\"10.0.0.500\"]\n[[class",
+                "host[0].option[0].value",
+            ),
             ("code = 42", "code = 53", "host[0].option[0].code"),
             ("code = 252", "code = 300", "subnet[0].option[0].code"),
-            ("type = \"u8\"", "type = \"u64\"", "subnet[0].option[2].type"),
+            (
+                "type = \"u8\"",
+                "type = \"u64\"",
+                "subnet[0].option[2].type",
+            ),
             ("value = 64", "value = 256", "subnet[0].option[2].value"),
             ("value = 512", "value = -1", "subnet[0].option[4].value"),
             ("value = false", "value = 1", "subnet[0].option[5].value"),
-            ("value = \"01:04:c0:a8:00:01\"", "value = \"0x1\"", "subnet[0].option[6].value"),
-            ("\"Corp.Example.\"", "\"bad..name\"", "subnet[0].domain_search[1]"),
+            (
+                "value = \"01:04:c0:a8:00:01\"",
+                "value = \"0x1\"",
+                "subnet[0].option[6].value",
+            ),
+            (
+                "\"Corp.Example.\"",
+                "\"bad..name\"",
+                "subnet[0].domain_search[1]",
+            ),
             ("mtu = 1500", "mtu = 67", "subnet[0].mtu"),
             ("lease_time = 86400", "lease_time = 5", "host[0].lease_time"),
             ("lease_time = 600", "lease_time = 1", "class[0].lease_time"),
-            ("ping_timeout_ms = 250", "ping_timeout_ms = 9", "ping_timeout_ms"),
+            (
+                "ping_timeout_ms = 250",
+                "ping_timeout_ms = 9",
+                "ping_timeout_ms",
+            ),
         ];
         for (from, to, want) in cases {
             let text = base.replacen(from, to, 1);

@@ -395,6 +395,42 @@ mod tests {
     }
 
     #[test]
+    fn class_range_and_excluded_ranges_shape_the_pool() {
+        let s = subnet(100, 110);
+        let t = LeaseTable::new();
+        let r = Reservations::default();
+        let (c, h) = (id(1), hw(1));
+        let w = Want {
+            client: &c,
+            hwaddr: &h,
+            requested: Some(ip(105)),
+            server_id: SID,
+        };
+        // A non-member: .100 to .104 kept for a class; asking for .105 is fine, the scan
+        // starts past the excluded range.
+        let kept = [(ip(100), ip(104))];
+        let mut pool = Pool::new(&s, &t, &r, UnixTime(0));
+        pool.excluded = &kept;
+        assert!(!pool.in_pool(ip(103)) && pool.in_pool(ip(105)));
+        assert_eq!(pool.allocate(&w, &mut 0), Some(ip(105)));
+        let w2 = Want {
+            requested: Some(ip(101)),
+            ..w
+        };
+        assert_eq!(
+            pool.allocate(&w2, &mut 0),
+            Some(ip(105)),
+            "excluded even when asked"
+        );
+        assert!(!pool.may_have(ip(101), &w2));
+        // A member allocates from its own range only, even outside the subnet's pool.
+        let mut member = Pool::new(&s, &t, &r, UnixTime(0));
+        member.range = (ip(200), ip(201));
+        assert_eq!(member.allocate(&w2, &mut 0), Some(ip(200)));
+        assert!(member.may_have(ip(201), &w2) && !member.may_have(ip(105), &w2));
+    }
+
+    #[test]
     fn empty_or_inverted_pool_gives_nothing() {
         let s = subnet(110, 100);
         let t = LeaseTable::new();

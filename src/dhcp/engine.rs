@@ -589,7 +589,10 @@ impl Engine {
         if due {
             state.full_warned = Some(cx.now);
             let subnet = format!("{}/{}", cx.subnet.network, cx.subnet.prefix_len);
-            let class = cx.class.filter(|c| c.pool.is_some()).map(|c| c.name.as_str());
+            let class = cx
+                .class
+                .filter(|c| c.pool.is_some())
+                .map(|c| c.name.as_str());
             warn!(%subnet, class, "address pool exhausted; no offer");
         }
         due
@@ -1543,19 +1546,37 @@ mod tests {
         d.params = vec![252, 42, 1, 26, 3];
         let offer = at(&mut e, 0, &d);
         let r = offer.reply.as_ref().expect("offer");
-        assert_eq!(r.order, vec![252, 42, 1, 26, 3], "encoded in the client's order");
+        assert_eq!(
+            r.order,
+            vec![252, 42, 1, 26, 3],
+            "encoded in the client's order"
+        );
         assert_eq!(raw(&offer, 252), Some(b"http://wpad.lan/wpad.dat".to_vec()));
-        assert_eq!(opt(&offer, OptionCode::NtpServers), Some(DhcpOption::NtpServers(vec![ip(5)])));
-        assert_eq!(opt(&offer, OptionCode::InterfaceMtu), Some(DhcpOption::InterfaceMtu(1400)));
+        assert_eq!(
+            opt(&offer, OptionCode::NtpServers),
+            Some(DhcpOption::NtpServers(vec![ip(5)]))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::InterfaceMtu),
+            Some(DhcpOption::InterfaceMtu(1400))
+        );
         assert!(opt(&offer, OptionCode::Router).is_some());
-        for unasked in [OptionCode::DomainNameServer, OptionCode::DomainName, OptionCode::BroadcastAddr] {
-            assert!(opt(&offer, unasked).is_none(), "{unasked:?} was not asked for");
+        for unasked in [
+            OptionCode::DomainNameServer,
+            OptionCode::DomainName,
+            OptionCode::BroadcastAddr,
+        ] {
+            assert!(
+                opt(&offer, unasked).is_none(),
+                "{unasked:?} was not asked for"
+            );
         }
         // Lease times, mask and server id come whatever the list says.
         assert_eq!(lease_time(&offer), Some(3600));
         assert!(opt(&offer, OptionCode::SubnetMask).is_some());
         // The encoded reply has 53, 54, then the list's order.
-        let bytes = crate::dhcp::wire::encode_ordered(&r.msg, r.max_size, &r.order).expect("encodes");
+        let bytes =
+            crate::dhcp::wire::encode_ordered(&r.msg, r.max_size, &r.order).expect("encodes");
         let mut codes = Vec::new();
         let mut i = 240;
         while let Some(&c) = bytes.get(i) {
@@ -1583,7 +1604,10 @@ mod tests {
         let offer = at(&mut e, 0, &d);
         assert_eq!(raw(&offer, 121), Some(payload.clone()));
         assert_eq!(raw(&offer, 249), Some(payload.clone()));
-        assert!(opt(&offer, OptionCode::Router).is_none(), "121 carries the default route");
+        assert!(
+            opt(&offer, OptionCode::Router).is_none(),
+            "121 carries the default route"
+        );
         // Older Windows asks for 249 only: it gets 249 and option 3.
         d.params = vec![1, 3, 249];
         let offer = at(&mut e, 1, &d);
@@ -1595,7 +1619,10 @@ mod tests {
         let offer = at(&mut e, 2, &d);
         assert!(opt(&offer, OptionCode::from(121)).is_none());
         assert!(opt(&offer, OptionCode::Router).is_some());
-        assert!(opt(&offer, OptionCode::DomainName).is_some(), "everything configured");
+        assert!(
+            opt(&offer, OptionCode::DomainName).is_some(),
+            "everything configured"
+        );
     }
 
     #[test]
@@ -1635,7 +1662,11 @@ mod tests {
         let printer = at(&mut e, 0, &ask(PRINTER, Some(b"android-dhcp")));
         assert_eq!(yiaddr(&printer), Some(ip(10)));
         assert_eq!(raw(&printer, 252), Some(b"host".to_vec()));
-        assert_eq!(raw(&printer, 6), Some(vec![10, 0, 0, 53]), "class option kept");
+        assert_eq!(
+            raw(&printer, 6),
+            Some(vec![10, 0, 0, 53]),
+            "class option kept"
+        );
         assert_eq!(lease_time(&printer), Some(86400));
         // Its ACK binds for the host's lease time.
         let ack = at(&mut e, 10, &select(PRINTER, ip(10), SID));
@@ -1697,17 +1728,29 @@ mod tests {
     #[test]
     fn requested_lease_time_is_granted_within_bounds() {
         let mut e = engine(cfg(109));
-        for (asked, granted) in [(Some(100), 100), (Some(10), 60), (Some(999_999), 3600), (None, 3600)] {
+        for (asked, granted) in [
+            (Some(100), 100),
+            (Some(10), 60),
+            (Some(999_999), 3600),
+            (None, 3600),
+        ] {
             let mut d = discover(1);
             d.lease_time = asked;
-            assert_eq!(lease_time(&at(&mut e, 0, &d)), Some(granted), "asked {asked:?}");
+            assert_eq!(
+                lease_time(&at(&mut e, 0, &d)),
+                Some(granted),
+                "asked {asked:?}"
+            );
         }
         // The ACK binds for what it says, T1/T2 follow.
         let mut r = select(1, ip(100), SID);
         r.lease_time = Some(120);
         let ack = at(&mut e, 1000, &r);
         assert_eq!(lease_time(&ack), Some(120));
-        assert_eq!(opt(&ack, OptionCode::Renewal), Some(DhcpOption::Renewal(60)));
+        assert_eq!(
+            opt(&ack, OptionCode::Renewal),
+            Some(DhcpOption::Renewal(60))
+        );
         assert_eq!(e.poll_at(), Some(UnixTime(1120)));
         // A subnet lease shorter than the floor is not raised by asking.
         let mut c = cfg(109);
@@ -1732,7 +1775,11 @@ mod tests {
         assert_eq!(dns(&mut with(&["10.0.0.1:53"])), us);
         assert_eq!(dns(&mut with(&["127.0.0.1:53", "0.0.0.0:53"])), us);
         assert_eq!(dns(&mut with(&["[::]:53"])), us);
-        assert_eq!(dns(&mut with(&["10.0.0.1:5353"])), None, "clients only use port 53");
+        assert_eq!(
+            dns(&mut with(&["10.0.0.1:5353"])),
+            None,
+            "clients only use port 53"
+        );
         assert_eq!(dns(&mut with(&["10.0.0.2:53"])), None);
         assert_eq!(dns(&mut with(&[])), None);
         // dns_servers = [] (given, empty) sends none even when DNS listens here.
@@ -1753,10 +1800,16 @@ mod tests {
         // t=0: DISCOVER with option 80: ACK with option 80, lease bound at once.
         let ack = at(&mut e, 0, &d);
         assert_eq!(kind(&ack), Some(MessageType::Ack));
-        assert_eq!(opt(&ack, OptionCode::RapidCommit), Some(DhcpOption::RapidCommit));
+        assert_eq!(
+            opt(&ack, OptionCode::RapidCommit),
+            Some(DhcpOption::RapidCommit)
+        );
         match ack.changes.as_slice() {
             [LeaseChange::Upsert(l)] => {
-                assert_eq!((l.ip, l.state, l.expires), (ip(100), LeaseState::Bound, UnixTime(3600)))
+                assert_eq!(
+                    (l.ip, l.state, l.expires),
+                    (ip(100), LeaseState::Bound, UnixTime(3600))
+                )
             }
             other => panic!("unexpected changes {other:?}"),
         }
@@ -1796,15 +1849,24 @@ mod tests {
         let mut d = discover(2);
         d.fqdn = Some(b"\x05\x00\x00\x06laptop\x04corp\x00".to_vec());
         let offer = at(&mut e, 2, &d);
-        assert_eq!(raw(&offer, 81), Some(b"\x05\xff\xff\x06laptop\x03lan\x00".to_vec()));
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x06laptop\x03lan\x00".to_vec())
+        );
         // Option 12 wins over the FQDN's label; a reservation's name over both.
         d.hostname = Some(b"other".to_vec());
         let offer = at(&mut e, 3, &d);
-        assert_eq!(raw(&offer, 81), Some(b"\x05\xff\xff\x05other\x03lan\x00".to_vec()));
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x05other\x03lan\x00".to_vec())
+        );
         let mut p = discover(PRINTER);
         p.fqdn = d.fqdn.clone();
         let offer = at(&mut e, 4, &p);
-        assert_eq!(raw(&offer, 81), Some(b"\x05\xff\xff\x07printer\x03lan\x00".to_vec()));
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x07printer\x03lan\x00".to_vec())
+        );
         // A malformed option 81 is ignored: no name, no option 81.
         let mut bad = discover(3);
         bad.fqdn = Some(vec![0x04, 0, 0, 9, b'x']);
@@ -1874,11 +1936,14 @@ mod tests {
         assert_eq!(yiaddr(&b), Some(Ipv4Addr::new(10, 1, 0, 100)));
         let sid = DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 1, 0, 1));
         assert_eq!(opt(&b, OptionCode::ServerIdentifier), Some(sid));
-        assert_eq!(b.reply.as_ref().map(|r| r.dest.clone()), Some(Dest::Direct {
-            ip: Ipv4Addr::new(10, 1, 0, 100),
-            hwaddr: mac(2),
-            ifindex: 3,
-        }));
+        assert_eq!(
+            b.reply.as_ref().map(|r| r.dest.clone()),
+            Some(Dest::Direct {
+                ip: Ipv4Addr::new(10, 1, 0, 100),
+                hwaddr: mac(2),
+                ifindex: 3,
+            })
+        );
     }
 
     fn ping_engine(last: u8) -> Engine {
@@ -1909,19 +1974,31 @@ mod tests {
         assert_eq!(out.ping, Some(ip(102)));
         match out.changes.as_slice() {
             [LeaseChange::Upsert(l)] => {
-                assert_eq!((l.ip, l.state, l.expires), (ip(100), LeaseState::Declined, UnixTime(601)))
+                assert_eq!(
+                    (l.ip, l.state, l.expires),
+                    (ip(100), LeaseState::Declined, UnixTime(601))
+                )
             }
             other => panic!("unexpected changes {other:?}"),
         }
         // .102 is silent: client 1 gets its OFFER; client 2's .101 too.
         let offer = after(&mut e, 1, &d1, ip(102), false);
-        assert_eq!((kind(&offer), yiaddr(&offer)), (Some(MessageType::Offer), Some(ip(102))));
-        assert_eq!(yiaddr(&after(&mut e, 1, &d2, ip(101), false)), Some(ip(101)));
+        assert_eq!(
+            (kind(&offer), yiaddr(&offer)),
+            (Some(MessageType::Offer), Some(ip(102)))
+        );
+        assert_eq!(
+            yiaddr(&after(&mut e, 1, &d2, ip(101), false)),
+            Some(ip(101))
+        );
         // A late or duplicate result for the same address changes nothing.
         let dup = after(&mut e, 2, &d1, ip(102), true);
         assert!(dup.reply.is_none() && dup.changes.is_empty() && dup.ping.is_none());
         // t=2: REQUEST, ACK as usual.
-        assert_eq!(kind(&at(&mut e, 2, &select(1, ip(102), SID))), Some(MessageType::Ack));
+        assert_eq!(
+            kind(&at(&mut e, 2, &select(1, ip(102), SID))),
+            Some(MessageType::Ack)
+        );
         // t=10: released; it comes back: an address with history is offered without a ping.
         at(&mut e, 10, &release(1, ip(102)));
         let back = at(&mut e, 11, &d1);
@@ -1985,7 +2062,20 @@ mod tests {
 
     #[test]
     fn arbitrary_requests_never_panic_or_break_the_invariants() {
-        let mut e = engine(cfg(105));
+        let mut c = cfg(105);
+        c.dhcp.ping_check = true;
+        c.subnets[0].settings.rapid_commit = true;
+        c.dhcp.classes = vec![crate::config::ClientClass {
+            name: "odd".into(),
+            vendor_class: Some(b"v".to_vec()),
+            user_class: None,
+            mac_prefix: None,
+            subnet: Some(0),
+            pool: Some((ip(104), ip(105))),
+            lease_time: Some(30),
+            options: vec![spec(252, b"x")],
+        }];
+        let mut e = engine(c);
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let types = [
             MessageType::Discover,
@@ -2024,6 +2114,16 @@ mod tests {
                 _ => r.hwaddr.bytes,
             };
             r.max_size = rng.pick(&[None, Some(0), Some(u16::MAX)]);
+            r.rapid_commit = rng.next().is_multiple_of(4);
+            r.lease_time = rng.pick(&[None, Some(0), Some(45), Some(u32::MAX)]);
+            r.vendor_class = rng.pick(&[None, Some(b"v1".to_vec())]);
+            r.fqdn = rng.pick(&[
+                None,
+                Some(vec![0, 0, 0]),
+                Some(vec![4, 0, 0, 9, b'x']),
+                Some(b"\x04\x00\x00\x02pc\x00".to_vec()),
+                Some(b"\x00\x00\x00a.b".to_vec()),
+            ]);
             let iface = rng.pick(&[0, 0, 1, 2]);
             let iface = [
                 eth0(),
@@ -2036,7 +2136,12 @@ mod tests {
             ][iface]
                 .clone();
             let now = UnixTime(t / 4);
-            if kind(&e.handle(now, &r, &iface)) == Some(MessageType::Ack) {
+            let mut out = e.handle(now, &r, &iface);
+            // Ping results come back at random, answered or not, sometimes not at all.
+            while let Some(p) = out.ping.filter(|_| !rng.next().is_multiple_of(8)) {
+                out = e.handle_after_ping(now, &r, &iface, p, rng.next().is_multiple_of(3));
+            }
+            if kind(&out) == Some(MessageType::Ack) {
                 acks += 1;
             }
             if t % 97 == 0 {

@@ -60,7 +60,10 @@ pub fn reply(o: &ReplyOptions<'_>) -> DhcpOptions {
     subnet_options(&mut opts, o);
     for spec in o.custom.iter().flat_map(|list| list.iter()) {
         let code = OptionCode::from(spec.code);
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(code, spec.data.clone())));
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            code,
+            spec.data.clone(),
+        )));
     }
     if let Some(name) = o.hostname {
         opts.insert(DhcpOption::Hostname(name.to_string()));
@@ -335,6 +338,106 @@ mod tests {
         let back = DhcpOptions::from_bytes(&bytes).expect("decode options");
         assert!(back.get(OptionCode::RelayAgentInformation).is_some());
         assert_eq!(back.msg_type(), Some(MessageType::Nak));
+    }
+
+    fn route(net: [u8; 4], prefix_len: u8, gw: [u8; 4]) -> Route {
+        Route {
+            network: Ipv4Addr::from(net),
+            prefix_len,
+            gateway: Ipv4Addr::from(gw),
+        }
+    }
+
+    #[test]
+    fn route_payload_golden_bytes_rfc3442() {
+        let routes = [
+            route([10, 9, 0, 0], 16, [10, 0, 0, 254]),
+            route([192, 168, 7, 128], 25, [10, 0, 0, 2]),
+            route([172, 16, 5, 5], 32, [10, 0, 0, 3]),
+        ];
+        let got = route_payload(&routes, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let want: Vec<u8> = [
+            &[16, 10, 9, 10, 0, 0, 254][..],
+            &[25, 192, 168, 7, 128, 10, 0, 0, 2],
+            &[32, 172, 16, 5, 5, 10, 0, 0, 3],
+            &[0, 10, 0, 0, 1], // the router as the default route
+        ]
+        .concat();
+        assert_eq!(got, Some(want));
+        assert_eq!(route_payload(&routes[..1], None).map(|p| p.len()), Some(7));
+        assert_eq!(route_payload(&[], Some(Ipv4Addr::new(10, 0, 0, 1))), None);
+    }
+
+    #[test]
+    fn domain_search_is_compressed_rfc3397() {
+        let mut s = subnet();
+        s.settings.domain_search = vec!["eng.apple.com".into(), "marketing.apple.com".into()];
+        let o = reply(&ReplyOptions {
+            params: &[119],
+            ..plain(&s)
+        });
+        let bytes = o.to_vec().expect("encode");
+        let at = bytes.iter().position(|&b| b == 119).expect("option 119");
+        let len = usize::from(bytes[at + 1]);
+        let value = &bytes[at + 2..at + 2 + len];
+        // The RFC 3397 example: the second name ends in a pointer to "apple.com" at offset 4.
+        let want: &[u8] = b"\x03eng\x05apple\x03com\x00\x09marketing\xc0\x04";
+        assert_eq!(value, want);
+    }
+
+    #[test]
+    fn fqdn_reply_flags_and_name_follow_the_client() {
+        let client = |flags: u8| ClientFqdn {
+            flags,
+            labels: vec![],
+        };
+        // S=0, E=1: S and O set, E kept, N clear, rcodes 255, wire-format name.
+        assert_eq!(
+            fqdn_reply(&client(0x04), "pc", "home.lan"),
+            b"\x07\xff\xff\x02pc\x04home\x03lan\x00".to_vec()
+        );
+        // S=1, E=0: S only, ASCII name.
+        assert_eq!(
+            fqdn_reply(&client(0x01), "pc", "lan"),
+            b"\x01\xff\xffpc.lan".to_vec()
+        );
+        // N=1 (no updates, please): we update our own zone anyway, say so with O.
+        assert_eq!(
+            fqdn_reply(&client(0x08), "pc", ""),
+            b"\x03\xff\xffpc".to_vec()
+        );
+    }
+
+    #[test]
+    fn request_list_filters_everything_but_the_essentials() {
+        let mut s = subnet();
+        s.settings.ntp_servers = vec![Ipv4Addr::new(10, 0, 0, 5)];
+        let custom = [OptionSpec {
+            code: 252,
+            data: b"x".to_vec(),
+        }];
+        let lists = [&custom[..]];
+        let o = reply(&ReplyOptions {
+            params: &[6, 42],
+            custom: &lists,
+            hostname: Some("pc"),
+            fqdn: Some(b"\x01\xff\xffpc.lan"),
+            rapid_commit: true,
+            relay_info: Some(&[1, 1, 0]),
+            ..plain(&s)
+        });
+        let mut codes: Vec<u8> = o.iter().map(|(c, _)| u8::from(*c)).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec![1, 6, 42, 51, 53, 54, 58, 59, 80, 81, 82]);
+        // Without a list everything configured goes, the host name and 252 included.
+        let o = reply(&ReplyOptions {
+            custom: &lists,
+            hostname: Some("pc"),
+            ..plain(&s)
+        });
+        for code in [3u8, 6, 12, 15, 28, 42, 252] {
+            assert!(o.get(OptionCode::from(code)).is_some(), "option {code}");
+        }
     }
 
     #[test]

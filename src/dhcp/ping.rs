@@ -97,10 +97,11 @@ pub fn is_reply(bytes: &[u8], raw: bool, id: u16, seq: u16) -> bool {
     } else {
         bytes
     };
-    let field = |at: usize| icmp.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    icmp.first() == Some(&ECHO_REPLY)
-        && field(6) == Some(seq)
-        && (!raw || field(4) == Some(id))
+    let field = |at: usize| {
+        icmp.get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    icmp.first() == Some(&ECHO_REPLY) && field(6) == Some(seq) && (!raw || field(4) == Some(id))
 }
 
 /// The Internet checksum (RFC 1071).
@@ -141,7 +142,10 @@ mod tests {
         assert!(!is_reply(&ip, true, 0x4321, 7), "another process's ping");
         let mut req = ip.clone();
         req[20] = ECHO_REQUEST;
-        assert!(!is_reply(&req, true, 0x1234, 7), "our own request looped back");
+        assert!(
+            !is_reply(&req, true, 0x1234, 7),
+            "our own request looped back"
+        );
         for cut in 0..28 {
             assert!(!is_reply(&ip[..cut], true, 0x1234, 7), "cut at {cut}");
         }
@@ -158,7 +162,13 @@ mod tests {
         let up = ping(Ipv4Addr::LOCALHOST, t, 0x4c44, 1).await;
         assert!(matches!(up, Ok(true)), "{up:?}");
         // 192.0.2.0/24 is TEST-NET-1: nothing answers (sending may fail without a route).
-        let down = ping(Ipv4Addr::new(192, 0, 2, 77), Duration::from_millis(200), 0x4c44, 2).await;
+        let down = ping(
+            Ipv4Addr::new(192, 0, 2, 77),
+            Duration::from_millis(200),
+            0x4c44,
+            2,
+        )
+        .await;
         assert!(!matches!(down, Ok(true)), "{down:?}");
     }
 }

@@ -784,6 +784,69 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn user_class_rapid_commit_and_ascii_fqdn_decode_and_later_options_survive() {
+        // Windows: option 81 with E=0 (ASCII name) before 53 and 77; dhcproto stops there.
+        let p = with_options(&[
+            81, 9, 0x00, 0, 0, b'W', b'i', b'n', b'.', b'a', b'd', 80, 0, 77, 4, 3, b'c', b'a',
+            b'm', 53, 1, 1, 255,
+        ]);
+        let r = decode(&p).expect("valid");
+        assert_eq!(r.msg_type, MessageType::Discover);
+        assert!(r.rapid_commit);
+        assert_eq!(r.user_class.as_deref(), Some(&b"\x03cam"[..]));
+        let f = parse_fqdn(r.fqdn.as_deref().expect("81")).expect("parses");
+        assert!(!f.wire_format());
+        assert_eq!(f.labels, vec![b"Win".to_vec(), b"ad".to_vec()]);
+        let plain = decode(&discover()).expect("valid");
+        assert!(!plain.rapid_commit && plain.user_class.is_none());
+    }
+
+    #[test]
+    fn fqdn_both_encodings_and_malformed_names() {
+        let wire = parse_fqdn(b"\x05\x00\x00\x06laptop\x04corp\x00").expect("E=1");
+        assert!(wire.wire_format());
+        assert_eq!(wire.flags & ClientFqdn::S, ClientFqdn::S);
+        assert_eq!(wire.labels, vec![b"laptop".to_vec(), b"corp".to_vec()]);
+        // Partial name (no root label) is fine too.
+        let partial = parse_fqdn(b"\x04\x00\x00\x02pc").expect("E=1 partial");
+        assert_eq!(partial.labels, vec![b"pc".to_vec()]);
+        let ascii = parse_fqdn(b"\x01\xff\xffpc.lan.\x00").expect("E=0");
+        assert_eq!(ascii.labels, vec![b"pc".to_vec(), b"lan".to_vec()]);
+        let empty = parse_fqdn(&[0x01, 0, 0]).expect("no name");
+        assert!(empty.labels.is_empty());
+        assert_eq!(
+            parse_fqdn(&[0x04, 0, 0, 9, b'x']),
+            None,
+            "label past the end"
+        );
+        assert_eq!(parse_fqdn(&[0x04, 0, 0, 64]), None, "label too long");
+        assert_eq!(parse_fqdn(&[0x04, 0]), None, "no rcodes");
+        assert_eq!(parse_fqdn(&[]), None);
+    }
+
+    #[test]
+    fn options_follow_the_request_list_and_long_ones_stay_whole() {
+        let mut m = offer();
+        let long = vec![7u8; 300];
+        let opt = dhcproto::v4::UnknownOption::new(OptionCode::from(252), long.clone());
+        m.opts_mut().insert(DhcpOption::Unknown(opt));
+        let mut relay = dhcproto::v4::relay::RelayAgentInformation::default();
+        relay.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(vec![1]));
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(relay));
+        let bytes = encode_ordered(&m, 1500, &[6, 252, 3, 99]).expect("encodes");
+        let mut tlvs = Vec::new();
+        walk(&bytes[OPTIONS..], |t| tlvs.push(t.code), |_| true).expect("well formed");
+        // 53, 54, then the list (252 split in two, kept together), the rest, 82 last.
+        assert_eq!(tlvs, vec![53, 54, 6, 252, 252, 3, 1, 15, 51, 82]);
+        let back = Message::decode(&mut Decoder::new(&bytes)).expect("parses back");
+        match back.opts().get(OptionCode::from(252)) {
+            Some(DhcpOption::Unknown(u)) => assert_eq!(u.data(), &long[..], "joined again"),
+            other => panic!("252: {other:?}"),
+        }
+    }
+
     /// xorshift64*: a tiny deterministic PRNG, so a failure names its seed and iteration.
     struct XorShift(u64);
     impl XorShift {

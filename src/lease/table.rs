@@ -293,7 +293,10 @@ mod tests {
         t.insert(lease(1, 10, 100, LeaseState::Offered));
         assert!(t.has_history(ip(10)), "a live offer counts while it lasts");
         t.remove(ip(10));
-        assert!(!t.has_history(ip(10)), "an offer that ended leaves no history");
+        assert!(
+            !t.has_history(ip(10)),
+            "an offer that ended leaves no history"
+        );
         t.insert(lease(1, 10, 100, LeaseState::Bound));
         t.remove(ip(10));
         assert!(t.has_history(ip(10)));
