@@ -163,7 +163,8 @@ impl Engine {
         if !answered {
             return self.offer(&cx, ip);
         }
-        warn!(xid = req.xid, %ip, subnet = %cx.subnet.network, "address answered a ping; set aside");
+        let subnet = format!("{}/{}", cx.subnet.network, cx.subnet.prefix_len);
+        warn!(xid = req.xid, %ip, %subnet, "address answered a ping; set aside");
         let lease = Lease {
             ip,
             client: cx.client.clone(),
