@@ -1139,30 +1139,7 @@ mod validate {
                     format!("{ip} is already reserved by host[{j}]"),
                 ));
             }
-            let name = match &hr.name {
-                Some(n) => {
-                    let l = n.get_ref().to_ascii_lowercase();
-                    if !is_label(&l) {
-                        return Err(cx.err(
-                            n.span(),
-                            field("name"),
-                            format!(
-                                "`{}` is not a valid host name (RFC 1123 label)",
-                                n.get_ref()
-                            ),
-                        ));
-                    }
-                    if let Some(j) = out.iter().position(|r| r.name.as_deref() == Some(&l)) {
-                        return Err(cx.err(
-                            n.span(),
-                            field("name"),
-                            format!("`{l}` is already used by host[{j}]"),
-                        ));
-                    }
-                    Some(l)
-                }
-                None => None,
-            };
+            let name = host_name(cx, i, hr, &out)?;
             out.push(Reservation {
                 hwaddr,
                 client_id,
@@ -1173,6 +1150,35 @@ mod validate {
             });
         }
         Ok(out)
+    }
+
+    /// A host's `name`: an RFC 1123 label, lowercase, not used by an earlier host.
+    fn host_name(
+        cx: &Ctx,
+        i: usize,
+        hr: &raw::Host,
+        earlier: &[Reservation],
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(n) = &hr.name else {
+            return Ok(None);
+        };
+        let field = format!("host[{i}].name");
+        let l = n.get_ref().to_ascii_lowercase();
+        if !is_label(&l) {
+            let msg = format!(
+                "`{}` is not a valid host name (RFC 1123 label)",
+                n.get_ref()
+            );
+            return Err(cx.err(n.span(), field, msg));
+        }
+        if let Some(j) = earlier.iter().position(|r| r.name.as_deref() == Some(&l)) {
+            return Err(cx.err(
+                n.span(),
+                field,
+                format!("`{l}` is already used by host[{j}]"),
+            ));
+        }
+        Ok(Some(l))
     }
 
     /// "52:54:00:12:34:56" or "525400123456" or with '-'.
