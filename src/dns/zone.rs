@@ -447,6 +447,7 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
         }
     }
 
