@@ -97,7 +97,27 @@ impl DhcpService {
     }
 
     /// Serve until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: crate::Shutdown) {
+    /// Take the settings of a reloaded config: the engine is rebuilt around the live leases.
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        let now = self.clock.now();
+        let leases = self.engine.leases();
+        info!(leases = leases.len(), "DHCP settings reloaded");
+        self.engine = Engine::new(cfg.clone(), leases, now);
+        self.cfg = cfg;
+    }
+
+    pub async fn run(self, shutdown: crate::Shutdown) {
+        let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
+        self.run_with_reload(shutdown, reload).await
+    }
+
+    /// Serve until `shutdown` turns true; a new config on `reload` replaces the engine's
+    /// settings between batches (leases are kept).
+    pub async fn run_with_reload(
+        mut self,
+        mut shutdown: crate::Shutdown,
+        mut reload: tokio::sync::watch::Receiver<Arc<Config>>,
+    ) {
         self.refresh_ifaces(self.clock.now());
         let mut bufs: Vec<Vec<u8>> = (0..MAX_BATCH).map(|_| vec![0u8; BUF_SIZE]).collect();
         let mut metas: Vec<RecvMeta> = Vec::with_capacity(MAX_BATCH);
@@ -114,6 +134,10 @@ impl DhcpService {
                 Some(done) = self.pings_rx.recv() => pings.push(done),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => break,
+                Ok(()) = reload.changed() => {
+                    let cfg = reload.borrow_and_update().clone();
+                    self.reconfigure(cfg);
+                }
             }
             if !metas.is_empty() {
                 self.drain(&mut bufs, &mut metas);

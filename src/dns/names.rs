@@ -246,6 +246,14 @@ impl Names {
         &self.domain
     }
 
+    /// Take the static names of a reloaded config (named reservations and `[[dns.record]]`s)
+    /// in one step; the domain stays (it needs a restart). Leases keep their claims.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let fresh = Names::new(&self.domain, &Names::statics_from(cfg));
+        self.reservations = fresh.reservations;
+        self.set_config_records(cfg.dns.records.clone());
+    }
+
     /// Replace the `[[dns.record]]` statics.
     pub fn set_config_records(&mut self, records: Vec<DnsRecord>) {
         self.config_records = records;

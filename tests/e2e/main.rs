@@ -25,3 +25,4 @@ mod hostile;
 mod leasedns_lan;
 mod options;
 mod relay;
+mod reload;

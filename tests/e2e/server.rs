@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::netns::{Host, IFACE, Lan};
 use crate::proc::Daemon;
@@ -132,6 +132,20 @@ impl Server {
         self.spawn()
     }
 
+    /// Writes `config_text` over the config file, sends SIGHUP and waits until the log shows
+    /// the outcome: `Ok(true)` reloaded, `Ok(false)` rejected (the old config stays).
+    pub fn reload(&mut self, config_text: &str) -> Result<bool> {
+        std::fs::write(&self.config, config_text)?;
+        let daemon = self.daemon.as_mut().context("leasedns is not running")?;
+        let (ok_before, bad_before) = count_reloads(&daemon.log());
+        daemon.signal(nix::sys::signal::Signal::SIGHUP)?;
+        crate::proc::poll(Duration::from_secs(5), || {
+            let (ok, bad) = count_reloads(&daemon.log());
+            Ok((ok > ok_before || bad > bad_before).then_some(ok > ok_before))
+        })
+        .with_context(|| format!("no reload outcome in the log:\n{}", daemon.log()))
+    }
+
     /// Fails (with the log) if leasedns has exited.
     pub fn check_running(&mut self) -> Result<()> {
         match self.daemon.as_mut() {
@@ -144,6 +158,14 @@ impl Server {
     pub fn log(&self) -> String {
         self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
     }
+}
+
+/// How many reloads the log shows as done and as rejected.
+fn count_reloads(log: &str) -> (usize, usize) {
+    (
+        log.matches("reloaded ").count(),
+        log.matches("reload rejected").count(),
+    )
 }
 
 /// The TOML config for `lan` (format: conf/leasedns.toml).
