@@ -37,6 +37,62 @@ pub struct Config {
     pub dns: DnsConfig,
     pub subnets: Vec<Subnet>,
     pub reservations: Vec<Reservation>,
+    /// Outbound RFC 2136 updates to DNS servers elsewhere (`[[ddns_zone]]`).
+    pub ddns: DdnsConfig,
+}
+
+/// Outbound dynamic DNS: the zones we update at other servers, and the queue file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DdnsConfig {
+    /// Zones, forward and reverse; a name goes to the longest zone that contains it.
+    pub zones: Vec<DdnsZone>,
+    /// Pending updates survive restarts here (default `<lease_file>.ddns`).
+    pub queue_file: PathBuf,
+}
+
+/// One zone at one primary server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdnsZone {
+    /// Lowercase, no trailing dot: "lan", "0.0.10.in-addr.arpa".
+    pub zone: String,
+    pub primary: SocketAddr,
+    /// None: unsigned updates (for servers that allow updates by address).
+    pub key: Option<TsigKey>,
+    /// TTL of the records we add (never more than the lease's remaining time).
+    pub ttl: u32,
+}
+
+/// A TSIG key shared with the primary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    /// Lowercase, no trailing dot.
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TsigKey({} {:?}, secret hidden)", self.name, self.algorithm)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The algorithm's name as written in config and on the wire (RFC 8945 section 6).
+    pub fn name(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -268,6 +324,20 @@ mod raw {
         pub subnet: Vec<Spanned<Subnet>>,
         #[serde(default)]
         pub host: Vec<Spanned<Host>>,
+        pub ddns_queue: Option<Spanned<String>>,
+        #[serde(default)]
+        pub ddns_zone: Vec<Spanned<DdnsZone>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DdnsZone {
+        pub zone: Spanned<String>,
+        pub primary: Spanned<String>,
+        pub key_name: Option<Spanned<String>>,
+        pub key_algorithm: Option<Spanned<String>>,
+        pub key_secret: Option<Spanned<String>>,
+        pub ttl: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -389,6 +459,7 @@ mod validate {
             return Err(cx.err(0..0, "subnet", "at least one [[subnet]] is needed"));
         }
         let reservations = hosts(&cx, &raw.host, &subnets)?;
+        let ddns = ddns(&cx, &raw.ddns_zone, raw.ddns_queue.as_ref(), &raw.lease_file)?;
         Ok(Config {
             path: path.to_path_buf(),
             interfaces: raw.interfaces,
@@ -402,7 +473,110 @@ mod validate {
             dns,
             subnets,
             reservations,
+            ddns,
         })
+    }
+
+    fn ddns(
+        cx: &Ctx,
+        raw: &[Spanned<raw::DdnsZone>],
+        queue: Option<&Spanned<String>>,
+        lease_file: &Spanned<String>,
+    ) -> Result<DdnsConfig, ConfigError> {
+        let queue_file = match queue {
+            Some(q) if q.get_ref().trim().is_empty() => {
+                return Err(cx.err(q.span(), "ddns_queue", "must not be empty"));
+            }
+            Some(q) => PathBuf::from(q.get_ref()),
+            None => PathBuf::from(format!("{}.ddns", lease_file.get_ref())),
+        };
+        let mut zones: Vec<DdnsZone> = Vec::new();
+        for (i, z) in raw.iter().enumerate() {
+            let zone = ddns_zone(cx, i, z.get_ref())?;
+            if let Some(j) = zones.iter().position(|o| o.zone == zone.zone) {
+                let msg = format!("`{}` is already configured by ddns_zone[{j}]", zone.zone);
+                return Err(cx.err(z.get_ref().zone.span(), format!("ddns_zone[{i}].zone"), msg));
+            }
+            zones.push(zone);
+        }
+        Ok(DdnsConfig { zones, queue_file })
+    }
+
+    fn ddns_zone(cx: &Ctx, i: usize, z: &raw::DdnsZone) -> Result<DdnsZone, ConfigError> {
+        let field = |f: &str| format!("ddns_zone[{i}].{f}");
+        let zone = z.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if zone.is_empty() || !zone.split('.').all(is_label) {
+            let msg = format!("`{}` is not a valid zone name", z.zone.get_ref());
+            return Err(cx.err(z.zone.span(), field("zone"), msg));
+        }
+        let primary = socket_addr(z.primary.get_ref(), 53).ok_or_else(|| {
+            let msg = format!("`{}` is not an address like 10.0.0.53:53", z.primary.get_ref());
+            cx.err(z.primary.span(), field("primary"), msg)
+        })?;
+        let ttl = match &z.ttl {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(cx.err(t.span(), field("ttl"), "must be at least 1"));
+            }
+            Some(t) => *t.get_ref(),
+            None => 300,
+        };
+        Ok(DdnsZone {
+            zone,
+            primary,
+            key: tsig_key(cx, &field, z)?,
+            ttl,
+        })
+    }
+
+    fn tsig_key(
+        cx: &Ctx,
+        field: &dyn Fn(&str) -> String,
+        z: &raw::DdnsZone,
+    ) -> Result<Option<TsigKey>, ConfigError> {
+        let (name, secret) = match (&z.key_name, &z.key_secret) {
+            (None, None) => {
+                return match &z.key_algorithm {
+                    Some(a) => Err(cx.err(a.span(), field("key_algorithm"), "needs key_name and key_secret")),
+                    None => Ok(None),
+                };
+            }
+            (Some(n), None) => {
+                return Err(cx.err(n.span(), field("key_name"), "needs key_secret too"));
+            }
+            (None, Some(s)) => {
+                return Err(cx.err(s.span(), field("key_secret"), "needs key_name too"));
+            }
+            (Some(n), Some(s)) => (n, s),
+        };
+        let key_name = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !key_name.split('.').all(label_ok) {
+            let msg = format!("`{}` is not a valid key name", name.get_ref());
+            return Err(cx.err(name.span(), field("key_name"), msg));
+        }
+        let algorithm = match z.key_algorithm.as_ref().map(|a| (a.get_ref().to_ascii_lowercase(), a.span())) {
+            None => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            Some((a, _)) if a == "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            Some((a, span)) => {
+                let msg = format!("`{a}` is not one of hmac-sha256, hmac-sha384, hmac-sha512");
+                return Err(cx.err(span, field("key_algorithm"), msg));
+            }
+        };
+        let secret_bytes = data_encoding::BASE64
+            .decode(secret.get_ref().trim().as_bytes())
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| cx.err(secret.span(), field("key_secret"), "is not base64 (as in a BIND key file)"))?;
+        Ok(Some(TsigKey {
+            name: key_name,
+            algorithm,
+            secret: secret_bytes,
+        }))
     }
 
     fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {

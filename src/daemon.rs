@@ -35,6 +35,7 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     info!(leases = leases.len(), file = %cfg.lease_file.display(), "leases recovered");
 
     let names = names_for(&cfg, &leases);
+    let leases_for_ddns = if cfg.ddns.zones.is_empty() { Vec::new() } else { leases.clone() };
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
@@ -45,7 +46,15 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         .context("binding DNS sockets")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock);
+    let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
+    let mut ddns_task = None;
+    if !cfg.ddns.zones.is_empty() {
+        let (tx, task) = crate::ddns::start(&cfg, &leases_for_ddns, clock)
+            .context("opening the DDNS queue")?;
+        info!(zones = cfg.ddns.zones.len(), queue = %cfg.ddns.queue_file.display(), "DDNS updates on");
+        dhcp = dhcp.with_ddns(tx);
+        ddns_task = Some(tokio::spawn(task.run(stop_rx.clone())));
+    }
     let dhcp_task = tokio::spawn(dhcp.run(stop_rx.clone()));
     let dns_task = tokio::spawn(dns.run(stop_rx));
 
@@ -58,6 +67,9 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     }
     let _ = stop_tx.send(true);
     dhcp_task.await.context("DHCP task")?;
+    if let Some(task) = ddns_task {
+        task.await.context("DDNS task")?;
+    }
     dns_task.await.context("DNS task")?.context("DNS server")?;
     info!("leasedns stopped");
     Ok(())

@@ -51,6 +51,8 @@ pub struct DhcpService {
     ifaces_read: UnixTime,
     /// The journal failed last time: refuse grants until a write works again.
     journal_broken: bool,
+    /// Outbound DDNS: durable batches are handed over here (never waits).
+    ddns: Option<crate::ddns::DdnsSender>,
 }
 
 impl DhcpService {
@@ -73,7 +75,14 @@ impl DhcpService {
             ifaces: HashMap::new(),
             ifaces_read: UnixTime(0),
             journal_broken: false,
+            ddns: None,
         }
+    }
+
+    /// Hands every durable batch of lease changes to the outbound DDNS task.
+    pub fn with_ddns(mut self, ddns: crate::ddns::DdnsSender) -> Self {
+        self.ddns = Some(ddns);
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -146,6 +155,8 @@ impl DhcpService {
         if !changes.is_empty() && !self.commit(&changes) {
             // Not durable: no reply that grants or extends a lease may leave.
             replies.retain(|r| !is_grant(r));
+        } else if let Some(ddns) = &self.ddns {
+            ddns.send(&changes);
         }
         if !changes.is_empty() {
             match self.names.write() {
