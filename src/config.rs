@@ -73,7 +73,11 @@ pub struct TsigKey {
 
 impl std::fmt::Debug for TsigKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TsigKey({} {:?}, secret hidden)", self.name, self.algorithm)
+        write!(
+            f,
+            "TsigKey({} {:?}, secret hidden)",
+            self.name, self.algorithm
+        )
     }
 }
 
@@ -459,7 +463,12 @@ mod validate {
             return Err(cx.err(0..0, "subnet", "at least one [[subnet]] is needed"));
         }
         let reservations = hosts(&cx, &raw.host, &subnets)?;
-        let ddns = ddns(&cx, &raw.ddns_zone, raw.ddns_queue.as_ref(), &raw.lease_file)?;
+        let ddns = ddns(
+            &cx,
+            &raw.ddns_zone,
+            raw.ddns_queue.as_ref(),
+            &raw.lease_file,
+        )?;
         Ok(Config {
             path: path.to_path_buf(),
             interfaces: raw.interfaces,
@@ -510,7 +519,10 @@ mod validate {
             return Err(cx.err(z.zone.span(), field("zone"), msg));
         }
         let primary = socket_addr(z.primary.get_ref(), 53).ok_or_else(|| {
-            let msg = format!("`{}` is not an address like 10.0.0.53:53", z.primary.get_ref());
+            let msg = format!(
+                "`{}` is not an address like 10.0.0.53:53",
+                z.primary.get_ref()
+            );
             cx.err(z.primary.span(), field("primary"), msg)
         })?;
         let ttl = match &z.ttl {
@@ -536,7 +548,11 @@ mod validate {
         let (name, secret) = match (&z.key_name, &z.key_secret) {
             (None, None) => {
                 return match &z.key_algorithm {
-                    Some(a) => Err(cx.err(a.span(), field("key_algorithm"), "needs key_name and key_secret")),
+                    Some(a) => Err(cx.err(
+                        a.span(),
+                        field("key_algorithm"),
+                        "needs key_name and key_secret",
+                    )),
                     None => Ok(None),
                 };
             }
@@ -551,13 +567,18 @@ mod validate {
         let key_name = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
         let label_ok = |l: &str| {
             (1..=63).contains(&l.len())
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         };
         if !key_name.split('.').all(label_ok) {
             let msg = format!("`{}` is not a valid key name", name.get_ref());
             return Err(cx.err(name.span(), field("key_name"), msg));
         }
-        let algorithm = match z.key_algorithm.as_ref().map(|a| (a.get_ref().to_ascii_lowercase(), a.span())) {
+        let algorithm = match z
+            .key_algorithm
+            .as_ref()
+            .map(|a| (a.get_ref().to_ascii_lowercase(), a.span()))
+        {
             None => TsigAlgorithm::HmacSha256,
             Some((a, _)) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
             Some((a, _)) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
@@ -571,7 +592,13 @@ mod validate {
             .decode(secret.get_ref().trim().as_bytes())
             .ok()
             .filter(|b| !b.is_empty())
-            .ok_or_else(|| cx.err(secret.span(), field("key_secret"), "is not base64 (as in a BIND key file)"))?;
+            .ok_or_else(|| {
+                cx.err(
+                    secret.span(),
+                    field("key_secret"),
+                    "is not base64 (as in a BIND key file)",
+                )
+            })?;
         Ok(Some(TsigKey {
             name: key_name,
             algorithm,
@@ -1189,6 +1216,98 @@ value = "hello world"
         assert!(msg.contains("unknown field"), "{msg}");
         let (_, field, _) = invalid(&with_dns("").replace("type = \"AAAA\"", "tipe = \"AAAA\""));
         assert_eq!(field, "tipe");
+    }
+
+    const DDNS: &str = r#"
+[[ddns_zone]]
+zone = "LAN."
+primary = "10.0.0.53"
+key_name = "leasedns"
+key_secret = "bGVhc2VkbnMtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="
+[[ddns_zone]]
+zone = "0.0.10.in-addr.arpa"
+primary = "10.0.0.54:5353"
+key_name = "rev.key."
+key_algorithm = "HMAC-SHA512"
+key_secret = "c2VjcmV0"
+ttl = 60
+"#;
+
+    #[test]
+    fn ddns_zones_are_normalised_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert!(c.ddns.zones.is_empty());
+        assert_eq!(c.ddns.queue_file, PathBuf::from("/tmp/x.journal.ddns"));
+
+        let c = parse(&format!("{GOOD}{DDNS}")).expect("valid");
+        let (fwd, rev) = (&c.ddns.zones[0], &c.ddns.zones[1]);
+        assert_eq!(fwd.zone, "lan");
+        assert_eq!(fwd.primary, "10.0.0.53:53".parse().unwrap());
+        assert_eq!(fwd.ttl, 300);
+        let key = fwd.key.as_ref().expect("key");
+        assert_eq!(key.algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(key.secret, b"leasedns-test-key-32-bytes-long!".to_vec());
+        assert!(
+            !format!("{key:?}").contains("leasedns-test"),
+            "secret hidden in Debug"
+        );
+        assert_eq!(rev.primary, "10.0.0.54:5353".parse().unwrap());
+        let key = rev.key.as_ref().expect("key");
+        assert_eq!(
+            (key.name.as_str(), key.algorithm),
+            ("rev.key", TsigAlgorithm::HmacSha512)
+        );
+        assert_eq!(rev.ttl, 60);
+
+        let queue = GOOD.replace("[dns]", "ddns_queue = \"/var/q\"\n[dns]");
+        assert_eq!(
+            parse(&queue).expect("valid").ddns.queue_file,
+            PathBuf::from("/var/q")
+        );
+        let unsigned = format!("{GOOD}[[ddns_zone]]\nzone = \"lan\"\nprimary = \"::1\"\n");
+        let c = parse(&unsigned).expect("valid");
+        assert_eq!(c.ddns.zones[0].key, None);
+        assert_eq!(c.ddns.zones[0].primary, "[::1]:53".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_ddns_values_name_the_field() {
+        let base = format!("{GOOD}{DDNS}");
+        let cases = [
+            (
+                "zone = \"LAN.\"",
+                "zone = \"bad..zone\"",
+                "ddns_zone[0].zone",
+            ),
+            (
+                "\"10.0.0.53\"",
+                "\"primary.example\"",
+                "ddns_zone[0].primary",
+            ),
+            (
+                "\"HMAC-SHA512\"",
+                "\"hmac-md5\"",
+                "ddns_zone[1].key_algorithm",
+            ),
+            ("\"c2VjcmV0\"", "\"not base64!\"", "ddns_zone[1].key_secret"),
+            ("ttl = 60", "ttl = 0", "ddns_zone[1].ttl"),
+            ("\"0.0.10.in-addr.arpa\"", "\"lan\"", "ddns_zone[1].zone"),
+            ("key_name = \"rev.key.\"\n", "", "ddns_zone[1].key_secret"),
+            (
+                "key_name = \"leasedns\"",
+                "key_name = \"bad name\"",
+                "ddns_zone[0].key_name",
+            ),
+        ];
+        for (from, to, want_field) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (_, field, msg) = invalid(&text);
+            assert_eq!(field, want_field, "{msg}");
+        }
+        let (_, field, msg) = invalid(&format!("{base}server = \"x\"\n"));
+        assert_eq!(field, "server");
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]

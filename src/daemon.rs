@@ -35,7 +35,11 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     info!(leases = leases.len(), file = %cfg.lease_file.display(), "leases recovered");
 
     let names = names_for(&cfg, &leases);
-    let leases_for_ddns = if cfg.ddns.zones.is_empty() { Vec::new() } else { leases.clone() };
+    let leases_for_ddns = if cfg.ddns.zones.is_empty() {
+        Vec::new()
+    } else {
+        leases.clone()
+    };
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
@@ -49,8 +53,8 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
     let mut ddns_task = None;
     if !cfg.ddns.zones.is_empty() {
-        let (tx, task) = crate::ddns::start(&cfg, &leases_for_ddns, clock)
-            .context("opening the DDNS queue")?;
+        let (tx, task) =
+            crate::ddns::start(&cfg, &leases_for_ddns, clock).context("opening the DDNS queue")?;
         info!(zones = cfg.ddns.zones.len(), queue = %cfg.ddns.queue_file.display(), "DDNS updates on");
         dhcp = dhcp.with_ddns(tx);
         ddns_task = Some(tokio::spawn(task.run(stop_rx.clone())));

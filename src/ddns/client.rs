@@ -85,8 +85,8 @@ impl DdnsTask {
     pub async fn run(mut self, mut shutdown: crate::Shutdown) {
         let mut open = true;
         loop {
-            let ready = self.queue.front().is_some()
-                && self.retry_at.is_none_or(|t| t <= Instant::now());
+            let ready =
+                self.queue.front().is_some() && self.retry_at.is_none_or(|t| t <= Instant::now());
             if ready {
                 tokio::select! {
                     _ = self.attempt_front() => {}
@@ -94,7 +94,9 @@ impl DdnsTask {
                 }
                 continue;
             }
-            let wake = self.retry_at.unwrap_or_else(|| Instant::now() + BACKOFF_MAX);
+            let wake = self
+                .retry_at
+                .unwrap_or_else(|| Instant::now() + BACKOFF_MAX);
             tokio::select! {
                 got = self.rx.recv(), if open => match got {
                     Some(batch) => self.take(&batch),
@@ -128,7 +130,10 @@ impl DdnsTask {
             self.take(&batch);
         }
         if !self.queue.is_empty() {
-            info!(pending = self.queue.len(), "DDNS updates kept for the next start");
+            info!(
+                pending = self.queue.len(),
+                "DDNS updates kept for the next start"
+            );
         }
     }
 
@@ -182,7 +187,9 @@ impl DdnsTask {
                         "DDNS: {} belongs to another client (its DHCID is not ours); left as it is", job.fqdn);
                     None
                 }
-                Outcome::Retry(why) => return Attempt::Retry(format!("{why} from {}", zone.primary)),
+                Outcome::Retry(why) => {
+                    return Attempt::Retry(format!("{why} from {}", zone.primary));
+                }
                 Outcome::Fail(why) => {
                     error!(fqdn = %job.fqdn, ip = %job.ip, zone = %zone.zone, primary = %zone.primary,
                         ?s, "DDNS update refused ({why}); dropped");

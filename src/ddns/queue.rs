@@ -302,14 +302,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("leases.ddns");
         let mut q = open(&path);
-        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")]).expect("push");
+        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")])
+            .expect("push");
         q.push(vec![job(Op::Remove, 100, "a")]).expect("push");
         q.pop().expect("a acknowledged");
         drop(q);
 
         let mut q = open(&path);
         assert_eq!(q.len(), 2);
-        q.push(vec![job(Op::RemoveReverse, 102, "c")]).expect("push");
+        q.push(vec![job(Op::RemoveReverse, 102, "c")])
+            .expect("push");
         assert_eq!(
             drain(&mut q),
             vec![
@@ -318,7 +320,11 @@ mod tests {
                 job(Op::RemoveReverse, 102, "c")
             ]
         );
-        assert_eq!(fs::metadata(&path).expect("file").len(), 0, "emptied when drained");
+        assert_eq!(
+            fs::metadata(&path).expect("file").len(),
+            0,
+            "emptied when drained"
+        );
         drop(q);
         assert!(open(&path).is_empty());
     }
@@ -328,7 +334,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("q");
         let mut q = open(&path);
-        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")]).expect("push");
+        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")])
+            .expect("push");
         drop(q);
         let text = fs::read_to_string(&path).expect("read");
         // Corrupt the second record's payload; then a torn third line.
@@ -346,7 +353,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("q");
         let mut q = open(&path);
-        q.push(vec![job(Op::Add, 1, "a"), job(Op::Add, 2, "b")]).expect("push");
+        q.push(vec![job(Op::Add, 1, "a"), job(Op::Add, 2, "b")])
+            .expect("push");
         q.pop().expect("pop");
         drop(q);
         let mut q = open(&path);
@@ -365,7 +373,8 @@ mod tests {
         let mut q = Queue::open(&path, Durability::None).expect("opens");
         q.push(vec![job(Op::Add, 1, "keep")]).expect("push");
         for i in 0..1200u32 {
-            q.push(vec![job(Op::Add, (i % 200) as u8 + 2, "x")]).expect("push");
+            q.push(vec![job(Op::Add, (i % 200) as u8 + 2, "x")])
+                .expect("push");
         }
         // Everything but "keep" and the newest few finishes.
         for _ in 0..1198 {
@@ -378,7 +387,10 @@ mod tests {
         let lines = fs::read_to_string(&path).expect("read").lines().count();
         assert!(lines < 1000, "{lines} records for {} pending", q.len());
         drop(q);
-        assert_eq!(Queue::open(&path, Durability::None).expect("opens").len(), 4);
+        assert_eq!(
+            Queue::open(&path, Durability::None).expect("opens").len(),
+            4
+        );
     }
 
     #[test]

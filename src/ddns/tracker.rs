@@ -143,12 +143,18 @@ mod tests {
             dhcid::rdata(0, &[1, 2, 0, 0, 0, 0, 1], "alpha.lan")
         );
         // t=300: renewal, same name: nothing to send.
-        assert!(t.jobs(&[LeaseChange::Upsert(lease(100, 1, Some("alpha"), 900))]).is_empty());
+        assert!(
+            t.jobs(&[LeaseChange::Upsert(lease(100, 1, Some("alpha"), 900))])
+                .is_empty()
+        );
         // t=400: renewal with a new name: remove the old, add the new.
         let jobs = t.jobs(&[LeaseChange::Upsert(lease(100, 1, Some("alpha2"), 1000))]);
         assert_eq!(
             ops(&jobs),
-            vec![(Op::Remove, "alpha.lan".into(), 100), (Op::Add, "alpha2.lan".into(), 100)]
+            vec![
+                (Op::Remove, "alpha.lan".into(), 100),
+                (Op::Add, "alpha2.lan".into(), 100)
+            ]
         );
         // t=500: released.
         let jobs = t.jobs(&[LeaseChange::Remove {
@@ -161,7 +167,10 @@ mod tests {
 
     #[test]
     fn recovered_leases_are_known_and_expire_into_removals() {
-        let mut t = Tracker::new("lan", &[lease(101, 2, Some("beta"), 50), lease(102, 3, None, 50)]);
+        let mut t = Tracker::new(
+            "lan",
+            &[lease(101, 2, Some("beta"), 50), lease(102, 3, None, 50)],
+        );
         assert_eq!(t.len(), 1, "a lease without a name has nothing in DNS");
         let jobs = t.jobs(&[
             LeaseChange::Remove {

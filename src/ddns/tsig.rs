@@ -75,9 +75,12 @@ pub fn sign(msg: &[u8], key: &TsigKey, now: u64) -> Result<Signed, TsigError> {
     }
     let mut input = msg.to_vec();
     input.extend_from_slice(&variables(key, now, FUDGE, 0, &[]));
-    let mac = hmac::sign(&hmac::Key::new(hmac_alg(key.algorithm), &key.secret), &input)
-        .as_ref()
-        .to_vec();
+    let mac = hmac::sign(
+        &hmac::Key::new(hmac_alg(key.algorithm), &key.secret),
+        &input,
+    )
+    .as_ref()
+    .to_vec();
     let mut rdata = wire_name(key.algorithm.name());
     rdata.extend_from_slice(&now.to_be_bytes()[2..]);
     rdata.extend_from_slice(&FUDGE.to_be_bytes());
@@ -148,7 +151,9 @@ pub fn verify_response(
 /// The last additional record, if it is a TSIG RR.
 fn find_tsig(msg: &[u8]) -> Result<Option<Rr<'_>>, TsigError> {
     let count = |i: usize| -> Result<usize, TsigError> {
-        let b = msg.get(i..i + 2).ok_or(TsigError::Malformed("short header"))?;
+        let b = msg
+            .get(i..i + 2)
+            .ok_or(TsigError::Malformed("short header"))?;
         Ok(usize::from(u16::from_be_bytes([b[0], b[1]])))
     };
     let (qd, an, ns, ar) = (count(4)?, count(6)?, count(8)?, count(10)?);
@@ -196,7 +201,10 @@ fn parse_rdata<'a>(
     let id = at(rest, 2)?;
     let error = at(rest + 2, 2)?;
     let other_len = at(rest + 4, 2)?;
-    let other = at(rest + 6, usize::from(u16::from_be_bytes([other_len[0], other_len[1]])))?;
+    let other = at(
+        rest + 6,
+        usize::from(u16::from_be_bytes([other_len[0], other_len[1]])),
+    )?;
     Ok(Rr {
         start,
         key_name: lower_name(msg, start, name_end)?,
@@ -221,7 +229,9 @@ fn lower_name(buf: &[u8], start: usize, end: usize) -> Result<Vec<u8>, TsigError
 /// The offset after the name at `pos` (labels, or labels ending in a compression pointer).
 fn skip_name(msg: &[u8], mut pos: usize) -> Result<usize, TsigError> {
     loop {
-        let len = *msg.get(pos).ok_or(TsigError::Malformed("name runs off the end"))?;
+        let len = *msg
+            .get(pos)
+            .ok_or(TsigError::Malformed("name runs off the end"))?;
         match len {
             0 => return Ok(pos + 1),
             l if l & 0xc0 == 0xc0 => return Ok(pos + 2),
@@ -287,7 +297,9 @@ mod tests {
         let k = key();
         let signed = sign(&bare_update(), &k, 1_700_000_000).expect("signs");
         assert_eq!(&signed.bytes[10..12], &[0, 1], "ARCOUNT counts the TSIG RR");
-        let rr = find_tsig(&signed.bytes).expect("parses").expect("TSIG present");
+        let rr = find_tsig(&signed.bytes)
+            .expect("parses")
+            .expect("TSIG present");
         assert_eq!(rr.start, 12);
         assert_eq!(rr.key_name, b"\x08leasedns\x00".to_vec());
         assert_eq!(rr.algorithm, b"\x0bhmac-sha256\x00".to_vec());
@@ -311,7 +323,10 @@ mod tests {
 
         let mut tampered = good.clone();
         tampered[3] = 5; // REFUSED instead of NOERROR
-        assert_eq!(verify_response(&tampered, &k, &req.mac, t), Err(TsigError::BadMac));
+        assert_eq!(
+            verify_response(&tampered, &k, &req.mac, t),
+            Err(TsigError::BadMac)
+        );
         assert_eq!(
             verify_response(&good, &k, &[0u8; 32], t),
             Err(TsigError::BadMac),
@@ -325,10 +340,19 @@ mod tests {
             name: "other".into(),
             ..key()
         };
-        assert_eq!(verify_response(&good, &other, &req.mac, t), Err(TsigError::WrongKey));
+        assert_eq!(
+            verify_response(&good, &other, &req.mac, t),
+            Err(TsigError::WrongKey)
+        );
         let badsig = server_reply(&k, &req.mac, t, 16);
-        assert_eq!(verify_response(&badsig, &k, &req.mac, t), Err(TsigError::ServerError(16)));
-        assert_eq!(verify_response(&bare_update(), &k, &req.mac, t), Err(TsigError::Unsigned));
+        assert_eq!(
+            verify_response(&badsig, &k, &req.mac, t),
+            Err(TsigError::ServerError(16))
+        );
+        assert_eq!(
+            verify_response(&bare_update(), &k, &req.mac, t),
+            Err(TsigError::Unsigned)
+        );
     }
 
     #[test]

@@ -253,7 +253,11 @@ mod tests {
     fn wire_round_trip(step: Step, j: &Job) -> Message {
         let m = message(step, j, "lan", 120, 7).expect("builds");
         let bytes = m.to_vec().expect("encodes");
-        assert_eq!(&bytes[0..4], &[0, 7, 0x28, 0], "id 7, opcode UPDATE, not a response");
+        assert_eq!(
+            &bytes[0..4],
+            &[0, 7, 0x28, 0],
+            "id 7, opcode UPDATE, not a response"
+        );
         Message::from_vec(&bytes).expect("decodes")
     }
 
@@ -345,23 +349,41 @@ mod tests {
         // Name free: added, then the reverse.
         assert_eq!(outcome(Step::FwdAdd, 0, true), Outcome::Next(Step::RevAdd));
         // Name exists: try again, only if the DHCID is ours.
-        assert_eq!(outcome(Step::FwdAdd, 6, true), Outcome::Next(Step::FwdReplace));
+        assert_eq!(
+            outcome(Step::FwdAdd, 6, true),
+            Outcome::Next(Step::FwdReplace)
+        );
         assert_eq!(outcome(Step::FwdReplace, 0, false), Outcome::Done);
         // Another client's name: leave it alone, and do not claim the reverse either.
         assert_eq!(outcome(Step::FwdReplace, 8, true), Outcome::Conflict);
         // Removal: not ours or gone still cleans our PTR (which has its own prerequisite).
-        assert_eq!(outcome(Step::FwdRemove, 8, true), Outcome::Next(Step::RevRemove));
+        assert_eq!(
+            outcome(Step::FwdRemove, 8, true),
+            Outcome::Next(Step::RevRemove)
+        );
         assert_eq!(outcome(Step::RevRemove, 8, true), Outcome::Done);
-        assert_eq!(outcome(Step::RevAdd, 2, true), Outcome::Retry("SERVFAIL".into()));
-        assert_eq!(outcome(Step::FwdAdd, 5, true), Outcome::Fail("REFUSED".into()));
-        assert_eq!(outcome(Step::FwdAdd, 9, true), Outcome::Fail("NOTAUTH".into()));
+        assert_eq!(
+            outcome(Step::RevAdd, 2, true),
+            Outcome::Retry("SERVFAIL".into())
+        );
+        assert_eq!(
+            outcome(Step::FwdAdd, 5, true),
+            Outcome::Fail("REFUSED".into())
+        );
+        assert_eq!(
+            outcome(Step::FwdAdd, 9, true),
+            Outcome::Fail("NOTAUTH".into())
+        );
     }
 
     #[test]
     fn first_steps_and_zone_choice() {
         assert_eq!(first_step(Op::Add, true, true), Some(Step::FwdAdd));
         assert_eq!(first_step(Op::Add, false, true), Some(Step::RevAdd));
-        assert_eq!(first_step(Op::RemoveReverse, true, true), Some(Step::RevRemove));
+        assert_eq!(
+            first_step(Op::RemoveReverse, true, true),
+            Some(Step::RevRemove)
+        );
         assert_eq!(first_step(Op::Remove, false, false), None);
         let z = |zone: &str| DdnsZone {
             zone: zone.into(),
@@ -370,7 +392,10 @@ mod tests {
             ttl: 300,
         };
         let zones = vec![z("lan"), z("10.in-addr.arpa"), z("0.0.10.in-addr.arpa")];
-        assert_eq!(zone_for(&zones, "alpha.lan").map(|z| z.zone.as_str()), Some("lan"));
+        assert_eq!(
+            zone_for(&zones, "alpha.lan").map(|z| z.zone.as_str()),
+            Some("lan")
+        );
         assert_eq!(zone_for(&zones, "alpha.plan"), None);
         assert_eq!(
             zone_for(&zones, &reverse_name(Ipv4Addr::new(10, 0, 0, 7))).map(|z| z.zone.as_str()),

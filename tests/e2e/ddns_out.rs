@@ -43,14 +43,15 @@ impl Bind {
              controls {{ }};\n{key}"
         );
         for (zone, file) in [("lan", "lan.zone"), (&reverse_zone(lan), "rev.zone")] {
-            let _ = write!(
+            let _ = writeln!(
                 conf,
                 "zone \"{zone}\" {{ type primary; file \"{d}/{file}\"; \
-                 journal \"{d}/{file}.jnl\"; allow-update {{ key leasedns; }}; }};\n"
+                 journal \"{d}/{file}.jnl\"; allow-update {{ key leasedns; }}; }};"
             );
         }
         std::fs::write(dir.join("named.conf"), conf)?;
-        let soa = "$TTL 300\n@ IN SOA ns.lan. hostmaster.lan. 1 3600 600 86400 60\n@ IN NS ns.lan.\n";
+        let soa =
+            "$TTL 300\n@ IN SOA ns.lan. hostmaster.lan. 1 3600 600 86400 60\n@ IN NS ns.lan.\n";
         std::fs::write(
             dir.join("lan.zone"),
             format!("{soa}ns IN A {ip}\ntaken IN A {}\n", lan.addr(5)),
@@ -66,7 +67,8 @@ impl Bind {
     /// Starts named in the probe namespace and waits until it has loaded its zones.
     fn start(&mut self, lan: &Lan) -> Result<()> {
         let mut cmd = lan.probe.exec("named");
-        cmd.args(["-g", "-4", "-c"]).arg(self.dir.join("named.conf"));
+        cmd.args(["-g", "-4", "-c"])
+            .arg(self.dir.join("named.conf"));
         let mut daemon = Daemon::spawn("named", &mut cmd, &self.dir.join("named.log"))?;
         let ready = daemon.wait_for_log("running", Duration::from_secs(15));
         self.daemon = Some(daemon);
@@ -181,7 +183,13 @@ fn wait_removed(lan: &Lan, bind: &Bind, name: &str, ip: Ipv4Addr, wait: Duration
 
 /// Adds both logs to a failed step.
 fn logged<T>(server: &Server, bind: &Bind, step: Result<T>) -> Result<T> {
-    step.with_context(|| format!("leasedns log:\n{}\nnamed log:\n{}", server.log(), bind.log()))
+    step.with_context(|| {
+        format!(
+            "leasedns log:\n{}\nnamed log:\n{}",
+            server.log(),
+            bind.log()
+        )
+    })
 }
 
 #[test]
@@ -216,9 +224,15 @@ fn ddns_out_lease_reaches_bind_conflicts_are_left_alone_and_release_removes_it()
         }),
     )?;
     let a = dig::short(&lan.server, bind.ip, "alpha.lan", "A")?;
-    ensure!(a == vec![ip.to_string()], "alpha.lan A is {a:?}, want [{ip}]");
+    ensure!(
+        a == vec![ip.to_string()],
+        "alpha.lan A is {a:?}, want [{ip}]"
+    );
     let taken = dig::short(&lan.server, bind.ip, "taken.lan", "A")?;
-    ensure!(taken == vec![lan.addr(5).to_string()], "taken.lan A is {taken:?}");
+    ensure!(
+        taken == vec![lan.addr(5).to_string()],
+        "taken.lan A is {taken:?}"
+    );
     for other in [thief_ip, squatter_ip] {
         let ptr = dig::ptr(&lan.server, bind.ip, other)?;
         ensure!(ptr.records.is_empty(), "{other} PTR at BIND: {ptr:?}");
@@ -255,7 +269,10 @@ fn ddns_out_expired_lease_leaves_bind_after_the_lease_ends() -> Result<()> {
     // The client vanishes without a release (SIGKILL by its pid file).
     drop(client);
     let ttl_at_bind = dig::query(&lan.server, bind.ip, "gamma.lan", "A")?;
-    ensure!(!ttl_at_bind.records.is_empty(), "gamma.lan gone before expiry");
+    ensure!(
+        !ttl_at_bind.records.is_empty(),
+        "gamma.lan gone before expiry"
+    );
     logged(
         &server,
         &bind,
@@ -304,7 +321,9 @@ fn ddns_out_updates_wait_for_a_down_primary_across_a_restart() -> Result<()> {
     let restarted = server.restart();
     logged(&server, &bind, restarted)?;
     ensure!(
-        server.log().contains("DDNS updates pending from the last run"),
+        server
+            .log()
+            .contains("DDNS updates pending from the last run"),
         "no pending updates after restart; log:\n{}",
         server.log()
     );
