@@ -285,3 +285,178 @@ async fn udp_exchange(primary: SocketAddr, bytes: &[u8], id: u16) -> Result<Vec<
         debug!(%primary, len = n, "ignored a datagram that is not our answer");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{TestClock, UnixTime};
+    use crate::lease::{ClientId, HwAddr, LeaseState, RemoveReason};
+    use hickory_server::proto::op::Message;
+    use std::path::Path;
+    use tokio::sync::watch;
+
+    /// A primary on loopback that answers each UPDATE with the next scripted rcode (no answer
+    /// at all once the script runs out) and hands every request it saw to the test.
+    async fn fake_primary(script: Vec<u8>) -> (SocketAddr, mpsc::UnboundedReceiver<Message>) {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = sock.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut script = script.into_iter();
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let _ = tx.send(Message::from_vec(&buf[..n]).expect("our request parses"));
+                if let Some(rcode) = script.next() {
+                    let mut resp = buf[..12].to_vec();
+                    resp[2] |= 0x80;
+                    resp[3] = rcode;
+                    resp[4..12].fill(0);
+                    let _ = sock.send_to(&resp, from).await;
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    fn config(dir: &Path, primary: SocketAddr) -> Config {
+        let text = format!(
+            "domain = \"lan\"\nlease_file = \"{}/leases\"\ndurability = \"none\"\n\
+             [[subnet]]\nnetwork = \"10.0.0.0/24\"\npool_start = \"10.0.0.100\"\npool_end = \"10.0.0.199\"\n\
+             [[ddns_zone]]\nzone = \"lan\"\nprimary = \"{primary}\"\n\
+             [[ddns_zone]]\nzone = \"0.0.10.in-addr.arpa\"\nprimary = \"{primary}\"\n",
+            dir.display()
+        );
+        Config::parse(&text, Path::new("test.toml")).expect("valid config")
+    }
+
+    fn alpha() -> Lease {
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 1]);
+        Lease {
+            ip: Ipv4Addr::new(10, 0, 0, 100),
+            client: ClientId::from_hw(&hw),
+            hwaddr: hw,
+            hostname: Some("alpha".into()),
+            expires: UnixTime(1_000_600),
+            state: LeaseState::Bound,
+        }
+    }
+
+    /// (prerequisite types, update types) of a request, to tell the steps apart.
+    fn shape(m: &Message) -> (Vec<u16>, Vec<u16>) {
+        let types = |rs: &[hickory_server::proto::rr::Record]| {
+            rs.iter().map(|r| u16::from(r.record_type())).collect()
+        };
+        (types(&m.answers), types(&m.authorities))
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a request in time")
+            .expect("fake primary alive")
+    }
+
+    #[tokio::test]
+    async fn conflict_stops_after_the_dhcid_check_and_touches_no_ptr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // YXDOMAIN to the first add, NXRRSET to the DHCID-guarded replace.
+        let (primary, mut seen) = fake_primary(vec![6, 8]).await;
+        let cfg = config(dir.path(), primary);
+        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(task.run(stop_rx));
+
+        tx.send(&[LeaseChange::Upsert(alpha())]);
+        assert_eq!(
+            shape(&next(&mut seen).await),
+            (vec![255], vec![1, 49]),
+            "add if absent"
+        );
+        assert_eq!(
+            shape(&next(&mut seen).await),
+            (vec![49], vec![1, 1]),
+            "replace if ours"
+        );
+        let more = tokio::time::timeout(Duration::from_millis(500), seen.recv()).await;
+        assert!(more.is_err(), "nothing after a conflict: {more:?}");
+
+        let _ = stop_tx.send(true);
+        handle.await.expect("task ends");
+        assert!(
+            Queue::open(&cfg.ddns.queue_file, cfg.durability)
+                .expect("opens")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn servfail_is_retried_then_release_removes_both_sides() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // SERVFAIL, then the add (forward, reverse) and the removal (forward, reverse) succeed.
+        let (primary, mut seen) = fake_primary(vec![2, 0, 0, 0, 0]).await;
+        let cfg = config(dir.path(), primary);
+        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(task.run(stop_rx));
+
+        tx.send(&[LeaseChange::Upsert(alpha())]);
+        tx.send(&[LeaseChange::Remove {
+            ip: alpha().ip,
+            reason: RemoveReason::Released,
+        }]);
+        let first = next(&mut seen).await;
+        let t0 = Instant::now();
+        let again = next(&mut seen).await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(900),
+            "retried after the backoff"
+        );
+        assert_eq!(shape(&first), shape(&again));
+        let rev_add = next(&mut seen).await;
+        assert_eq!(shape(&rev_add), (vec![], vec![12, 49, 12, 49]));
+        assert_eq!(rev_add.authorities[2].ttl, 300);
+        assert_eq!(
+            shape(&next(&mut seen).await),
+            (vec![49], vec![1, 49]),
+            "fwd remove"
+        );
+        assert_eq!(
+            shape(&next(&mut seen).await),
+            (vec![12], vec![12, 49]),
+            "rev remove"
+        );
+
+        let _ = stop_tx.send(true);
+        handle.await.expect("task ends");
+    }
+
+    #[tokio::test]
+    async fn unsent_updates_are_on_disk_at_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A primary that never answers.
+        let (primary, mut seen) = fake_primary(vec![]).await;
+        let cfg = config(dir.path(), primary);
+        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(task.run(stop_rx));
+
+        tx.send(&[LeaseChange::Upsert(alpha())]);
+        let _ = next(&mut seen).await;
+        let _ = stop_tx.send(true);
+        tx.send(&[LeaseChange::Remove {
+            ip: alpha().ip,
+            reason: RemoveReason::Expired,
+        }]);
+        drop(tx);
+        handle.await.expect("task ends");
+
+        let mut q = Queue::open(&cfg.ddns.queue_file, cfg.durability).expect("opens");
+        let ops: Vec<Op> = std::iter::from_fn(|| {
+            let op = q.front()?.op;
+            q.pop().ok()?;
+            Some(op)
+        })
+        .collect();
+        assert_eq!(ops, vec![Op::Add, Op::Remove]);
+    }
+}
