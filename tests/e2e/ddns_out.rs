@@ -98,7 +98,7 @@ fn ddns_options(lan: &Lan, lease_time: u32) -> ServerOptions {
     }
     ServerOptions {
         lease_time,
-        extra,
+        extra_toml: extra,
         ..ServerOptions::default()
     }
 }
