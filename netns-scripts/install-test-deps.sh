@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests need from Debian's packages (run as root on Debian 12 or later).
 set -euo pipefail
-pkgs=(iproute2 procps isc-dhcp-client busybox bind9-dnsutils dhcpcd-base dnsmasq-base tcpdump nmap isc-dhcp-relay kea-admin)
+# bind9: the primary that the outbound DDNS tests update (named).
+pkgs=(iproute2 procps isc-dhcp-client busybox bind9-dnsutils dhcpcd-base dnsmasq-base tcpdump nmap isc-dhcp-relay kea-admin bind9)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,6 +39,8 @@ pub struct Config {
     pub reservations: Vec<Reservation>,
     /// Server-wide DHCP settings: ping check, warnings, client classes.
     pub dhcp: DhcpGlobals,
+    /// Outbound RFC 2136 updates to DNS servers elsewhere (`[[ddns_zone]]`).
+    pub ddns: DdnsConfig,
 }
 
 /// Server-wide DHCP settings.
@@ -115,6 +117,64 @@ impl ClientClass {
             .as_ref()
             .is_none_or(|p| chaddr.starts_with(p));
         vendor_ok && user_ok && mac_ok
+    }
+}
+
+/// Outbound dynamic DNS: the zones we update at other servers, and the queue file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DdnsConfig {
+    /// Zones, forward and reverse; a name goes to the longest zone that contains it.
+    pub zones: Vec<DdnsZone>,
+    /// Pending updates survive restarts here (default `<lease_file>.ddns`).
+    pub queue_file: PathBuf,
+}
+
+/// One zone at one primary server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdnsZone {
+    /// Lowercase, no trailing dot: "lan", "0.0.10.in-addr.arpa".
+    pub zone: String,
+    pub primary: SocketAddr,
+    /// None: unsigned updates (for servers that allow updates by address).
+    pub key: Option<TsigKey>,
+    /// TTL of the records we add (never more than the lease's remaining time).
+    pub ttl: u32,
+}
+
+/// A TSIG key shared with the primary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    /// Lowercase, no trailing dot.
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TsigKey({} {:?}, secret hidden)",
+            self.name, self.algorithm
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The algorithm's name as written in config and on the wire (RFC 8945 section 6).
+    pub fn name(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
     }
 }
 
@@ -373,6 +433,9 @@ mod raw {
         pub subnet: Vec<Spanned<Subnet>>,
         #[serde(default)]
         pub host: Vec<Spanned<Host>>,
+        pub ddns_queue: Option<Spanned<String>>,
+        #[serde(default)]
+        pub ddns_zone: Vec<Spanned<DdnsZone>>,
         pub ping_check: Option<bool>,
         pub ping_timeout_ms: Option<Spanned<u64>>,
         pub exhausted_warn_interval: Option<u32>,
@@ -410,6 +473,17 @@ mod raw {
         pub lease_time: Option<Spanned<u32>>,
         #[serde(default)]
         pub option: Vec<Spanned<Opt>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DdnsZone {
+        pub zone: Spanned<String>,
+        pub primary: Spanned<String>,
+        pub key_name: Option<Spanned<String>>,
+        pub key_algorithm: Option<Spanned<String>>,
+        pub key_secret: Option<Spanned<String>>,
+        pub ttl: Option<Spanned<u32>>,
     }
 
     #[derive(Deserialize, Default)]
@@ -543,6 +617,12 @@ mod validate {
             return Err(cx.err(0..0, "subnet", "at least one [[subnet]] is needed"));
         }
         let reservations = hosts(&cx, &raw.host, &subnets)?;
+        let ddns = ddns(
+            &cx,
+            &raw.ddns_zone,
+            raw.ddns_queue.as_ref(),
+            &raw.lease_file,
+        )?;
         let dhcp = globals(&cx, &raw, &subnets)?;
         Ok(Config {
             path: path.to_path_buf(),
@@ -557,6 +637,7 @@ mod validate {
             dns,
             subnets,
             reservations,
+            ddns,
             dhcp,
         })
     }
@@ -865,6 +946,126 @@ mod validate {
             prefix_len,
             gateway,
         })
+    }
+
+    fn ddns(
+        cx: &Ctx,
+        raw: &[Spanned<raw::DdnsZone>],
+        queue: Option<&Spanned<String>>,
+        lease_file: &Spanned<String>,
+    ) -> Result<DdnsConfig, ConfigError> {
+        let queue_file = match queue {
+            Some(q) if q.get_ref().trim().is_empty() => {
+                return Err(cx.err(q.span(), "ddns_queue", "must not be empty"));
+            }
+            Some(q) => PathBuf::from(q.get_ref()),
+            None => PathBuf::from(format!("{}.ddns", lease_file.get_ref())),
+        };
+        let mut zones: Vec<DdnsZone> = Vec::new();
+        for (i, z) in raw.iter().enumerate() {
+            let zone = ddns_zone(cx, i, z.get_ref())?;
+            if let Some(j) = zones.iter().position(|o| o.zone == zone.zone) {
+                let msg = format!("`{}` is already configured by ddns_zone[{j}]", zone.zone);
+                return Err(cx.err(z.get_ref().zone.span(), format!("ddns_zone[{i}].zone"), msg));
+            }
+            zones.push(zone);
+        }
+        Ok(DdnsConfig { zones, queue_file })
+    }
+
+    fn ddns_zone(cx: &Ctx, i: usize, z: &raw::DdnsZone) -> Result<DdnsZone, ConfigError> {
+        let field = |f: &str| format!("ddns_zone[{i}].{f}");
+        let zone = z.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if zone.is_empty() || !zone.split('.').all(is_label) {
+            let msg = format!("`{}` is not a valid zone name", z.zone.get_ref());
+            return Err(cx.err(z.zone.span(), field("zone"), msg));
+        }
+        let primary = socket_addr(z.primary.get_ref(), 53).ok_or_else(|| {
+            let msg = format!(
+                "`{}` is not an address like 10.0.0.53:53",
+                z.primary.get_ref()
+            );
+            cx.err(z.primary.span(), field("primary"), msg)
+        })?;
+        let ttl = match &z.ttl {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(cx.err(t.span(), field("ttl"), "must be at least 1"));
+            }
+            Some(t) => *t.get_ref(),
+            None => 300,
+        };
+        Ok(DdnsZone {
+            zone,
+            primary,
+            key: tsig_key(cx, &field, z)?,
+            ttl,
+        })
+    }
+
+    fn tsig_key(
+        cx: &Ctx,
+        field: &dyn Fn(&str) -> String,
+        z: &raw::DdnsZone,
+    ) -> Result<Option<TsigKey>, ConfigError> {
+        let (name, secret) = match (&z.key_name, &z.key_secret) {
+            (None, None) => {
+                return match &z.key_algorithm {
+                    Some(a) => Err(cx.err(
+                        a.span(),
+                        field("key_algorithm"),
+                        "needs key_name and key_secret",
+                    )),
+                    None => Ok(None),
+                };
+            }
+            (Some(n), None) => {
+                return Err(cx.err(n.span(), field("key_name"), "needs key_secret too"));
+            }
+            (None, Some(s)) => {
+                return Err(cx.err(s.span(), field("key_secret"), "needs key_name too"));
+            }
+            (Some(n), Some(s)) => (n, s),
+        };
+        let key_name = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !key_name.split('.').all(label_ok) {
+            let msg = format!("`{}` is not a valid key name", name.get_ref());
+            return Err(cx.err(name.span(), field("key_name"), msg));
+        }
+        let algorithm = match z
+            .key_algorithm
+            .as_ref()
+            .map(|a| (a.get_ref().to_ascii_lowercase(), a.span()))
+        {
+            None => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            Some((a, _)) if a == "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            Some((a, span)) => {
+                let msg = format!("`{a}` is not one of hmac-sha256, hmac-sha384, hmac-sha512");
+                return Err(cx.err(span, field("key_algorithm"), msg));
+            }
+        };
+        let secret_bytes = data_encoding::BASE64
+            .decode(secret.get_ref().trim().as_bytes())
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                cx.err(
+                    secret.span(),
+                    field("key_secret"),
+                    "is not base64 (as in a BIND key file)",
+                )
+            })?;
+        Ok(Some(TsigKey {
+            name: key_name,
+            algorithm,
+            secret: secret_bytes,
+        }))
     }
 
     fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {
@@ -1487,6 +1688,98 @@ value = "hello world"
         assert!(msg.contains("unknown field"), "{msg}");
         let (_, field, _) = invalid(&with_dns("").replace("type = \"AAAA\"", "tipe = \"AAAA\""));
         assert_eq!(field, "tipe");
+    }
+
+    const DDNS: &str = r#"
+[[ddns_zone]]
+zone = "LAN."
+primary = "10.0.0.53"
+key_name = "leasedns"
+key_secret = "bGVhc2VkbnMtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="
+[[ddns_zone]]
+zone = "0.0.10.in-addr.arpa"
+primary = "10.0.0.54:5353"
+key_name = "rev.key."
+key_algorithm = "HMAC-SHA512"
+key_secret = "c2VjcmV0"
+ttl = 60
+"#;
+
+    #[test]
+    fn ddns_zones_are_normalised_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert!(c.ddns.zones.is_empty());
+        assert_eq!(c.ddns.queue_file, PathBuf::from("/tmp/x.journal.ddns"));
+
+        let c = parse(&format!("{GOOD}{DDNS}")).expect("valid");
+        let (fwd, rev) = (&c.ddns.zones[0], &c.ddns.zones[1]);
+        assert_eq!(fwd.zone, "lan");
+        assert_eq!(fwd.primary, "10.0.0.53:53".parse().unwrap());
+        assert_eq!(fwd.ttl, 300);
+        let key = fwd.key.as_ref().expect("key");
+        assert_eq!(key.algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(key.secret, b"leasedns-test-key-32-bytes-long!".to_vec());
+        assert!(
+            !format!("{key:?}").contains("leasedns-test"),
+            "secret hidden in Debug"
+        );
+        assert_eq!(rev.primary, "10.0.0.54:5353".parse().unwrap());
+        let key = rev.key.as_ref().expect("key");
+        assert_eq!(
+            (key.name.as_str(), key.algorithm),
+            ("rev.key", TsigAlgorithm::HmacSha512)
+        );
+        assert_eq!(rev.ttl, 60);
+
+        let queue = GOOD.replace("[dns]", "ddns_queue = \"/var/q\"\n[dns]");
+        assert_eq!(
+            parse(&queue).expect("valid").ddns.queue_file,
+            PathBuf::from("/var/q")
+        );
+        let unsigned = format!("{GOOD}[[ddns_zone]]\nzone = \"lan\"\nprimary = \"::1\"\n");
+        let c = parse(&unsigned).expect("valid");
+        assert_eq!(c.ddns.zones[0].key, None);
+        assert_eq!(c.ddns.zones[0].primary, "[::1]:53".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_ddns_values_name_the_field() {
+        let base = format!("{GOOD}{DDNS}");
+        let cases = [
+            (
+                "zone = \"LAN.\"",
+                "zone = \"bad..zone\"",
+                "ddns_zone[0].zone",
+            ),
+            (
+                "\"10.0.0.53\"",
+                "\"primary.example\"",
+                "ddns_zone[0].primary",
+            ),
+            (
+                "\"HMAC-SHA512\"",
+                "\"hmac-md5\"",
+                "ddns_zone[1].key_algorithm",
+            ),
+            ("\"c2VjcmV0\"", "\"not base64!\"", "ddns_zone[1].key_secret"),
+            ("ttl = 60", "ttl = 0", "ddns_zone[1].ttl"),
+            ("\"0.0.10.in-addr.arpa\"", "\"lan\"", "ddns_zone[1].zone"),
+            ("key_name = \"rev.key.\"\n", "", "ddns_zone[1].key_secret"),
+            (
+                "key_name = \"leasedns\"",
+                "key_name = \"bad name\"",
+                "ddns_zone[0].key_name",
+            ),
+        ];
+        for (from, to, want_field) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (_, field, msg) = invalid(&text);
+            assert_eq!(field, want_field, "{msg}");
+        }
+        let (_, field, msg) = invalid(&format!("{base}server = \"x\"\n"));
+        assert_eq!(field, "server");
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     /// The issue-3 keys, as the contract writes them.

@@ -36,6 +36,11 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
 
     let names = names_for(&cfg, &leases, now);
     let dns_names = names.clone();
+    let leases_for_ddns = if cfg.ddns.zones.is_empty() {
+        Vec::new()
+    } else {
+        leases.clone()
+    };
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
@@ -46,7 +51,15 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         .context("binding DNS sockets")?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock);
+    let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
+    let mut ddns_task = None;
+    if !cfg.ddns.zones.is_empty() {
+        let (tx, task) =
+            crate::ddns::start(&cfg, &leases_for_ddns, clock).context("opening the DDNS queue")?;
+        info!(zones = cfg.ddns.zones.len(), queue = %cfg.ddns.queue_file.display(), "DDNS updates on");
+        dhcp = dhcp.with_ddns(tx);
+        ddns_task = Some(tokio::spawn(task.run(stop_rx.clone())));
+    }
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(cfg.clone());
     let dhcp_task = tokio::spawn(dhcp.run_with_reload(stop_rx.clone(), cfg_rx));
     let dns_task = tokio::spawn(dns.run(stop_rx));
@@ -70,14 +83,17 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     }
     let _ = stop_tx.send(true);
     dhcp_task.await.context("DHCP task")?;
+    if let Some(task) = ddns_task {
+        task.await.context("DDNS task")?;
+    }
     dns_task.await.context("DNS task")?.context("DNS server")?;
     info!("leasedns stopped");
     Ok(())
 }
 
 /// SIGHUP: read and validate the config again. A bad file changes nothing. Settings bound at
-/// start (domain, lease file, durability, ports, DNS listen addresses, upstreams, TTL) keep their
-/// running values, with a warning; everything else (subnets, pools, options, reservations,
+/// start (domain, lease file, durability, ports, DNS listen addresses, upstreams, TTL, DDNS) keep
+/// their running values, with a warning; everything else (subnets, pools, options, reservations,
 /// classes, static records, the hosts file) takes effect at once.
 fn reload(running: &Config, names: &SharedNames) -> anyhow::Result<Arc<Config>> {
     let mut new = Config::load(&running.path)?;
@@ -115,6 +131,7 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
     keep!(dns.listen);
     keep!(dns.upstreams);
     keep!(dns.ttl);
+    keep!(ddns);
 }
 
 /// The name index at start: reservations and `[[dns.record]]`s from config, then every

@@ -826,6 +826,7 @@ mod tests {
             durability: Durability::None,
             offer_hold: 60,
             decline_hold: 600,
+            ddns: Default::default(),
             dns: DnsConfig::default(),
             subnets: vec![
                 subnet(ip(0), ip(100), ip(last)),

@@ -55,6 +55,8 @@ pub struct DhcpService {
     pings_tx: tokio::sync::mpsc::UnboundedSender<PingDone>,
     pings_rx: tokio::sync::mpsc::UnboundedReceiver<PingDone>,
     ping_seq: u16,
+    /// Outbound DDNS: durable batches are handed over here (never waits).
+    ddns: Option<crate::ddns::DdnsSender>,
 }
 
 /// A finished ping check: the request that waited for it and the answer.
@@ -89,7 +91,14 @@ impl DhcpService {
             pings_tx,
             pings_rx,
             ping_seq: 0,
+            ddns: None,
         }
+    }
+
+    /// Hands every durable batch of lease changes to the outbound DDNS task.
+    pub fn with_ddns(mut self, ddns: crate::ddns::DdnsSender) -> Self {
+        self.ddns = Some(ddns);
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -208,6 +217,8 @@ impl DhcpService {
         if !changes.is_empty() && !self.commit(&changes) {
             // Not durable: no reply that grants or extends a lease may leave.
             replies.retain(|r| !is_grant(r));
+        } else if let Some(ddns) = &self.ddns {
+            ddns.send(&changes);
         }
         if !changes.is_empty() {
             match self.names.write() {

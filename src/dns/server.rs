@@ -315,6 +315,7 @@ mod tests {
             durability: Durability::None,
             offer_hold: 30,
             decline_hold: 600,
+            ddns: Default::default(),
             dns: DnsConfig {
                 listen: vec!["127.0.0.1:0".parse().expect("addr")],
                 ttl: 300,

@@ -9,7 +9,7 @@
 //! clients; issue 3: 20 dhcpcd, 21-23 renewals, 24 options (nmap), 25 relay, 26 moved client,
 //! 27 perfdhcp, 28 hostile packets, 29 rapid commit, 30 classes and per-host options, 31 ping
 //! check, 32 non-authoritative relayed subnet;
-//! 50-53 dns.
+//! 50-53 dns; 70-72 outbound DDNS (BIND).
 
 mod clients;
 mod dig;
@@ -18,6 +18,7 @@ mod proc;
 mod server;
 
 mod check_config;
+mod ddns_out;
 mod dhcp_clients;
 mod dns;
 mod harness_selftest;
