@@ -64,7 +64,7 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
 }
 
 /// The name index at start: reservations from config, then every recovered bound lease.
-fn names_for(cfg: &Config, leases: &[crate::lease::Lease]) -> SharedNames {
+pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease]) -> SharedNames {
     let statics: Vec<(String, std::net::Ipv4Addr)> = cfg
         .reservations
         .iter()

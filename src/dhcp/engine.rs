@@ -148,6 +148,15 @@ impl Engine {
             .collect()
     }
 
+    /// Put the lease on `ip` back to `durable` (what the journal holds; `None`: free) after its
+    /// change could not be made durable, so the table never holds a lease the disk lacks.
+    pub fn restore(&mut self, ip: Ipv4Addr, durable: Option<Lease>) {
+        self.table.remove(ip);
+        if let Some(lease) = durable {
+            self.table.insert(lease);
+        }
+    }
+
     fn discover(&mut self, cx: &Ctx<'_>) -> Outcome {
         let want = self.want(cx, cx.req.requested_ip);
         let pool = Pool {
@@ -622,6 +631,7 @@ mod tests {
             client_port: 68,
             lease_file: PathBuf::from("/nonexistent"),
             durability: Durability::None,
+            renew_write_fraction: 0.5,
             offer_hold: 60,
             decline_hold: 600,
             dns: DnsConfig::default(),
