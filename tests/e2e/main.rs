@@ -4,14 +4,17 @@
 //!
 //! Run: `cargo test --test e2e` as root. Tests run in parallel: each builds its own LAN named
 //! `ld<tag><pid><seq>-*` on 10.(50+index).0.0/24. Indices in use: 1 harness self-test,
-//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients.
+//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients,
+//! 40-43 crash safety (kill -9, full disk, dnsmasq import, restart figures).
 
 mod clients;
+mod dhcp_load;
 mod dig;
 mod netns;
 mod proc;
 mod server;
 
 mod check_config;
+mod crash;
 mod harness_selftest;
 mod leasedns_lan;

@@ -13,7 +13,7 @@ use crate::netns::{Host, IFACE, Lan};
 use crate::proc::Daemon;
 
 /// How long a server may take to become ready.
-const READY_WAIT: Duration = Duration::from_secs(10);
+const READY_WAIT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -38,6 +38,10 @@ pub struct ServerOptions {
     pub durability: &'static str,
     pub lease_time: u32,
     pub hosts: Vec<Reservation>,
+    /// Where the journal goes (default: `leases.journal` in the LAN's scratch directory).
+    pub lease_file: Option<PathBuf>,
+    /// Extra top-level config lines (e.g. `renew_write_fraction = 0`).
+    pub extra: String,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +51,8 @@ impl Default for ServerOptions {
             durability: "none",
             lease_time: 600,
             hosts: Vec::new(),
+            lease_file: None,
+            extra: String::new(),
         }
     }
 }
@@ -64,19 +70,40 @@ pub struct Server {
 impl Server {
     /// Writes the config for `lan` and starts leasedns; returns once it logged `leasedns ready`.
     pub fn start(lan: &Lan, opts: &ServerOptions) -> Result<Server> {
-        let lease_file = lan.path("leases.journal");
+        let mut server = Server::prepare(lan, opts)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Writes the config for `lan` without starting leasedns (`launch` starts it).
+    pub fn prepare(lan: &Lan, opts: &ServerOptions) -> Result<Server> {
+        let lease_file = opts
+            .lease_file
+            .clone()
+            .unwrap_or_else(|| lan.path("leases.journal"));
         let config = lan.path("leasedns.toml");
         std::fs::write(&config, render_config(lan, opts, &lease_file))?;
-        let mut server = Server {
+        Ok(Server {
             host: lan.server.clone(),
             config,
             lease_file,
             dir: lan.path(""),
             daemon: None,
             runs: 0,
-        };
-        server.spawn()?;
-        Ok(server)
+        })
+    }
+
+    /// Starts leasedns (again) on the same config and lease file, until `leasedns ready`.
+    pub fn launch(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
+    /// SIGKILL: the crash the journal must survive. Waits for the process to be gone.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.daemon.as_mut() {
+            Some(daemon) => daemon.kill().map(|_| ()),
+            None => bail!("leasedns is not running"),
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
@@ -124,11 +151,12 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
     let (start, end) = lan.pool();
     let srv = lan.server_ip();
     let mut s = format!(
-        "domain = \"{domain}\"\ninterfaces = [\"{IFACE}\"]\nlease_file = \"{lease}\"\n\
+        "{extra}\ndomain = \"{domain}\"\ninterfaces = [\"{IFACE}\"]\nlease_file = \"{lease}\"\n\
          durability = \"{durability}\"\n\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n\n\
          [[subnet]]\nnetwork = \"{network}\"\npool_start = \"{start}\"\npool_end = \"{end}\"\n\
          router = \"{srv}\"\ndns_servers = [\"{srv}\"]\nlease_time = {lease_time}\ninterface = \"{IFACE}\"\n\
          authoritative = true\n",
+        extra = opts.extra,
         domain = opts.domain,
         lease = lease_file.display(),
         durability = opts.durability,
