@@ -1791,6 +1791,28 @@ mod tests {
     }
 
     #[test]
+    fn batches_written_before_one_sync_share_its_fsync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases");
+        let batch = Durability::Batch { max_delay_ms: 10 };
+        let (mut j, _) = Journal::open(&path, batch, UnixTime(0)).expect("open");
+        let s0 = j.stats();
+        for n in 1..=3 {
+            j.write(UnixTime(0), &[up(&lease(n, 100, None))])
+                .expect("write");
+        }
+        assert!(j.has_unsynced());
+        assert_eq!(j.stats().fsyncs, s0.fsyncs, "writes do not sync");
+        j.sync(Some(UnixTime(0))).expect("sync");
+        assert_eq!(j.stats().fsyncs, s0.fsyncs + 1);
+        assert!(!j.has_unsynced());
+        j.sync(Some(UnixTime(0))).expect("nothing to sync");
+        assert_eq!(j.stats().fsyncs, s0.fsyncs + 1);
+        drop(j);
+        assert_eq!(open(&path, 0).1.len(), 3);
+    }
+
+    #[test]
     fn offered_leases_are_never_written() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("leases");
