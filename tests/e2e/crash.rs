@@ -135,6 +135,14 @@ fn kill_9_under_load_loses_no_acked_lease_and_grants_no_address_twice() -> Resul
             .with_context(|| format!("round {round}, killed after {kill_after:?}"))?;
     }
     ensure!(load.acks > 100, "too little load: {} ACKs", load.acks);
+    // The kills must also have met journals that had rotated (background snapshots).
+    let compacting_runs = (1..=ROUNDS)
+        .filter(|n| {
+            std::fs::read_to_string(lan.path(&format!("leasedns.{n}.log")))
+                .is_ok_and(|log| log.contains("lease journal compacted"))
+        })
+        .count();
+    ensure!(compacting_runs > 0, "no run compacted its journal");
     // A last start: every client holding a lease gets it back.
     server.launch()?;
     let holders: Vec<usize> = (0..load.macs.len())
@@ -150,7 +158,7 @@ fn kill_9_under_load_loses_no_acked_lease_and_grants_no_address_twice() -> Resul
     }
     ensure!(load.violations.is_empty(), "{:?}", load.violations);
     println!(
-        "crash test: {ROUNDS} kill -9 rounds, {} ACKs ({} NAKs) in {:.1} s of load ({:.0} ACK/s with fsync, renewals written), {:.1} s in all",
+        "crash test: {ROUNDS} kill -9 rounds ({compacting_runs} with a compaction), {} ACKs ({} NAKs) in {:.1} s of load ({:.0} ACK/s with fsync, renewals written), {:.1} s in all",
         load.acks,
         load.naks,
         loaded.as_secs_f64(),
