@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests need from Debian's packages (run as root on Debian 12 or later).
 set -euo pipefail
-pkgs=(iproute2 procps isc-dhcp-client busybox bind9-dnsutils dhcpcd-base dnsmasq-base)
+pkgs=(iproute2 procps isc-dhcp-client busybox bind9-dnsutils dhcpcd-base dnsmasq-base tcpdump nmap isc-dhcp-relay kea-admin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::info;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::service::DhcpService;
@@ -34,7 +34,7 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         .with_context(|| format!("opening the lease journal {}", cfg.lease_file.display()))?;
     info!(leases = leases.len(), file = %cfg.lease_file.display(), "leases recovered");
 
-    let names = names_for(&cfg, &leases);
+    let names = names_for(&cfg, &leases, now);
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
@@ -63,19 +63,15 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     Ok(())
 }
 
-/// The name index at start: reservations from config, then every recovered bound lease.
-pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease]) -> SharedNames {
-    let statics: Vec<(String, std::net::Ipv4Addr)> = cfg
-        .reservations
-        .iter()
-        .filter_map(|r| Some((r.name.clone()?, r.ip)))
-        .collect();
-    let mut names = Names::new(&cfg.domain, &statics);
+/// The name index at start: reservations and `[[dns.record]]`s from config, then every
+/// recovered bound lease (the hosts file is read by the DNS server).
+pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
+    let mut names = Names::from_config(cfg);
     let bound: Vec<LeaseChange> = leases
         .iter()
         .filter(|l| l.state == LeaseState::Bound)
         .map(|l| LeaseChange::Upsert(l.clone()))
         .collect();
-    names.apply(&bound);
+    names.apply_at(now, &bound);
     Arc::new(RwLock::new(names))
 }

@@ -331,13 +331,17 @@ mod tests {
                 lease_time: 3600,
                 interface: None,
                 authoritative: true,
+                settings: Default::default(),
             }],
             reservations: vec![Reservation {
                 hwaddr: Some(HwAddr::ethernet([2, 0, 0, 0, 0, 5])),
                 client_id: None,
                 ip: PRINTER,
                 name: Some("printer".to_string()),
+                lease_time: None,
+                options: vec![],
             }],
+            dhcp: Default::default(),
         }
     }
 

@@ -103,7 +103,7 @@ fn kill_9_under_load_loses_no_acked_lease_and_grants_no_address_twice() -> Resul
     let opts = ServerOptions {
         durability: "fsync",
         // Every renewal written: the most journal traffic per ACK.
-        extra: "renew_write_fraction = 0\n".into(),
+        global_toml: "renew_write_fraction = 0\n".into(),
         ..ServerOptions::default()
     };
     let mut server = Server::prepare(&lan, &opts)?;
@@ -216,7 +216,7 @@ fn full_disk_stops_grants_keeps_dns_and_recovers_by_itself() -> Result<()> {
     let disk = Tmpfs::mount(&lan.path("disk"), "64k")?;
     let opts = ServerOptions {
         durability: "batch",
-        extra: "batch_max_delay_ms = 20\n".into(),
+        global_toml: "batch_max_delay_ms = 20\n".into(),
         lease_file: Some(disk.path.join("leases.journal")),
         ..ServerOptions::default()
     };
@@ -368,7 +368,7 @@ fn restart_with_100k_leases_prints_figures() -> Result<()> {
     let (journal, leases) = Journal::open(&cfg.lease_file, cfg.durability, now)?;
     let open = t.elapsed();
     let t = Instant::now();
-    let names = leasedns::daemon::names_for(&cfg, &leases);
+    let names = leasedns::daemon::names_for(&cfg, &leases, now);
     let named = t.elapsed();
     let count = leases.len();
     let t = Instant::now();
