@@ -446,3 +446,28 @@ mod tests {
         assert_eq!(renew_times(u32::MAX), (u32::MAX / 2, 3_758_096_383));
     }
 }
+#[cfg(test)]
+mod relay_echo_once {
+    use super::*;
+    #[test]
+    fn relay_info_appears_once_in_an_encoded_reply() {
+        let raw = vec![1, 4, b'e', b't', b'h', b'1'];
+        let mut msg = dhcproto::v4::Message::default();
+        msg.set_opcode(dhcproto::v4::Opcode::BootReply);
+        msg.set_opts(nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw)));
+        let bytes = crate::dhcp::wire::encode(&msg, 576).expect("encode");
+        let mut i = 240;
+        let mut n82 = 0;
+        while i < bytes.len() && bytes[i] != 255 {
+            if bytes[i] == 0 {
+                i += 1;
+                continue;
+            }
+            if bytes[i] == 82 {
+                n82 += 1;
+            }
+            i += 2 + bytes[i + 1] as usize;
+        }
+        assert_eq!(n82, 1, "{:?}", &bytes[240..]);
+    }
+}

@@ -453,6 +453,7 @@ fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
     if walk(area, |t| tlvs.push(t), |_| true).is_err() {
         return bytes;
     }
+    drop_repeated_relay_info(area, &mut tlvs);
     tlvs.sort_by_key(|t| rank(t.code, order));
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(bytes.get(..OPTIONS).unwrap_or_default());
@@ -465,6 +466,31 @@ fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
     out.push(OPT_END);
     out.resize(bytes.len().max(out.len()), 0);
     out
+}
+
+/// dhcproto 0.15 writes an option 82 that it holds as `Unknown` twice (its `OptionCode`
+/// equality and ordering disagree), once in the main pass and once as the final option. When
+/// the option 82 pieces are such a repetition, keep one copy.
+fn drop_repeated_relay_info(area: &[u8], tlvs: &mut Vec<Tlv>) {
+    let value = |t: &Tlv| area.get(t.start..t.end).unwrap_or_default();
+    let pieces: Vec<&Tlv> = tlvs.iter().filter(|t| t.code == 82).collect();
+    let half = pieces.len() / 2;
+    let repeated = half > 0
+        && pieces.len().is_multiple_of(2)
+        && pieces[..half]
+            .iter()
+            .zip(&pieces[half..])
+            .all(|(a, b)| value(a) == value(b));
+    if repeated {
+        let mut seen = 0;
+        tlvs.retain(|t| {
+            if t.code != 82 {
+                return true;
+            }
+            seen += 1;
+            seen <= half
+        });
+    }
 }
 
 #[cfg(test)]
