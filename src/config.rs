@@ -12,6 +12,9 @@ use crate::lease::{ClientId, HwAddr};
 pub enum Durability {
     /// write + fdatasync before replying (default).
     Fsync,
+    /// write at once, fdatasync at most every `max_delay_ms`; replies still wait for the
+    /// fdatasync that covers them, so many batches share one.
+    Batch { max_delay_ms: u32 },
     /// write only; for tmpfs and tests.
     None,
 }
@@ -30,6 +33,9 @@ pub struct Config {
     /// Lease journal file.
     pub lease_file: PathBuf,
     pub durability: Durability,
+    /// A bound lease is stored with this fraction of its lease time as headroom, so renewals
+    /// that stay inside it are not written (0 writes every renewal). 0..=1, default 0.5.
+    pub renew_write_fraction: f64,
     /// How long an OFFER holds its address for the client (seconds).
     pub offer_hold: u32,
     /// How long a declined address is put aside (seconds).
@@ -423,6 +429,8 @@ mod raw {
         pub lease_file: Spanned<String>,
         #[serde(default)]
         pub durability: Option<Spanned<String>>,
+        pub batch_max_delay_ms: Option<Spanned<u32>>,
+        pub renew_write_fraction: Option<Spanned<f64>>,
         pub dhcp_port: Option<u16>,
         pub client_port: Option<u16>,
         pub offer_hold: Option<u32>,
@@ -579,19 +587,12 @@ mod validate {
     pub fn root(mut raw: raw::Root, text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = Ctx { text, path };
         let domain = domain(&cx, &raw.domain)?;
-        let durability = match raw
-            .durability
-            .as_ref()
-            .map(|d| (d.get_ref().as_str(), d.span()))
-        {
-            None | Some(("fsync", _)) => Durability::Fsync,
-            Some(("none", _)) => Durability::None,
-            Some((other, span)) => {
-                return Err(cx.err(
-                    span,
-                    "durability",
-                    format!("`{other}` is not one of \"fsync\", \"none\""),
-                ));
+        let durability = durability(&cx, &raw)?;
+        let renew_write_fraction = match &raw.renew_write_fraction {
+            None => 0.5,
+            Some(f) if (0.0..=1.0).contains(f.get_ref()) => *f.get_ref(),
+            Some(f) => {
+                return Err(cx.err(f.span(), "renew_write_fraction", "must be between 0 and 1"));
             }
         };
         if raw.lease_file.get_ref().trim().is_empty() {
@@ -632,6 +633,7 @@ mod validate {
             client_port: raw.client_port.unwrap_or(68),
             lease_file: PathBuf::from(raw.lease_file.into_inner()),
             durability,
+            renew_write_fraction,
             offer_hold: raw.offer_hold.unwrap_or(60),
             decline_hold: raw.decline_hold.unwrap_or(600),
             dns,
@@ -1068,6 +1070,38 @@ mod validate {
         }))
     }
 
+    /// `durability` and, for "batch", `batch_max_delay_ms` (default 10, 1 to 1000).
+    fn durability(cx: &Ctx, raw: &raw::Root) -> Result<Durability, ConfigError> {
+        let mode = raw
+            .durability
+            .as_ref()
+            .map(|d| (d.get_ref().as_str(), d.span()));
+        let delay = raw.batch_max_delay_ms.as_ref();
+        if let (Some(d), false) = (delay, matches!(mode, Some(("batch", _)))) {
+            return Err(cx.err(
+                d.span(),
+                "batch_max_delay_ms",
+                "only applies to durability = \"batch\"",
+            ));
+        }
+        match mode {
+            None | Some(("fsync", _)) => Ok(Durability::Fsync),
+            Some(("none", _)) => Ok(Durability::None),
+            Some(("batch", _)) => match delay {
+                None => Ok(Durability::Batch { max_delay_ms: 10 }),
+                Some(d) if (1..=1000).contains(d.get_ref()) => Ok(Durability::Batch {
+                    max_delay_ms: *d.get_ref(),
+                }),
+                Some(d) => Err(cx.err(d.span(), "batch_max_delay_ms", "must be 1 to 1000")),
+            },
+            Some((other, span)) => Err(cx.err(
+                span,
+                "durability",
+                format!("`{other}` is not one of \"fsync\", \"batch\", \"none\""),
+            )),
+        }
+    }
+
     fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {
         let d = raw.get_ref().trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() || !d.split('.').all(is_label) {
@@ -1455,6 +1489,33 @@ name = "Printer"
             }
         }
         assert!(n >= 1, "no configs in conf/");
+    }
+
+    #[test]
+    fn durability_modes_and_renewal_headroom() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.renew_write_fraction, 0.5);
+        let with = |keys: &str| GOOD.replacen("[dns]", &format!("{keys}\n[dns]"), 1);
+        let c = parse(&with("durability = \"batch\"")).expect("valid");
+        assert_eq!(c.durability, Durability::Batch { max_delay_ms: 10 });
+        let c = parse(&with(
+            "durability = \"batch\"\nbatch_max_delay_ms = 50\nrenew_write_fraction = 0",
+        ))
+        .expect("valid");
+        assert_eq!(c.durability, Durability::Batch { max_delay_ms: 50 });
+        assert_eq!(c.renew_write_fraction, 0.0);
+        let c = parse(&with("durability = \"none\"")).expect("valid");
+        assert_eq!(c.durability, Durability::None);
+
+        let (line, field, msg) = invalid(&with("batch_max_delay_ms = 5"));
+        assert_eq!((line, field.as_str()), (4, "batch_max_delay_ms"), "{msg}");
+        let (_, field, _) = invalid(&with("durability = \"batch\"\nbatch_max_delay_ms = 0"));
+        assert_eq!(field, "batch_max_delay_ms");
+        let (_, field, msg) = invalid(&with("renew_write_fraction = 1.5"));
+        assert_eq!(field, "renew_write_fraction", "{msg}");
+        let (_, field, msg) = invalid(&with("durability = \"sometimes\""));
+        assert_eq!(field, "durability");
+        assert!(msg.contains("\"batch\""), "{msg}");
     }
 
     #[test]

@@ -136,7 +136,7 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
 
 /// The name index at start: reservations and `[[dns.record]]`s from config, then every
 /// recovered bound lease (the hosts file is read by the DNS server).
-fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
+pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
     let mut names = Names::from_config(cfg);
     let bound: Vec<LeaseChange> = leases
         .iter()

@@ -122,7 +122,9 @@ impl Queue {
 
     fn sync(&self) -> Result<(), QueueError> {
         match self.durability {
-            Durability::Fsync => self.file.sync_data().map_err(|e| io_err(&self.path, e)),
+            Durability::Fsync | Durability::Batch { .. } => {
+                self.file.sync_data().map_err(|e| io_err(&self.path, e))
+            }
             Durability::None => Ok(()),
         }
     }

@@ -254,6 +254,15 @@ impl Engine {
             .collect()
     }
 
+    /// Put the lease on `ip` back to `durable` (what the journal holds; `None`: free) after its
+    /// change could not be made durable, so the table never holds a lease the disk lacks.
+    pub fn restore(&mut self, ip: Ipv4Addr, durable: Option<Lease>) {
+        self.table.remove(ip);
+        if let Some(lease) = durable {
+            self.table.insert(lease);
+        }
+    }
+
     /// The allocation view for this client: its class's range, or the subnet's pool without
     /// the class ranges.
     fn pool<'a>(&'a self, cx: &'a Ctx<'_>) -> Pool<'a> {
@@ -824,6 +833,7 @@ mod tests {
             client_port: 68,
             lease_file: PathBuf::from("/nonexistent"),
             durability: Durability::None,
+            renew_write_fraction: 0.5,
             offer_hold: 60,
             decline_hold: 600,
             ddns: Default::default(),

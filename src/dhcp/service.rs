@@ -1,24 +1,31 @@
 //! The async DHCP loop. Owns the engine, the journal and the socket: receive every datagram that
-//! is ready, decode, run the engine, write the batch's lease changes with one journal commit
-//! (durable before visible), publish names, then send the replies. Holds no lock across `.await`.
+//! is ready, decode, run the engine, write the batch's lease changes with one journal write and
+//! one fdatasync (durable before visible), publish names, then send the replies. Holds no lock
+//! across `.await`.
+//!
+//! With durability "batch" the fdatasync is shared by every batch written within
+//! `batch_max_delay_ms`: their grants (ACKs with an address) and names wait in `Pending` until
+//! it is done; OFFERs and NAKs leave at once. When a write or fdatasync fails, the engine's
+//! table is put back to what the journal holds for every address the lost changes touched, and
+//! those grants are dropped: the client retries, and gets its ACK once writing works again.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::Config;
+use crate::config::{Config, Durability};
 use crate::dhcp::Iface;
 use crate::dhcp::engine::{Engine, Outcome, Reply};
 use crate::dhcp::{ping, wire};
 use crate::dns::names::SharedNames;
 use crate::lease::LeaseChange;
-use crate::lease::journal::Journal;
+use crate::lease::journal::{Journal, JournalError};
 use crate::net::{DhcpSocket, RecvMeta};
 
 /// Most datagrams taken in one batch (one journal commit).
@@ -57,6 +64,17 @@ pub struct DhcpService {
     ping_seq: u16,
     /// Outbound DDNS: durable batches are handed over here (never waits).
     ddns: Option<crate::ddns::DdnsSender>,
+    /// Written, not yet fsynced (durability "batch").
+    pending: Pending,
+    /// When the journal was last fsynced.
+    last_sync: Instant,
+}
+
+/// Lease changes written to the journal and the grants that wait for their fdatasync.
+#[derive(Default)]
+struct Pending {
+    changes: Vec<LeaseChange>,
+    grants: Vec<Reply>,
 }
 
 /// A finished ping check: the request that waited for it and the answer.
@@ -77,6 +95,8 @@ impl DhcpService {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let (pings_tx, pings_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut journal = journal;
+        journal.set_renew_write_fraction(cfg.renew_write_fraction);
         DhcpService {
             cfg,
             engine,
@@ -92,6 +112,8 @@ impl DhcpService {
             pings_rx,
             ping_seq: 0,
             ddns: None,
+            pending: Pending::default(),
+            last_sync: Instant::now(),
         }
     }
 
@@ -134,7 +156,7 @@ impl DhcpService {
         loop {
             metas.clear();
             pings.clear();
-            let wait = self.until_next_expiry();
+            let wait = self.until_next_expiry().min(self.until_sync());
             tokio::select! {
                 r = self.socket.recv(&mut bufs[0]) => match r {
                     Ok(meta) => metas.push(meta),
@@ -156,6 +178,7 @@ impl DhcpService {
             }
             self.process(&bufs, &metas, std::mem::take(&mut pings));
         }
+        self.flush(self.clock.now());
         let st = &self.stats;
         info!(
             received = st.received.load(Ordering::Relaxed),
@@ -193,7 +216,7 @@ impl DhcpService {
         }
     }
 
-    /// One batch: engine, one journal commit, names, replies.
+    /// One batch: engine, one journal write, then (when due) one fdatasync, names and grants.
     fn process(&mut self, bufs: &[Vec<u8>], metas: &[RecvMeta], pings: Vec<PingDone>) {
         let now = self.clock.now();
         let mut changes = self.engine.expire(now);
@@ -214,20 +237,107 @@ impl DhcpService {
                 .handle_after_ping(now, &p.req, &p.iface, p.ip, p.answered);
             self.absorb(out, p.req, p.iface, &mut changes, &mut replies);
         }
-        if !changes.is_empty() && !self.commit(&changes) {
-            // Not durable: no reply that grants or extends a lease may leave.
-            replies.retain(|r| !is_grant(r));
-        } else if let Some(ddns) = &self.ddns {
-            ddns.send(&changes);
+        let (grants, others): (Vec<Reply>, Vec<Reply>) = replies.into_iter().partition(is_grant);
+        self.write(now, changes, grants);
+        for r in &others {
+            self.send(r);
         }
-        if !changes.is_empty() {
-            match self.names.write() {
-                Ok(mut names) => names.apply_at(now, &changes),
-                Err(poisoned) => poisoned.into_inner().apply_at(now, &changes),
+        if self.sync_due() {
+            self.flush(now);
+        }
+    }
+
+    /// Write the batch's changes; its grants wait for the fdatasync. On failure the engine
+    /// forgets every change since the last fdatasync and their grants are dropped.
+    fn write(&mut self, now: UnixTime, changes: Vec<LeaseChange>, grants: Vec<Reply>) {
+        let journal = &mut self.journal;
+        let res = tokio::task::block_in_place(|| journal.write(now, &changes));
+        match res {
+            Ok(_) => {
+                self.pending.changes.extend(changes);
+                self.pending.grants.extend(grants);
+            }
+            Err(e) => {
+                let mut lost = std::mem::take(&mut self.pending.changes);
+                lost.extend(changes);
+                self.pending.grants.clear();
+                self.forget(&lost);
+                self.journal_failed(&e);
             }
         }
-        for r in &replies {
+    }
+
+    /// True when pending grants may not wait any longer for their fdatasync.
+    fn sync_due(&self) -> bool {
+        if self.pending.changes.is_empty() && self.pending.grants.is_empty() {
+            return false;
+        }
+        self.until_sync() == Duration::ZERO
+    }
+
+    /// How long pending grants may still wait (forever when there are none).
+    fn until_sync(&self) -> Duration {
+        if self.pending.changes.is_empty() && self.pending.grants.is_empty() {
+            return Duration::from_secs(60);
+        }
+        match self.cfg.durability {
+            Durability::Batch { max_delay_ms } => {
+                let due = self.last_sync + Duration::from_millis(u64::from(max_delay_ms));
+                due.saturating_duration_since(Instant::now())
+            }
+            Durability::Fsync | Durability::None => Duration::ZERO,
+        }
+    }
+
+    /// fdatasync what is written, then publish the names and send the grants it covers.
+    fn flush(&mut self, now: UnixTime) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.changes.is_empty() && pending.grants.is_empty() {
+            return;
+        }
+        let journal = &mut self.journal;
+        let res = tokio::task::block_in_place(|| journal.sync(Some(now)));
+        self.last_sync = Instant::now();
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = res {
+            self.forget(&pending.changes);
+            self.journal_failed(&e);
+            return;
+        }
+        if self.journal_broken {
+            info!("lease journal writable again; granting leases");
+            self.journal_broken = false;
+        }
+        if !pending.changes.is_empty() {
+            match self.names.write() {
+                Ok(mut names) => names.apply_at(now, &pending.changes),
+                Err(poisoned) => poisoned.into_inner().apply(&pending.changes),
+            }
+        }
+        if let Some(ddns) = &self.ddns {
+            ddns.send(&pending.changes);
+        }
+        for r in &pending.grants {
             self.send(r);
+        }
+    }
+
+    /// Put every address these lost changes touched back to what the journal holds.
+    fn forget(&mut self, lost: &[LeaseChange]) {
+        for change in lost {
+            let ip = match change {
+                LeaseChange::Upsert(l) => l.ip,
+                LeaseChange::Remove { ip, .. } => *ip,
+            };
+            self.engine.restore(ip, self.journal.durable(ip).cloned());
+        }
+    }
+
+    fn journal_failed(&mut self, e: &JournalError) {
+        self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.journal_broken {
+            error!("lease journal write failed, not granting leases until it works: {e}");
+            self.journal_broken = true;
         }
     }
 
@@ -312,30 +422,6 @@ impl DhcpService {
         match crate::net::interfaces() {
             Ok(list) => self.ifaces = list.into_iter().map(|i| (i.index, i)).collect(),
             Err(e) => warn!("cannot list interfaces: {e}"),
-        }
-    }
-
-    /// Write the batch; true when it is durable.
-    fn commit(&mut self, changes: &[LeaseChange]) -> bool {
-        let journal = &mut self.journal;
-        let res = tokio::task::block_in_place(|| journal.commit(changes));
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        match res {
-            Ok(()) => {
-                if self.journal_broken {
-                    info!("lease journal writable again; granting leases");
-                    self.journal_broken = false;
-                }
-                true
-            }
-            Err(e) => {
-                self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-                if !self.journal_broken {
-                    error!("lease journal write failed, not granting leases until it works: {e}");
-                    self.journal_broken = true;
-                }
-                false
-            }
         }
     }
 

@@ -313,6 +313,7 @@ mod tests {
             client_port: 0,
             lease_file: PathBuf::from("/nonexistent/leases"),
             durability: Durability::None,
+            renew_write_fraction: 0.5,
             offer_hold: 30,
             decline_hold: 600,
             ddns: Default::default(),

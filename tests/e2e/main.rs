@@ -9,15 +9,18 @@
 //! clients; issue 3: 20 dhcpcd, 21-23 renewals, 24 options (nmap), 25 relay, 26 moved client,
 //! 27 perfdhcp, 28 hostile packets, 29 rapid commit, 30 classes and per-host options, 31 ping
 //! check, 32 non-authoritative relayed subnet;
-//! 50-53 dns; 70-72 outbound DDNS (BIND).
+//! 8 reload; 40-43 crash safety (kill -9, full disk, dnsmasq import, restart figures); 50-53 dns;
+//! 70-72 outbound DDNS (BIND).
 
 mod clients;
+mod dhcp_load;
 mod dig;
 mod netns;
 mod proc;
 mod server;
 
 mod check_config;
+mod crash;
 mod ddns_out;
 mod dhcp_clients;
 mod dns;

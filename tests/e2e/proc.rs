@@ -197,6 +197,15 @@ impl Daemon {
         signal(pid, sig)
     }
 
+    /// SIGKILL and wait for the exit.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            bail!("{} is not running", self.name);
+        };
+        signal(child.id(), Signal::SIGKILL)?;
+        Ok(child.wait()?)
+    }
+
     /// SIGTERM, then waits up to `timeout` for the exit (SIGKILL after that, and an error).
     pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let Some(mut child) = self.child.take() else {

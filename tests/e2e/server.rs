@@ -14,7 +14,7 @@ use crate::proc::Daemon;
 use std::net::Ipv4Addr;
 
 /// How long a server may take to become ready.
-const READY_WAIT: Duration = Duration::from_secs(10);
+const READY_WAIT: Duration = Duration::from_secs(30);
 /// How long a server may take to exit after SIGTERM.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 
@@ -48,6 +48,8 @@ pub struct ServerOptions {
     pub subnet_toml: String,
     /// Raw TOML appended at the end: more `[[subnet]]`, `[[class]]` or `[[host]]` tables.
     pub extra_toml: String,
+    /// Where the journal goes (default: `leases.journal` in the LAN's scratch directory).
+    pub lease_file: Option<PathBuf>,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +63,7 @@ impl Default for ServerOptions {
             global_toml: String::new(),
             subnet_toml: String::new(),
             extra_toml: String::new(),
+            lease_file: None,
         }
     }
 }
@@ -78,23 +81,44 @@ pub struct Server {
 impl Server {
     /// Writes the config for `lan` and starts leasedns; returns once it logged `leasedns ready`.
     pub fn start(lan: &Lan, opts: &ServerOptions) -> Result<Server> {
-        let lease_file = lan.path("leases.journal");
+        let mut server = Server::prepare(lan, opts)?;
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// Writes the config for `lan` without starting leasedns (`launch` starts it).
+    pub fn prepare(lan: &Lan, opts: &ServerOptions) -> Result<Server> {
+        let lease_file = opts
+            .lease_file
+            .clone()
+            .unwrap_or_else(|| lan.path("leases.journal"));
         let config = lan.path("leasedns.toml");
         std::fs::write(&config, render_config(lan, opts, &lease_file))?;
         // A second server on the same LAN must not read the first one's log as its own.
         let earlier = (1..)
             .take_while(|n| lan.path(&format!("leasedns.{n}.log")).exists())
             .count();
-        let mut server = Server {
+        Ok(Server {
             host: lan.server.clone(),
             config,
             lease_file,
             dir: lan.path(""),
             daemon: None,
             runs: u32::try_from(earlier).unwrap_or(u32::MAX),
-        };
-        server.spawn()?;
-        Ok(server)
+        })
+    }
+
+    /// Starts leasedns (again) on the same config and lease file, until `leasedns ready`.
+    pub fn launch(&mut self) -> Result<()> {
+        self.spawn()
+    }
+
+    /// SIGKILL: the crash the journal must survive. Waits for the process to be gone.
+    pub fn kill(&mut self) -> Result<()> {
+        match self.daemon.as_mut() {
+            Some(daemon) => daemon.kill().map(|_| ()),
+            None => bail!("leasedns is not running"),
+        }
     }
 
     fn spawn(&mut self) -> Result<()> {
