@@ -203,8 +203,8 @@ def table(raw, servers, notes_path):
             pass
     servers = [s for s in servers.split(",") if s]
     head = ["metric (median)"] + servers
-    if "leasedns" in servers:
-        head += [f"leasedns/{s}" for s in servers if s != "leasedns"]
+    others = [s for s in servers if s != "leasedns"]
+    head += [f"leasedns/{s}" for s in others]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for key, label, _ in METRICS:
@@ -222,12 +222,9 @@ def table(raw, servers, notes_path):
             if (s, key) in notes:
                 c += " [" + "; ".join(sorted(set(notes[(s, key)]))) + "]"
             cells.append(c)
-        if "leasedns" in servers:
-            for s in servers:
-                if s == "leasedns":
-                    continue
-                a, b = med.get("leasedns"), med.get(s)
-                cells.append(f"{a / b:.2f}" if a is not None and b else "n/a")
+        for s in others:
+            a, b = med.get("leasedns"), med.get(s)
+            cells.append(f"{a / b:.2f}" if a is not None and b else "n/a")
         print("| " + " | ".join(cells) + " |")
 
 
