@@ -21,7 +21,8 @@ bench.sh [options]   (run as root)
   --period S           seconds per DHCP point and per DNS run (default 10; --quick: 3)
   --fixed-rate R       offered DORA/s for the CPU-per-DORA measurement (default 2000)
   --mem-leases N       leases to grant for the memory test (default 100000; --quick: 20000)
-  --mem-rate R         offered DORA/s while granting them (default 2000)
+  --mem-rate R         offered DORA/s while granting them (default: 80 % of the server's
+                       highest rate found by the DHCP part in this run, else 2000)
   --mem-cap S          stop granting after S seconds (default 120; --quick: 30)
   --dns-names N        lease names to create and query (default 1000; --quick: 300)
   --keep               keep the work directory (configs, logs, raw output)
@@ -41,7 +42,7 @@ REPS=""
 PERIOD=""
 FIXED_RATE=2000
 MEM_LEASES=""
-MEM_RATE=2000
+MEM_RATE=""
 MEM_CAP=""
 DNS_NAMES=""
 KEEP=0
@@ -450,19 +451,24 @@ lease_count() { # SERVER DIR: leases held, read from the server's own store wher
 }
 
 mem_bench() {
-  local name=$1 n rss r
+  local name=$1 n rss r rate=$MEM_RATE max
+  if [ -z "$rate" ]; then
+    max=$(awk -F'\t' -v s="$name" '$1 == s && $2 == "dhcp_max_rate" { print $3 }' "$RAW")
+    rate=$((${max:-2500} * 8 / 10))
+    [ "$rate" -ge 100 ] || rate=100
+  fi
   fresh_server "$name"
-  local cap=$((MEM_LEASES / MEM_RATE + 5))
+  local cap=$((MEM_LEASES / rate + 5))
   [ "$cap" -le "$MEM_CAP" ] || cap=$MEM_CAP
-  perf "$MEM_RATE" "$cap" "$MEM_LEASES" "$SRV_DIR/perfdhcp.mem" -n "$MEM_LEASES"
+  perf "$rate" "$cap" "$MEM_LEASES" "$SRV_DIR/perfdhcp.mem" -n "$MEM_LEASES"
   rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$SRV_PID/status")
   n=$(lease_count "$name" "$SRV_DIR")
   record "$name" mem_leases "$n"
   if [ "$n" -lt $((MEM_LEASES * 99 / 100)) ]; then
-    record "$name" mem_leases_note "of $MEM_LEASES offered at $MEM_RATE/s, ${cap}s cap"
+    record "$name" mem_leases_note "of $MEM_LEASES offered at $rate/s, ${cap}s cap"
   fi
   record "$name" mem_rss_mib "$rss"
-  log "$name: $n leases, VmHWM $rss MiB"
+  log "$name: $n leases (offered at $rate/s), VmHWM $rss MiB"
   for ((r = 1; r <= REPS; r++)); do
     stop_server
     start_server "$name" "$SRV_DIR"
@@ -491,7 +497,7 @@ report() {
     if has_server leasedns; then v+=", leasedns $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; fi
     echo "- versions: $v"
     echo "- options: servers=$SERVERS only=$ONLY reps=$REPS period=${PERIOD}s clients=$CLIENTS" \
-      "fixed-rate=$FIXED_RATE/s mem-leases=$MEM_LEASES mem-rate=$MEM_RATE/s dns-names=$DNS_NAMES"
+      "fixed-rate=$FIXED_RATE/s mem-leases=$MEM_LEASES mem-rate=${MEM_RATE:-auto} dns-names=$DNS_NAMES"
     echo "- method: server pinned to CPU 0, load generator to CPU 1, in two network namespaces;"
     echo "  perfdhcp relays (giaddr $RELAY_IP) DORA from $CLIENTS clients; a drop is a DISCOVER"
     echo "  without an ACK within 1 s. Each DHCP point starts a fresh server with an empty lease"
