@@ -3,6 +3,10 @@
 # a veth pair (never on the host). DHCP load comes from perfdhcp acting as a relay (giaddr), DNS
 # load from dnsperf. Prints a markdown table of medians and writes it to a file.
 # Run as root. Not a test: CI does not run it. Usage: bench.sh --help
+# Duration on a 2-core machine: a full run with Kea and dnsmasq about 13 minutes (most of it the
+# rate searches: 3 repetitions of 10 s a point), leasedns adds about 6; --quick about 4 for all.
+# The server runs on CPU 0 and the load generator on CPU 1: anything else running on the machine
+# shows up in the figures.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -109,21 +113,28 @@ RAW="$WORK/raw.tsv"
 POINTS="$WORK/points.md"
 : >"$RAW"
 : >"$POINTS"
-STARTED=()   # PIDs this script started, and only those are ever signalled
-SRV_PID=""
+SRV_PID=""   # the running server, and
+GEN_PID=""   # the running load generator: the only processes this script ever signals
 POLICY_RC=0
 T_BEGIN=$(date +%s)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# end_pid PID: end a process this script started (and, by PID, the children it forked).
+end_pid() {
+  local pid=$1 kid
+  kill -0 "$pid" 2>/dev/null || return 0
+  while read -r kid; do
+    if [ -n "$kid" ]; then kill -TERM "$kid" 2>/dev/null || true; fi
+  done < <(tr ' ' '\n' < <(cat "/proc/$pid/task/"*/children 2>/dev/null))
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
-  local pid
-  for pid in "${STARTED[@]}"; do
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      wait "$pid" 2>/dev/null || true
-    fi
-  done
+  # Only the PIDs still running: a finished PID is cleared at once, so none can be reused.
+  if [ -n "$GEN_PID" ]; then end_pid "$GEN_PID"; fi
+  if [ -n "$SRV_PID" ]; then end_pid "$SRV_PID"; fi
   ip netns del "$NS_S" 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
   if [ "$POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
@@ -273,7 +284,6 @@ start_server() {
   KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR=none \
     ip netns exec "$NS_S" taskset -c 0 "${cmd[@]}" >>"$dir/server.log" 2>&1 &
   SRV_PID=$!
-  STARTED+=("$SRV_PID")
   for ((i = 0; i < 6000; i++)); do
     if is_ready "$name" "$dir"; then
       t1=$(date +%s%N)
@@ -320,7 +330,9 @@ perf() {
   ip netns exec "$NS_C" /usr/bin/time -f '%U %S' -o "$out.time" taskset -c 1 \
     perfdhcp -4 -g "$PERF_THREADS" -r "$rate" -R "$clients" -p "$period" -W 1000000 -l "$RELAY_IP" "$@" "$SRV_IP" \
     >"$out" 2>&1 &
-  wait $! || true # exit 3 means some exchanges did not complete: that is data, not an error
+  GEN_PID=$!
+  wait "$GEN_PID" || true # exit 3 means some exchanges did not complete: that is data, not an error
+  GEN_PID=""
   read -r _ P_ACKS P_DROP P_ACH < <(python3 "$HELPER" perfdhcp "$out" "$period" "$rate")
   read -r u s < <(tail -1 "$out.time")
   P_GEN=$(awk -v u="$u" -v s="$s" -v p="$period" 'BEGIN { printf "%.0f", 100 * (u + s) / p }')
@@ -411,8 +423,13 @@ dns_bench() {
   local name=$1 n r q="$WORK/$1.queries"
   fresh_server "$name"
   # Lease named addresses through the relay, so the queried names are live lease names.
-  n=$(ip netns exec "$NS_C" python3 "$HELPER" dora --server "$SRV_IP" --giaddr "$RELAY_IP" \
-    --count "$DNS_NAMES" --prefix h --domain lan --out "$q" --window 8 --deadline 300)
+  ip netns exec "$NS_C" python3 "$HELPER" dora --server "$SRV_IP" --giaddr "$RELAY_IP" \
+    --count "$DNS_NAMES" --prefix h --domain lan --out "$q" --window 8 --deadline 300 \
+    >"$q.count" &
+  GEN_PID=$!
+  wait "$GEN_PID"
+  GEN_PID=""
+  n=$(cat "$q.count")
   log "$name: $n of $DNS_NAMES named leases granted"
   record "$name" dns_names "$n"
   if [ "$n" = 0 ]; then
@@ -424,11 +441,17 @@ dns_bench() {
   for ((r = 1; r <= REPS; r++)); do
     out="$SRV_DIR/dnsperf.$r"
     ip netns exec "$NS_C" taskset -c 1 dnsperf -s "$SRV_IP" -d "$q" -l "$PERIOD" \
-      -q "$DNS_OUTSTANDING" >"$out" 2>&1 & wait $! || true
+      -q "$DNS_OUTSTANDING" >"$out" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
     read -r qps avg noerr lost < <(python3 "$HELPER" dnsperf "$out")
     # A second run with per-query output (-v) for the p99; its own cost lowers its qps.
     ip netns exec "$NS_C" taskset -c 1 dnsperf -v -s "$SRV_IP" -d "$q" -l "$PERIOD" \
-      -q "$DNS_OUTSTANDING" >"$out.v" 2>&1 & wait $! || true
+      -q "$DNS_OUTSTANDING" >"$out.v" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
     read -r p99 cnt < <(python3 "$HELPER" p99 "$out.v")
     rm -f "$out.v"
     record "$name" dns_qps "$qps"
