@@ -161,6 +161,32 @@ def dora(server, giaddr, count, prefix, domain, out, window, deadline_s):
     print(len(acked))
 
 
+def probe(server, giaddr, deadline_s):
+    """Send a DISCOVER every 10 ms until one is answered; print 'up' at once (so the caller
+    can start the server after it) and then the wall-clock time of the first OFFER."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((giaddr, 67))
+    print("up", flush=True)
+    xid = random.randrange(1 << 32)
+    mac = b"\x02\xbf" + struct.pack("!I", random.randrange(1 << 32))
+    pkt = _packet(1, xid, mac, giaddr, "probe")
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            sock.sendto(pkt, (server, 67))
+        except OSError:
+            pass
+        r, _, _ = select.select([sock], [], [], 0.01)
+        if r:
+            rep = _parse_reply(sock.recv(4096))
+            if rep and rep[0] == xid and rep[1] == 2:
+                print(f"{time.time():.6f}", flush=True)
+                return 0
+    print("timeout", flush=True)
+    return 1
+
+
 # ---- the results table ---------------------------------------------------------------
 
 METRICS = [
@@ -173,7 +199,8 @@ METRICS = [
     ("dns_noerror_pct", "DNS: NOERROR answers (%)", "higher"),
     ("mem_leases", "Leases granted for the memory test", "higher"),
     ("mem_rss_mib", "Peak RSS with those leases (MiB, VmHWM)", "lower"),
-    ("mem_restart_s", "Restart time with those leases (s)", "lower"),
+    ("mem_restart_s", "Restart with those leases: start to first OFFER (s)", "lower"),
+    ("mem_ready_log_s", "Restart with those leases: start to 'leasedns ready' (s)", "lower"),
 ]
 
 
@@ -250,6 +277,10 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--window", type=int, default=64)
     p.add_argument("--deadline", type=float, default=120)
+    p = sub.add_parser("probe")
+    p.add_argument("--server", required=True)
+    p.add_argument("--giaddr", required=True)
+    p.add_argument("--deadline", type=float, default=120)
     p = sub.add_parser("table")
     p.add_argument("raw")
     p.add_argument("servers")
@@ -265,6 +296,8 @@ def main():
         median(a.values)
     elif a.cmd == "dora":
         dora(a.server, a.giaddr, a.count, a.prefix, a.domain, a.out, a.window, a.deadline)
+    elif a.cmd == "probe":
+        return probe(a.server, a.giaddr, a.deadline)
     elif a.cmd == "table":
         table(a.raw, a.servers, a.notes)
     return 0

@@ -281,6 +281,7 @@ start_server() {
   mapfile -t cmd < <(server_cmd "$name" "$dir")
   : >"$dir/server.log"
   t0=$(date +%s%N)
+  START_T0=$t0
   KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR=none \
     ip netns exec "$NS_S" taskset -c 0 "${cmd[@]}" >>"$dir/server.log" 2>&1 &
   SRV_PID=$!
@@ -492,11 +493,25 @@ mem_bench() {
   fi
   record "$name" mem_rss_mib "$rss"
   log "$name: $n leases (offered at $rate/s), VmHWM $rss MiB"
+  local pf="$SRV_DIR/probe" offer restart i
   for ((r = 1; r <= REPS; r++)); do
     stop_server
+    # A probe client sends a DISCOVER every 10 ms; the restart ends at the first OFFER.
+    ip netns exec "$NS_C" python3 "$HELPER" probe --server "$SRV_IP" --giaddr "$RELAY_IP" \
+      --deadline 300 >"$pf" &
+    GEN_PID=$!
+    for ((i = 0; i < 1000; i++)); do
+      if grep -q '^up' "$pf" || ! kill -0 "$GEN_PID" 2>/dev/null; then break; fi
+      sleep 0.01
+    done
     start_server "$name" "$SRV_DIR"
-    record "$name" mem_restart_s "$READY_S"
-    log "$name restart with $n leases: ready after $READY_S s"
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    offer=$(tail -1 "$pf")
+    restart=$(awk -v a="$START_T0" -v b="$offer" 'BEGIN { printf "%.3f", b - a / 1e9 }')
+    [ "$offer" = timeout ] || record "$name" mem_restart_s "$restart"
+    [ "$name" != leasedns ] || record "$name" mem_ready_log_s "$READY_S"
+    log "$name restart with $n leases: first OFFER after $restart s (ready check $READY_S s)"
   done
   stop_server
 }
