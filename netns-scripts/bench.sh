@@ -479,7 +479,7 @@ mem_bench() {
   if [ -z "$rate" ]; then
     max=$(awk -F'\t' -v s="$name" '$1 == s && $2 == "dhcp_max_rate" { print $3 }' "$RAW")
     rate=$((${max:-2500} * 8 / 10))
-    [ "$rate" -ge 100 ] || rate=100
+    [ "$rate" -ge 20 ] || rate=20
   fi
   fresh_server "$name"
   local cap=$((MEM_LEASES / rate + 5))
