@@ -1,0 +1,580 @@
+#!/usr/bin/env bash
+# Benchmark (issue 7): leasedns against ISC Kea and dnsmasq, in two network namespaces joined by
+# a veth pair (never on the host). DHCP load comes from perfdhcp acting as a relay (giaddr), DNS
+# load from dnsperf. Prints a markdown table of medians and writes it to a file.
+# Run as root. Not a test: CI does not run it. Usage: bench.sh --help
+# Duration on a 2-core machine: a full run with Kea and dnsmasq about 13 minutes (most of it the
+# rate searches: 3 repetitions of 10 s a point), leasedns adds about 6; --quick about 4 for all.
+# The server runs on CPU 0 and the load generator on CPU 1: anything else running on the machine
+# shows up in the figures.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+HELPER="$HERE/bench-helper.py"
+
+usage() {
+  cat <<'EOF'
+bench.sh [options]   (run as root)
+  --quick              short runs (3 s points, 1 repetition, fewer leases and names)
+  --only dhcp|dns|mem  run one part only (default: all three)
+  --servers LIST       comma list of leasedns,kea,dnsmasq (default: all three)
+  --out FILE           results file (default: bench-results.md in the current directory)
+  --no-build           do not run cargo build --release (the binary must exist)
+  --reps N             repetitions of each point (default 3; --quick: 1)
+  --period S           seconds per DHCP point and per DNS run (default 10; --quick: 3)
+  --fixed-rate R       offered DORA/s for the CPU-per-DORA measurement (default 2000)
+  --mem-leases N       leases to grant for the memory test (default 100000; --quick: 20000)
+  --mem-rate R         offered DORA/s while granting them (default: 80 % of the server's
+                       highest rate found by the DHCP part in this run, else 2000)
+  --mem-cap S          stop granting after S seconds (default 120; --quick: 30)
+  --dns-names N        lease names to create and query (default 1000; --quick: 300)
+  --keep               keep the work directory (configs, logs, raw output)
+  --leasedns-bin PATH  run this binary as leasedns (default target/release/leasedns; implies
+                       --no-build), e.g. a stand-in to check the harness itself
+Environment: PERF_THREADS=multi runs perfdhcp with two threads (default single: cheaper on
+its one pinned core).
+EOF
+}
+
+QUICK=0
+ONLY=all
+SERVERS=leasedns,kea,dnsmasq
+OUT=bench-results.md
+BUILD=1
+REPS=""
+PERIOD=""
+FIXED_RATE=2000
+MEM_LEASES=""
+MEM_RATE=""
+MEM_CAP=""
+DNS_NAMES=""
+KEEP=0
+LEASEDNS_BIN="$ROOT/target/release/leasedns"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --only) ONLY=$2; shift ;;
+    --servers) SERVERS=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --no-build) BUILD=0 ;;
+    --reps) REPS=$2; shift ;;
+    --period) PERIOD=$2; shift ;;
+    --fixed-rate) FIXED_RATE=$2; shift ;;
+    --mem-leases) MEM_LEASES=$2; shift ;;
+    --mem-rate) MEM_RATE=$2; shift ;;
+    --mem-cap) MEM_CAP=$2; shift ;;
+    --dns-names) DNS_NAMES=$2; shift ;;
+    --keep) KEEP=1 ;;
+    --leasedns-bin) LEASEDNS_BIN=$2; BUILD=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$ONLY" in all | dhcp | dns | mem) ;; *) echo "bench.sh: --only dhcp|dns|mem" >&2; exit 2 ;; esac
+for s in ${SERVERS//,/ }; do
+  case "$s" in leasedns | kea | dnsmasq) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
+done
+if [ "$QUICK" = 1 ]; then
+  : "${REPS:=1}" "${PERIOD:=3}" "${MEM_LEASES:=20000}" "${MEM_CAP:=30}" "${DNS_NAMES:=300}"
+else
+  : "${REPS:=3}" "${PERIOD:=10}" "${MEM_LEASES:=100000}" "${MEM_CAP:=120}" "${DNS_NAMES:=1000}"
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "bench.sh: run as root (it builds network namespaces)" >&2
+  exit 1
+fi
+
+# Search over offered rates: double from START up to MAX (or halve down to FLOOR), then bisect.
+START_RATE=1000
+MAX_RATE=64000
+FLOOR_RATE=30
+BISECT=3
+[ "$QUICK" = 1 ] && BISECT=2
+CLIENTS=20000       # distinct clients (MACs) per DHCP point
+DROP_LIMIT=1        # percent
+DNS_OUTSTANDING=100 # dnsperf -q
+PERF_THREADS=${PERF_THREADS:-single} # perfdhcp -g: one pinned core, so one thread costs less
+
+# Addresses: a /14 so that 100,000+ leases fit; the relay address is inside the served subnet.
+SRV_IP=10.200.0.1
+RELAY_IP=10.200.0.2
+PREFIX_LEN=14
+NETWORK=10.200.0.0/14
+NETMASK=255.252.0.0
+POOL_START=10.200.1.0
+POOL_END=10.203.255.254
+
+NS_S="lbench-srv-$$"
+NS_C="lbench-cli-$$"
+WORK=$(mktemp -d /var/tmp/leasedns-bench.XXXXXX) # on the real disk, not tmpfs
+RAW="$WORK/raw.tsv"
+POINTS="$WORK/points.md"
+: >"$RAW"
+: >"$POINTS"
+SRV_PID=""   # the running server, and
+GEN_PID=""   # the running load generator: the only processes this script ever signals
+POLICY_RC=0
+T_BEGIN=$(date +%s)
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# end_pid PID: end a process this script started (and, by PID, the children it forked).
+end_pid() {
+  local pid=$1 kid
+  kill -0 "$pid" 2>/dev/null || return 0
+  while read -r kid; do
+    if [ -n "$kid" ]; then kill -TERM "$kid" 2>/dev/null || true; fi
+  done < <(tr ' ' '\n' < <(cat "/proc/$pid/task/"*/children 2>/dev/null))
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  # Only the PIDs still running: a finished PID is cleared at once, so none can be reused.
+  if [ -n "$GEN_PID" ]; then end_pid "$GEN_PID"; fi
+  if [ -n "$SRV_PID" ]; then end_pid "$SRV_PID"; fi
+  ip netns del "$NS_S" 2>/dev/null || true
+  ip netns del "$NS_C" 2>/dev/null || true
+  if [ "$POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
+want() { [ "$ONLY" = all ] || [ "$ONLY" = "$1" ]; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; } # server metric value
+
+# ---- installation and build ----------------------------------------------------------------
+
+install_deps() {
+  local need=() pkgs=()
+  command -v ip >/dev/null || pkgs+=(iproute2)
+  command -v ss >/dev/null || pkgs+=(iproute2)
+  command -v taskset >/dev/null || pkgs+=(util-linux)
+  [ -x /usr/bin/time ] || pkgs+=(time)
+  command -v python3 >/dev/null || pkgs+=(python3)
+  command -v perfdhcp >/dev/null || pkgs+=(kea-admin)
+  has_server kea && { command -v kea-dhcp4 >/dev/null || pkgs+=(kea-dhcp4-server); }
+  has_server dnsmasq && { command -v dnsmasq >/dev/null || pkgs+=(dnsmasq-base); }
+  command -v dnsperf >/dev/null || pkgs+=(dnsperf)
+  [ ${#pkgs[@]} -eq 0 ] && return 0
+  mapfile -t need < <(printf '%s\n' "${pkgs[@]}" | sort -u)
+  log "installing: ${need[*]}"
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    # Keep packages from starting their services on install.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    POLICY_RC=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+  if [ "$POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC=0; fi
+}
+
+build_leasedns() {
+  has_server leasedns || return 0
+  if [ "$BUILD" = 1 ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) & wait $!
+  fi
+  if [ ! -x "$LEASEDNS_BIN" ]; then
+    echo "bench.sh: $LEASEDNS_BIN missing (drop --no-build, or skip it with --servers kea,dnsmasq)" >&2
+    exit 1
+  fi
+}
+
+# ---- topology ------------------------------------------------------------------------------
+
+netns_up() {
+  ip netns add "$NS_S"
+  ip netns add "$NS_C"
+  ip link add vs0 netns "$NS_S" type veth peer name vc0 netns "$NS_C"
+  local ns
+  for ns in "$NS_S" "$NS_C"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip netns exec "$ns" ip link set lo up
+  done
+  ip netns exec "$NS_S" ip addr add "$SRV_IP/$PREFIX_LEN" dev vs0
+  ip netns exec "$NS_C" ip addr add "$RELAY_IP/$PREFIX_LEN" dev vc0
+  ip netns exec "$NS_S" ip link set vs0 up
+  ip netns exec "$NS_C" ip link set vc0 up
+}
+
+# ---- servers -------------------------------------------------------------------------------
+
+# write_conf SERVER DIR: write the server's config into DIR (leases also live in DIR).
+write_conf() {
+  local dir=$2
+  case "$1" in
+    leasedns)
+      cat >"$dir/leasedns.toml" <<EOF
+domain = "lan"
+interfaces = ["vs0"]
+lease_file = "$dir/leases.journal"
+durability = "fsync"
+
+[dns]
+listen = ["$SRV_IP:53"]
+
+[[subnet]]
+network = "$NETWORK"
+pool_start = "$POOL_START"
+pool_end = "$POOL_END"
+router = "$SRV_IP"
+dns_servers = ["$SRV_IP"]
+lease_time = 3600
+EOF
+      ;;
+    kea)
+      cat >"$dir/kea.json" <<EOF
+{"Dhcp4": {
+  "interfaces-config": {"interfaces": ["vs0"], "dhcp-socket-type": "udp"},
+  "lease-database": {"type": "memfile", "persist": true, "name": "$dir/kea-leases4.csv",
+                     "lfc-interval": 0},
+  "multi-threading": {"enable-multi-threading": false},
+  "valid-lifetime": 3600,
+  "subnet4": [{"id": 1, "subnet": "$NETWORK",
+               "pools": [{"pool": "$POOL_START - $POOL_END"}],
+               "option-data": [{"name": "routers", "data": "$SRV_IP"},
+                               {"name": "domain-name-servers", "data": "$SRV_IP"}]}],
+  "loggers": [{"name": "kea-dhcp4", "severity": "WARN",
+               "output_options": [{"output": "$dir/kea.log"}]}]
+}}
+EOF
+      ;;
+    dnsmasq) : ;; # command-line only, see server_cmd
+  esac
+}
+
+# server_cmd SERVER DIR: print the command line, one word a line.
+server_cmd() {
+  local dir=$2
+  case "$1" in
+    leasedns) printf '%s\n' "$LEASEDNS_BIN" run --config "$dir/leasedns.toml" ;;
+    kea) printf '%s\n' kea-dhcp4 -c "$dir/kea.json" ;;
+    dnsmasq)
+      printf '%s\n' dnsmasq -k --conf-file=/dev/null --log-facility="$dir/dnsmasq.log" \
+        --pid-file="$dir/dnsmasq.pid" --user=root --group=root --interface=vs0 --bind-interfaces \
+        --listen-address="$SRV_IP" --no-resolv --no-hosts --no-ping --quiet-dhcp \
+        --dhcp-authoritative --dhcp-range="$POOL_START,$POOL_END,$NETMASK,1h" \
+        --dhcp-leasefile="$dir/dnsmasq.leases" --dhcp-lease-max=300000 --domain=lan \
+        --dhcp-option=3,"$SRV_IP" --dhcp-option=6,"$SRV_IP"
+      ;;
+  esac
+}
+
+# is_ready SERVER DIR: leasedns says so in its log; the others once UDP port 67 is bound.
+is_ready() {
+  if [ "$1" = leasedns ]; then
+    grep -q 'leasedns ready' "$2/server.log"
+  else
+    [ -n "$(ip netns exec "$NS_S" ss -Hlun 'sport = :67' 2>/dev/null)" ]
+  fi
+}
+
+# start_server SERVER DIR: start it pinned to CPU 0; sets SRV_PID and READY_S (seconds to ready).
+start_server() {
+  local name=$1 dir=$2 cmd t0 t1 i
+  mapfile -t cmd < <(server_cmd "$name" "$dir")
+  : >"$dir/server.log"
+  t0=$(date +%s%N)
+  START_T0=$t0
+  KEA_PIDFILE_DIR="$dir" KEA_LOCKFILE_DIR=none \
+    ip netns exec "$NS_S" taskset -c 0 "${cmd[@]}" >>"$dir/server.log" 2>&1 &
+  SRV_PID=$!
+  for ((i = 0; i < 6000; i++)); do
+    if is_ready "$name" "$dir"; then
+      t1=$(date +%s%N)
+      READY_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+      return 0
+    fi
+    if ! kill -0 "$SRV_PID" 2>/dev/null; then break; fi
+    sleep 0.01
+  done
+  echo "bench.sh: $name did not become ready; its log ($dir/server.log):" >&2
+  tail -20 "$dir/server.log" >&2
+  exit 1
+}
+
+stop_server() {
+  [ -n "$SRV_PID" ] || return 0
+  kill -TERM "$SRV_PID" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$SRV_PID" 2>/dev/null || true
+  wait "$SRV_PID" 2>/dev/null || true
+  SRV_PID=""
+}
+
+# fresh_server SERVER: a new directory and config, an empty lease store, started.
+fresh_server() {
+  SRV_DIR=$(mktemp -d "$WORK/$1.XXXX")
+  write_conf "$1" "$SRV_DIR"
+  start_server "$1" "$SRV_DIR"
+}
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# ---- DHCP ----------------------------------------------------------------------------------
+
+# perf RATE PERIOD CLIENTS OUTFILE [extra perfdhcp args]: perfdhcp as a relay, pinned to CPU 1.
+# Sets P_ACKS P_DROP P_ACH (achieved DISCOVER rate) P_GEN (perfdhcp CPU % of the period).
+perf() {
+  local rate=$1 period=$2 clients=$3 out=$4 u s
+  shift 4
+  ip netns exec "$NS_C" /usr/bin/time -f '%U %S' -o "$out.time" taskset -c 1 \
+    perfdhcp -4 -g "$PERF_THREADS" -r "$rate" -R "$clients" -p "$period" -W 1000000 -l "$RELAY_IP" "$@" "$SRV_IP" \
+    >"$out" 2>&1 &
+  GEN_PID=$!
+  wait "$GEN_PID" || true # exit 3 means some exchanges did not complete: that is data, not an error
+  GEN_PID=""
+  read -r _ P_ACKS P_DROP P_ACH < <(python3 "$HELPER" perfdhcp "$out" "$period" "$rate")
+  read -r u s < <(tail -1 "$out.time")
+  P_GEN=$(awk -v u="$u" -v s="$s" -v p="$period" 'BEGIN { printf "%.0f", 100 * (u + s) / p }')
+}
+
+# point SERVER RATE: REPS runs on fresh servers; medians into PT_DROP PT_ACH PT_GEN; PT_CAUSE is
+# ok, server (>= DROP_LIMIT % drops) or generator (perfdhcp could not offer the rate).
+point() {
+  local name=$1 rate=$2 r drops=() achs=() gens=()
+  for ((r = 1; r <= REPS; r++)); do
+    fresh_server "$name"
+    perf "$rate" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.$rate.$r"
+    stop_server
+    drops+=("$P_DROP") achs+=("$P_ACH") gens+=("$P_GEN")
+  done
+  PT_DROP=$(python3 "$HELPER" median "${drops[@]}")
+  PT_ACH=$(python3 "$HELPER" median "${achs[@]}")
+  PT_GEN=$(python3 "$HELPER" median "${gens[@]}")
+  if awk -v a="$PT_ACH" -v r="$rate" -v g="$PT_GEN" 'BEGIN { exit !(a < 0.97 * r || g >= 95) }'; then
+    PT_CAUSE=generator
+  elif awk -v d="$PT_DROP" -v l="$DROP_LIMIT" 'BEGIN { exit !(d >= l) }'; then
+    PT_CAUSE=server
+  else
+    PT_CAUSE=ok
+  fi
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$rate" "$PT_ACH" "$PT_DROP" "$PT_GEN" \
+    "$PT_CAUSE" >>"$POINTS"
+  log "$name offered $rate/s: sent $PT_ACH/s, drops $PT_DROP %, perfdhcp CPU $PT_GEN % -> $PT_CAUSE"
+}
+
+# search SERVER: the highest offered rate whose median drops stay under DROP_LIMIT.
+search() {
+  local name=$1 rate=$START_RATE lo=0 hi=0 cause="search ceiling" mid
+  while :; do
+    point "$name" "$rate"
+    if [ "$PT_CAUSE" = ok ]; then
+      lo=$rate
+      [ $((rate * 2)) -le "$MAX_RATE" ] || break
+      rate=$((rate * 2))
+    else
+      hi=$rate cause=$PT_CAUSE
+      break
+    fi
+  done
+  while [ "$lo" = 0 ] && [ "$rate" -gt "$FLOOR_RATE" ]; do
+    rate=$((rate / 2))
+    point "$name" "$rate"
+    if [ "$PT_CAUSE" = ok ]; then lo=$rate; else hi=$rate cause=$PT_CAUSE; fi
+  done
+  local i
+  for ((i = 0; i < BISECT; i++)); do
+    if [ "$lo" = 0 ] || [ "$hi" = 0 ]; then break; fi
+    mid=$(((lo + hi) / 2))
+    [ $((hi - lo)) -gt $((lo / 16)) ] || break
+    point "$name" "$mid"
+    if [ "$PT_CAUSE" = ok ]; then lo=$mid; else hi=$mid cause=$PT_CAUSE; fi
+  done
+  record "$name" dhcp_max_rate "$lo"
+  if [ "$hi" -gt 0 ]; then
+    record "$name" dhcp_max_rate_note "cap: $cause at $hi/s"
+  else
+    record "$name" dhcp_max_rate_note "cap: $cause"
+  fi
+}
+
+# cpu_per_dora SERVER: server CPU time per completed DORA at FIXED_RATE, REPS times.
+cpu_per_dora() {
+  local name=$1 r before after tck
+  tck=$(getconf CLK_TCK)
+  for ((r = 1; r <= REPS; r++)); do
+    fresh_server "$name"
+    before=$(cpu_ticks "$SRV_PID")
+    perf "$FIXED_RATE" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.fixed.$r"
+    after=$(cpu_ticks "$SRV_PID")
+    stop_server
+    if [ "$P_ACKS" -gt 0 ]; then
+      record "$name" dhcp_cpu_us "$(awk -v t=$((after - before)) -v k="$tck" -v n="$P_ACKS" \
+        'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
+    fi
+    record "$name" dhcp_fixed_done "$(awk -v n="$P_ACKS" -v p="$PERIOD" 'BEGIN { printf "%.1f", n / p }')"
+    log "$name at $FIXED_RATE/s: $P_ACKS DORA completed, server CPU $((after - before)) ticks"
+  done
+}
+
+# ---- DNS -----------------------------------------------------------------------------------
+
+dns_bench() {
+  local name=$1 n r q="$WORK/$1.queries"
+  fresh_server "$name"
+  # Lease named addresses through the relay, so the queried names are live lease names.
+  ip netns exec "$NS_C" python3 "$HELPER" dora --server "$SRV_IP" --giaddr "$RELAY_IP" \
+    --count "$DNS_NAMES" --prefix h --domain lan --out "$q" --window 8 --deadline 300 \
+    >"$q.count" &
+  GEN_PID=$!
+  wait "$GEN_PID"
+  GEN_PID=""
+  n=$(cat "$q.count")
+  log "$name: $n of $DNS_NAMES named leases granted"
+  record "$name" dns_names "$n"
+  if [ "$n" = 0 ]; then
+    record "$name" dns_qps_note "no named lease granted"
+    stop_server
+    return 0
+  fi
+  local out qps avg noerr lost p99 cnt
+  for ((r = 1; r <= REPS; r++)); do
+    out="$SRV_DIR/dnsperf.$r"
+    ip netns exec "$NS_C" taskset -c 1 dnsperf -s "$SRV_IP" -d "$q" -l "$PERIOD" \
+      -q "$DNS_OUTSTANDING" >"$out" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    read -r qps avg noerr lost < <(python3 "$HELPER" dnsperf "$out")
+    # A second run with per-query output (-v) for the p99; its own cost lowers its qps.
+    ip netns exec "$NS_C" taskset -c 1 dnsperf -v -s "$SRV_IP" -d "$q" -l "$PERIOD" \
+      -q "$DNS_OUTSTANDING" >"$out.v" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    read -r p99 cnt < <(python3 "$HELPER" p99 "$out.v")
+    rm -f "$out.v"
+    record "$name" dns_qps "$qps"
+    record "$name" dns_avg_ms "$avg"
+    record "$name" dns_p99_ms "$p99"
+    record "$name" dns_noerror_pct "$noerr"
+    log "$name DNS: $qps q/s, avg $avg ms, p99 $p99 ms ($cnt answers), NOERROR $noerr %, lost $lost %"
+  done
+  stop_server
+}
+
+# ---- memory and restart --------------------------------------------------------------------
+
+lease_count() { # SERVER DIR: leases held, read from the server's own store where it is text
+  case "$1" in
+    kea) tail -n +2 "$2/kea-leases4.csv" | cut -d, -f1 | sort -u | wc -l ;;
+    dnsmasq) wc -l <"$2/dnsmasq.leases" ;;
+    leasedns) echo "$P_ACKS" ;; # its journal is binary: count the ACKs perfdhcp received
+  esac
+}
+
+mem_bench() {
+  local name=$1 n rss r rate=$MEM_RATE max
+  if [ -z "$rate" ]; then
+    max=$(awk -F'\t' -v s="$name" '$1 == s && $2 == "dhcp_max_rate" { print $3 }' "$RAW")
+    rate=$((${max:-2500} * 8 / 10))
+    [ "$rate" -ge 20 ] || rate=20
+  fi
+  fresh_server "$name"
+  local cap=$((MEM_LEASES / rate + 5))
+  [ "$cap" -le "$MEM_CAP" ] || cap=$MEM_CAP
+  perf "$rate" "$cap" "$MEM_LEASES" "$SRV_DIR/perfdhcp.mem" -n "$MEM_LEASES"
+  rss=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$SRV_PID/status")
+  n=$(lease_count "$name" "$SRV_DIR")
+  record "$name" mem_leases "$n"
+  if [ "$n" -lt $((MEM_LEASES * 99 / 100)) ]; then
+    record "$name" mem_leases_note "of $MEM_LEASES offered at $rate/s, ${cap}s cap"
+  fi
+  record "$name" mem_rss_mib "$rss"
+  log "$name: $n leases (offered at $rate/s), VmHWM $rss MiB"
+  local pf="$SRV_DIR/probe" offer restart i
+  for ((r = 1; r <= REPS; r++)); do
+    stop_server
+    # A probe client sends a DISCOVER every 10 ms; the restart ends at the first OFFER.
+    ip netns exec "$NS_C" python3 "$HELPER" probe --server "$SRV_IP" --giaddr "$RELAY_IP" \
+      --deadline 300 >"$pf" &
+    GEN_PID=$!
+    for ((i = 0; i < 1000; i++)); do
+      if grep -q '^up' "$pf" || ! kill -0 "$GEN_PID" 2>/dev/null; then break; fi
+      sleep 0.01
+    done
+    start_server "$name" "$SRV_DIR"
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    offer=$(tail -1 "$pf")
+    restart=$(awk -v a="$START_T0" -v b="$offer" 'BEGIN { printf "%.3f", b - a / 1e9 }')
+    [ "$offer" = timeout ] || record "$name" mem_restart_s "$restart"
+    [ "$name" != leasedns ] || record "$name" mem_ready_log_s "$READY_S"
+    log "$name restart with $n leases: first OFFER after $restart s (ready check $READY_S s)"
+  done
+  stop_server
+}
+
+# ---- report --------------------------------------------------------------------------------
+
+report() {
+  local model kernel
+  model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+  kernel=$(uname -sr)
+  {
+    echo "# leasedns benchmark"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'), run took $(($(date +%s) - T_BEGIN)) s"
+    echo "- machine: $(nproc) CPUs, $model, $kernel"
+    local v
+    v="perfdhcp $(perfdhcp -v 2>&1 | awk '{ print $NF; exit }')"
+    v+=", dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }')"
+    if has_server kea; then v+=", kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null)"; fi
+    if has_server dnsmasq; then v+=", dnsmasq $(dnsmasq -v | awk '{ print $3; exit }')"; fi
+    if has_server leasedns; then v+=", leasedns $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; fi
+    echo "- versions: $v"
+    echo "- options: servers=$SERVERS only=$ONLY reps=$REPS period=${PERIOD}s clients=$CLIENTS" \
+      "fixed-rate=$FIXED_RATE/s mem-leases=$MEM_LEASES mem-rate=${MEM_RATE:-auto} dns-names=$DNS_NAMES"
+    echo "- method: server pinned to CPU 0, load generator to CPU 1, in two network namespaces;"
+    echo "  perfdhcp relays (giaddr $RELAY_IP) DORA from $CLIENTS clients; a drop is a DISCOVER"
+    echo "  without an ACK within 1 s. Each DHCP point starts a fresh server with an empty lease"
+    echo "  store on disk. leasedns: durability fsync; Kea: memfile, persist, single-threaded, no"
+    echo "  LFC; dnsmasq: --no-ping, lease file on disk. DNS: dnsperf -q $DNS_OUTSTANDING on A"
+    echo "  queries for the names of live leases (h0.lan ...), p99 from a second run with -v."
+    echo "  Medians over the repetitions (n shown when > 1)."
+    echo
+    python3 "$HELPER" table "$RAW" "$SERVERS"
+    if [ -s "$POINTS" ]; then
+      echo
+      echo "## DHCP rate search points (medians)"
+      echo
+      echo "| server | offered/s | sent/s | drops % | perfdhcp CPU % | verdict |"
+      echo "|---|---|---|---|---|---|"
+      cat "$POINTS"
+    fi
+  } >"$OUT"
+  cat "$OUT"
+}
+
+main() {
+  install_deps
+  build_leasedns
+  netns_up
+  local s
+  if want dhcp; then
+    for s in ${SERVERS//,/ }; do search "$s"; done
+    for s in ${SERVERS//,/ }; do cpu_per_dora "$s"; done
+  fi
+  if want dns; then
+    for s in ${SERVERS//,/ }; do
+      [ "$s" = kea ] || dns_bench "$s" # Kea has no DNS server
+    done
+  fi
+  if want mem; then
+    for s in ${SERVERS//,/ }; do mem_bench "$s"; done
+  fi
+  report
+}
+
+main
