@@ -7,6 +7,7 @@
 //! - `dhcp`: `wire` (bytes <-> requests/replies), `engine` (pure RFC 2131), `alloc`, `options`,
 //!   `dest` (where replies go), `service` (the async loop that owns the engine).
 //! - `dns`: `names` (the index leases produce), `zone` (hickory handler), `server` (sockets).
+//! - `http`: the HTTP listener; DynDNS2 `/nic/update`.
 //! - `net`: socket building and ioctls, no protocol logic.
 //! - `daemon`: wiring, signals, shutdown.
 #![deny(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod dhcp;
 pub mod dns;
+pub mod http;
 pub mod lease;
 #[allow(unsafe_code)]
 pub mod net;

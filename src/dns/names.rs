@@ -19,6 +19,7 @@ use tracing::{debug, info};
 
 use crate::clock::UnixTime;
 use crate::config::{Config, DnsRecord, RecordData};
+use crate::dns::dynamic::{DynOp, DynamicRecords};
 use crate::lease::{Lease, LeaseChange, LeaseState};
 
 pub type SharedNames = Arc<RwLock<Names>>;
@@ -108,6 +109,8 @@ pub struct Names {
     /// Published lease names only (a lease that lost a conflict is absent).
     lease_by_ip: HashMap<Ipv4Addr, Published>,
     lease_by_name: HashMap<String, Ipv4Addr>,
+    /// Records written by RFC 2136 UPDATE and DynDNS2 (see `dns::dynamic`).
+    dynamic: DynamicRecords,
     serial: u32,
 }
 
@@ -140,6 +143,7 @@ impl Names {
             statics,
             lease_by_ip: HashMap::new(),
             lease_by_name: HashMap::new(),
+            dynamic: DynamicRecords::default(),
             serial: 1,
         }
     }
@@ -234,10 +238,38 @@ impl Names {
         self.statics.by_name.get(fqdn).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether a name has any record here, static or from a live-or-not lease.
+    /// Whether a name has any record here, static, dynamic or from a live-or-not lease.
     pub fn has_name(&self, fqdn: &str) -> bool {
+        self.has_static_or_lease(fqdn) || self.dynamic.has(fqdn)
+    }
+
+    /// Whether the config or a (live-or-not) lease holds a name.
+    pub fn has_static_or_lease(&self, fqdn: &str) -> bool {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
         self.statics.by_name.contains_key(fqdn) || self.lease_by_name.contains_key(fqdn)
+    }
+
+    /// The dynamic records (RFC 2136 UPDATE, DynDNS2).
+    pub fn dynamic(&self) -> &DynamicRecords {
+        &self.dynamic
+    }
+
+    /// Replace the dynamic records (at start, from the update journal); bumps the serial.
+    pub fn set_dynamic(&mut self, records: DynamicRecords) {
+        self.dynamic = records;
+        self.serial = self.serial.wrapping_add(1).max(1);
+    }
+
+    /// Apply dynamic-record changes in order; bumps the serial once if any changed anything.
+    pub fn apply_dynamic(&mut self, ops: &[DynOp]) -> bool {
+        let mut changed = false;
+        for op in ops {
+            changed |= self.dynamic.apply(op);
+        }
+        if changed {
+            self.serial = self.serial.wrapping_add(1).max(1);
+        }
+        changed
     }
 
     /// PTR target (fully qualified, no trailing dot) for an address.

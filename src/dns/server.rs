@@ -21,8 +21,10 @@ use tracing::{debug, info};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::dns::dynamic::DynamicStore;
 use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
 use crate::dns::names::{SharedNames, load_hosts_file};
+use crate::dns::update::UpdateHandler;
 use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
 
 /// A TCP client that sends no query for this long is disconnected.
@@ -47,6 +49,8 @@ struct Front {
     catalog: Catalog,
     overrides: Option<Arc<LocalZone>>,
     forwarder: Option<Arc<Forwarder>>,
+    /// RFC 2136 UPDATE (every UPDATE goes here, never to the catalog).
+    updates: UpdateHandler,
 }
 
 impl DnsServer {
@@ -57,12 +61,22 @@ impl DnsServer {
         names: SharedNames,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DnsServer> {
+        DnsServer::bind_with_store(cfg, names, clock, None).await
+    }
+
+    /// Like `bind`, with the store that RFC 2136 UPDATEs write to (None: UPDATE is REFUSED).
+    pub async fn bind_with_store(
+        cfg: &Config,
+        names: SharedNames,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<DynamicStore>>,
+    ) -> std::io::Result<DnsServer> {
         if let Some(path) = &cfg.dns.hosts_file {
             load_hosts_file(&names, path)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let mut server = DnsServer {
-            front: Front::new(cfg, names, clock)?,
+            front: Front::new(cfg, names, clock, store)?,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -111,10 +125,21 @@ impl DnsServer {
 }
 
 impl Front {
-    fn new(cfg: &Config, names: SharedNames, clock: Arc<dyn Clock>) -> io::Result<Front> {
+    fn new(
+        cfg: &Config,
+        names: SharedNames,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<DynamicStore>>,
+    ) -> io::Result<Front> {
         let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock)
+        let zones = zones_for(cfg, names, clock.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let updatable = zones
+            .iter()
+            .filter(|z| matches!(z.kind(), ZoneKind::Forward | ZoneKind::Reverse))
+            .map(|z| z.origin().clone())
+            .collect();
+        let updates = UpdateHandler::new(&cfg.dns.tsig_keys, updatable, store, clock);
         let mut overrides = None;
         for zone in zones {
             let origin = zone.origin().clone();
@@ -136,6 +161,7 @@ impl Front {
             catalog,
             overrides,
             forwarder,
+            updates,
         })
     }
 
@@ -170,6 +196,11 @@ impl RequestHandler for Front {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if request.metadata.op_code == OpCode::Update
+            && request.metadata.message_type == MessageType::Query
+        {
+            return self.updates.handle(request, response_handle).await;
+        }
         match &self.forwarder {
             Some(forwarder) if self.is_foreign(request) => {
                 forward(forwarder, request, response_handle).await
@@ -228,7 +259,7 @@ async fn forward<R: ResponseHandler>(
 }
 
 /// What we report for a response that could not be sent (hickory's own is crate-private).
-fn serve_failed(request: &Request) -> ResponseInfo {
+pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::new(
         request.metadata.id,
         MessageType::Response,
