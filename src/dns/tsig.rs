@@ -298,6 +298,24 @@ fn split(raw: &[u8]) -> Result<Option<(Vec<u8>, Name, TSIG)>, String> {
     Ok(Some((tbv, record.name, tsig)))
 }
 
+/// Verify a signed response the way a client does (tests and tools): `request_mac` is the MAC
+/// of the request it answers. Returns the response's TSIG.
+pub fn verify_response(raw: &[u8], request_mac: &[u8], key: &TsigKey) -> Result<TSIG, String> {
+    let (tbv, name, tsig) = split(raw)?.ok_or("response is not signed")?;
+    if name.to_lowercase() != key.name || tsig.algorithm != key.algorithm {
+        return Err(format!("signed by {name} with {}", tsig.algorithm));
+    }
+    let mut data = Vec::with_capacity(tbv.len() + request_mac.len() + 2);
+    let len = u16::try_from(request_mac.len()).map_err(|_| "request MAC too long")?;
+    data.extend_from_slice(&len.to_be_bytes());
+    data.extend_from_slice(request_mac);
+    data.extend_from_slice(&tbv);
+    if !key.verify(&data, &tsig.mac) {
+        return Err("response MAC does not verify".into());
+    }
+    Ok(tsig)
+}
+
 /// Sign a request message the way a client does (tests and tools): returns the bytes to send.
 pub fn sign_request(
     message: &hickory_server::proto::op::Message,
