@@ -1404,4 +1404,103 @@ value = "hello world"
         assert_eq!(qualify(".", "lan"), None);
         assert_eq!(qualify(&"x".repeat(64), "lan"), None);
     }
+
+    /// A real Argon2 hash of "pw" (made by `leasedns hash-password`).
+    fn pw_hash() -> String {
+        crate::http::auth::hash_password("pw").expect("hash")
+    }
+
+    fn with_updates(extra: &str) -> String {
+        format!("{GOOD}\n{extra}")
+    }
+
+    #[test]
+    fn tsig_keys_http_and_users_are_validated_and_normalised() {
+        use hickory_server::proto::rr::RecordType;
+        use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
+        let text = with_updates(&format!(
+            r#"
+[[tsig_key]]
+name = "ACME."
+algorithm = "hmac-sha512"
+secret = "c2VjcmV0"
+allow = [ {{ prefix = "_acme-challenge", types = ["txt"] }},
+          {{ name = "dyn", subdomains = true, types = ["ANY"] }},
+          {{ name = "@", types = ["MX"] }} ]
+
+[http]
+listen = ["127.0.0.1"]
+rate_limit = 3
+
+[[dyndns_user]]
+name = "router"
+password_hash = "{}"
+hosts = ["home", "cam.example.org."]
+"#,
+            pw_hash()
+        ));
+        let c = parse(&text).expect("valid");
+        let key = &c.dns.tsig_keys[0];
+        assert_eq!(key.name, "acme");
+        assert_eq!(key.algorithm, TsigAlgorithm::HmacSha512);
+        assert_eq!(key.secret, b"secret");
+        assert_eq!((key.fudge, key.may_override), (300, false));
+        assert_eq!(
+            key.allow[0].names,
+            NameMatch::Prefix("_acme-challenge".into())
+        );
+        assert_eq!(key.allow[0].types, vec![RecordType::TXT]);
+        assert_eq!(key.allow[1].names, NameMatch::Subtree("dyn.lan".into()));
+        assert_eq!(key.allow[1].types.len(), 7);
+        assert_eq!(key.allow[2].names, NameMatch::Exact("lan".into()));
+        assert_eq!(c.dns.http.listen, vec!["127.0.0.1:8053".parse().unwrap()]);
+        assert_eq!((c.dns.http.rate_limit, c.dns.http.ttl), (3, 60));
+        assert_eq!(
+            c.dns.dyndns_users[0].hosts,
+            vec!["home.lan", "cam.example.org"]
+        );
+        assert_eq!(c.dns.update_journal, None);
+        let c = parse(&GOOD.replace("[dns]\n", "[dns]\nupdate_journal = \"/var/lib/x.dns\"\n"))
+            .expect("valid");
+        assert_eq!(c.dns.update_journal, Some(PathBuf::from("/var/lib/x.dns")));
+    }
+
+    #[test]
+    fn bad_update_settings_name_their_field() {
+        let key = |body: &str| with_updates(&format!("[[tsig_key]]\nname = \"k\"\n{body}"));
+        let (_, field, msg) = invalid(&key("algorithm = \"hmac-md5\"\nsecret = \"c2VjcmV0\""));
+        assert_eq!(field, "tsig_key[0].algorithm");
+        assert!(msg.contains("hmac-sha256"), "{msg}");
+        let (_, field, _) = invalid(&key("algorithm = \"hmac-sha256\"\nsecret = \"!!\""));
+        assert_eq!(field, "tsig_key[0].secret");
+        let (_, field, _) = invalid(&key(
+            "algorithm = \"hmac-sha256\"\nsecret = \"c2VjcmV0\"\nallow = [{ name = \"a\", types = [\"SOA\"] }]",
+        ));
+        assert_eq!(field, "tsig_key[0].allow[0].types");
+        let (_, field, _) = invalid(&key(
+            "algorithm = \"hmac-sha256\"\nsecret = \"c2VjcmV0\"\nallow = [{ name = \"a\", prefix = \"b\", types = [\"A\"] }]",
+        ));
+        assert_eq!(field, "tsig_key[0].allow[0]");
+        let (_, field, _) = invalid(&with_updates("[http]\nlisten = [\"nowhere\"]"));
+        assert_eq!(field, "http.listen[0]");
+        let (_, field, _) = invalid(&with_updates("[http]\ntls_cert = \"/c.pem\""));
+        assert_eq!(field, "http.tls_cert");
+        let (line, field, msg) = invalid(&with_updates(
+            "[[dyndns_user]]\nname = \"r\"\npassword_hash = \"plain\"\nhosts = [\"home\"]",
+        ));
+        assert_eq!(field, "dyndns_user[0].password_hash");
+        assert!(msg.contains("hash-password") && line >= 20, "{line} {msg}");
+        let (_, field, _) = invalid(&with_updates("[[tsig_key]]\nname = \"k\"\nbogus = 1"));
+        assert_eq!(field, "bogus");
+    }
+
+    #[test]
+    fn name_match_is_label_aligned() {
+        assert!(NameMatch::Subtree("lan".into()).matches("a.lan"));
+        assert!(!NameMatch::Subtree("lan".into()).matches("plan"));
+        assert!(NameMatch::Prefix("_x".into()).matches("_x.lan"));
+        assert!(!NameMatch::Prefix("_x".into()).matches("_x"));
+        assert!(!NameMatch::Prefix("_x".into()).matches("_xy.lan"));
+        assert!(NameMatch::Exact("a.lan".into()).matches("a.lan"));
+    }
 }

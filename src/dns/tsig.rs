@@ -106,11 +106,14 @@ pub struct Keyring {
     seen: Mutex<Seen>,
 }
 
+/// A verified request: (key index, Time Signed, MAC).
+type SeenEntry = (usize, u64, Vec<u8>);
+
 #[derive(Default)]
 struct Seen {
-    set: HashSet<(usize, u64, Vec<u8>)>,
+    set: HashSet<SeenEntry>,
     /// (forget after, entry) in insertion order.
-    order: VecDeque<(u64, (usize, u64, Vec<u8>))>,
+    order: VecDeque<(u64, SeenEntry)>,
 }
 
 impl Keyring {
