@@ -229,3 +229,205 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, HttpError> {
         .map_err(|e| tls_err(cert, e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::TestClock;
+    use crate::config::{Durability, DynDnsUser};
+    use crate::dns::dynamic::DynamicStore;
+    use crate::dns::journal::UpdateJournal;
+    use crate::dns::names::Names;
+    use base64::Engine as _;
+    use std::path::PathBuf;
+    use std::sync::RwLock;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct Running {
+        addr: SocketAddr,
+        stop: tokio::sync::watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(tls: Option<(PathBuf, PathBuf)>, dir: tempfile::TempDir) -> Running {
+        let names = Arc::new(RwLock::new(Names::new("lan", &[])));
+        let (journal, _) =
+            UpdateJournal::open(&dir.path().join("dns"), Durability::None).expect("journal");
+        let store = DynamicStore::new(journal, names);
+        let users = vec![DynDnsUser {
+            name: "router".into(),
+            password_hash: crate::http::auth::hash_password("pw").expect("hash"),
+            hosts: vec!["home.lan".into()],
+            may_override: false,
+        }];
+        let dyndns = DynDns::new(users, store, 60, 6, Arc::new(TestClock::at(1000)));
+        let (tls_cert, tls_key) = tls.unzip();
+        let cfg = HttpConfig {
+            listen: vec!["127.0.0.1:0".parse().expect("addr")],
+            tls_cert,
+            tls_key,
+            ..HttpConfig::default()
+        };
+        let server = HttpServer::bind(&cfg, Arc::new(dyndns))
+            .await
+            .expect("bind");
+        let addr = server.local_addrs()[0];
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(server.run(shutdown));
+        Running {
+            addr,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// One raw HTTP/1.1 request as ddclient writes it; returns the whole reply text.
+    async fn get(addr: SocketAddr, target: &str, auth: Option<(&str, &str)>) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        if let Some((u, p)) = auth {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            req.push_str(&format!("Authorization: Basic {token}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).await.expect("send");
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut reply))
+            .await
+            .expect("reply in time")
+            .expect("read");
+        reply
+    }
+
+    fn body(reply: &str) -> &str {
+        reply.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    #[tokio::test]
+    async fn every_answer_code_over_plain_http() {
+        let s = start(None, tempfile::tempdir().expect("tempdir")).await;
+        let ok = Some(("router", "pw"));
+        let reply = get(s.addr, "/nic/update?hostname=home.lan&myip=192.0.2.1", ok).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(
+            reply
+                .to_ascii_lowercase()
+                .contains("content-type: text/plain")
+        );
+        assert!(
+            reply.to_ascii_lowercase().contains("content-length: 15"),
+            "not chunked: {reply}"
+        );
+        assert_eq!(body(&reply), "good 192.0.2.1\n");
+        let same = get(s.addr, "/nic/update?hostname=home.lan&myip=192.0.2.1", ok).await;
+        assert_eq!(body(&same), "nochg 192.0.2.1\n");
+        // No myip: the caller's address (loopback here).
+        let own = get(s.addr, "/nic/update?hostname=home.lan", ok).await;
+        assert_eq!(body(&own), "good 127.0.0.1\n");
+        let wrong = get(
+            s.addr,
+            "/nic/update?hostname=home.lan",
+            Some(("router", "x")),
+        )
+        .await;
+        assert_eq!(body(&wrong), "badauth\n");
+        let none = get(s.addr, "/nic/update?hostname=home.lan", None).await;
+        assert!(none.starts_with("HTTP/1.1 401"), "{none}");
+        assert!(none.contains("Basic realm=\"leasedns\""));
+        assert_eq!(
+            body(&get(s.addr, "/nic/update?hostname=nas.lan", ok).await),
+            "nohost\n"
+        );
+        // Wrong passwords count too: this is the sixth request within the minute, then the
+        // seventh is over the limit of six.
+        assert_eq!(
+            body(&get(s.addr, "/nic/update?hostname=home", ok).await),
+            "notfqdn\n"
+        );
+        assert_eq!(
+            body(&get(s.addr, "/nic/update?hostname=home.lan", ok).await),
+            "abuse\n"
+        );
+        let other = get(s.addr, "/other", ok).await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        let _ = s.stop.send(true);
+        s.task.await.expect("stops");
+    }
+
+    #[tokio::test]
+    async fn tls_with_a_certificate_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let s = start(Some((cert.clone(), key.clone())), dir).await;
+        let url = format!(
+            "https://localhost:{}/nic/update?hostname=home.lan&myip=192.0.2.5",
+            s.addr.port()
+        );
+        let resolve = format!("localhost:{}:127.0.0.1", s.addr.port());
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(&cert)
+            .args(["--resolve", &resolve, "-u", "router:pw", &url])
+            .output()
+            .await
+            .expect("curl runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "good 192.0.2.5\n",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Plain HTTP to the TLS port gets nothing useful.
+        let plain = tokio::time::timeout(
+            Duration::from_secs(5),
+            get(
+                s.addr,
+                "/nic/update?hostname=home.lan",
+                Some(("router", "pw")),
+            ),
+        )
+        .await
+        .unwrap_or_default();
+        assert!(!plain.contains("good"), "{plain}");
+        // A key file that is not a key: bind fails naming it.
+        let bad = HttpConfig {
+            listen: vec![],
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(cert),
+            ..HttpConfig::default()
+        };
+        let store_dir = tempfile::tempdir().expect("tempdir");
+        let (journal, _) =
+            UpdateJournal::open(&store_dir.path().join("dns"), Durability::None).expect("journal");
+        let store = DynamicStore::new(journal, Arc::new(RwLock::new(Names::new("lan", &[]))));
+        let dyndns = DynDns::new(vec![], store, 60, 5, Arc::new(TestClock::at(0)));
+        let err = HttpServer::bind(&bad, Arc::new(dyndns))
+            .await
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("cert.pem"), "{err}");
+        let _ = s.stop.send(true);
+    }
+}
