@@ -4,7 +4,7 @@
 //!
 //! Run: `cargo test --test e2e` as root. Tests run in parallel: each builds its own LAN named
 //! `ld<tag><pid><seq>-*` on 10.(50+index).0.0/24. Indices in use: 1 harness self-test,
-//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients.
+//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients, 60-62 dynamic DNS (ddns_in).
 
 mod clients;
 mod dig;
@@ -13,5 +13,6 @@ mod proc;
 mod server;
 
 mod check_config;
+mod ddns_in;
 mod harness_selftest;
 mod leasedns_lan;

@@ -38,6 +38,8 @@ pub struct ServerOptions {
     pub durability: &'static str,
     pub lease_time: u32,
     pub hosts: Vec<Reservation>,
+    /// TOML appended to the config as is (top-level tables such as `[[tsig_key]]`).
+    pub extra: String,
 }
 
 impl Default for ServerOptions {
@@ -47,6 +49,7 @@ impl Default for ServerOptions {
             durability: "none",
             lease_time: 600,
             hosts: Vec::new(),
+            extra: String::new(),
         }
     }
 }
@@ -142,6 +145,8 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
             h.mac, h.ip, h.name
         );
     }
+    s.push('\n');
+    s.push_str(&opts.extra);
     s
 }
 
