@@ -54,6 +54,18 @@ pub enum DynOp {
     DeleteRr { name: String, rdata: RData },
 }
 
+impl DynOp {
+    /// The owner name the change is about.
+    pub fn name(&self) -> &str {
+        match self {
+            DynOp::Add { name, .. }
+            | DynOp::DeleteRrset { name, .. }
+            | DynOp::DeleteName { name }
+            | DynOp::DeleteRr { name, .. } => name,
+        }
+    }
+}
+
 /// The index key of a DNS name: lowercase ASCII presentation form without trailing dot.
 pub fn key(name: &Name) -> String {
     let text = name.to_lowercase().to_ascii();
@@ -84,6 +96,17 @@ impl DynamicRecords {
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// A copy holding only the records of these names (to try changes on, in O(changes)).
+    pub fn subset<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> DynamicRecords {
+        let mut out = DynamicRecords::default();
+        for name in names {
+            if let Some(list) = self.by_name.get(name) {
+                out.by_name.insert(name.to_string(), list.clone());
+            }
+        }
+        out
     }
 
     /// Every record as an `Add`, names sorted (for compaction and tests).
@@ -272,19 +295,39 @@ impl DynamicStore {
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let (ops, value) = decide(&names).map_err(StoreError::Refused)?;
-            // Only what would change anything is journaled.
-            let mut probe = names.dynamic().clone();
+            // Only what would change anything is journaled (tried on a copy of the names the
+            // changes touch, not of every record).
+            let before = names.dynamic().subset(ops.iter().map(DynOp::name));
+            let mut probe = before.clone();
             let ops: Vec<DynOp> = ops.into_iter().filter(|op| probe.apply(op)).collect();
+            // A delete and an add that put back what was there change nothing either.
+            let ops = if probe == before { Vec::new() } else { ops };
             (ops, value)
         };
         if ops.is_empty() {
             return Ok((value, false));
         }
         journal.append(&ops)?;
-        self.names
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .apply_dynamic(&ops);
+        let live = {
+            let mut names = self
+                .names
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            names.apply_dynamic(&ops);
+            names.dynamic().len()
+        };
+        if journal.wants_compaction(live) {
+            let records = self
+                .names
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .dynamic()
+                .clone();
+            // The changes are durable already; a failed compaction only leaves a longer file.
+            if let Err(e) = journal.compact(&records) {
+                tracing::warn!(error = %e, "cannot compact the DNS update journal");
+            }
+        }
         Ok((value, true))
     }
 }
@@ -433,5 +476,55 @@ mod tests {
         assert!(names.serial() > serial, "dynamic changes bump the serial");
         assert_eq!(view(&names, &n("FREE.lan."), now), vec![(txt("dyn"), 60)]);
         assert!(names.has_name("free.lan") && !names.has_static_or_lease("free.lan"));
+    }
+
+    #[test]
+    fn store_journals_only_changes_refuses_atomically_and_compacts_while_running() {
+        use crate::config::Durability;
+        use crate::dns::journal::UpdateJournal;
+        use std::sync::RwLock;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("dns");
+        let (journal, _) = UpdateJournal::open(&path, Durability::None).expect("open");
+        let names = Arc::new(RwLock::new(Names::new("lan", &[])));
+        let store = DynamicStore::new(journal, names.clone());
+        let set = |last: u8| {
+            store.transaction(|_| {
+                let ops = vec![
+                    DynOp::DeleteRrset {
+                        name: "h.lan".into(),
+                        rtype: RecordType::A,
+                    },
+                    add("h.lan", a(last)),
+                ];
+                Ok::<_, ()>((ops, ()))
+            })
+        };
+        assert!(matches!(set(1), Ok(((), true))));
+        assert!(
+            matches!(set(1), Ok(((), false))),
+            "same data: nothing to write"
+        );
+        let lines = || {
+            std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .count()
+        };
+        assert_eq!(
+            lines(),
+            2,
+            "header and one add (the no-op delete was dropped)"
+        );
+        let refused = store.transaction(|_| Err::<(Vec<DynOp>, ()), _>("no"));
+        assert!(matches!(refused, Err(StoreError::Refused("no"))));
+        // Many changes of one name: the file stays small.
+        for i in 0..600u32 {
+            set((i % 250) as u8).expect("commit");
+        }
+        assert!(lines() < 2 * 256 + 10, "{} lines", lines());
+        let (_, records) = UpdateJournal::open(&path, Durability::None).expect("reopen");
+        assert_eq!(&records, names.read().expect("lock").dynamic());
+        assert_eq!(records.records("h.lan")[0].rdata, a((599 % 250) as u8));
     }
 }

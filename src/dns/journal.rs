@@ -46,6 +46,8 @@ pub struct UpdateJournal {
     durability: Durability,
     /// Length up to the last good record.
     len: u64,
+    /// Records in the file (the header included).
+    lines: usize,
     broken: bool,
 }
 
@@ -77,13 +79,14 @@ impl UpdateJournal {
             file,
             durability,
             len: good_len as u64,
+            lines,
             broken: false,
         };
         if good_len < bytes.len() {
             tracing::warn!(file = %path.display(), offset = good_len, dropped_bytes = bytes.len() - good_len,
                 "DNS update journal damaged: cut here, records before it kept");
         }
-        if good_len == 0 || lines > records.len() + COMPACT_SLACK || good_len < bytes.len() {
+        if good_len == 0 || journal.wants_compaction(records.len()) || good_len < bytes.len() {
             journal.rewrite(&records)?;
         }
         Ok((journal, records))
@@ -116,7 +119,18 @@ impl UpdateJournal {
             return Err(self.io_err(source));
         }
         self.len += buf.len() as u64;
+        self.lines += ops.len();
         Ok(())
+    }
+
+    /// Whether the file is mostly history next to `live` records.
+    pub fn wants_compaction(&self, live: usize) -> bool {
+        self.lines > 2 * live + COMPACT_SLACK
+    }
+
+    /// Rewrite the file as the header and `records` (atomically: see `rewrite`).
+    pub fn compact(&mut self, records: &DynamicRecords) -> Result<(), UpdateJournalError> {
+        self.rewrite(records)
     }
 
     /// Replace the file with the header and one `+` line per live record: written to `.tmp`,
@@ -148,6 +162,7 @@ impl UpdateJournal {
                 .map_err(|e| self.io_err(e))?;
         }
         self.len = buf.len() as u64;
+        self.lines = 1 + records.len();
         Ok(())
     }
 

@@ -1284,10 +1284,16 @@ mod tests {
             algorithm: hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
             secret: b"a shared secret for the test key".to_vec(),
             fudge: 300,
-            allow: vec![UpdateRule {
-                names: NameMatch::Subtree("lan".into()),
-                types: crate::dns::dynamic::SUPPORTED_TYPES.to_vec(),
-            }],
+            allow: vec![
+                UpdateRule {
+                    names: NameMatch::Subtree("lan".into()),
+                    types: crate::dns::dynamic::SUPPORTED_TYPES.to_vec(),
+                },
+                UpdateRule {
+                    names: NameMatch::Subtree("0.0.10.in-addr.arpa".into()),
+                    types: vec![RecordType::PTR],
+                },
+            ],
             may_override: false,
         }];
         cfg
@@ -1359,10 +1365,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = start_updatable(&cfg, dir.path(), 50_000).await;
         let serial = s.names.read().expect("lock").serial();
-        let update = |id: u16, name: &str, rdata: RData| {
+        let update_in = |zone: &str, id: u16, name: &str, rdata: RData| {
             let mut m = Message::new(id, MessageType::Query, OpCode::Update);
             m.add_query(Query::query(
-                Name::from_ascii("lan.").expect("n"),
+                Name::from_ascii(zone).expect("n"),
                 RecordType::SOA,
             ));
             m.add_authority(Record::from_rdata(
@@ -1372,6 +1378,7 @@ mod tests {
             ));
             m
         };
+        let update = |id: u16, name: &str, rdata: RData| update_in("lan.", id, name, rdata);
         let request_mac = |raw: &[u8]| match Message::from_vec(raw)
             .expect("decode")
             .additionals
@@ -1415,6 +1422,22 @@ mod tests {
         assert!(
             soa.contains(&format!(" {} ", s.names.read().expect("lock").serial())),
             "{soa}"
+        );
+        // A PTR in the subnet's reverse zone.
+        let m = update_in(
+            "0.0.10.in-addr.arpa.",
+            4,
+            "77.0.0.10.in-addr.arpa.",
+            RData::PTR(hickory_server::proto::rr::rdata::PTR(
+                Name::from_ascii("box.lan.").expect("n"),
+            )),
+        );
+        let raw = sign_request(&m, &key, 50_002).expect("sign");
+        verify_response(&udp_exchange(s.addr, &raw).await, &request_mac(&raw), &key)
+            .expect("signed");
+        assert_eq!(
+            dig(s.addr, &["-x", "10.0.0.77", "+short"]).await,
+            "box.lan."
         );
         // Unsigned: REFUSED, nothing changed.
         let m = update(3, "evil.lan.", RData::A(A(Ipv4Addr::new(10, 0, 0, 66))));
