@@ -83,6 +83,10 @@ impl RateLimiter {
         if self.seen.len() >= MAX_USERS && !self.seen.contains_key(user) {
             self.seen
                 .retain(|_, times| times.back().is_some_and(|t| now.saturating_sub(*t) < 60));
+            if self.seen.len() >= MAX_USERS {
+                // Flooded with made-up names: forget everyone rather than grow without bound.
+                self.seen.clear();
+            }
         }
         let times = self.seen.entry(user.to_string()).or_default();
         while times.front().is_some_and(|t| now.saturating_sub(*t) >= 60) {

@@ -41,11 +41,14 @@ pub struct DynDns {
     /// std Mutex: never held across `.await`.
     limiter: Mutex<RateLimiter>,
     clock: Arc<dyn Clock>,
+    /// Checked for unknown users, so that a reply's timing does not tell which users exist.
+    decoy_hash: Option<String>,
 }
 
 /// Who a request claims to be, before the (slow) password check.
 pub struct Claim {
-    user: usize,
+    /// None: no such user (the password is still checked, against the decoy).
+    user: Option<usize>,
     password: String,
 }
 
@@ -63,6 +66,7 @@ impl DynDns {
             ttl,
             limiter: Mutex::new(RateLimiter::new(rate_limit)),
             clock,
+            decoy_hash: crate::http::auth::hash_password("decoy password").ok(),
         }
     }
 
@@ -75,10 +79,10 @@ impl DynDns {
                 challenge: true,
             });
         };
-        let Some(user) = self.users.iter().position(|u| u.name == name) else {
+        let user = self.users.iter().position(|u| u.name == name);
+        if user.is_none() {
             info!(user = %name, "DynDNS2: unknown user");
-            return Err(Answer::ok(vec!["badauth".into()]));
-        };
+        }
         let now = self.clock.now().0;
         let allowed = self
             .limiter
@@ -94,15 +98,21 @@ impl DynDns {
 
     /// Step 2 (slow, blocking): the password check.
     pub fn verify(&self, claim: &Claim) -> bool {
-        self.users
-            .get(claim.user)
-            .is_some_and(|u| verify_password(&claim.password, &u.password_hash))
+        match claim.user.and_then(|i| self.users.get(i)) {
+            Some(u) => verify_password(&claim.password, &u.password_hash),
+            None => {
+                if let Some(decoy) = &self.decoy_hash {
+                    verify_password(&claim.password, decoy);
+                }
+                false
+            }
+        }
     }
 
     /// Step 3: the update itself, for a verified claim. `query` is the raw query string;
     /// `peer` the caller's address (used when `myip` is absent).
     pub fn update(&self, claim: &Claim, query: &str, peer: IpAddr) -> Answer {
-        let Some(user) = self.users.get(claim.user) else {
+        let Some(user) = claim.user.and_then(|i| self.users.get(i)) else {
             return Answer::ok(vec!["badauth".into()]);
         };
         let params = parse_query(query);
