@@ -37,6 +37,145 @@ pub struct Config {
     pub dns: DnsConfig,
     pub subnets: Vec<Subnet>,
     pub reservations: Vec<Reservation>,
+    /// Server-wide DHCP settings: ping check, warnings, client classes.
+    pub dhcp: DhcpGlobals,
+    /// Outbound RFC 2136 updates to DNS servers elsewhere (`[[ddns_zone]]`).
+    pub ddns: DdnsConfig,
+}
+
+/// Server-wide DHCP settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DhcpGlobals {
+    /// Before offering an address that never had a lease, send it an ICMP echo; an answered
+    /// address is put aside for `decline_hold` and the next one tried.
+    pub ping_check: bool,
+    /// How long to wait for the echo reply.
+    pub ping_timeout: Duration,
+    /// Seconds between two "pool exhausted" warnings of one subnet.
+    pub exhausted_warn_interval: u32,
+    /// `[[class]]` in file order: the first class a client matches applies.
+    pub classes: Vec<ClientClass>,
+}
+
+impl Default for DhcpGlobals {
+    fn default() -> Self {
+        DhcpGlobals {
+            ping_check: false,
+            ping_timeout: Duration::from_millis(300),
+            exhausted_warn_interval: 60,
+            classes: Vec::new(),
+        }
+    }
+}
+
+/// One option from `[[subnet.option]]`, `[[host.option]]` or `[[class.option]]`: its code and
+/// its payload, already encoded from the typed value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionSpec {
+    pub code: u8,
+    pub data: Vec<u8>,
+}
+
+/// A classless static route (options 121 and 249).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub network: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+}
+
+/// A client class: who matches it (every match key given must match) and what it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientClass {
+    pub name: String,
+    /// Option 60 starts with these bytes.
+    pub vendor_class: Option<Vec<u8>>,
+    /// Option 77 contains these bytes.
+    pub user_class: Option<Vec<u8>>,
+    /// chaddr starts with these bytes.
+    pub mac_prefix: Option<Vec<u8>>,
+    /// Only in this subnet (index into `Config::subnets`); set too when a pool is given.
+    pub subnet: Option<usize>,
+    /// Allocate members from this range instead of the subnet's pool; others never get it.
+    pub pool: Option<(Ipv4Addr, Ipv4Addr)>,
+    pub lease_time: Option<u32>,
+    pub options: Vec<OptionSpec>,
+}
+
+impl ClientClass {
+    /// Whether a client with this option 60, option 77 and chaddr is a member (subnet aside).
+    pub fn matches(&self, vendor: Option<&[u8]>, user: Option<&[u8]>, chaddr: &[u8]) -> bool {
+        let vendor_ok = self
+            .vendor_class
+            .as_ref()
+            .is_none_or(|p| vendor.is_some_and(|v| v.starts_with(p)));
+        let user_ok = self.user_class.as_ref().is_none_or(|p| {
+            user.is_some_and(|u| !p.is_empty() && u.windows(p.len()).any(|w| w == p.as_slice()))
+        });
+        let mac_ok = self
+            .mac_prefix
+            .as_ref()
+            .is_none_or(|p| chaddr.starts_with(p));
+        vendor_ok && user_ok && mac_ok
+    }
+}
+
+/// Outbound dynamic DNS: the zones we update at other servers, and the queue file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DdnsConfig {
+    /// Zones, forward and reverse; a name goes to the longest zone that contains it.
+    pub zones: Vec<DdnsZone>,
+    /// Pending updates survive restarts here (default `<lease_file>.ddns`).
+    pub queue_file: PathBuf,
+}
+
+/// One zone at one primary server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DdnsZone {
+    /// Lowercase, no trailing dot: "lan", "0.0.10.in-addr.arpa".
+    pub zone: String,
+    pub primary: SocketAddr,
+    /// None: unsigned updates (for servers that allow updates by address).
+    pub key: Option<TsigKey>,
+    /// TTL of the records we add (never more than the lease's remaining time).
+    pub ttl: u32,
+}
+
+/// A TSIG key shared with the primary.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigKey {
+    /// Lowercase, no trailing dot.
+    pub name: String,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TsigKey({} {:?}, secret hidden)",
+            self.name, self.algorithm
+        )
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The algorithm's name as written in config and on the wire (RFC 8945 section 6).
+    pub fn name(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -241,6 +380,28 @@ pub struct Subnet {
     pub interface: Option<String>,
     /// NAK requests for addresses that are not ours on this segment (true by default).
     pub authoritative: bool,
+    /// Everything else a subnet may say (issue 3 keys); all empty by default.
+    pub settings: SubnetSettings,
+}
+
+/// The optional per-subnet DHCP settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SubnetSettings {
+    /// `dns_servers` was absent: offer our own address when the DNS server listens on it (port
+    /// 53, or 0.0.0.0:53).
+    pub dns_servers_default: bool,
+    /// Answer a DISCOVER carrying option 80 with an ACK at once (RFC 4039).
+    pub rapid_commit: bool,
+    /// Option 119: domain names, lowercase, without trailing dot.
+    pub domain_search: Vec<String>,
+    /// Option 42.
+    pub ntp_servers: Vec<Ipv4Addr>,
+    /// Option 26.
+    pub mtu: Option<u16>,
+    /// Options 121 and 249.
+    pub routes: Vec<Route>,
+    /// Arbitrary options, `[[subnet.option]]`.
+    pub options: Vec<OptionSpec>,
 }
 
 impl Subnet {
@@ -275,6 +436,10 @@ pub struct Reservation {
     pub ip: Ipv4Addr,
     /// Lowercase DNS label.
     pub name: Option<String>,
+    /// Lease time for this host (seconds), instead of the subnet's or class's.
+    pub lease_time: Option<u32>,
+    /// Options for this host only; they override class and subnet options of the same code.
+    pub options: Vec<OptionSpec>,
 }
 
 /// A config that cannot be used, with where and why.
@@ -368,6 +533,14 @@ mod raw {
         pub subnet: Vec<Spanned<Subnet>>,
         #[serde(default)]
         pub host: Vec<Spanned<Host>>,
+        pub ddns_queue: Option<Spanned<String>>,
+        #[serde(default)]
+        pub ddns_zone: Vec<Spanned<DdnsZone>>,
+        pub ping_check: Option<bool>,
+        pub ping_timeout_ms: Option<Spanned<u64>>,
+        pub exhausted_warn_interval: Option<u32>,
+        #[serde(default)]
+        pub class: Vec<Spanned<Class>>,
         #[serde(default)]
         pub tsig_key: Vec<Spanned<TsigKey>>,
         #[serde(default)]
@@ -421,6 +594,49 @@ mod raw {
         pub may_override: bool,
     }
 
+    /// `[[subnet.option]]`, `[[host.option]]`, `[[class.option]]`.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Opt {
+        pub code: Spanned<i64>,
+        #[serde(rename = "type")]
+        pub otype: Spanned<String>,
+        pub value: Spanned<toml::Value>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub network: Spanned<String>,
+        pub gateway: Spanned<std::net::Ipv4Addr>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Class {
+        pub name: Spanned<String>,
+        pub vendor_class: Option<Spanned<String>>,
+        pub user_class: Option<Spanned<String>>,
+        pub mac_prefix: Option<Spanned<String>>,
+        pub subnet: Option<Spanned<String>>,
+        pub pool_start: Option<Spanned<std::net::Ipv4Addr>>,
+        pub pool_end: Option<Spanned<std::net::Ipv4Addr>>,
+        pub lease_time: Option<Spanned<u32>>,
+        #[serde(default)]
+        pub option: Vec<Spanned<Opt>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DdnsZone {
+        pub zone: Spanned<String>,
+        pub primary: Spanned<String>,
+        pub key_name: Option<Spanned<String>>,
+        pub key_algorithm: Option<Spanned<String>>,
+        pub key_secret: Option<Spanned<String>>,
+        pub ttl: Option<Spanned<u32>>,
+    }
+
     #[derive(Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     pub struct Dns {
@@ -454,11 +670,20 @@ mod raw {
         pub pool_start: Spanned<std::net::Ipv4Addr>,
         pub pool_end: Spanned<std::net::Ipv4Addr>,
         pub router: Option<Spanned<std::net::Ipv4Addr>>,
-        #[serde(default)]
-        pub dns_servers: Vec<std::net::Ipv4Addr>,
+        pub dns_servers: Option<Vec<std::net::Ipv4Addr>>,
         pub lease_time: Option<Spanned<u32>>,
         pub interface: Option<String>,
         pub authoritative: Option<bool>,
+        pub rapid_commit: Option<bool>,
+        #[serde(default)]
+        pub domain_search: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub ntp_servers: Vec<std::net::Ipv4Addr>,
+        pub mtu: Option<Spanned<u16>>,
+        #[serde(default)]
+        pub routes: Vec<Spanned<Route>>,
+        #[serde(default)]
+        pub option: Vec<Spanned<Opt>>,
     }
 
     #[derive(Deserialize)]
@@ -468,6 +693,9 @@ mod raw {
         pub client_id: Option<Spanned<String>>,
         pub ip: Spanned<std::net::Ipv4Addr>,
         pub name: Option<Spanned<String>>,
+        pub lease_time: Option<Spanned<u32>>,
+        #[serde(default)]
+        pub option: Vec<Spanned<Opt>>,
     }
 }
 
@@ -500,7 +728,7 @@ mod validate {
         }
     }
 
-    pub fn root(raw: raw::Root, text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn root(mut raw: raw::Root, text: &str, path: &Path) -> Result<Config, ConfigError> {
         let cx = Ctx { text, path };
         let domain = domain(&cx, &raw.domain)?;
         let durability = match raw
@@ -521,14 +749,14 @@ mod validate {
         if raw.lease_file.get_ref().trim().is_empty() {
             return Err(cx.err(raw.lease_file.span(), "lease_file", "must not be empty"));
         }
-        let mut dns = dns(&cx, raw.dns.unwrap_or_default(), &domain)?;
+        let mut dns = dns(&cx, raw.dns.take().unwrap_or_default(), &domain)?;
         dns.tsig_keys = raw
             .tsig_key
             .iter()
             .enumerate()
             .map(|(i, k)| super::updates::tsig_key(&cx, i, k, &domain))
             .collect::<Result<_, _>>()?;
-        dns.http = super::updates::http(&cx, raw.http.unwrap_or_default())?;
+        dns.http = super::updates::http(&cx, raw.http.take().unwrap_or_default())?;
         dns.dyndns_users = super::updates::users(&cx, &raw.dyndns_user, &domain)?;
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnet.iter().enumerate() {
@@ -549,6 +777,13 @@ mod validate {
             return Err(cx.err(0..0, "subnet", "at least one [[subnet]] is needed"));
         }
         let reservations = hosts(&cx, &raw.host, &subnets)?;
+        let ddns = ddns(
+            &cx,
+            &raw.ddns_zone,
+            raw.ddns_queue.as_ref(),
+            &raw.lease_file,
+        )?;
+        let dhcp = globals(&cx, &raw, &subnets)?;
         Ok(Config {
             path: path.to_path_buf(),
             interfaces: raw.interfaces,
@@ -562,7 +797,435 @@ mod validate {
             dns,
             subnets,
             reservations,
+            ddns,
+            dhcp,
         })
+    }
+
+    fn globals(cx: &Ctx, raw: &raw::Root, subnets: &[Subnet]) -> Result<DhcpGlobals, ConfigError> {
+        let defaults = DhcpGlobals::default();
+        let ping_timeout = match &raw.ping_timeout_ms {
+            None => defaults.ping_timeout,
+            Some(ms) if (10..=5000).contains(ms.get_ref()) => Duration::from_millis(*ms.get_ref()),
+            Some(ms) => {
+                let msg = "must be between 10 and 5000";
+                return Err(cx.err(ms.span(), "ping_timeout_ms", msg));
+            }
+        };
+        let classes = raw
+            .class
+            .iter()
+            .enumerate()
+            .map(|(i, c)| class(cx, i, c, subnets))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DhcpGlobals {
+            ping_check: raw.ping_check.unwrap_or(defaults.ping_check),
+            ping_timeout,
+            exhausted_warn_interval: raw
+                .exhausted_warn_interval
+                .unwrap_or(defaults.exhausted_warn_interval),
+            classes,
+        })
+    }
+
+    /// One `[[class]]`: at least one match key, an optional subnet and pool inside it.
+    fn class(
+        cx: &Ctx,
+        i: usize,
+        raw: &Spanned<raw::Class>,
+        subnets: &[Subnet],
+    ) -> Result<ClientClass, ConfigError> {
+        let c = raw.get_ref();
+        let field = |f: &str| format!("class[{i}].{f}");
+        let name = c.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(cx.err(c.name.span(), field("name"), "must not be empty"));
+        }
+        let mac_prefix = match &c.mac_prefix {
+            Some(m) => Some(
+                hex_bytes(m.get_ref())
+                    .filter(|b| (1..=16).contains(&b.len()))
+                    .ok_or_else(|| {
+                        let msg = format!("`{}` is not a MAC prefix like 52:54:00", m.get_ref());
+                        cx.err(m.span(), field("mac_prefix"), msg)
+                    })?,
+            ),
+            None => None,
+        };
+        let bytes =
+            |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().as_bytes().to_vec());
+        let (vendor_class, user_class) = (bytes(&c.vendor_class), bytes(&c.user_class));
+        if vendor_class.is_none() && user_class.is_none() && mac_prefix.is_none() {
+            let msg = "needs `vendor_class`, `user_class` or `mac_prefix`";
+            return Err(cx.err(raw.span(), format!("class[{i}]"), msg));
+        }
+        let mut subnet = match &c.subnet {
+            Some(n) => Some(
+                cidr(n.get_ref())
+                    .and_then(|(a, p)| {
+                        subnets
+                            .iter()
+                            .position(|s| s.network == a && s.prefix_len == p)
+                    })
+                    .ok_or_else(|| {
+                        let msg = format!("`{}` is not a configured subnet", n.get_ref());
+                        cx.err(n.span(), field("subnet"), msg)
+                    })?,
+            ),
+            None => None,
+        };
+        let pool = match (&c.pool_start, &c.pool_end) {
+            (None, None) => None,
+            (Some(a), Some(b)) => {
+                let idx = class_pool(cx, i, (a, b), subnet, subnets)?;
+                subnet = Some(idx);
+                Some((*a.get_ref(), *b.get_ref()))
+            }
+            (Some(a), None) => return Err(cx.err(a.span(), field("pool_end"), "is missing")),
+            (None, Some(b)) => return Err(cx.err(b.span(), field("pool_start"), "is missing")),
+        };
+        Ok(ClientClass {
+            name,
+            vendor_class,
+            user_class,
+            mac_prefix,
+            subnet,
+            pool,
+            lease_time: lease_time(cx, c.lease_time.as_ref(), &field("lease_time"))?,
+            options: options(cx, &c.option, &format!("class[{i}]"))?,
+        })
+    }
+
+    /// A class pool: both ends host addresses of one subnet (the class's, if it names one), in
+    /// order. Returns that subnet's index.
+    fn class_pool(
+        cx: &Ctx,
+        i: usize,
+        (a, b): (&Spanned<Ipv4Addr>, &Spanned<Ipv4Addr>),
+        subnet: Option<usize>,
+        subnets: &[Subnet],
+    ) -> Result<usize, ConfigError> {
+        let field = |f: &str| format!("class[{i}].{f}");
+        let host_of =
+            |s: &Subnet, ip: Ipv4Addr| s.contains(ip) && ip != s.network && ip != s.broadcast();
+        let start = *a.get_ref();
+        let idx = match subnet {
+            Some(idx) => idx,
+            None => subnets
+                .iter()
+                .position(|s| host_of(s, start))
+                .ok_or_else(|| {
+                    cx.err(
+                        a.span(),
+                        field("pool_start"),
+                        format!("{start} is in no configured subnet"),
+                    )
+                })?,
+        };
+        let Some(s) = subnets.get(idx) else {
+            return Err(cx.err(a.span(), field("pool_start"), "no such subnet"));
+        };
+        for (name, ip) in [("pool_start", a), ("pool_end", b)] {
+            let addr = *ip.get_ref();
+            if !host_of(s, addr) {
+                let msg = format!(
+                    "{addr} is not a host address of {}/{}",
+                    s.network, s.prefix_len
+                );
+                return Err(cx.err(ip.span(), field(name), msg));
+            }
+        }
+        if start > *b.get_ref() {
+            return Err(cx.err(b.span(), field("pool_end"), "comes before pool_start"));
+        }
+        Ok(idx)
+    }
+
+    /// An optional lease time of at least 10 seconds.
+    fn lease_time(
+        cx: &Ctx,
+        raw: Option<&Spanned<u32>>,
+        field: &str,
+    ) -> Result<Option<u32>, ConfigError> {
+        match raw {
+            Some(t) if *t.get_ref() < 10 => {
+                Err(cx.err(t.span(), field, "must be at least 10 seconds"))
+            }
+            other => Ok(other.map(|t| *t.get_ref())),
+        }
+    }
+
+    /// Option codes the server sets itself; configuring them is an error.
+    const SERVER_OWNED: [u8; 12] = [0, 50, 51, 52, 53, 54, 55, 57, 61, 81, 82, 255];
+
+    /// `[[<prefix>.option]]` entries, each encoded from its type and value.
+    fn options(
+        cx: &Ctx,
+        raw: &[Spanned<raw::Opt>],
+        prefix: &str,
+    ) -> Result<Vec<OptionSpec>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (j, o) in raw.iter().enumerate() {
+            let o = o.get_ref();
+            let field = |f: &str| format!("{prefix}.option[{j}].{f}");
+            let code = u8::try_from(*o.code.get_ref())
+                .ok()
+                .filter(|c| !SERVER_OWNED.contains(c))
+                .ok_or_else(|| {
+                    let msg = format!(
+                        "{} is not an option code we may send (1 to 254, not one of {SERVER_OWNED:?})",
+                        o.code.get_ref()
+                    );
+                    cx.err(o.code.span(), field("code"), msg)
+                })?;
+            let otype = o.otype.get_ref().to_ascii_lowercase();
+            if !OPTION_TYPES.contains(&otype.as_str()) {
+                let msg = format!(
+                    "`{}` is not one of {}",
+                    o.otype.get_ref(),
+                    OPTION_TYPES.join(", ")
+                );
+                return Err(cx.err(o.otype.span(), field("type"), msg));
+            }
+            let data = option_value(&otype, o.value.get_ref()).map_err(|what| {
+                let msg = format!("`{}` is not {what}", o.value.get_ref());
+                cx.err(o.value.span(), field("value"), msg)
+            })?;
+            out.retain(|x: &OptionSpec| x.code != code);
+            out.push(OptionSpec { code, data });
+        }
+        Ok(out)
+    }
+
+    const OPTION_TYPES: [&str; 8] = ["string", "ip", "ips", "u8", "u16", "u32", "bool", "hex"];
+
+    /// Encode a typed option value; Err names what was expected.
+    fn option_value(otype: &str, v: &toml::Value) -> Result<Vec<u8>, &'static str> {
+        use toml::Value as V;
+        let ip = |v: &V| {
+            v.as_str()
+                .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
+                .map(|a| a.octets().to_vec())
+        };
+        let int = |v: &V| v.as_integer();
+        let got = match (otype, v) {
+            ("string", V::String(s)) => Some(s.as_bytes().to_vec()),
+            ("ip", _) => ip(v),
+            ("ips", V::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(ip)
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.concat()),
+            ("ips", V::String(_)) => ip(v),
+            ("u8", _) => int(v).and_then(|n| u8::try_from(n).ok()).map(|n| vec![n]),
+            ("u16", _) => int(v)
+                .and_then(|n| u16::try_from(n).ok())
+                .map(|n| n.to_be_bytes().to_vec()),
+            ("u32", _) => int(v)
+                .and_then(|n| u32::try_from(n).ok())
+                .map(|n| n.to_be_bytes().to_vec()),
+            ("bool", V::Boolean(b)) => Some(vec![u8::from(*b)]),
+            ("hex", V::String(s)) => hex_bytes(s),
+            _ => None,
+        };
+        got.ok_or(match otype {
+            "string" => "a string",
+            "ip" => "an IPv4 address",
+            "ips" => "a list of IPv4 addresses",
+            "u8" => "an integer from 0 to 255",
+            "u16" => "an integer from 0 to 65535",
+            "u32" => "an integer from 0 to 4294967295",
+            "bool" => "true or false",
+            _ => "hex bytes like 01:02:ff",
+        })
+    }
+
+    /// The issue-3 subnet keys: search domains, NTP, MTU, routes, options.
+    fn settings(
+        cx: &Ctx,
+        i: usize,
+        s: &raw::Subnet,
+        sub: &Subnet,
+    ) -> Result<SubnetSettings, ConfigError> {
+        let field = |f: &str| format!("subnet[{i}].{f}");
+        let mut domain_search = Vec::with_capacity(s.domain_search.len());
+        for (j, d) in s.domain_search.iter().enumerate() {
+            let name = d
+                .get_ref()
+                .trim()
+                .trim_end_matches('.')
+                .to_ascii_lowercase();
+            if name.is_empty() || name.len() > 253 || !name.split('.').all(is_label) {
+                let msg = format!("`{}` is not a valid domain name", d.get_ref());
+                return Err(cx.err(d.span(), field(&format!("domain_search[{j}]")), msg));
+            }
+            domain_search.push(name);
+        }
+        if let Some(m) = s.mtu.as_ref().filter(|m| *m.get_ref() < 68) {
+            return Err(cx.err(m.span(), field("mtu"), "must be at least 68"));
+        }
+        let mut routes = Vec::with_capacity(s.routes.len());
+        for (j, r) in s.routes.iter().enumerate() {
+            routes.push(route(
+                cx,
+                r.get_ref(),
+                sub,
+                &field(&format!("routes[{j}]")),
+            )?);
+        }
+        Ok(SubnetSettings {
+            dns_servers_default: s.dns_servers.is_none(),
+            rapid_commit: s.rapid_commit.unwrap_or(false),
+            domain_search,
+            ntp_servers: s.ntp_servers.clone(),
+            mtu: s.mtu.as_ref().map(|m| *m.get_ref()),
+            routes,
+            options: options(cx, &s.option, &format!("subnet[{i}]"))?,
+        })
+    }
+
+    /// A route: a network (prefix 0 to 32, no host bits) and a gateway inside the subnet.
+    fn route(cx: &Ctx, r: &raw::Route, sub: &Subnet, field: &str) -> Result<Route, ConfigError> {
+        let net = r.network.get_ref();
+        let parsed = net.split_once('/').and_then(|(a, p)| {
+            let p: u8 = p.parse().ok().filter(|p| *p <= 32)?;
+            let a: Ipv4Addr = a.parse().ok()?;
+            (u32::from(a) & !prefix_mask(p) == 0).then_some((a, p))
+        });
+        let Some((network, prefix_len)) = parsed else {
+            let msg = format!("`{net}` is not a network like 10.9.0.0/16 (no host bits set)");
+            return Err(cx.err(r.network.span(), format!("{field}.network"), msg));
+        };
+        let gateway = *r.gateway.get_ref();
+        if !sub.contains(gateway) {
+            let msg = format!("{gateway} is not in {}/{}", sub.network, sub.prefix_len);
+            return Err(cx.err(r.gateway.span(), format!("{field}.gateway"), msg));
+        }
+        Ok(Route {
+            network,
+            prefix_len,
+            gateway,
+        })
+    }
+
+    fn ddns(
+        cx: &Ctx,
+        raw: &[Spanned<raw::DdnsZone>],
+        queue: Option<&Spanned<String>>,
+        lease_file: &Spanned<String>,
+    ) -> Result<DdnsConfig, ConfigError> {
+        let queue_file = match queue {
+            Some(q) if q.get_ref().trim().is_empty() => {
+                return Err(cx.err(q.span(), "ddns_queue", "must not be empty"));
+            }
+            Some(q) => PathBuf::from(q.get_ref()),
+            None => PathBuf::from(format!("{}.ddns", lease_file.get_ref())),
+        };
+        let mut zones: Vec<DdnsZone> = Vec::new();
+        for (i, z) in raw.iter().enumerate() {
+            let zone = ddns_zone(cx, i, z.get_ref())?;
+            if let Some(j) = zones.iter().position(|o| o.zone == zone.zone) {
+                let msg = format!("`{}` is already configured by ddns_zone[{j}]", zone.zone);
+                return Err(cx.err(z.get_ref().zone.span(), format!("ddns_zone[{i}].zone"), msg));
+            }
+            zones.push(zone);
+        }
+        Ok(DdnsConfig { zones, queue_file })
+    }
+
+    fn ddns_zone(cx: &Ctx, i: usize, z: &raw::DdnsZone) -> Result<DdnsZone, ConfigError> {
+        let field = |f: &str| format!("ddns_zone[{i}].{f}");
+        let zone = z.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if zone.is_empty() || !zone.split('.').all(is_label) {
+            let msg = format!("`{}` is not a valid zone name", z.zone.get_ref());
+            return Err(cx.err(z.zone.span(), field("zone"), msg));
+        }
+        let primary = socket_addr(z.primary.get_ref(), 53).ok_or_else(|| {
+            let msg = format!(
+                "`{}` is not an address like 10.0.0.53:53",
+                z.primary.get_ref()
+            );
+            cx.err(z.primary.span(), field("primary"), msg)
+        })?;
+        let ttl = match &z.ttl {
+            Some(t) if *t.get_ref() == 0 => {
+                return Err(cx.err(t.span(), field("ttl"), "must be at least 1"));
+            }
+            Some(t) => *t.get_ref(),
+            None => 300,
+        };
+        Ok(DdnsZone {
+            zone,
+            primary,
+            key: tsig_key(cx, &field, z)?,
+            ttl,
+        })
+    }
+
+    fn tsig_key(
+        cx: &Ctx,
+        field: &dyn Fn(&str) -> String,
+        z: &raw::DdnsZone,
+    ) -> Result<Option<TsigKey>, ConfigError> {
+        let (name, secret) = match (&z.key_name, &z.key_secret) {
+            (None, None) => {
+                return match &z.key_algorithm {
+                    Some(a) => Err(cx.err(
+                        a.span(),
+                        field("key_algorithm"),
+                        "needs key_name and key_secret",
+                    )),
+                    None => Ok(None),
+                };
+            }
+            (Some(n), None) => {
+                return Err(cx.err(n.span(), field("key_name"), "needs key_secret too"));
+            }
+            (None, Some(s)) => {
+                return Err(cx.err(s.span(), field("key_secret"), "needs key_name too"));
+            }
+            (Some(n), Some(s)) => (n, s),
+        };
+        let key_name = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let label_ok = |l: &str| {
+            (1..=63).contains(&l.len())
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !key_name.split('.').all(label_ok) {
+            let msg = format!("`{}` is not a valid key name", name.get_ref());
+            return Err(cx.err(name.span(), field("key_name"), msg));
+        }
+        let algorithm = match z
+            .key_algorithm
+            .as_ref()
+            .map(|a| (a.get_ref().to_ascii_lowercase(), a.span()))
+        {
+            None => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
+            Some((a, _)) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
+            Some((a, _)) if a == "hmac-sha512" => TsigAlgorithm::HmacSha512,
+            Some((a, span)) => {
+                let msg = format!("`{a}` is not one of hmac-sha256, hmac-sha384, hmac-sha512");
+                return Err(cx.err(span, field("key_algorithm"), msg));
+            }
+        };
+        let secret_bytes = data_encoding::BASE64
+            .decode(secret.get_ref().trim().as_bytes())
+            .ok()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| {
+                cx.err(
+                    secret.span(),
+                    field("key_secret"),
+                    "is not base64 (as in a BIND key file)",
+                )
+            })?;
+        Ok(Some(TsigKey {
+            name: key_name,
+            algorithm,
+            secret: secret_bytes,
+        }))
     }
 
     fn domain(cx: &Ctx, raw: &Spanned<String>) -> Result<String, ConfigError> {
@@ -736,10 +1399,11 @@ mod validate {
             pool_start: *s.pool_start.get_ref(),
             pool_end: *s.pool_end.get_ref(),
             router: s.router.as_ref().map(|r| *r.get_ref()),
-            dns_servers: s.dns_servers.clone(),
+            dns_servers: s.dns_servers.clone().unwrap_or_default(),
             lease_time: s.lease_time.as_ref().map_or(3600, |t| *t.get_ref()),
             interface: s.interface.clone(),
             authoritative: s.authoritative.unwrap_or(true),
+            settings: SubnetSettings::default(),
         };
         if u32::from(network) & !prefix_mask(prefix_len) != 0 {
             let base = Ipv4Addr::from(u32::from(network) & prefix_mask(prefix_len));
@@ -774,6 +1438,7 @@ mod validate {
             return Err(cx.err(r.span(), field("router"), msg));
         }
         sub.dns_servers.dedup();
+        sub.settings = settings(cx, i, s, &sub)?;
         Ok(sub)
     }
 
@@ -843,38 +1508,46 @@ mod validate {
                     format!("{ip} is already reserved by host[{j}]"),
                 ));
             }
-            let name = match &hr.name {
-                Some(n) => {
-                    let l = n.get_ref().to_ascii_lowercase();
-                    if !is_label(&l) {
-                        return Err(cx.err(
-                            n.span(),
-                            field("name"),
-                            format!(
-                                "`{}` is not a valid host name (RFC 1123 label)",
-                                n.get_ref()
-                            ),
-                        ));
-                    }
-                    if let Some(j) = out.iter().position(|r| r.name.as_deref() == Some(&l)) {
-                        return Err(cx.err(
-                            n.span(),
-                            field("name"),
-                            format!("`{l}` is already used by host[{j}]"),
-                        ));
-                    }
-                    Some(l)
-                }
-                None => None,
-            };
+            let name = host_name(cx, i, hr, &out)?;
             out.push(Reservation {
                 hwaddr,
                 client_id,
                 ip,
                 name,
+                lease_time: lease_time(cx, hr.lease_time.as_ref(), &field("lease_time"))?,
+                options: options(cx, &hr.option, &format!("host[{i}]"))?,
             });
         }
         Ok(out)
+    }
+
+    /// A host's `name`: an RFC 1123 label, lowercase, not used by an earlier host.
+    fn host_name(
+        cx: &Ctx,
+        i: usize,
+        hr: &raw::Host,
+        earlier: &[Reservation],
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(n) = &hr.name else {
+            return Ok(None);
+        };
+        let field = format!("host[{i}].name");
+        let l = n.get_ref().to_ascii_lowercase();
+        if !is_label(&l) {
+            let msg = format!(
+                "`{}` is not a valid host name (RFC 1123 label)",
+                n.get_ref()
+            );
+            return Err(cx.err(n.span(), field, msg));
+        }
+        if let Some(j) = earlier.iter().position(|r| r.name.as_deref() == Some(&l)) {
+            return Err(cx.err(
+                n.span(),
+                field,
+                format!("`{l}` is already used by host[{j}]"),
+            ));
+        }
+        Ok(Some(l))
     }
 
     /// "52:54:00:12:34:56" or "525400123456" or with '-'.
@@ -912,7 +1585,6 @@ mod updates {
         raw: &Spanned<raw::TsigKey>,
         domain: &str,
     ) -> Result<TsigKeyConfig, ConfigError> {
-        use base64::Engine as _;
         let k = raw.get_ref();
         let field = |f: &str| format!("tsig_key[{i}].{f}");
         let name = k.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
@@ -929,8 +1601,8 @@ mod updates {
                 ),
             )
         })?;
-        let secret = base64::engine::general_purpose::STANDARD
-            .decode(k.secret.get_ref().trim())
+        let secret = data_encoding::BASE64
+            .decode(k.secret.get_ref().trim().as_bytes())
             .ok()
             .filter(|s| !s.is_empty())
             .ok_or_else(|| cx.err(k.secret.span(), field("secret"), "not base64 text"))?;
@@ -1384,6 +2056,358 @@ value = "hello world"
         assert!(msg.contains("unknown field"), "{msg}");
         let (_, field, _) = invalid(&with_dns("").replace("type = \"AAAA\"", "tipe = \"AAAA\""));
         assert_eq!(field, "tipe");
+    }
+
+    const DDNS: &str = r#"
+[[ddns_zone]]
+zone = "LAN."
+primary = "10.0.0.53"
+key_name = "leasedns"
+key_secret = "bGVhc2VkbnMtdGVzdC1rZXktMzItYnl0ZXMtbG9uZyE="
+[[ddns_zone]]
+zone = "0.0.10.in-addr.arpa"
+primary = "10.0.0.54:5353"
+key_name = "rev.key."
+key_algorithm = "HMAC-SHA512"
+key_secret = "c2VjcmV0"
+ttl = 60
+"#;
+
+    #[test]
+    fn ddns_zones_are_normalised_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert!(c.ddns.zones.is_empty());
+        assert_eq!(c.ddns.queue_file, PathBuf::from("/tmp/x.journal.ddns"));
+
+        let c = parse(&format!("{GOOD}{DDNS}")).expect("valid");
+        let (fwd, rev) = (&c.ddns.zones[0], &c.ddns.zones[1]);
+        assert_eq!(fwd.zone, "lan");
+        assert_eq!(fwd.primary, "10.0.0.53:53".parse().unwrap());
+        assert_eq!(fwd.ttl, 300);
+        let key = fwd.key.as_ref().expect("key");
+        assert_eq!(key.algorithm, TsigAlgorithm::HmacSha256);
+        assert_eq!(key.secret, b"leasedns-test-key-32-bytes-long!".to_vec());
+        assert!(
+            !format!("{key:?}").contains("leasedns-test"),
+            "secret hidden in Debug"
+        );
+        assert_eq!(rev.primary, "10.0.0.54:5353".parse().unwrap());
+        let key = rev.key.as_ref().expect("key");
+        assert_eq!(
+            (key.name.as_str(), key.algorithm),
+            ("rev.key", TsigAlgorithm::HmacSha512)
+        );
+        assert_eq!(rev.ttl, 60);
+
+        let queue = GOOD.replace("[dns]", "ddns_queue = \"/var/q\"\n[dns]");
+        assert_eq!(
+            parse(&queue).expect("valid").ddns.queue_file,
+            PathBuf::from("/var/q")
+        );
+        let unsigned = format!("{GOOD}[[ddns_zone]]\nzone = \"lan\"\nprimary = \"::1\"\n");
+        let c = parse(&unsigned).expect("valid");
+        assert_eq!(c.ddns.zones[0].key, None);
+        assert_eq!(c.ddns.zones[0].primary, "[::1]:53".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_ddns_values_name_the_field() {
+        let base = format!("{GOOD}{DDNS}");
+        let cases = [
+            (
+                "zone = \"LAN.\"",
+                "zone = \"bad..zone\"",
+                "ddns_zone[0].zone",
+            ),
+            (
+                "\"10.0.0.53\"",
+                "\"primary.example\"",
+                "ddns_zone[0].primary",
+            ),
+            (
+                "\"HMAC-SHA512\"",
+                "\"hmac-md5\"",
+                "ddns_zone[1].key_algorithm",
+            ),
+            ("\"c2VjcmV0\"", "\"not base64!\"", "ddns_zone[1].key_secret"),
+            ("ttl = 60", "ttl = 0", "ddns_zone[1].ttl"),
+            ("\"0.0.10.in-addr.arpa\"", "\"lan\"", "ddns_zone[1].zone"),
+            ("key_name = \"rev.key.\"\n", "", "ddns_zone[1].key_secret"),
+            (
+                "key_name = \"leasedns\"",
+                "key_name = \"bad name\"",
+                "ddns_zone[0].key_name",
+            ),
+        ];
+        for (from, to, want_field) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (_, field, msg) = invalid(&text);
+            assert_eq!(field, want_field, "{msg}");
+        }
+        let (_, field, msg) = invalid(&format!("{base}server = \"x\"\n"));
+        assert_eq!(field, "server");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    /// The issue-3 keys, as the contract writes them.
+    const ISSUE3: &str = r#"
+ping_check = true
+ping_timeout_ms = 250
+exhausted_warn_interval = 30
+[[subnet]]
+network = "10.0.0.0/24"
+pool_start = "10.0.0.100"
+pool_end = "10.0.0.199"
+router = "10.0.0.1"
+lease_time = 3600
+authoritative = false
+rapid_commit = true
+domain_search = ["lan", "Corp.Example."]
+ntp_servers = ["10.0.0.1"]
+mtu = 1500
+routes = [ { network = "10.9.0.0/16", gateway = "10.0.0.254" }, { network = "0.0.0.0/0", gateway = "10.0.0.1" } ]
+  [[subnet.option]]
+  code = 252
+  type = "string"
+  value = "http://wpad.lan/wpad.dat"
+  [[subnet.option]]
+  code = 150
+  type = "ips"
+  value = ["10.0.0.5", "10.0.0.6"]
+  [[subnet.option]]
+  code = 23
+  type = "u8"
+  value = 64
+  [[subnet.option]]
+  code = 24
+  type = "u32"
+  value = 600
+  [[subnet.option]]
+  code = 13
+  type = "u16"
+  value = 512
+  [[subnet.option]]
+  code = 19
+  type = "bool"
+  value = false
+  [[subnet.option]]
+  code = 43
+  type = "hex"
+  value = "01:04:c0:a8:00:01"
+  [[subnet.option]]
+  code = 16
+  type = "ip"
+  value = "10.0.0.7"
+[[host]]
+client_id = "01:52:54:00:12:34:56"
+ip = "10.0.0.10"
+name = "printer"
+lease_time = 86400
+  [[host.option]]
+  code = 42
+  type = "ips"
+  value = ["10.0.0.5"]
+[[class]]
+name = "phones"
+vendor_class = "android-dhcp"
+user_class = "x"
+mac_prefix = "52:54:01"
+subnet = "10.0.0.0/24"
+pool_start = "10.0.0.200"
+pool_end = "10.0.0.219"
+lease_time = 600
+  [[class.option]]
+  code = 6
+  type = "ips"
+  value = ["10.0.0.53"]
+[[class]]
+name = "printers"
+mac_prefix = "00-11-22"
+"#;
+
+    fn issue3() -> String {
+        format!("domain = \"lan\"\nlease_file = \"/tmp/x\"\n{ISSUE3}")
+    }
+
+    #[test]
+    fn issue3_keys_are_read_and_encoded() {
+        let c = parse(&issue3()).expect("valid");
+        assert!(c.dhcp.ping_check);
+        assert_eq!(c.dhcp.ping_timeout, Duration::from_millis(250));
+        assert_eq!(c.dhcp.exhausted_warn_interval, 30);
+        let s = &c.subnets[0];
+        assert!(!s.authoritative);
+        let set = &s.settings;
+        assert!(set.rapid_commit && set.dns_servers_default && s.dns_servers.is_empty());
+        assert_eq!(set.domain_search, vec!["lan", "corp.example"]);
+        assert_eq!(set.ntp_servers, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+        assert_eq!(set.mtu, Some(1500));
+        let gw = Ipv4Addr::new(10, 0, 0, 254);
+        assert_eq!(
+            set.routes[0],
+            Route {
+                network: Ipv4Addr::new(10, 9, 0, 0),
+                prefix_len: 16,
+                gateway: gw
+            }
+        );
+        assert_eq!(set.routes[1].prefix_len, 0);
+        let data: Vec<(u8, Vec<u8>)> = set
+            .options
+            .iter()
+            .map(|o| (o.code, o.data.clone()))
+            .collect();
+        assert_eq!(
+            data,
+            vec![
+                (252, b"http://wpad.lan/wpad.dat".to_vec()),
+                (150, vec![10, 0, 0, 5, 10, 0, 0, 6]),
+                (23, vec![64]),
+                (24, vec![0, 0, 2, 88]),
+                (13, vec![2, 0]),
+                (19, vec![0]),
+                (43, vec![1, 4, 0xc0, 0xa8, 0, 1]),
+                (16, vec![10, 0, 0, 7]),
+            ]
+        );
+        let h = &c.reservations[0];
+        assert_eq!(h.lease_time, Some(86400));
+        assert_eq!(
+            h.options,
+            vec![OptionSpec {
+                code: 42,
+                data: vec![10, 0, 0, 5]
+            }]
+        );
+        let k = &c.dhcp.classes[0];
+        assert_eq!(k.name, "phones");
+        assert_eq!(k.vendor_class.as_deref(), Some(&b"android-dhcp"[..]));
+        assert_eq!(k.mac_prefix.as_deref(), Some(&[0x52, 0x54, 0x01][..]));
+        assert_eq!((k.subnet, k.lease_time), (Some(0), Some(600)));
+        let range = (Ipv4Addr::new(10, 0, 0, 200), Ipv4Addr::new(10, 0, 0, 219));
+        assert_eq!(k.pool, Some(range));
+        assert_eq!(k.options[0].code, 6);
+        assert_eq!(c.dhcp.classes[1].mac_prefix, Some(vec![0, 0x11, 0x22]));
+    }
+
+    #[test]
+    fn issue3_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.dhcp, DhcpGlobals::default());
+        assert!(!c.dhcp.ping_check);
+        assert_eq!(c.dhcp.ping_timeout, Duration::from_millis(300));
+        assert_eq!(c.dhcp.exhausted_warn_interval, 60);
+        let set = &c.subnets[0].settings;
+        assert!(!set.dns_servers_default, "dns_servers given");
+        assert!(!set.rapid_commit && set.routes.is_empty() && set.options.is_empty());
+        assert_eq!(c.reservations[0].lease_time, None);
+    }
+
+    #[test]
+    fn class_matching_needs_every_key_given() {
+        let c = parse(&issue3()).expect("valid");
+        let phones = &c.dhcp.classes[0];
+        let mac = [0x52, 0x54, 0x01, 0, 0, 9];
+        assert!(phones.matches(Some(b"android-dhcp-13"), Some(b"\x01x"), &mac));
+        assert!(
+            !phones.matches(Some(b"android-dhcp-13"), None, &mac),
+            "no user class"
+        );
+        assert!(
+            !phones.matches(Some(b"MSFT 5.0"), Some(b"x"), &mac),
+            "vendor prefix"
+        );
+        assert!(!phones.matches(Some(b"android-dhcp"), Some(b"x"), &[0x52, 0x54, 0, 0, 0, 9]));
+        let printers = &c.dhcp.classes[1];
+        assert!(printers.matches(None, None, &[0, 0x11, 0x22, 1, 2, 3]));
+        assert!(!printers.matches(None, None, &[0, 0x11]));
+    }
+
+    #[test]
+    fn issue3_errors_name_the_field() {
+        let base = issue3();
+        let cases = [
+            (
+                "gateway = \"10.0.0.1\" }",
+                "gateway = \"10.1.0.1\" }",
+                "subnet[0].routes[1].gateway",
+            ),
+            (
+                "\"10.9.0.0/16\"",
+                "\"10.9.0.1/16\"",
+                "subnet[0].routes[0].network",
+            ),
+            (
+                "\"0.0.0.0/0\"",
+                "\"0.0.0.0/33\"",
+                "subnet[0].routes[1].network",
+            ),
+            (
+                "pool_start = \"10.0.0.200\"",
+                "pool_start = \"10.0.1.200\"",
+                "class[0].pool_start",
+            ),
+            (
+                "pool_end = \"10.0.0.219\"",
+                "pool_end = \"10.0.0.19\"",
+                "class[0].pool_end",
+            ),
+            (
+                "subnet = \"10.0.0.0/24\"",
+                "subnet = \"10.7.0.0/24\"",
+                "class[0].subnet",
+            ),
+            (
+                "mac_prefix = \"00-11-22\"",
+                "mac_prefix = \"zz\"",
+                "class[1].mac_prefix",
+            ),
+            ("mac_prefix = \"00-11-22\"", "", "class[1]"),
+            (
+                "value = [\"10.0.0.5\"]\n[[class",
+                "value = [\"10.0.0.500\"]\n[[class",
+                "host[0].option[0].value",
+            ),
+            ("code = 42", "code = 53", "host[0].option[0].code"),
+            ("code = 252", "code = 300", "subnet[0].option[0].code"),
+            (
+                "type = \"u8\"",
+                "type = \"u64\"",
+                "subnet[0].option[2].type",
+            ),
+            ("value = 64", "value = 256", "subnet[0].option[2].value"),
+            ("value = 512", "value = -1", "subnet[0].option[4].value"),
+            ("value = false", "value = 1", "subnet[0].option[5].value"),
+            (
+                "value = \"01:04:c0:a8:00:01\"",
+                "value = \"0x1\"",
+                "subnet[0].option[6].value",
+            ),
+            (
+                "\"Corp.Example.\"",
+                "\"bad..name\"",
+                "subnet[0].domain_search[1]",
+            ),
+            ("mtu = 1500", "mtu = 67", "subnet[0].mtu"),
+            ("lease_time = 86400", "lease_time = 5", "host[0].lease_time"),
+            ("lease_time = 600", "lease_time = 1", "class[0].lease_time"),
+            (
+                "ping_timeout_ms = 250",
+                "ping_timeout_ms = 9",
+                "ping_timeout_ms",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from} not found");
+            let (line, field, msg) = invalid(&text);
+            assert_eq!(field, want, "{msg}");
+            assert!(line > 1, "{field}: line {line}");
+        }
+        let (_, field, msg) = invalid(&base.replace("mtu = 1500", "mtu = 1500\nmtus = 1"));
+        assert_eq!(field, "mtus");
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]

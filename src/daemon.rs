@@ -5,9 +5,9 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::info;
+use tracing::{error, info, warn};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::service::DhcpService;
@@ -38,16 +38,23 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         .with_context(|| format!("opening the lease journal {}", cfg.lease_file.display()))?;
     info!(leases = leases.len(), file = %cfg.lease_file.display(), "leases recovered");
 
-    let names = names_for(&cfg, &leases);
-    let store = open_dynamic_records(&cfg, &names)?;
+    let names = names_for(&cfg, &leases, now);
+    let dns_names = names.clone();
+    let leases_for_ddns = if cfg.ddns.zones.is_empty() {
+        Vec::new()
+    } else {
+        leases.clone()
+    };
+    let store = open_dynamic_records(&cfg, &dns_names)?;
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
     let port = socket.local_port().context("reading the DHCP port")?;
     info!("listening for DHCP on udp 0.0.0.0:{port}");
-    let dns = DnsServer::bind_with_store(&cfg, names.clone(), clock.clone(), Some(store.clone()))
-        .await
-        .context("binding DNS sockets")?;
+    let dns =
+        DnsServer::bind_with_store(&cfg, dns_names.clone(), clock.clone(), Some(store.clone()))
+            .await
+            .context("binding DNS sockets")?;
     let http = if cfg.dns.http.listen.is_empty() {
         None
     } else {
@@ -67,20 +74,42 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock);
-    let dhcp_task = tokio::spawn(dhcp.run(stop_rx.clone()));
+    let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
+    let mut ddns_task = None;
+    if !cfg.ddns.zones.is_empty() {
+        let (tx, task) =
+            crate::ddns::start(&cfg, &leases_for_ddns, clock).context("opening the DDNS queue")?;
+        info!(zones = cfg.ddns.zones.len(), queue = %cfg.ddns.queue_file.display(), "DDNS updates on");
+        dhcp = dhcp.with_ddns(tx);
+        ddns_task = Some(tokio::spawn(task.run(stop_rx.clone())));
+    }
+    let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(cfg.clone());
+    let dhcp_task = tokio::spawn(dhcp.run_with_reload(stop_rx.clone(), cfg_rx));
     let http_task = http.map(|h| tokio::spawn(h.run(stop_rx.clone())));
     let dns_task = tokio::spawn(dns.run(stop_rx));
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     info!("leasedns ready");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: shutting down"),
-        _ = int.recv() => info!("SIGINT: shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!("SIGTERM: shutting down"); break }
+            _ = int.recv() => { info!("SIGINT: shutting down"); break }
+            _ = hup.recv() => {
+                let running = cfg_tx.borrow().clone();
+                match reload(&running, &dns_names) {
+                    Ok(new) => { let _ = cfg_tx.send(new); info!("reloaded {}", running.path.display()) }
+                    Err(e) => error!("reload rejected, the running config stays: {e:#}"),
+                }
+            }
+        }
     }
     let _ = stop_tx.send(true);
     dhcp_task.await.context("DHCP task")?;
+    if let Some(task) = ddns_task {
+        task.await.context("DDNS task")?;
+    }
     dns_task.await.context("DNS task")?.context("DNS server")?;
     if let Some(task) = http_task {
         task.await.context("HTTP task")?;
@@ -89,21 +118,63 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     Ok(())
 }
 
-/// The name index at start: reservations from config, then every recovered bound lease.
-fn names_for(cfg: &Config, leases: &[crate::lease::Lease]) -> SharedNames {
-    let statics: Vec<(String, std::net::Ipv4Addr)> = cfg
-        .reservations
-        .iter()
-        .filter_map(|r| Some((r.name.clone()?, r.ip)))
-        .collect();
-    let mut names = Names::new(&cfg.domain, &statics);
-    names.set_config_records(cfg.dns.records.clone());
+/// SIGHUP: read and validate the config again. A bad file changes nothing. Settings bound at
+/// start (domain, lease file, durability, ports, DNS listen addresses, upstreams, TTL, DDNS) keep
+/// their running values, with a warning; everything else (subnets, pools, options, reservations,
+/// classes, static records, the hosts file) takes effect at once.
+fn reload(running: &Config, names: &SharedNames) -> anyhow::Result<Arc<Config>> {
+    let mut new = Config::load(&running.path)?;
+    if let Some(path) = &new.dns.hosts_file {
+        // Read before anything changes, so a missing hosts file rejects the whole reload.
+        std::fs::metadata(path).with_context(|| format!("hosts_file {}", path.display()))?;
+    }
+    keep_start_settings(running, &mut new);
+    match names.write() {
+        Ok(mut n) => n.reconfigure(&new),
+        Err(poisoned) => poisoned.into_inner().reconfigure(&new),
+    }
+    if let Some(path) = &new.dns.hosts_file {
+        crate::dns::names::load_hosts_file(names, path)
+            .with_context(|| format!("hosts_file {}", path.display()))?;
+    }
+    Ok(Arc::new(new))
+}
+
+/// Put back the settings that only a restart changes, warning about each that differs.
+fn keep_start_settings(running: &Config, new: &mut Config) {
+    macro_rules! keep {
+        ($($field:ident).+) => {
+            if new.$($field).+ != running.$($field).+ {
+                warn!(concat!(stringify!($($field).+), " changed; it takes effect after a restart"));
+                new.$($field).+ = running.$($field).+.clone();
+            }
+        };
+    }
+    keep!(domain);
+    keep!(lease_file);
+    keep!(durability);
+    keep!(dhcp_port);
+    keep!(client_port);
+    keep!(dns.listen);
+    keep!(dns.upstreams);
+    keep!(dns.ttl);
+    keep!(ddns);
+    keep!(dns.tsig_keys);
+    keep!(dns.update_journal);
+    keep!(dns.http);
+    keep!(dns.dyndns_users);
+}
+
+/// The name index at start: reservations and `[[dns.record]]`s from config, then every
+/// recovered bound lease (the hosts file is read by the DNS server).
+fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
+    let mut names = Names::from_config(cfg);
     let bound: Vec<LeaseChange> = leases
         .iter()
         .filter(|l| l.state == LeaseState::Bound)
         .map(|l| LeaseChange::Upsert(l.clone()))
         .collect();
-    names.apply(&bound);
+    names.apply_at(now, &bound);
     Arc::new(RwLock::new(names))
 }
 

@@ -7,6 +7,7 @@
 //! - `dhcp`: `wire` (bytes <-> requests/replies), `engine` (pure RFC 2131), `alloc`, `options`,
 //!   `dest` (where replies go), `service` (the async loop that owns the engine).
 //! - `dns`: `names` (the index leases produce), `zone` (hickory handler), `server` (sockets).
+//! - `ddns`: outbound RFC 2136 updates to other DNS servers (DHCID, TSIG, a queue on disk).
 //! - `http`: the HTTP listener; DynDNS2 `/nic/update`.
 //! - `net`: socket building and ioctls, no protocol logic.
 //! - `daemon`: wiring, signals, shutdown.
@@ -15,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod ddns;
 pub mod dhcp;
 pub mod dns;
 pub mod http;

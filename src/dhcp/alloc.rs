@@ -41,11 +41,15 @@ impl Reservations {
 
     /// The reservation of this client: by client identifier first, then by MAC.
     pub fn for_client(&self, client: &ClientId, hwaddr: &HwAddr) -> Option<&Reservation> {
-        let i = self
-            .by_client
+        self.list.get(self.position(client, hwaddr)?)
+    }
+
+    /// Where `for_client`'s reservation sits in the list given to `new`.
+    pub fn position(&self, client: &ClientId, hwaddr: &HwAddr) -> Option<usize> {
+        self.by_client
             .get(client)
-            .or_else(|| self.by_hw.get(hwaddr))?;
-        self.list.get(*i)
+            .or_else(|| self.by_hw.get(hwaddr))
+            .copied()
     }
 
     /// Whether `ip` is reserved for a client other than this one.
@@ -72,16 +76,44 @@ pub struct Want<'a> {
     pub server_id: Ipv4Addr,
 }
 
-/// One subnet's view for allocation: the config, the table, the reservations, the time.
+/// One subnet's view for allocation: the config, the table, the reservations, the time, and
+/// the range dynamic addresses come from.
 #[derive(Clone, Copy, Debug)]
 pub struct Pool<'a> {
     pub subnet: &'a Subnet,
     pub table: &'a LeaseTable,
     pub reservations: &'a Reservations,
     pub now: UnixTime,
+    /// First and last address handed out dynamically: the subnet's pool, or a class's range.
+    pub range: (Ipv4Addr, Ipv4Addr),
+    /// Ranges inside `range` kept for client classes this client is not in.
+    pub excluded: &'a [(Ipv4Addr, Ipv4Addr)],
 }
 
-impl Pool<'_> {
+impl<'a> Pool<'a> {
+    /// The subnet's whole pool, nothing excluded.
+    pub fn new(
+        subnet: &'a Subnet,
+        table: &'a LeaseTable,
+        reservations: &'a Reservations,
+        now: UnixTime,
+    ) -> Self {
+        Pool {
+            subnet,
+            table,
+            reservations,
+            now,
+            range: (subnet.pool_start, subnet.pool_end),
+            excluded: &[],
+        }
+    }
+
+    /// In `range` and in no excluded range.
+    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        let (start, end) = self.range;
+        ip >= start && ip <= end && !self.excluded.iter().any(|(a, b)| ip >= *a && ip <= *b)
+    }
+
     /// Choose an address for `w`; None when the pool is full. `cursor` is where the free-address
     /// scan starts (an offset into the pool); it moves past each address handed out.
     pub fn allocate(&self, w: &Want<'_>, cursor: &mut u32) -> Option<Ipv4Addr> {
@@ -106,7 +138,7 @@ impl Pool<'_> {
         self.table
             .expired(self.now)
             .map(|l| l.ip)
-            .find(|ip| self.base_ok(*ip, w) && self.subnet.in_pool(*ip))
+            .find(|ip| self.base_ok(*ip, w) && self.in_pool(*ip))
     }
 
     /// Whether `w` may have `ip` when it asks for it outright (INIT-REBOOT, RENEWING): in the
@@ -116,7 +148,7 @@ impl Pool<'_> {
             .reservations
             .for_client(w.client, w.hwaddr)
             .is_some_and(|r| r.ip == ip);
-        self.base_ok(ip, w) && (mine || self.subnet.in_pool(ip)) && self.free_for(ip, w, true)
+        self.base_ok(ip, w) && (mine || self.in_pool(ip)) && self.free_for(ip, w, true)
     }
 
     /// The client's reservation in this subnet, if its address is not live in another's lease.
@@ -127,7 +159,7 @@ impl Pool<'_> {
 
     /// A pool address that is free or already this client's.
     fn poolable(&self, ip: Ipv4Addr, w: &Want<'_>) -> bool {
-        self.base_ok(ip, w) && self.subnet.in_pool(ip) && self.free_for(ip, w, false)
+        self.base_ok(ip, w) && self.in_pool(ip) && self.free_for(ip, w, false)
     }
 
     /// In the subnet, not its network or broadcast address, not ours, not reserved for another.
@@ -150,8 +182,8 @@ impl Pool<'_> {
 
     /// The first address with no lease at all, starting at `cursor` and wrapping around.
     fn scan(&self, w: &Want<'_>, cursor: &mut u32) -> Option<Ipv4Addr> {
-        let start = u32::from(self.subnet.pool_start);
-        let end = u32::from(self.subnet.pool_end);
+        let start = u32::from(self.range.0);
+        let end = u32::from(self.range.1);
         if end < start {
             return None;
         }
@@ -161,7 +193,7 @@ impl Pool<'_> {
             let off = (first + step) % size;
             // off < size <= 2^32, and start + off <= end.
             let ip = Ipv4Addr::from(start.wrapping_add(off as u32));
-            if self.table.get(ip).is_none() && self.base_ok(ip, w) {
+            if self.table.get(ip).is_none() && self.base_ok(ip, w) && self.in_pool(ip) {
                 *cursor = ((off + 1) % size) as u32;
                 return Some(ip);
             }
@@ -197,6 +229,7 @@ mod tests {
             lease_time: 600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
         }
     }
     fn lease(n: u8, addr: u8, expires: u64, state: LeaseState) -> Lease {
@@ -215,6 +248,8 @@ mod tests {
             client_id: None,
             ip: ip(addr),
             name: None,
+            lease_time: None,
+            options: vec![],
         }
     }
 
@@ -233,12 +268,7 @@ mod tests {
             requested: req.map(ip),
             server_id: SID,
         };
-        let pool = Pool {
-            subnet: s,
-            table: t,
-            reservations: r,
-            now: UnixTime(100),
-        };
+        let pool = Pool::new(s, t, r, UnixTime(100));
         pool.allocate(&w, &mut 0)
     }
 
@@ -264,6 +294,8 @@ mod tests {
             client_id: Some(id(3)),
             ip: ip(20),
             name: None,
+            lease_time: None,
+            options: vec![],
         };
         let r = Reservations::new(&[res]);
         assert_eq!(alloc(&s, &t, &r, 3, None), Some(ip(20)));
@@ -302,12 +334,7 @@ mod tests {
             requested: None,
             server_id: SID,
         };
-        let pool = Pool {
-            subnet: &s,
-            table: &t,
-            reservations: &r,
-            now: UnixTime(0),
-        };
+        let pool = Pool::new(&s, &t, &r, UnixTime(0));
         let mut cursor = 0;
         assert_eq!(pool.allocate(&w, &mut cursor), Some(ip(2)));
         assert_eq!(cursor, 2);
@@ -347,12 +374,7 @@ mod tests {
             requested: None,
             server_id: SID,
         };
-        let pool = Pool {
-            subnet: &s,
-            table: &t,
-            reservations: &r,
-            now: UnixTime(100),
-        };
+        let pool = Pool::new(&s, &t, &r, UnixTime(100));
         assert!(pool.may_have(ip(100), &w));
         assert!(
             pool.may_have(ip(20), &w),
@@ -370,6 +392,42 @@ mod tests {
             !pool.may_have(Ipv4Addr::new(10, 9, 0, 100), &w),
             "other subnet"
         );
+    }
+
+    #[test]
+    fn class_range_and_excluded_ranges_shape_the_pool() {
+        let s = subnet(100, 110);
+        let t = LeaseTable::new();
+        let r = Reservations::default();
+        let (c, h) = (id(1), hw(1));
+        let w = Want {
+            client: &c,
+            hwaddr: &h,
+            requested: Some(ip(105)),
+            server_id: SID,
+        };
+        // A non-member: .100 to .104 kept for a class; asking for .105 is fine, the scan
+        // starts past the excluded range.
+        let kept = [(ip(100), ip(104))];
+        let mut pool = Pool::new(&s, &t, &r, UnixTime(0));
+        pool.excluded = &kept;
+        assert!(!pool.in_pool(ip(103)) && pool.in_pool(ip(105)));
+        assert_eq!(pool.allocate(&w, &mut 0), Some(ip(105)));
+        let w2 = Want {
+            requested: Some(ip(101)),
+            ..w
+        };
+        assert_eq!(
+            pool.allocate(&w2, &mut 0),
+            Some(ip(105)),
+            "excluded even when asked"
+        );
+        assert!(!pool.may_have(ip(101), &w2));
+        // A member allocates from its own range only, even outside the subnet's pool.
+        let mut member = Pool::new(&s, &t, &r, UnixTime(0));
+        member.range = (ip(200), ip(201));
+        assert_eq!(member.allocate(&w2, &mut 0), Some(ip(200)));
+        assert!(member.may_have(ip(201), &w2) && !member.may_have(ip(105), &w2));
     }
 
     #[test]

@@ -85,6 +85,8 @@ mod tests {
             relay_info: None,
             vendor_class: None,
             fqdn: None,
+            user_class: None,
+            rapid_commit: false,
         }
     }
 

@@ -3,27 +3,33 @@
 //!
 //! Offers are held in the table (so two clients never get the same address) but never reported
 //! as changes; bound and declined leases are, in the order they happen.
+//!
+//! With `ping_check` on, an address that never had a lease is not offered at once: `handle`
+//! holds it and returns `Outcome::ping`; the service pings it without stalling other clients
+//! and calls `handle_after_ping` with the answer. An answered address is put aside like a
+//! declined one, and the next address is tried.
 
-use std::net::Ipv4Addr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
 use tracing::{debug, info, warn};
 
 use crate::clock::UnixTime;
-use crate::config::{Config, Subnet};
+use crate::config::{ClientClass, Config, OptionSpec, Reservation, Subnet};
 use crate::dhcp::Iface;
 use crate::dhcp::alloc::{Pool, Reservations, Want};
 use crate::dhcp::dest::{self, Dest, Ports};
 use crate::dhcp::options::{self, ReplyOptions};
-use crate::dhcp::wire::Request;
+use crate::dhcp::wire::{self, Request};
 use crate::lease::table::{LeaseTable, held_by};
 use crate::lease::{ClientId, Lease, LeaseChange, LeaseState, RemoveReason};
 
 /// The smallest message every client must accept (RFC 2131 section 2).
 const MIN_MAX_SIZE: usize = 576;
-/// At most one "pool full" warning per subnet this often (seconds).
-const POOL_FULL_WARN_EVERY: u64 = 60;
+/// A lease time a client asks for (option 51) is granted down to this, never below.
+pub const MIN_REQUESTED_LEASE: u32 = 60;
 
 #[derive(Debug)]
 pub struct Reply {
@@ -31,12 +37,16 @@ pub struct Reply {
     pub dest: Dest,
     /// The most the client accepts (option 57, at least 576).
     pub max_size: usize,
+    /// The client's parameter request list: options are encoded in this order after 53, 54.
+    pub order: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub reply: Option<Reply>,
     pub changes: Vec<LeaseChange>,
+    /// Ping this address, then call `handle_after_ping` with the same request.
+    pub ping: Option<Ipv4Addr>,
 }
 
 pub struct Engine {
@@ -45,6 +55,8 @@ pub struct Engine {
     reservations: Reservations,
     /// Per subnet, in `cfg.subnets` order.
     subnets: Vec<SubnetState>,
+    /// Addresses being pinged, and for whom (each is held as that client's offer meanwhile).
+    pinging: HashMap<Ipv4Addr, ClientId>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -53,9 +65,11 @@ struct SubnetState {
     cursor: u32,
     /// When the last "pool full" warning was logged.
     full_warned: Option<UnixTime>,
+    /// Ranges of this subnet kept for client classes.
+    class_pools: Vec<(Ipv4Addr, Ipv4Addr)>,
 }
 
-/// One request, once its subnet, server identifier and client are known.
+/// One request, once its subnet, server identifier, client, class and reservation are known.
 struct Ctx<'a> {
     now: UnixTime,
     req: &'a Request,
@@ -64,6 +78,10 @@ struct Ctx<'a> {
     subnet: &'a Subnet,
     server_id: Ipv4Addr,
     client: ClientId,
+    /// The first class the client matches in this subnet.
+    class: Option<&'a ClientClass>,
+    /// The client's reservation (anywhere).
+    host: Option<&'a Reservation>,
 }
 
 impl Engine {
@@ -76,37 +94,32 @@ impl Engine {
                 table.insert(l);
             }
         }
+        let mut subnets = vec![SubnetState::default(); cfg.subnets.len()];
+        for c in &cfg.dhcp.classes {
+            if let (Some(i), Some(range)) = (c.subnet, c.pool)
+                && let Some(state) = subnets.get_mut(i)
+            {
+                state.class_pools.push(range);
+            }
+        }
         Engine {
             reservations: Reservations::new(&cfg.reservations),
-            subnets: vec![SubnetState::default(); cfg.subnets.len()],
+            subnets,
             table,
             cfg,
+            pinging: HashMap::new(),
         }
     }
 
     pub fn handle(&mut self, now: UnixTime, req: &Request, iface: &Iface) -> Outcome {
-        let client = client_id(req);
         match req.msg_type {
-            MessageType::Release => return self.release(req, &client),
-            MessageType::Decline => return self.decline(now, req, &client),
+            MessageType::Release => return self.release(req, &client_id(req)),
+            MessageType::Decline => return self.decline(now, req, &client_id(req)),
             _ => {}
         }
         let cfg = Arc::clone(&self.cfg);
-        let Some((subnet_idx, server_id)) = select_subnet(&cfg, req, iface) else {
-            debug!(xid = req.xid, iface = %iface.name, giaddr = %req.giaddr, "no subnet");
+        let Some(cx) = self.context(&cfg, now, req, iface) else {
             return Outcome::default();
-        };
-        let Some(subnet) = cfg.subnets.get(subnet_idx) else {
-            return Outcome::default();
-        };
-        let cx = Ctx {
-            now,
-            req,
-            iface,
-            subnet_idx,
-            subnet,
-            server_id,
-            client,
         };
         match req.msg_type {
             MessageType::Discover => self.discover(&cx),
@@ -117,6 +130,93 @@ impl Engine {
                 Outcome::default()
             }
         }
+    }
+
+    /// Continue a DISCOVER whose `handle` asked for a ping of `ip`: offer it if nobody
+    /// `answered`, else put it aside for `decline_hold` and try the next address (which may ask
+    /// for another ping).
+    pub fn handle_after_ping(
+        &mut self,
+        now: UnixTime,
+        req: &Request,
+        iface: &Iface,
+        ip: Ipv4Addr,
+        answered: bool,
+    ) -> Outcome {
+        let client = client_id(req);
+        if self.pinging.get(&ip) != Some(&client) {
+            debug!(xid = req.xid, %ip, "ping result for a hold that is gone");
+            return Outcome::default();
+        }
+        self.pinging.remove(&ip);
+        let cfg = Arc::clone(&self.cfg);
+        let Some(cx) = self.context(&cfg, now, req, iface) else {
+            return Outcome::default();
+        };
+        let held = self
+            .table
+            .get(ip)
+            .is_some_and(|l| l.state == LeaseState::Offered && held_by(l, &cx.client));
+        if !held {
+            return self.discover(&cx);
+        }
+        if !answered {
+            return self.offer(&cx, ip);
+        }
+        let subnet = format!("{}/{}", cx.subnet.network, cx.subnet.prefix_len);
+        warn!(xid = req.xid, %ip, %subnet, "address answered a ping; set aside");
+        let lease = Lease {
+            ip,
+            client: cx.client.clone(),
+            hwaddr: req.hwaddr.clone(),
+            hostname: None,
+            expires: now.plus(u64::from(self.cfg.decline_hold)),
+            state: LeaseState::Declined,
+        };
+        self.table.insert(lease.clone());
+        let mut out = self.discover(&cx);
+        out.changes.insert(0, LeaseChange::Upsert(lease));
+        out
+    }
+
+    /// The request's subnet, server id, client, class and reservation; None when we do not
+    /// serve it.
+    fn context<'a>(
+        &self,
+        cfg: &'a Config,
+        now: UnixTime,
+        req: &'a Request,
+        iface: &'a Iface,
+    ) -> Option<Ctx<'a>> {
+        let Some((subnet_idx, server_id)) = select_subnet(cfg, req, iface) else {
+            debug!(xid = req.xid, iface = %iface.name, giaddr = %req.giaddr, "no subnet");
+            return None;
+        };
+        let subnet = cfg.subnets.get(subnet_idx)?;
+        let client = client_id(req);
+        let host = self
+            .reservations
+            .position(&client, &req.hwaddr)
+            .and_then(|i| cfg.reservations.get(i));
+        let class = cfg.dhcp.classes.iter().find(|c| {
+            c.subnet.is_none_or(|i| i == subnet_idx)
+                && c.matches(
+                    req.vendor_class.as_deref(),
+                    req.user_class.as_deref(),
+                    &req.hwaddr.bytes,
+                )
+        });
+        Some(Ctx {
+            now,
+            req,
+            iface,
+            subnet_idx,
+            subnet,
+            server_id,
+            client,
+            class,
+            host,
+        })
     }
 
     /// End every lease (and drop every offer) whose time is up; returns the removals.
@@ -131,6 +231,12 @@ impl Engine {
                 });
             }
         }
+        let table = &self.table;
+        self.pinging.retain(|ip, client| {
+            table
+                .get(*ip)
+                .is_some_and(|l| l.state == LeaseState::Offered && l.client == *client)
+        });
         changes
     }
 
@@ -148,31 +254,64 @@ impl Engine {
             .collect()
     }
 
+    /// The allocation view for this client: its class's range, or the subnet's pool without
+    /// the class ranges.
+    fn pool<'a>(&'a self, cx: &'a Ctx<'_>) -> Pool<'a> {
+        let mut pool = Pool::new(cx.subnet, &self.table, &self.reservations, cx.now);
+        if let Some(range) = cx.class.and_then(|c| c.pool) {
+            pool.range = range;
+        } else if let Some(state) = self.subnets.get(cx.subnet_idx) {
+            pool.excluded = &state.class_pools;
+        }
+        pool
+    }
+
     fn discover(&mut self, cx: &Ctx<'_>) -> Outcome {
         let want = self.want(cx, cx.req.requested_ip);
-        let pool = Pool {
-            subnet: cx.subnet,
-            table: &self.table,
-            reservations: &self.reservations,
-            now: cx.now,
-        };
-        let Some(state) = self.subnets.get_mut(cx.subnet_idx) else {
-            return Outcome::default();
-        };
-        let Some(ip) = pool.allocate(&want, &mut state.cursor) else {
+        let mut cursor = self.subnets.get(cx.subnet_idx).map_or(0, |s| s.cursor);
+        let got = self.pool(cx).allocate(&want, &mut cursor);
+        if let Some(state) = self.subnets.get_mut(cx.subnet_idx) {
+            state.cursor = cursor;
+        }
+        let Some(ip) = got else {
             self.pool_full(cx);
             return Outcome::default();
         };
+        if self.pinging.contains_key(&ip) {
+            debug!(xid = cx.req.xid, %ip, "ping of this address still running");
+            return Outcome::default();
+        }
+        let reserved = cx.host.is_some_and(|h| h.ip == ip);
+        if self.cfg.dhcp.ping_check && !reserved && !self.table.has_history(ip) {
+            let mut changes = Vec::new();
+            self.hold_offer(cx, ip, &mut changes);
+            self.pinging.insert(ip, cx.client.clone());
+            debug!(xid = cx.req.xid, client = %cx.client, %ip, "ping before offer");
+            return Outcome {
+                reply: None,
+                changes,
+                ping: Some(ip),
+            };
+        }
+        self.offer(cx, ip)
+    }
+
+    /// Answer a DISCOVER with `ip`: an OFFER held for the client, or with rapid commit (both
+    /// sides want it) an ACK and a bound lease at once.
+    fn offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
+        if cx.req.rapid_commit && cx.subnet.settings.rapid_commit {
+            return self.ack(cx, ip);
+        }
         let mut changes = Vec::new();
         self.hold_offer(cx, ip, &mut changes);
         debug!(xid = cx.req.xid, client = %cx.client, %ip, "offer");
-        let reply = self.positive(cx, MessageType::Offer, ip, Some(cx.subnet.lease_time));
+        let reply = self.positive(cx, MessageType::Offer, ip, Some(self.lease_time(cx)));
         Outcome {
             reply: Some(reply),
             changes,
+            ping: None,
         }
     }
-
     /// Hold `ip` for the client as an offer (a bound lease of its own stays bound). The client's
     /// other offers are dropped; a lease of another whose time is up is ended.
     fn hold_offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr, changes: &mut Vec<LeaseChange>) {
@@ -246,13 +385,8 @@ impl Engine {
             return self.nak_if_authoritative(cx, "address not on this segment");
         }
         let want = self.want(cx, Some(ip));
-        let pool = Pool {
-            subnet: cx.subnet,
-            table: &self.table,
-            reservations: &self.reservations,
-            now: cx.now,
-        };
-        if let Some(r) = self.reservations.for_client(&cx.client, &cx.req.hwaddr)
+        let pool = self.pool(cx);
+        if let Some(r) = cx.host
             && r.ip != ip
             && pool.may_have(r.ip, &want)
         {
@@ -275,10 +409,11 @@ impl Engine {
     fn ack(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
         let changes = self.bind(cx, ip);
         info!(xid = cx.req.xid, client = %cx.client, %ip, "ack");
-        let reply = self.positive(cx, MessageType::Ack, ip, Some(cx.subnet.lease_time));
+        let reply = self.positive(cx, MessageType::Ack, ip, Some(self.lease_time(cx)));
         Outcome {
             reply: Some(reply),
             changes,
+            ping: None,
         }
     }
 
@@ -312,7 +447,7 @@ impl Engine {
             client: cx.client.clone(),
             hwaddr: cx.req.hwaddr.clone(),
             hostname: self.hostname(cx).or(old_name),
-            expires: cx.now.plus(u64::from(cx.subnet.lease_time)),
+            expires: cx.now.plus(u64::from(self.lease_time(cx))),
             state: LeaseState::Bound,
         };
         self.table.insert(lease.clone());
@@ -334,8 +469,8 @@ impl Engine {
         info!(xid = req.xid, %client, %ip, "released");
         let reason = RemoveReason::Released;
         Outcome {
-            reply: None,
             changes: vec![LeaseChange::Remove { ip, reason }],
+            ..Outcome::default()
         }
     }
 
@@ -356,8 +491,8 @@ impl Engine {
         warn!(xid = req.xid, %client, %ip, "client declined the address (in use?); set aside");
         self.table.insert(lease.clone());
         Outcome {
-            reply: None,
             changes: vec![LeaseChange::Upsert(lease)],
+            ..Outcome::default()
         }
     }
 
@@ -366,7 +501,7 @@ impl Engine {
         let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
         Outcome {
             reply: Some(reply),
-            changes: Vec::new(),
+            ..Outcome::default()
         }
     }
 
@@ -401,26 +536,65 @@ impl Engine {
         }
     }
 
-    /// The name for the client's lease: its reservation's, else the one it sent, if valid.
+    /// The name for the client's lease: its reservation's, else the one it sent in option 12,
+    /// else the first label of its option 81, if valid.
     fn hostname(&self, cx: &Ctx<'_>) -> Option<String> {
-        let reserved = self.reservations.for_client(&cx.client, &cx.req.hwaddr);
-        reserved
+        let fqdn_label = || {
+            let f = wire::parse_fqdn(cx.req.fqdn.as_deref()?)?;
+            valid_hostname(f.labels.first()?)
+        };
+        cx.host
             .and_then(|r| r.name.clone())
             .or_else(|| cx.req.hostname.as_deref().and_then(valid_hostname))
+            .or_else(fqdn_label)
     }
 
-    /// Log that the pool is full, at most once a minute per subnet.
+    /// The lease time to grant: the host's, else the class's, else the subnet's; lowered to
+    /// what the client asked for (option 51), but not below `MIN_REQUESTED_LEASE`.
+    fn lease_time(&self, cx: &Ctx<'_>) -> u32 {
+        let configured = cx
+            .host
+            .and_then(|h| h.lease_time)
+            .or(cx.class.and_then(|c| c.lease_time))
+            .unwrap_or(cx.subnet.lease_time);
+        match cx.req.lease_time {
+            Some(asked) => asked.clamp(configured.min(MIN_REQUESTED_LEASE), configured),
+            None => configured,
+        }
+    }
+
+    /// DNS servers to announce: the subnet's; when it names none (key absent), our own address
+    /// if the DNS server answers on it, port 53 (or on 0.0.0.0:53 / [::]:53).
+    fn dns_servers(&self, cx: &Ctx<'_>) -> Vec<Ipv4Addr> {
+        let s = cx.subnet;
+        if !s.dns_servers.is_empty() || !s.settings.dns_servers_default {
+            return s.dns_servers.clone();
+        }
+        let ours = self.cfg.dns.listen.iter().any(|a| {
+            a.port() == 53
+                && match a.ip() {
+                    IpAddr::V4(ip) => ip == cx.server_id || ip.is_unspecified(),
+                    IpAddr::V6(ip) => ip.is_unspecified(),
+                }
+        });
+        if ours { vec![cx.server_id] } else { Vec::new() }
+    }
+
+    /// Log that the pool is full, at most once per `exhausted_warn_interval` per subnet.
     fn pool_full(&mut self, cx: &Ctx<'_>) -> bool {
+        let every = u64::from(self.cfg.dhcp.exhausted_warn_interval);
         let Some(state) = self.subnets.get_mut(cx.subnet_idx) else {
             return false;
         };
-        let due = state
-            .full_warned
-            .is_none_or(|t| cx.now >= t.plus(POOL_FULL_WARN_EVERY));
+        let due = state.full_warned.is_none_or(|t| cx.now >= t.plus(every));
         if due {
             state.full_warned = Some(cx.now);
-            let net = cx.subnet.network;
-            warn!(subnet = %net, prefix = cx.subnet.prefix_len, "address pool exhausted; no offer");
+            let subnet = format!("{}/{}", cx.subnet.network, cx.subnet.prefix_len);
+            let class = cx
+                .class
+                .filter(|c| c.pool.is_some())
+                .map(|c| c.name.as_str());
+            warn!(%subnet, class, "address pool exhausted; no offer");
         }
         due
     }
@@ -454,10 +628,11 @@ impl Engine {
             msg,
             dest,
             max_size: max_size(req),
+            order: Vec::new(),
         };
         Outcome {
             reply: Some(reply),
-            changes: Vec::new(),
+            ..Outcome::default()
         }
     }
 
@@ -476,6 +651,25 @@ impl Engine {
             Ipv4Addr::UNSPECIFIED
         };
         let mut msg = reply_header(req, ciaddr, yiaddr);
+        let name = self
+            .table
+            .get(yiaddr)
+            .filter(|l| held_by(l, &cx.client))
+            .and_then(|l| l.hostname.clone())
+            .or_else(|| self.hostname(cx));
+        let fqdn = req
+            .fqdn
+            .as_deref()
+            .and_then(wire::parse_fqdn)
+            .zip(name.as_deref())
+            .map(|(f, label)| options::fqdn_reply(&f, label, &self.cfg.domain));
+        let dns = self.dns_servers(cx);
+        let none: &[OptionSpec] = &[];
+        let custom = [
+            cx.subnet.settings.options.as_slice(),
+            cx.class.map_or(none, |c| c.options.as_slice()),
+            cx.host.map_or(none, |h| h.options.as_slice()),
+        ];
         msg.set_opts(options::reply(&ReplyOptions {
             msg_type,
             server_id: cx.server_id,
@@ -483,12 +677,19 @@ impl Engine {
             domain: &self.cfg.domain,
             lease_time,
             relay_info: req.relay_info.as_deref(),
+            params: &req.params,
+            dns_servers: &dns,
+            custom: &custom,
+            hostname: name.as_deref(),
+            fqdn: fqdn.as_deref(),
+            rapid_commit: msg_type == MessageType::Ack && req.msg_type == MessageType::Discover,
         }));
         let dest = dest::choose(req, yiaddr, false, cx.iface.index, self.ports());
         Reply {
             msg,
             dest,
             max_size: max_size(req),
+            order: req.params.clone(),
         }
     }
 
@@ -608,6 +809,7 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
         }
     }
 
@@ -624,6 +826,7 @@ mod tests {
             durability: Durability::None,
             offer_hold: 60,
             decline_hold: 600,
+            ddns: Default::default(),
             dns: DnsConfig::default(),
             subnets: vec![
                 subnet(ip(0), ip(100), ip(last)),
@@ -638,7 +841,10 @@ mod tests {
                 client_id: None,
                 ip: ip(10),
                 name: Some("printer".into()),
+                lease_time: None,
+                options: vec![],
             }],
+            dhcp: Default::default(),
         }
     }
 
@@ -684,6 +890,8 @@ mod tests {
             relay_info: None,
             vendor_class: None,
             fqdn: None,
+            user_class: None,
+            rapid_commit: false,
         }
     }
     fn discover(n: u8) -> Request {
@@ -1307,6 +1515,539 @@ mod tests {
         }
     }
 
+    /// The payload of an option the engine sends raw (typed config options, 81, 121, 249).
+    fn raw(o: &Outcome, code: u8) -> Option<Vec<u8>> {
+        match opt(o, OptionCode::from(code))? {
+            DhcpOption::Unknown(u) => Some(u.data().to_vec()),
+            other => panic!("option {code} is not raw: {other:?}"),
+        }
+    }
+    fn lease_time(o: &Outcome) -> Option<u32> {
+        match opt(o, OptionCode::AddressLeaseTime)? {
+            DhcpOption::AddressLeaseTime(t) => Some(t),
+            _ => None,
+        }
+    }
+    fn spec(code: u8, data: &[u8]) -> crate::config::OptionSpec {
+        crate::config::OptionSpec {
+            code,
+            data: data.to_vec(),
+        }
+    }
+
+    #[test]
+    fn reply_follows_the_parameter_request_list() {
+        let mut c = cfg(109);
+        let set = &mut c.subnets[0].settings;
+        set.ntp_servers = vec![ip(5)];
+        set.mtu = Some(1400);
+        set.options = vec![spec(252, b"http://wpad.lan/wpad.dat")];
+        let mut e = engine(c);
+        // t=0: a client asking for NTP, MTU and WPAD, in its own order, and not for DNS.
+        let mut d = discover(1);
+        d.params = vec![252, 42, 1, 26, 3];
+        let offer = at(&mut e, 0, &d);
+        let r = offer.reply.as_ref().expect("offer");
+        assert_eq!(
+            r.order,
+            vec![252, 42, 1, 26, 3],
+            "encoded in the client's order"
+        );
+        assert_eq!(raw(&offer, 252), Some(b"http://wpad.lan/wpad.dat".to_vec()));
+        assert_eq!(
+            opt(&offer, OptionCode::NtpServers),
+            Some(DhcpOption::NtpServers(vec![ip(5)]))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::InterfaceMtu),
+            Some(DhcpOption::InterfaceMtu(1400))
+        );
+        assert!(opt(&offer, OptionCode::Router).is_some());
+        for unasked in [
+            OptionCode::DomainNameServer,
+            OptionCode::DomainName,
+            OptionCode::BroadcastAddr,
+        ] {
+            assert!(
+                opt(&offer, unasked).is_none(),
+                "{unasked:?} was not asked for"
+            );
+        }
+        // Lease times, mask and server id come whatever the list says.
+        assert_eq!(lease_time(&offer), Some(3600));
+        assert!(opt(&offer, OptionCode::SubnetMask).is_some());
+        // The encoded reply has 53, 54, then the list's order.
+        let bytes =
+            crate::dhcp::wire::encode_ordered(&r.msg, r.max_size, &r.order).expect("encodes");
+        let mut codes = Vec::new();
+        let mut i = 240;
+        while let Some(&c) = bytes.get(i) {
+            if c == 255 || c == 0 {
+                break;
+            }
+            codes.push(c);
+            i += 2 + usize::from(bytes[i + 1]);
+        }
+        assert_eq!(&codes[..7], &[53, 54, 252, 42, 1, 26, 3], "{codes:?}");
+    }
+
+    #[test]
+    fn routes_replace_the_router_option_for_clients_that_ask_for_121() {
+        let mut c = cfg(109);
+        c.subnets[0].settings.routes = vec![crate::config::Route {
+            network: Ipv4Addr::new(10, 9, 0, 0),
+            prefix_len: 16,
+            gateway: ip(254),
+        }];
+        let mut e = engine(c);
+        let payload = vec![16, 10, 9, 10, 0, 0, 254, 0, 10, 0, 0, 1];
+        let mut d = discover(1);
+        d.params = vec![1, 3, 121, 249];
+        let offer = at(&mut e, 0, &d);
+        assert_eq!(raw(&offer, 121), Some(payload.clone()));
+        assert_eq!(raw(&offer, 249), Some(payload.clone()));
+        assert!(
+            opt(&offer, OptionCode::Router).is_none(),
+            "121 carries the default route"
+        );
+        // Older Windows asks for 249 only: it gets 249 and option 3.
+        d.params = vec![1, 3, 249];
+        let offer = at(&mut e, 1, &d);
+        assert_eq!(raw(&offer, 249), Some(payload));
+        assert!(opt(&offer, OptionCode::from(121)).is_none());
+        assert!(opt(&offer, OptionCode::Router).is_some());
+        // No list at all: no routes (RFC 3442 wants them asked for), the router as usual.
+        d.params = vec![];
+        let offer = at(&mut e, 2, &d);
+        assert!(opt(&offer, OptionCode::from(121)).is_none());
+        assert!(opt(&offer, OptionCode::Router).is_some());
+        assert!(
+            opt(&offer, OptionCode::DomainName).is_some(),
+            "everything configured"
+        );
+    }
+
+    #[test]
+    fn host_options_override_class_options_override_subnet_options() {
+        let mut c = cfg(109);
+        c.subnets[0].settings.options = vec![spec(252, b"subnet"), spec(66, b"tftp")];
+        c.dhcp.classes = vec![crate::config::ClientClass {
+            name: "phones".into(),
+            vendor_class: Some(b"android-dhcp".to_vec()),
+            user_class: None,
+            mac_prefix: None,
+            subnet: None,
+            pool: None,
+            lease_time: Some(600),
+            options: vec![spec(252, b"class"), spec(6, &[10, 0, 0, 53])],
+        }];
+        c.reservations[0].options = vec![spec(252, b"host")];
+        c.reservations[0].lease_time = Some(86400);
+        let mut e = engine(c);
+        let ask = |n: u8, vendor: Option<&[u8]>| {
+            let mut d = discover(n);
+            d.params = vec![1, 3, 6, 66, 252];
+            d.vendor_class = vendor.map(<[u8]>::to_vec);
+            d
+        };
+        // A plain client: the subnet's options, the subnet's lease time.
+        let plain = at(&mut e, 0, &ask(1, None));
+        assert_eq!(raw(&plain, 252), Some(b"subnet".to_vec()));
+        assert_eq!(lease_time(&plain), Some(3600));
+        // A phone: the class's 252 and DNS, the subnet's 66, the class's lease time.
+        let phone = at(&mut e, 0, &ask(2, Some(b"android-dhcp-14")));
+        assert_eq!(raw(&phone, 252), Some(b"class".to_vec()));
+        assert_eq!(raw(&phone, 6), Some(vec![10, 0, 0, 53]));
+        assert_eq!(raw(&phone, 66), Some(b"tftp".to_vec()));
+        assert_eq!(lease_time(&phone), Some(600));
+        // The printer (reserved) that also looks like a phone: host beats class.
+        let printer = at(&mut e, 0, &ask(PRINTER, Some(b"android-dhcp")));
+        assert_eq!(yiaddr(&printer), Some(ip(10)));
+        assert_eq!(raw(&printer, 252), Some(b"host".to_vec()));
+        assert_eq!(
+            raw(&printer, 6),
+            Some(vec![10, 0, 0, 53]),
+            "class option kept"
+        );
+        assert_eq!(lease_time(&printer), Some(86400));
+        // Its ACK binds for the host's lease time.
+        let ack = at(&mut e, 10, &select(PRINTER, ip(10), SID));
+        match ack.changes.as_slice() {
+            [LeaseChange::Upsert(l)] => assert_eq!(l.expires, UnixTime(86410)),
+            other => panic!("unexpected changes {other:?}"),
+        }
+    }
+
+    #[test]
+    fn class_pool_is_for_members_only_and_can_run_out_alone() {
+        let mut c = cfg(199);
+        c.dhcp.classes = vec![crate::config::ClientClass {
+            name: "cams".into(),
+            vendor_class: None,
+            user_class: Some(b"cam".to_vec()),
+            mac_prefix: Some(vec![0x52, 0x54]),
+            subnet: Some(0),
+            pool: Some((ip(150), ip(151))),
+            lease_time: None,
+            options: vec![],
+        }];
+        let mut e = engine(c);
+        let cam = |n: u8| {
+            let mut d = discover(n);
+            d.user_class = Some(b"\x03cam".to_vec());
+            d
+        };
+        // Members get the class range, in order.
+        for (t, n, want) in [(0, 1, 150), (1, 2, 151)] {
+            let offer = at(&mut e, t, &cam(n));
+            assert_eq!(yiaddr(&offer), Some(ip(want)));
+            at(&mut e, t, &select(n, ip(want), SID));
+        }
+        // t=5: a third member finds the class range full, though the subnet has room.
+        assert!(at(&mut e, 5, &cam(3)).reply.is_none());
+        // Others never get the class range, even when they ask for it.
+        let mut d = discover(4);
+        d.requested_ip = Some(ip(150));
+        let mut e2 = engine({
+            let mut c = cfg(199);
+            c.dhcp.classes = e.cfg.dhcp.classes.clone();
+            c.subnets[0].pool_start = ip(149);
+            c.subnets[0].pool_end = ip(151);
+            c
+        });
+        assert_eq!(yiaddr(&at(&mut e2, 0, &d)), Some(ip(149)));
+        assert!(at(&mut e2, 1, &discover(5)).reply.is_none(), "149 is held");
+        // A class bound to another subnet does not apply here.
+        let mut c = cfg(199);
+        c.dhcp.classes = e.cfg.dhcp.classes.clone();
+        c.dhcp.classes[0].subnet = Some(1);
+        c.dhcp.classes[0].pool = None;
+        c.dhcp.classes[0].lease_time = Some(99);
+        let mut e3 = engine(c);
+        assert_eq!(lease_time(&at(&mut e3, 0, &cam(1))), Some(3600));
+    }
+
+    #[test]
+    fn requested_lease_time_is_granted_within_bounds() {
+        let mut e = engine(cfg(109));
+        for (asked, granted) in [
+            (Some(100), 100),
+            (Some(10), 60),
+            (Some(999_999), 3600),
+            (None, 3600),
+        ] {
+            let mut d = discover(1);
+            d.lease_time = asked;
+            assert_eq!(
+                lease_time(&at(&mut e, 0, &d)),
+                Some(granted),
+                "asked {asked:?}"
+            );
+        }
+        // The ACK binds for what it says, T1/T2 follow.
+        let mut r = select(1, ip(100), SID);
+        r.lease_time = Some(120);
+        let ack = at(&mut e, 1000, &r);
+        assert_eq!(lease_time(&ack), Some(120));
+        assert_eq!(
+            opt(&ack, OptionCode::Renewal),
+            Some(DhcpOption::Renewal(60))
+        );
+        assert_eq!(e.poll_at(), Some(UnixTime(1120)));
+        // A subnet lease shorter than the floor is not raised by asking.
+        let mut c = cfg(109);
+        c.subnets[0].lease_time = 30;
+        let mut e = engine(c);
+        let mut d = discover(1);
+        d.lease_time = Some(10);
+        assert_eq!(lease_time(&at(&mut e, 0, &d)), Some(30));
+    }
+
+    #[test]
+    fn dns_server_defaults_to_us_when_our_dns_listens_here() {
+        let with = |listen: &[&str]| {
+            let mut c = cfg(109);
+            c.subnets[0].dns_servers.clear();
+            c.subnets[0].settings.dns_servers_default = true;
+            c.dns.listen = listen.iter().map(|a| a.parse().expect("addr")).collect();
+            engine(c)
+        };
+        let dns = |e: &mut Engine| opt(&at(e, 0, &discover(1)), OptionCode::DomainNameServer);
+        let us = Some(DhcpOption::DomainNameServer(vec![SID]));
+        assert_eq!(dns(&mut with(&["10.0.0.1:53"])), us);
+        assert_eq!(dns(&mut with(&["127.0.0.1:53", "0.0.0.0:53"])), us);
+        assert_eq!(dns(&mut with(&["[::]:53"])), us);
+        assert_eq!(
+            dns(&mut with(&["10.0.0.1:5353"])),
+            None,
+            "clients only use port 53"
+        );
+        assert_eq!(dns(&mut with(&["10.0.0.2:53"])), None);
+        assert_eq!(dns(&mut with(&[])), None);
+        // dns_servers = [] (given, empty) sends none even when DNS listens here.
+        let mut e = with(&["10.0.0.1:53"]);
+        let mut c = (*e.cfg).clone();
+        c.subnets[0].settings.dns_servers_default = false;
+        e = engine(c);
+        assert_eq!(dns(&mut e), None);
+    }
+
+    #[test]
+    fn rapid_commit_acks_a_discover_when_both_sides_want_it() {
+        let mut c = cfg(109);
+        c.subnets[0].settings.rapid_commit = true;
+        let mut e = engine(c);
+        let mut d = discover(1);
+        d.rapid_commit = true;
+        // t=0: DISCOVER with option 80: ACK with option 80, lease bound at once.
+        let ack = at(&mut e, 0, &d);
+        assert_eq!(kind(&ack), Some(MessageType::Ack));
+        assert_eq!(
+            opt(&ack, OptionCode::RapidCommit),
+            Some(DhcpOption::RapidCommit)
+        );
+        match ack.changes.as_slice() {
+            [LeaseChange::Upsert(l)] => {
+                assert_eq!(
+                    (l.ip, l.state, l.expires),
+                    (ip(100), LeaseState::Bound, UnixTime(3600))
+                )
+            }
+            other => panic!("unexpected changes {other:?}"),
+        }
+        assert_eq!(bound(&e, 1), vec![ip(100)]);
+        // A client without option 80: the usual OFFER, no option 80.
+        let offer = at(&mut e, 1, &discover(2));
+        assert_eq!(kind(&offer), Some(MessageType::Offer));
+        assert!(opt(&offer, OptionCode::RapidCommit).is_none());
+        // Its later ACK (a REQUEST) carries no option 80 either.
+        let ack = at(&mut e, 2, &select(2, ip(101), SID));
+        assert!(opt(&ack, OptionCode::RapidCommit).is_none());
+        // A subnet without rapid_commit answers option 80 with an OFFER.
+        let mut e = engine(cfg(109));
+        let offer = at(&mut e, 0, &d);
+        assert_eq!(kind(&offer), Some(MessageType::Offer));
+        assert!(offer.changes.is_empty() && opt(&offer, OptionCode::RapidCommit).is_none());
+    }
+
+    #[test]
+    fn client_fqdn_names_the_lease_and_is_answered_per_rfc4702() {
+        let mut e = engine(cfg(109));
+        // t=0: Windows style: E=0 (ASCII), S=0, no option 12.
+        let mut d = discover(1);
+        d.fqdn = Some(b"\x00\x00\x00Win-PC.corp.example".to_vec());
+        d.params = vec![1, 3, 6, 15, 81];
+        let offer = at(&mut e, 0, &d);
+        // S=1 (we do the A record), O=1 (the client asked S=0), E=0 like the client, rcodes 255.
+        assert_eq!(raw(&offer, 81), Some(b"\x03\xff\xffwin-pc.lan".to_vec()));
+        let mut r = select(1, ip(100), SID);
+        r.fqdn = d.fqdn.clone();
+        let ack = at(&mut e, 1, &r);
+        match ack.changes.as_slice() {
+            [LeaseChange::Upsert(l)] => assert_eq!(l.hostname.as_deref(), Some("win-pc")),
+            other => panic!("unexpected changes {other:?}"),
+        }
+        // Linux style: E=1 (wire format), S=1: answered in wire format, no O.
+        let mut d = discover(2);
+        d.fqdn = Some(b"\x05\x00\x00\x06laptop\x04corp\x00".to_vec());
+        let offer = at(&mut e, 2, &d);
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x06laptop\x03lan\x00".to_vec())
+        );
+        // Option 12 wins over the FQDN's label; a reservation's name over both.
+        d.hostname = Some(b"other".to_vec());
+        let offer = at(&mut e, 3, &d);
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x05other\x03lan\x00".to_vec())
+        );
+        let mut p = discover(PRINTER);
+        p.fqdn = d.fqdn.clone();
+        let offer = at(&mut e, 4, &p);
+        assert_eq!(
+            raw(&offer, 81),
+            Some(b"\x05\xff\xff\x07printer\x03lan\x00".to_vec())
+        );
+        // A malformed option 81 is ignored: no name, no option 81.
+        let mut bad = discover(3);
+        bad.fqdn = Some(vec![0x04, 0, 0, 9, b'x']);
+        let offer = at(&mut e, 5, &bad);
+        assert_eq!(kind(&offer), Some(MessageType::Offer));
+        assert!(opt(&offer, OptionCode::ClientFQDN).is_none());
+    }
+
+    #[test]
+    fn non_authoritative_subnet_is_silent_where_an_authoritative_one_naks() {
+        for authoritative in [true, false] {
+            let mut c = cfg(109);
+            c.subnets[0].authoritative = authoritative;
+            let mut e = engine(c);
+            let want = |o: &Outcome| {
+                if authoritative {
+                    kind(o) == Some(MessageType::Nak)
+                } else {
+                    o.reply.is_none() && o.changes.is_empty()
+                }
+            };
+            // INIT-REBOOT with an address from another network (the laptop moved here).
+            let moved = at(&mut e, 0, &reboot(1, Ipv4Addr::new(192, 168, 1, 50)));
+            assert!(want(&moved), "authoritative={authoritative}: {moved:?}");
+            // RENEWING an address outside the pool that no one leased here.
+            let stray = at(&mut e, 1, &renew(2, ip(50)));
+            assert!(want(&stray), "authoritative={authoritative}: {stray:?}");
+            // An address that is another client's is NAKed either way (we know it is wrong).
+            let got = dora(&mut e, 2, 3);
+            let theft = at(&mut e, 3, &reboot(4, got));
+            assert_eq!(kind(&theft), Some(MessageType::Nak));
+        }
+    }
+
+    #[test]
+    fn exhausted_warning_interval_comes_from_the_config() {
+        let mut c = cfg(100);
+        c.dhcp.exhausted_warn_interval = 10;
+        let mut e = engine(c);
+        dora(&mut e, 0, 1);
+        for (t, warned) in [(100, 100), (105, 100), (110, 110), (115, 110)] {
+            assert!(at(&mut e, t, &discover(2)).reply.is_none());
+            assert_eq!(e.subnets[0].full_warned, Some(UnixTime(warned)), "t={t}");
+        }
+        // t=3600: client 1's lease is up; the pool has room again.
+        assert_eq!(yiaddr(&at(&mut e, 3600, &discover(2))), Some(ip(100)));
+    }
+
+    #[test]
+    fn two_interfaces_each_serve_their_own_subnet() {
+        let mut c = cfg(109);
+        c.subnets[1] = subnet(
+            Ipv4Addr::new(10, 1, 0, 0),
+            Ipv4Addr::new(10, 1, 0, 100),
+            Ipv4Addr::new(10, 1, 0, 109),
+        );
+        c.subnets[1].interface = Some("eth1".into());
+        let mut e = engine(c);
+        let eth1 = Iface {
+            index: 3,
+            name: "eth1".into(),
+            addrs: vec![(Ipv4Addr::new(10, 1, 0, 1), 24)],
+        };
+        let a = at(&mut e, 0, &discover(1));
+        let b = e.handle(UnixTime(0), &discover(2), &eth1);
+        assert_eq!(yiaddr(&a), Some(ip(100)));
+        assert_eq!(yiaddr(&b), Some(Ipv4Addr::new(10, 1, 0, 100)));
+        let sid = DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 1, 0, 1));
+        assert_eq!(opt(&b, OptionCode::ServerIdentifier), Some(sid));
+        assert_eq!(
+            b.reply.as_ref().map(|r| r.dest.clone()),
+            Some(Dest::Direct {
+                ip: Ipv4Addr::new(10, 1, 0, 100),
+                hwaddr: mac(2),
+                ifindex: 3,
+            })
+        );
+    }
+
+    fn ping_engine(last: u8) -> Engine {
+        let mut c = cfg(last);
+        c.dhcp.ping_check = true;
+        engine(c)
+    }
+    fn after(e: &mut Engine, t: u64, req: &Request, ip: Ipv4Addr, answered: bool) -> Outcome {
+        e.handle_after_ping(UnixTime(t), req, &eth0(), ip, answered)
+    }
+
+    #[test]
+    fn ping_check_parks_new_addresses_and_skips_ones_that_answer() {
+        let mut e = ping_engine(103);
+        // t=0: client 1's DISCOVER: .100 was never leased, so ping it first; no reply yet.
+        let d1 = discover(1);
+        let out = at(&mut e, 0, &d1);
+        assert_eq!((out.ping, out.reply.is_none()), (Some(ip(100)), true));
+        assert!(out.changes.is_empty());
+        // Meanwhile client 2 is not held up: it is sent to ping .101, not .100.
+        let d2 = discover(2);
+        assert_eq!(at(&mut e, 0, &d2).ping, Some(ip(101)));
+        // Client 1 retransmits while its ping runs: nothing new.
+        let again = at(&mut e, 0, &d1);
+        assert!(again.reply.is_none() && again.ping.is_none());
+        // t=1: .100 answered: it is put aside like a DECLINE, and .102 is to be pinged next.
+        let out = after(&mut e, 1, &d1, ip(100), true);
+        assert_eq!(out.ping, Some(ip(102)));
+        match out.changes.as_slice() {
+            [LeaseChange::Upsert(l)] => {
+                assert_eq!(
+                    (l.ip, l.state, l.expires),
+                    (ip(100), LeaseState::Declined, UnixTime(601))
+                )
+            }
+            other => panic!("unexpected changes {other:?}"),
+        }
+        // .102 is silent: client 1 gets its OFFER; client 2's .101 too.
+        let offer = after(&mut e, 1, &d1, ip(102), false);
+        assert_eq!(
+            (kind(&offer), yiaddr(&offer)),
+            (Some(MessageType::Offer), Some(ip(102)))
+        );
+        assert_eq!(
+            yiaddr(&after(&mut e, 1, &d2, ip(101), false)),
+            Some(ip(101))
+        );
+        // A late or duplicate result for the same address changes nothing.
+        let dup = after(&mut e, 2, &d1, ip(102), true);
+        assert!(dup.reply.is_none() && dup.changes.is_empty() && dup.ping.is_none());
+        // t=2: REQUEST, ACK as usual.
+        assert_eq!(
+            kind(&at(&mut e, 2, &select(1, ip(102), SID))),
+            Some(MessageType::Ack)
+        );
+        // t=10: released; it comes back: an address with history is offered without a ping.
+        at(&mut e, 10, &release(1, ip(102)));
+        let back = at(&mut e, 11, &d1);
+        assert_eq!((back.ping, yiaddr(&back)), (None, Some(ip(102))));
+        // t=601: the answered address's hold ends; it has history now, so no second ping.
+        e.expire(UnixTime(601));
+        let mut d3 = discover(3);
+        d3.requested_ip = Some(ip(100));
+        let out = at(&mut e, 601, &d3);
+        assert_eq!((out.ping, yiaddr(&out)), (None, Some(ip(100))));
+    }
+
+    #[test]
+    fn ping_check_spares_reservations_and_handles_lost_results() {
+        let mut e = ping_engine(101);
+        let printer = at(&mut e, 0, &discover(PRINTER));
+        assert_eq!((printer.ping, yiaddr(&printer)), (None, Some(ip(10))));
+        // A ping whose result never comes back: the hold ends with the offer hold.
+        assert_eq!(at(&mut e, 0, &discover(1)).ping, Some(ip(100)));
+        e.expire(UnixTime(60));
+        assert!(e.pinging.is_empty(), "stale ping forgotten with its hold");
+        let late = after(&mut e, 61, &discover(1), ip(100), false);
+        assert!(late.reply.is_none() && late.ping.is_none());
+        // Every address answers: no offer, the pool is exhausted.
+        let d = discover(2);
+        let mut out = at(&mut e, 100, &d);
+        let mut answered = Vec::new();
+        while let Some(ip) = out.ping {
+            answered.push(ip);
+            out = after(&mut e, 100, &d, ip, true);
+        }
+        assert_eq!(answered, vec![ip(101), ip(100)]);
+        assert!(out.reply.is_none());
+        assert_eq!(e.subnets[0].full_warned, Some(UnixTime(100)));
+        // Rapid commit after a silent ping: the ACK comes straight from the ping result.
+        let mut c = cfg(109);
+        c.dhcp.ping_check = true;
+        c.subnets[0].settings.rapid_commit = true;
+        let mut e = engine(c);
+        let mut d = discover(1);
+        d.rapid_commit = true;
+        assert_eq!(at(&mut e, 0, &d).ping, Some(ip(100)));
+        let ack = after(&mut e, 0, &d, ip(100), false);
+        assert_eq!(kind(&ack), Some(MessageType::Ack));
+        assert_eq!(bound(&e, 1), vec![ip(100)]);
+    }
+
     /// A tiny deterministic generator, so the soak test needs no extra crate.
     struct XorShift(u64);
     impl XorShift {
@@ -1323,7 +2064,20 @@ mod tests {
 
     #[test]
     fn arbitrary_requests_never_panic_or_break_the_invariants() {
-        let mut e = engine(cfg(105));
+        let mut c = cfg(105);
+        c.dhcp.ping_check = true;
+        c.subnets[0].settings.rapid_commit = true;
+        c.dhcp.classes = vec![crate::config::ClientClass {
+            name: "odd".into(),
+            vendor_class: Some(b"v".to_vec()),
+            user_class: None,
+            mac_prefix: None,
+            subnet: Some(0),
+            pool: Some((ip(104), ip(105))),
+            lease_time: Some(30),
+            options: vec![spec(252, b"x")],
+        }];
+        let mut e = engine(c);
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let types = [
             MessageType::Discover,
@@ -1362,6 +2116,16 @@ mod tests {
                 _ => r.hwaddr.bytes,
             };
             r.max_size = rng.pick(&[None, Some(0), Some(u16::MAX)]);
+            r.rapid_commit = rng.next().is_multiple_of(4);
+            r.lease_time = rng.pick(&[None, Some(0), Some(45), Some(u32::MAX)]);
+            r.vendor_class = rng.pick(&[None, Some(b"v1".to_vec())]);
+            r.fqdn = rng.pick(&[
+                None,
+                Some(vec![0, 0, 0]),
+                Some(vec![4, 0, 0, 9, b'x']),
+                Some(b"\x04\x00\x00\x02pc\x00".to_vec()),
+                Some(b"\x00\x00\x00a.b".to_vec()),
+            ]);
             let iface = rng.pick(&[0, 0, 1, 2]);
             let iface = [
                 eth0(),
@@ -1374,7 +2138,12 @@ mod tests {
             ][iface]
                 .clone();
             let now = UnixTime(t / 4);
-            if kind(&e.handle(now, &r, &iface)) == Some(MessageType::Ack) {
+            let mut out = e.handle(now, &r, &iface);
+            // Ping results come back at random, answered or not, sometimes not at all.
+            while let Some(p) = out.ping.filter(|_| !rng.next().is_multiple_of(8)) {
+                out = e.handle_after_ping(now, &r, &iface, p, rng.next().is_multiple_of(3));
+            }
+            if kind(&out) == Some(MessageType::Ack) {
                 acks += 1;
             }
             if t % 97 == 0 {

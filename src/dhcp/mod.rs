@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod dest;
 pub mod engine;
 pub mod options;
+pub mod ping;
 pub mod service;
 pub mod wire;
 

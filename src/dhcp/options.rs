@@ -1,12 +1,23 @@
-//! Reply options (RFC 2132) from the subnet's config and the request: message type, server id,
-//! lease times, mask, router, DNS, domain, broadcast, relay agent echo. Pure; no sockets, no
-//! clock, no lease decisions.
+//! Reply options (RFC 2132 and friends) from the subnet's config, the client's class and
+//! reservation, and the request: message type, server id, lease times, mask, router, DNS,
+//! domain, search list, static routes, NTP, MTU, broadcast, typed options, client FQDN, rapid
+//! commit, relay agent echo; filtered by the client's parameter request list. Pure; no
+//! sockets, no clock, no lease decisions.
 
 use std::net::Ipv4Addr;
 
+use dhcproto::Name;
 use dhcproto::v4::{DhcpOption, DhcpOptions, MessageType, OptionCode, UnknownOption};
 
-use crate::config::Subnet;
+use crate::config::{OptionSpec, Route, Subnet};
+use crate::dhcp::wire::ClientFqdn;
+
+/// Options sent whatever the parameter request list says: message type, server id, lease
+/// times, subnet mask, client FQDN, rapid commit, relay agent information.
+const ALWAYS: [u8; 9] = [53, 54, 51, 58, 59, 1, 81, 80, 82];
+/// Classless static routes (RFC 3442) and Microsoft's pre-standard copy of it.
+const ROUTES: u8 = 121;
+const MS_ROUTES: u8 = 249;
 
 /// What a positive reply (OFFER, ACK, INFORM's ACK) says besides the address.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +31,19 @@ pub struct ReplyOptions<'a> {
     pub lease_time: Option<u32>,
     /// Option 82 from the request, echoed unchanged.
     pub relay_info: Option<&'a [u8]>,
+    /// The client's parameter request list (option 55); empty: send every configured option
+    /// except 121/249, which are sent only when asked for.
+    pub params: &'a [u8],
+    /// DNS servers to announce (option 6), the subnet's or the default already applied.
+    pub dns_servers: &'a [Ipv4Addr],
+    /// Typed options, subnet's then class's then host's: a later one of a code wins.
+    pub custom: &'a [&'a [OptionSpec]],
+    /// The lease's host name (option 12, sent when asked for).
+    pub hostname: Option<&'a str>,
+    /// Option 81 payload to answer with (see `fqdn_reply`).
+    pub fqdn: Option<&'a [u8]>,
+    /// Answer to option 80: this ACK answers a DISCOVER.
+    pub rapid_commit: bool,
 }
 
 /// Options for an OFFER or ACK (or the ACK to an INFORM, without lease times).
@@ -33,19 +57,135 @@ pub fn reply(o: &ReplyOptions<'_>) -> DhcpOptions {
         opts.insert(DhcpOption::Renewal(t1));
         opts.insert(DhcpOption::Rebinding(t2));
     }
-    opts.insert(DhcpOption::SubnetMask(o.subnet.mask()));
-    if let Some(r) = o.subnet.router {
+    subnet_options(&mut opts, o);
+    for spec in o.custom.iter().flat_map(|list| list.iter()) {
+        let code = OptionCode::from(spec.code);
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            code,
+            spec.data.clone(),
+        )));
+    }
+    if let Some(name) = o.hostname {
+        opts.insert(DhcpOption::Hostname(name.to_string()));
+    }
+    if let Some(f) = o.fqdn {
+        let raw = UnknownOption::new(OptionCode::ClientFQDN, f.to_vec());
+        opts.insert(DhcpOption::Unknown(raw));
+    }
+    if o.rapid_commit {
+        opts.insert(DhcpOption::RapidCommit);
+    }
+    keep_requested(&mut opts, o.params);
+    echo_relay_info(&mut opts, o.relay_info);
+    opts
+}
+
+/// The subnet's own options: mask, router or routes, DNS, domain, search list, NTP, MTU,
+/// broadcast address.
+fn subnet_options(opts: &mut DhcpOptions, o: &ReplyOptions<'_>) {
+    let s = o.subnet;
+    let set = &s.settings;
+    opts.insert(DhcpOption::SubnetMask(s.mask()));
+    let routes = route_payload(&set.routes, s.router);
+    let wants_routes = o.params.contains(&ROUTES) && routes.is_some();
+    if let Some(r) = s.router.filter(|_| !wants_routes) {
         opts.insert(DhcpOption::Router(vec![r]));
     }
-    if !o.subnet.dns_servers.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(o.subnet.dns_servers.clone()));
+    if let Some(payload) = routes.filter(|_| !o.params.is_empty()) {
+        for code in [ROUTES, MS_ROUTES] {
+            let opt = UnknownOption::new(OptionCode::from(code), payload.clone());
+            opts.insert(DhcpOption::Unknown(opt));
+        }
+    }
+    if !o.dns_servers.is_empty() {
+        opts.insert(DhcpOption::DomainNameServer(o.dns_servers.to_vec()));
     }
     if !o.domain.is_empty() {
         opts.insert(DhcpOption::DomainName(o.domain.to_string()));
     }
-    opts.insert(DhcpOption::BroadcastAddr(o.subnet.broadcast()));
-    echo_relay_info(&mut opts, o.relay_info);
-    opts
+    let search: Vec<Name> = set
+        .domain_search
+        .iter()
+        .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
+        .collect();
+    if !search.is_empty() {
+        opts.insert(DhcpOption::DomainSearch(search));
+    }
+    if !set.ntp_servers.is_empty() {
+        opts.insert(DhcpOption::NtpServers(set.ntp_servers.clone()));
+    }
+    if let Some(mtu) = set.mtu {
+        opts.insert(DhcpOption::InterfaceMtu(mtu));
+    }
+    opts.insert(DhcpOption::BroadcastAddr(s.broadcast()));
+}
+
+/// Drop what the client did not ask for (when it sent a list), but never the `ALWAYS` ones.
+/// Routes (121/249) go only to clients that ask for them, list or not.
+fn keep_requested(opts: &mut DhcpOptions, params: &[u8]) {
+    let drop: Vec<OptionCode> = opts
+        .iter()
+        .map(|(code, _)| *code)
+        .filter(|code| {
+            let c = u8::from(*code);
+            let asked = params.contains(&c);
+            let routes = c == ROUTES || c == MS_ROUTES;
+            if params.is_empty() {
+                routes
+            } else {
+                !asked && !ALWAYS.contains(&c)
+            }
+        })
+        .collect();
+    for code in drop {
+        opts.remove(code);
+    }
+}
+
+/// The payload of options 121 and 249 (RFC 3442): each route as its prefix length, the
+/// significant octets of its network and its gateway; the router, if any, as 0.0.0.0/0 (a
+/// client that takes 121 ignores option 3). None without configured routes.
+pub fn route_payload(routes: &[Route], router: Option<Ipv4Addr>) -> Option<Vec<u8>> {
+    if routes.is_empty() {
+        return None;
+    }
+    let default = router.map(|gateway| Route {
+        network: Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        gateway,
+    });
+    let mut out = Vec::new();
+    for r in routes.iter().chain(default.iter()) {
+        let p = r.prefix_len.min(32);
+        out.push(p);
+        let significant = usize::from(p.div_ceil(8));
+        out.extend_from_slice(r.network.octets().get(..significant).unwrap_or_default());
+        out.extend_from_slice(&r.gateway.octets());
+    }
+    Some(out)
+}
+
+/// The option 81 payload answering `client` (RFC 4702 section 4): S=1 (we update the A
+/// record), O=1 when the client asked otherwise (S=0), N=0, E as the client's, rcodes 255,
+/// and the name `<label>.<domain>` in the client's encoding (ASCII without a trailing dot).
+pub fn fqdn_reply(client: &ClientFqdn, label: &str, domain: &str) -> Vec<u8> {
+    let mut flags = ClientFqdn::S | (client.flags & ClientFqdn::E);
+    if client.flags & ClientFqdn::S == 0 {
+        flags |= ClientFqdn::O;
+    }
+    let mut out = vec![flags, 255, 255];
+    let labels = std::iter::once(label).chain(domain.split('.').filter(|l| !l.is_empty()));
+    if client.wire_format() {
+        for l in labels {
+            let l = &l.as_bytes()[..l.len().min(63)];
+            out.push(u8::try_from(l.len()).unwrap_or(63));
+            out.extend_from_slice(l);
+        }
+        out.push(0);
+    } else {
+        out.extend_from_slice(labels.collect::<Vec<_>>().join(".").as_bytes());
+    }
+    out
 }
 
 /// Options for a NAK: message type, server id, and the relay agent echo only (RFC 2131 table 3).
@@ -90,6 +230,25 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
+        }
+    }
+
+    /// An ACK for `s` to a client that sent no parameter list, nothing extra.
+    fn plain(s: &Subnet) -> ReplyOptions<'_> {
+        ReplyOptions {
+            msg_type: MessageType::Ack,
+            server_id: Ipv4Addr::new(10, 0, 0, 1),
+            subnet: s,
+            domain: "lan",
+            lease_time: Some(3600),
+            relay_info: None,
+            params: &[],
+            dns_servers: &s.dns_servers,
+            custom: &[],
+            hostname: None,
+            fqdn: None,
+            rapid_commit: false,
         }
     }
 
@@ -104,6 +263,7 @@ mod tests {
             domain: "lan",
             lease_time: Some(3600),
             relay_info: None,
+            ..plain(&s)
         });
         assert_eq!(o.msg_type(), Some(MessageType::Ack));
         let get = |c| o.get(c).cloned();
@@ -147,6 +307,7 @@ mod tests {
             domain: "",
             lease_time: None,
             relay_info: None,
+            ..plain(&s)
         });
         for c in [
             OptionCode::AddressLeaseTime,
@@ -179,9 +340,134 @@ mod tests {
         assert_eq!(back.msg_type(), Some(MessageType::Nak));
     }
 
+    fn route(net: [u8; 4], prefix_len: u8, gw: [u8; 4]) -> Route {
+        Route {
+            network: Ipv4Addr::from(net),
+            prefix_len,
+            gateway: Ipv4Addr::from(gw),
+        }
+    }
+
+    #[test]
+    fn route_payload_golden_bytes_rfc3442() {
+        let routes = [
+            route([10, 9, 0, 0], 16, [10, 0, 0, 254]),
+            route([192, 168, 7, 128], 25, [10, 0, 0, 2]),
+            route([172, 16, 5, 5], 32, [10, 0, 0, 3]),
+        ];
+        let got = route_payload(&routes, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let want: Vec<u8> = [
+            &[16, 10, 9, 10, 0, 0, 254][..],
+            &[25, 192, 168, 7, 128, 10, 0, 0, 2],
+            &[32, 172, 16, 5, 5, 10, 0, 0, 3],
+            &[0, 10, 0, 0, 1], // the router as the default route
+        ]
+        .concat();
+        assert_eq!(got, Some(want));
+        assert_eq!(route_payload(&routes[..1], None).map(|p| p.len()), Some(7));
+        assert_eq!(route_payload(&[], Some(Ipv4Addr::new(10, 0, 0, 1))), None);
+    }
+
+    #[test]
+    fn domain_search_is_compressed_rfc3397() {
+        let mut s = subnet();
+        s.settings.domain_search = vec!["eng.apple.com".into(), "marketing.apple.com".into()];
+        let o = reply(&ReplyOptions {
+            params: &[119],
+            ..plain(&s)
+        });
+        let bytes = o.to_vec().expect("encode");
+        let at = bytes.iter().position(|&b| b == 119).expect("option 119");
+        let len = usize::from(bytes[at + 1]);
+        let value = &bytes[at + 2..at + 2 + len];
+        // The RFC 3397 example: the second name ends in a pointer to "apple.com" at offset 4.
+        let want: &[u8] = b"\x03eng\x05apple\x03com\x00\x09marketing\xc0\x04";
+        assert_eq!(value, want);
+    }
+
+    #[test]
+    fn fqdn_reply_flags_and_name_follow_the_client() {
+        let client = |flags: u8| ClientFqdn {
+            flags,
+            labels: vec![],
+        };
+        // S=0, E=1: S and O set, E kept, N clear, rcodes 255, wire-format name.
+        assert_eq!(
+            fqdn_reply(&client(0x04), "pc", "home.lan"),
+            b"\x07\xff\xff\x02pc\x04home\x03lan\x00".to_vec()
+        );
+        // S=1, E=0: S only, ASCII name.
+        assert_eq!(
+            fqdn_reply(&client(0x01), "pc", "lan"),
+            b"\x01\xff\xffpc.lan".to_vec()
+        );
+        // N=1 (no updates, please): we update our own zone anyway, say so with O.
+        assert_eq!(
+            fqdn_reply(&client(0x08), "pc", ""),
+            b"\x03\xff\xffpc".to_vec()
+        );
+    }
+
+    #[test]
+    fn request_list_filters_everything_but_the_essentials() {
+        let mut s = subnet();
+        s.settings.ntp_servers = vec![Ipv4Addr::new(10, 0, 0, 5)];
+        let custom = [OptionSpec {
+            code: 252,
+            data: b"x".to_vec(),
+        }];
+        let lists = [&custom[..]];
+        let o = reply(&ReplyOptions {
+            params: &[6, 42],
+            custom: &lists,
+            hostname: Some("pc"),
+            fqdn: Some(b"\x01\xff\xffpc.lan"),
+            rapid_commit: true,
+            relay_info: Some(&[1, 1, 0]),
+            ..plain(&s)
+        });
+        let mut codes: Vec<u8> = o.iter().map(|(c, _)| u8::from(*c)).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, vec![1, 6, 42, 51, 53, 54, 58, 59, 80, 81, 82]);
+        // Without a list everything configured goes, the host name and 252 included.
+        let o = reply(&ReplyOptions {
+            custom: &lists,
+            hostname: Some("pc"),
+            ..plain(&s)
+        });
+        for code in [3u8, 6, 12, 15, 28, 42, 252] {
+            assert!(o.get(OptionCode::from(code)).is_some(), "option {code}");
+        }
+    }
+
     #[test]
     fn renew_times_do_not_overflow() {
         assert_eq!(renew_times(0), (0, 0));
         assert_eq!(renew_times(u32::MAX), (u32::MAX / 2, 3_758_096_383));
+    }
+}
+#[cfg(test)]
+mod relay_echo_once {
+    use super::*;
+    #[test]
+    fn relay_info_appears_once_in_an_encoded_reply() {
+        let raw = vec![1, 4, b'e', b't', b'h', b'1'];
+        let mut msg = dhcproto::v4::Message::default();
+        msg.set_opcode(dhcproto::v4::Opcode::BootReply);
+        msg.set_opts(nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw)));
+        let bytes = crate::dhcp::wire::encode(&msg, 576).expect("encode");
+        let mut i = 240;
+        let mut n82 = 0;
+        while i < bytes.len() && bytes[i] != 255 {
+            if bytes[i] == 0 {
+                i += 1;
+                continue;
+            }
+            if bytes[i] == 82 {
+                n82 += 1;
+            }
+            i += 2 + bytes[i + 1] as usize;
+        }
+        assert_eq!(n82, 1, "{:?}", &bytes[240..]);
     }
 }

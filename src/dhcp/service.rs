@@ -14,8 +14,8 @@ use tracing::{debug, error, info, warn};
 use crate::clock::{Clock, UnixTime};
 use crate::config::Config;
 use crate::dhcp::Iface;
-use crate::dhcp::engine::{Engine, Reply};
-use crate::dhcp::wire;
+use crate::dhcp::engine::{Engine, Outcome, Reply};
+use crate::dhcp::{ping, wire};
 use crate::dns::names::SharedNames;
 use crate::lease::LeaseChange;
 use crate::lease::journal::Journal;
@@ -51,6 +51,20 @@ pub struct DhcpService {
     ifaces_read: UnixTime,
     /// The journal failed last time: refuse grants until a write works again.
     journal_broken: bool,
+    /// Ping checks report here when done (`ping_check`); requests wait in their tasks.
+    pings_tx: tokio::sync::mpsc::UnboundedSender<PingDone>,
+    pings_rx: tokio::sync::mpsc::UnboundedReceiver<PingDone>,
+    ping_seq: u16,
+    /// Outbound DDNS: durable batches are handed over here (never waits).
+    ddns: Option<crate::ddns::DdnsSender>,
+}
+
+/// A finished ping check: the request that waited for it and the answer.
+struct PingDone {
+    req: wire::Request,
+    iface: Iface,
+    ip: Ipv4Addr,
+    answered: bool,
 }
 
 impl DhcpService {
@@ -62,6 +76,7 @@ impl DhcpService {
         socket: DhcpSocket,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let (pings_tx, pings_rx) = tokio::sync::mpsc::unbounded_channel();
         DhcpService {
             cfg,
             engine,
@@ -73,7 +88,17 @@ impl DhcpService {
             ifaces: HashMap::new(),
             ifaces_read: UnixTime(0),
             journal_broken: false,
+            pings_tx,
+            pings_rx,
+            ping_seq: 0,
+            ddns: None,
         }
+    }
+
+    /// Hands every durable batch of lease changes to the outbound DDNS task.
+    pub fn with_ddns(mut self, ddns: crate::ddns::DdnsSender) -> Self {
+        self.ddns = Some(ddns);
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -81,27 +106,67 @@ impl DhcpService {
     }
 
     /// Serve until `shutdown` turns true.
-    pub async fn run(mut self, mut shutdown: crate::Shutdown) {
+    /// Take the settings of a reloaded config: the engine is rebuilt around the live leases.
+    pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        let now = self.clock.now();
+        let leases = self.engine.leases();
+        info!(leases = leases.len(), "DHCP settings reloaded");
+        self.engine = Engine::new(cfg.clone(), leases, now);
+        self.cfg = cfg;
+    }
+
+    pub async fn run(self, shutdown: crate::Shutdown) {
+        let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
+        self.run_with_reload(shutdown, reload).await
+    }
+
+    /// Serve until `shutdown` turns true; a new config on `reload` replaces the engine's
+    /// settings between batches (leases are kept).
+    pub async fn run_with_reload(
+        mut self,
+        mut shutdown: crate::Shutdown,
+        mut reload: tokio::sync::watch::Receiver<Arc<Config>>,
+    ) {
         self.refresh_ifaces(self.clock.now());
         let mut bufs: Vec<Vec<u8>> = (0..MAX_BATCH).map(|_| vec![0u8; BUF_SIZE]).collect();
         let mut metas: Vec<RecvMeta> = Vec::with_capacity(MAX_BATCH);
+        let mut pings: Vec<PingDone> = Vec::new();
         loop {
             metas.clear();
+            pings.clear();
             let wait = self.until_next_expiry();
             tokio::select! {
                 r = self.socket.recv(&mut bufs[0]) => match r {
                     Ok(meta) => metas.push(meta),
                     Err(e) => { error!("DHCP receive failed: {e}"); tokio::time::sleep(Duration::from_millis(100)).await; }
                 },
+                Some(done) = self.pings_rx.recv() => pings.push(done),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => break,
+                Ok(()) = reload.changed() => {
+                    let cfg = reload.borrow_and_update().clone();
+                    self.reconfigure(cfg);
+                }
             }
             if !metas.is_empty() {
                 self.drain(&mut bufs, &mut metas);
             }
-            self.process(&bufs, &metas);
+            while let Ok(done) = self.pings_rx.try_recv() {
+                pings.push(done);
+            }
+            self.process(&bufs, &metas, std::mem::take(&mut pings));
         }
-        info!("DHCP service stopped");
+        let st = &self.stats;
+        info!(
+            received = st.received.load(Ordering::Relaxed),
+            malformed = st.malformed.load(Ordering::Relaxed),
+            ignored = st.ignored.load(Ordering::Relaxed),
+            replies = st.replies.load(Ordering::Relaxed),
+            send_errors = st.send_errors.load(Ordering::Relaxed),
+            commits = st.commits.load(Ordering::Relaxed),
+            journal_errors = st.journal_errors.load(Ordering::Relaxed),
+            "DHCP service stopped"
+        );
     }
 
     fn until_next_expiry(&self) -> Duration {
@@ -129,7 +194,7 @@ impl DhcpService {
     }
 
     /// One batch: engine, one journal commit, names, replies.
-    fn process(&mut self, bufs: &[Vec<u8>], metas: &[RecvMeta]) {
+    fn process(&mut self, bufs: &[Vec<u8>], metas: &[RecvMeta], pings: Vec<PingDone>) {
         let now = self.clock.now();
         let mut changes = self.engine.expire(now);
         let mut replies: Vec<Reply> = Vec::new();
@@ -143,14 +208,22 @@ impl DhcpService {
                 &mut replies,
             );
         }
+        for p in pings {
+            let out = self
+                .engine
+                .handle_after_ping(now, &p.req, &p.iface, p.ip, p.answered);
+            self.absorb(out, p.req, p.iface, &mut changes, &mut replies);
+        }
         if !changes.is_empty() && !self.commit(&changes) {
             // Not durable: no reply that grants or extends a lease may leave.
             replies.retain(|r| !is_grant(r));
+        } else if let Some(ddns) = &self.ddns {
+            ddns.send(&changes);
         }
         if !changes.is_empty() {
             match self.names.write() {
-                Ok(mut names) => names.apply(&changes),
-                Err(poisoned) => poisoned.into_inner().apply(&changes),
+                Ok(mut names) => names.apply_at(now, &changes),
+                Err(poisoned) => poisoned.into_inner().apply_at(now, &changes),
             }
         }
         for r in &replies {
@@ -184,8 +257,44 @@ impl DhcpService {
         };
         let out = self.engine.handle(now, &req, &iface);
         debug!(xid = req.xid, mac = %req.hwaddr, msg = ?req.msg_type, reply = out.reply.is_some(), "handled");
+        self.absorb(out, req, iface, changes, replies);
+    }
+
+    /// Take an engine outcome into the batch; a ping it asks for runs as its own task and
+    /// comes back through `pings_rx`, so other clients are not held up.
+    fn absorb(
+        &mut self,
+        out: Outcome,
+        req: wire::Request,
+        iface: Iface,
+        changes: &mut Vec<LeaseChange>,
+        replies: &mut Vec<Reply>,
+    ) {
         changes.extend(out.changes);
         replies.extend(out.reply);
+        let Some(ip) = out.ping else {
+            return;
+        };
+        self.ping_seq = self.ping_seq.wrapping_add(1);
+        let (seq, id) = (self.ping_seq, (std::process::id() & 0xffff) as u16);
+        let timeout = self.cfg.dhcp.ping_timeout;
+        let tx = self.pings_tx.clone();
+        tokio::spawn(async move {
+            let answered = match ping::ping(ip, timeout, id, seq).await {
+                Ok(answered) => answered,
+                Err(e) => {
+                    warn!(%ip, "ping check failed, offering anyway: {e}");
+                    false
+                }
+            };
+            debug!(%ip, answered, "ping check done");
+            let _ = tx.send(PingDone {
+                req,
+                iface,
+                ip,
+                answered,
+            });
+        });
     }
 
     /// The interface for an index, if we serve it.
@@ -231,7 +340,7 @@ impl DhcpService {
     }
 
     fn send(&self, r: &Reply) {
-        let bytes = match wire::encode(&r.msg, r.max_size) {
+        let bytes = match wire::encode_ordered(&r.msg, r.max_size, &r.order) {
             Ok(b) => b,
             Err(e) => {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);

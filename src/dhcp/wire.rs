@@ -72,8 +72,67 @@ pub struct Request {
     pub relay_info: Option<Vec<u8>>,
     /// Option 60, raw.
     pub vendor_class: Option<Vec<u8>>,
-    /// Option 81, raw.
+    /// Option 81, raw (see `parse_fqdn`).
     pub fqdn: Option<Vec<u8>>,
+    /// Option 77, raw.
+    pub user_class: Option<Vec<u8>>,
+    /// Option 80 was present (RFC 4039).
+    pub rapid_commit: bool,
+}
+
+/// Option 81 (RFC 4702) as the client sent it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientFqdn {
+    /// The flags byte: S = 0x01, O = 0x02, E = 0x04, N = 0x08.
+    pub flags: u8,
+    /// The name's labels, as sent (not validated); empty when the client sent no name.
+    pub labels: Vec<Vec<u8>>,
+}
+
+impl ClientFqdn {
+    pub const S: u8 = 0x01;
+    pub const O: u8 = 0x02;
+    pub const E: u8 = 0x04;
+    pub const N: u8 = 0x08;
+
+    /// Whether the name is in DNS wire format (E set) rather than ASCII.
+    pub fn wire_format(&self) -> bool {
+        self.flags & Self::E != 0
+    }
+}
+
+/// Parse option 81's value: flags, two rcode bytes, then the name, in DNS wire format (E=1;
+/// labels up to a zero byte or the end) or ASCII (E=0, dotted). None when malformed.
+pub fn parse_fqdn(raw: &[u8]) -> Option<ClientFqdn> {
+    let (&flags, rest) = raw.split_first()?;
+    let name = rest.get(2..)?;
+    let labels = if flags & ClientFqdn::E != 0 {
+        wire_labels(name)?
+    } else {
+        let text = name.split(|b| *b == 0).next().unwrap_or_default();
+        text.split(|b| *b == b'.')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    };
+    Some(ClientFqdn { flags, labels })
+}
+
+/// DNS wire-format labels (no compression) up to the root label or the end of the bytes.
+fn wire_labels(mut name: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut labels = Vec::new();
+    while let Some((&len, rest)) = name.split_first() {
+        if len == 0 {
+            break;
+        }
+        if len > 63 {
+            return None;
+        }
+        let label = rest.get(..usize::from(len))?;
+        labels.push(label.to_vec());
+        name = rest.get(usize::from(len)..).unwrap_or_default();
+    }
+    Some(labels)
 }
 
 /// Fixed BOOTP header offsets (RFC 2131 figure 1).
@@ -108,7 +167,7 @@ const OPT_END: u8 = 255;
 const OPT_OVERLOAD: u8 = 52;
 
 /// The option codes `decode` keeps; every other option is skipped unread.
-const WANTED: [u8; 11] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81];
+const WANTED: [u8; 13] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81, 77, 80];
 
 /// Values of the wanted options, each the concatenation of all its instances (RFC 3396).
 #[derive(Default)]
@@ -294,6 +353,8 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
         relay_info: at_least(&mut raw, 82, 1)?,
         vendor_class: raw.take(60).filter(|v| !v.is_empty()),
         fqdn: at_least(&mut raw, 81, 3)?,
+        user_class: raw.take(77).filter(|v| !v.is_empty()),
+        rapid_commit: raw.take(80).is_some(),
     })
 }
 
@@ -316,13 +377,23 @@ const ESSENTIAL: [OptionCode; 6] = [
 /// `ESSENTIAL` are never dropped. Option 53 is moved first (dhcproto writes options in numeric
 /// order, with 82 last), and the message is zero-padded to BOOTP's 300 bytes.
 pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
+    encode_ordered(msg, max_size, &[])
+}
+
+/// `encode`, with the options in `order` (the client's parameter request list) written right
+/// after 53 and 54, in that order; the others follow in numeric order, and 82 stays last.
+pub fn encode_ordered(
+    msg: &Message,
+    max_size: usize,
+    order: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
     let mut msg = msg.clone();
     loop {
         let mut bytes = Vec::with_capacity(BOOTP_MIN);
         msg.encode(&mut Encoder::new(&mut bytes))?;
         if bytes.len() <= limit {
-            let mut bytes = message_type_first(bytes);
+            let mut bytes = reorder(bytes, order);
             if bytes.len() < BOOTP_MIN {
                 bytes.resize(BOOTP_MIN, 0);
             }
@@ -357,22 +428,36 @@ fn encoded_len(opt: &DhcpOption) -> usize {
     }
 }
 
-/// Rewrite the options of an encoded message so option 53 comes first; the rest keep their
-/// order (so 82 stays last). Input is dhcproto's output, so it is well formed; anything
-/// unexpected leaves the bytes unchanged.
-fn message_type_first(bytes: Vec<u8>) -> Vec<u8> {
+/// Where option `code` goes: 53, 54, then the codes of `order` in turn, then the rest (in
+/// dhcproto's numeric order, the sort being stable), then 82.
+fn rank(code: u8, order: &[u8]) -> usize {
+    match code {
+        53 => 0,
+        54 => 1,
+        82 => usize::MAX,
+        _ => order
+            .iter()
+            .position(|c| *c == code)
+            .map_or(usize::MAX - 1, |p| p + 2),
+    }
+}
+
+/// Rewrite the options of an encoded message in `rank` order. The pieces of a split long
+/// option share a rank, so they stay together and in order. Input is dhcproto's output, so it
+/// is well formed; anything unexpected leaves the bytes unchanged.
+fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
     let Some(area) = bytes.get(OPTIONS..) else {
         return bytes;
     };
     let mut tlvs = Vec::new();
-    let walked = walk(area, |t| tlvs.push(t), |_| true);
-    if walked.is_err() || tlvs.first().is_none_or(|t| t.code == 53) {
+    if walk(area, |t| tlvs.push(t), |_| true).is_err() {
         return bytes;
     }
+    drop_repeated_relay_info(area, &mut tlvs);
+    tlvs.sort_by_key(|t| rank(t.code, order));
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(bytes.get(..OPTIONS).unwrap_or_default());
-    let (first, rest): (Vec<Tlv>, Vec<Tlv>) = tlvs.into_iter().partition(|t| t.code == 53);
-    for t in first.iter().chain(&rest) {
+    for t in &tlvs {
         out.push(t.code);
         let value = area.get(t.start..t.end).unwrap_or_default();
         out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
@@ -381,6 +466,31 @@ fn message_type_first(bytes: Vec<u8>) -> Vec<u8> {
     out.push(OPT_END);
     out.resize(bytes.len().max(out.len()), 0);
     out
+}
+
+/// dhcproto 0.15 writes an option 82 that it holds as `Unknown` twice (its `OptionCode`
+/// equality and ordering disagree), once in the main pass and once as the final option. When
+/// the option 82 pieces are such a repetition, keep one copy.
+fn drop_repeated_relay_info(area: &[u8], tlvs: &mut Vec<Tlv>) {
+    let value = |t: &Tlv| area.get(t.start..t.end).unwrap_or_default();
+    let pieces: Vec<&Tlv> = tlvs.iter().filter(|t| t.code == 82).collect();
+    let half = pieces.len() / 2;
+    let repeated = half > 0
+        && pieces.len().is_multiple_of(2)
+        && pieces[..half]
+            .iter()
+            .zip(&pieces[half..])
+            .all(|(a, b)| value(a) == value(b));
+    if repeated {
+        let mut seen = 0;
+        tlvs.retain(|t| {
+            if t.code != 82 {
+                return true;
+            }
+            seen += 1;
+            seen <= half
+        });
+    }
 }
 
 #[cfg(test)]
@@ -614,7 +724,7 @@ mod tests {
     }
 
     #[test]
-    fn golden_offer_encodes_with_cookie_53_first_and_padding() {
+    fn golden_offer_encodes_with_cookie_53_54_first_and_padding() {
         let bytes = encode(&offer(), 576).expect("encodes");
         assert_eq!(bytes.len(), BOOTP_MIN, "padded to BOOTP minimum");
         assert_eq!(bytes[..4], [2, 1, 6, 0], "op 2, ethernet, hlen 6");
@@ -625,12 +735,12 @@ mod tests {
         assert_eq!(bytes[COOKIE], MAGIC);
         let expected_opts: &[u8] = &[
             53, 1, 2, // message type first
+            54, 4, 10, 0, 0, 1, // then server id
             1, 4, 255, 255, 255, 0, // subnet mask
             3, 4, 10, 0, 0, 1, // router
             6, 4, 10, 0, 0, 1, // dns
             15, 3, b'l', b'a', b'n', // domain name
             51, 4, 0, 0, 0x0e, 0x10, // lease time
-            54, 4, 10, 0, 0, 1, // server id
             255,
         ];
         assert_eq!(
@@ -698,6 +808,69 @@ mod tests {
             encode(&m, 576),
             Err(EncodeError::TooLarge { limit: 548, .. })
         ));
+    }
+
+    #[test]
+    fn user_class_rapid_commit_and_ascii_fqdn_decode_and_later_options_survive() {
+        // Windows: option 81 with E=0 (ASCII name) before 53 and 77; dhcproto stops there.
+        let p = with_options(&[
+            81, 9, 0x00, 0, 0, b'W', b'i', b'n', b'.', b'a', b'd', 80, 0, 77, 4, 3, b'c', b'a',
+            b'm', 53, 1, 1, 255,
+        ]);
+        let r = decode(&p).expect("valid");
+        assert_eq!(r.msg_type, MessageType::Discover);
+        assert!(r.rapid_commit);
+        assert_eq!(r.user_class.as_deref(), Some(&b"\x03cam"[..]));
+        let f = parse_fqdn(r.fqdn.as_deref().expect("81")).expect("parses");
+        assert!(!f.wire_format());
+        assert_eq!(f.labels, vec![b"Win".to_vec(), b"ad".to_vec()]);
+        let plain = decode(&discover()).expect("valid");
+        assert!(!plain.rapid_commit && plain.user_class.is_none());
+    }
+
+    #[test]
+    fn fqdn_both_encodings_and_malformed_names() {
+        let wire = parse_fqdn(b"\x05\x00\x00\x06laptop\x04corp\x00").expect("E=1");
+        assert!(wire.wire_format());
+        assert_eq!(wire.flags & ClientFqdn::S, ClientFqdn::S);
+        assert_eq!(wire.labels, vec![b"laptop".to_vec(), b"corp".to_vec()]);
+        // Partial name (no root label) is fine too.
+        let partial = parse_fqdn(b"\x04\x00\x00\x02pc").expect("E=1 partial");
+        assert_eq!(partial.labels, vec![b"pc".to_vec()]);
+        let ascii = parse_fqdn(b"\x01\xff\xffpc.lan.\x00").expect("E=0");
+        assert_eq!(ascii.labels, vec![b"pc".to_vec(), b"lan".to_vec()]);
+        let empty = parse_fqdn(&[0x01, 0, 0]).expect("no name");
+        assert!(empty.labels.is_empty());
+        assert_eq!(
+            parse_fqdn(&[0x04, 0, 0, 9, b'x']),
+            None,
+            "label past the end"
+        );
+        assert_eq!(parse_fqdn(&[0x04, 0, 0, 64]), None, "label too long");
+        assert_eq!(parse_fqdn(&[0x04, 0]), None, "no rcodes");
+        assert_eq!(parse_fqdn(&[]), None);
+    }
+
+    #[test]
+    fn options_follow_the_request_list_and_long_ones_stay_whole() {
+        let mut m = offer();
+        let long = vec![7u8; 300];
+        let opt = dhcproto::v4::UnknownOption::new(OptionCode::from(252), long.clone());
+        m.opts_mut().insert(DhcpOption::Unknown(opt));
+        let mut relay = dhcproto::v4::relay::RelayAgentInformation::default();
+        relay.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(vec![1]));
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(relay));
+        let bytes = encode_ordered(&m, 1500, &[6, 252, 3, 99]).expect("encodes");
+        let mut tlvs = Vec::new();
+        walk(&bytes[OPTIONS..], |t| tlvs.push(t.code), |_| true).expect("well formed");
+        // 53, 54, then the list (252 split in two, kept together), the rest, 82 last.
+        assert_eq!(tlvs, vec![53, 54, 6, 252, 252, 3, 1, 15, 51, 82]);
+        let back = Message::decode(&mut Decoder::new(&bytes)).expect("parses back");
+        match back.opts().get(OptionCode::from(252)) {
+            Some(DhcpOption::Unknown(u)) => assert_eq!(u.data(), &long[..], "joined again"),
+            other => panic!("252: {other:?}"),
+        }
     }
 
     /// xorshift64*: a tiny deterministic PRNG, so a failure names its seed and iteration.

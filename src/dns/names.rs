@@ -1,16 +1,34 @@
 //! The name index that leases and static records produce: A by name, PTR by address, and the
 //! static records of the config and the hosts file (A, AAAA, CNAME, MX, TXT, SRV).
 //! Shared read-mostly: the DHCP service applies a whole batch of changes under one write lock;
-//! DNS queries take a read lock and never hold it across `.await`. No sockets, no clock: the
-//! lease expiry is stored and the zone compares it with the time it reads.
+//! DNS queries take a read lock and never hold it across `.await`. No sockets, no clock: time
+//! is passed in (`apply_at`), the lease expiry is stored and the zone compares it with the time
+//! it reads.
 //!
-//! Ownership rules: a static name (config reservation, `[[dns.record]]`, hosts file) always
-//! wins; a lease name is published only if no static name and no other published lease holds
-//! it; a PTR exists only for a published name. Each lease change costs O(1): the statics are
-//! one map rebuilt only when the hosts file is re-read; leases have two HashMaps.
+//! # Who owns a name
+//! - **Config beats client.** A static name (a named reservation, a `[[dns.record]]`, the
+//!   hosts file) always wins; a lease asking for it is not published under it.
+//! - **The first live lease keeps a name.** A lease name is published for the bound lease that
+//!   asked for it first; later leases of other clients asking for the same name wait (a
+//!   *conflict*, logged once and listed by `conflicts()`). When the holder's lease ends
+//!   (release, decline, expiry, a new name, or a static taking the name), the earliest waiting
+//!   lease that is still bound gets the name at once, A and PTR, without having to renew.
+//! - **Our domain, not the client's.** A lease carries a host label (the engine keeps the
+//!   first label of what the client sent); it is published as `label.<domain>`.
+//! - **Invalid labels are not published** (RFC 1123: letters, digits, '-', 1 to 63 bytes).
+//! - **No PTR to an unpublished name:** a lease that waits for its name has no PTR either.
+//!
+//! # Cost
+//! A lease change costs O(log n): two HashMaps (claims by address, name slots by name) and a
+//! BTreeMap of waiting claimants per contested name. The statics are one map rebuilt only when
+//! the config or the hosts file is (re)read; that rebuild visits every contested name once.
+//!
+//! # Serial
+//! The SOA serial increases with every batch that publishes, withdraws or moves a name, and
+//! with every change of the static records. It never falls behind the time of the latest
+//! `apply_at` (seconds since the epoch, as a u32), so it also increases across restarts.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -31,11 +49,53 @@ pub struct Found<T> {
     pub expires: Option<UnixTime>,
 }
 
-/// A published lease name: the fully qualified name and when it ends.
+/// A bound lease that asks for a valid name: it holds the name or waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Published {
+struct Claim {
     fqdn: String,
     expires: UnixTime,
+    /// Claim order across the index: a smaller number asked for its name earlier.
+    seq: u64,
+    /// When the claim last started waiting (meaningful only while it waits).
+    since: UnixTime,
+}
+
+/// One lease name: the lease that holds it, and the leases waiting for it in claim order.
+#[derive(Clone, Debug, Default)]
+struct Slot {
+    holder: Option<Ipv4Addr>,
+    waiting: BTreeMap<u64, Ipv4Addr>,
+}
+
+/// Who holds a name that a lease asked for and did not get.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// Another client's live lease, by its address.
+    Lease(Ipv4Addr),
+    /// A static name (config or hosts file), with its first address if it has one.
+    Static(Option<IpAddr>),
+}
+
+impl Holder {
+    /// The holder's address, if it has one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Holder::Lease(ip) => Some(IpAddr::V4(*ip)),
+            Holder::Static(ip) => *ip,
+        }
+    }
+}
+
+/// A bound lease that asked for a name it does not get while the holder lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conflict {
+    /// The contested name, fully qualified, lowercase, without trailing dot.
+    pub name: String,
+    pub holder: Holder,
+    /// The address of the lease that waits.
+    pub loser: Ipv4Addr,
+    /// When the loser started waiting.
+    pub since: UnixTime,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +148,15 @@ impl Statics {
         list.push(r.data.clone());
     }
 
+    /// The first address (A or AAAA) of a static name.
+    fn first_addr(&self, fqdn: &str) -> Option<IpAddr> {
+        self.by_name.get(fqdn)?.iter().find_map(|d| match d {
+            RecordData::A(ip) => Some(IpAddr::V4(*ip)),
+            RecordData::Aaaa(ip) => Some(IpAddr::V6(*ip)),
+            _ => None,
+        })
+    }
+
     fn first_a(&self, fqdn: &str) -> Option<Ipv4Addr> {
         self.by_name.get(fqdn)?.iter().find_map(|d| match d {
             RecordData::A(ip) => Some(*ip),
@@ -106,9 +175,14 @@ pub struct Names {
     /// Records read from the hosts file (replaced on reload).
     hosts_records: Vec<DnsRecord>,
     statics: Statics,
-    /// Published lease names only (a lease that lost a conflict is absent).
-    lease_by_ip: HashMap<Ipv4Addr, Published>,
-    lease_by_name: HashMap<String, Ipv4Addr>,
+    /// Every bound lease asking for a valid name, published or waiting, by address.
+    claims: HashMap<Ipv4Addr, Claim>,
+    /// Every name some lease asks for: its holder (the published lease) and who waits.
+    slots: HashMap<String, Slot>,
+    /// The next claim number.
+    next_seq: u64,
+    /// The time given to the latest `apply_at` (stamps conflicts, floors the serial).
+    now: UnixTime,
     /// Records written by RFC 2136 UPDATE and DynDNS2 (see `dns::dynamic`).
     dynamic: DynamicRecords,
     serial: u32,
@@ -141,8 +215,10 @@ impl Names {
             config_records: Vec::new(),
             hosts_records: Vec::new(),
             statics,
-            lease_by_ip: HashMap::new(),
-            lease_by_name: HashMap::new(),
+            claims: HashMap::new(),
+            slots: HashMap::new(),
+            next_seq: 0,
+            now: UnixTime(0),
             dynamic: DynamicRecords::default(),
             serial: 1,
         }
@@ -159,14 +235,27 @@ impl Names {
     /// A ready-to-share index for `cfg`: its domain, named reservations and `[[dns.record]]`s.
     /// The hosts file is not read here: see `load_hosts_file`.
     pub fn shared_from(cfg: &Config) -> SharedNames {
+        Arc::new(RwLock::new(Names::from_config(cfg)))
+    }
+
+    /// The index for `cfg` (domain, named reservations, `[[dns.record]]`s), not yet shared.
+    pub fn from_config(cfg: &Config) -> Names {
         let mut names = Names::new(&cfg.domain, &Names::statics_from(cfg));
         names.set_config_records(cfg.dns.records.clone());
-        Arc::new(RwLock::new(names))
+        names
     }
 
     /// The local domain, lowercase, without trailing dot.
     pub fn domain(&self) -> &str {
         &self.domain
+    }
+
+    /// Take the static names of a reloaded config (named reservations and `[[dns.record]]`s)
+    /// in one step; the domain stays (it needs a restart). Leases keep their claims.
+    pub fn reconfigure(&mut self, cfg: &Config) {
+        let fresh = Names::new(&self.domain, &Names::statics_from(cfg));
+        self.reservations = fresh.reservations;
+        self.set_config_records(cfg.dns.records.clone());
     }
 
     /// Replace the `[[dns.record]]` statics.
@@ -181,37 +270,50 @@ impl Names {
         self.rebuild_statics();
     }
 
-    /// Rebuild the merged statics, withdraw lease names a static now owns, bump the serial.
+    /// Rebuild the merged statics; a lease name a static now owns is withdrawn (its lease
+    /// waits), a name no static owns any more goes to its earliest waiting lease. Bumps the
+    /// serial if the statics or the published lease names changed.
     fn rebuild_statics(&mut self) {
-        self.statics = Statics::build(
+        let statics = Statics::build(
             &self.reservations,
             &self.config_records,
             &self.hosts_records,
         );
-        let taken: Vec<Ipv4Addr> = self
-            .lease_by_name
-            .iter()
-            .filter(|(name, _)| self.statics.by_name.contains_key(*name))
-            .map(|(_, ip)| *ip)
-            .collect();
-        for ip in taken {
-            self.unpublish(ip);
+        let mut changed = statics.by_name != self.statics.by_name;
+        self.statics = statics;
+        let contested: Vec<String> = self.slots.keys().cloned().collect();
+        for fqdn in contested {
+            changed |= if self.statics.by_name.contains_key(&fqdn) {
+                self.demote(&fqdn)
+            } else {
+                self.promote(&fqdn)
+            };
         }
-        self.serial = self.serial.wrapping_add(1).max(1);
+        if changed {
+            self.bump_serial();
+        }
     }
 
-    /// Apply a batch of lease changes in order; bumps the serial once if any name or address
-    /// was published or withdrawn (an expiry-only renewal does not change the serial).
+    /// `apply` at time `now`: conflicts that start in this batch are stamped with `now`, and
+    /// the serial does not fall behind it.
+    pub fn apply_at(&mut self, now: UnixTime, changes: &[LeaseChange]) {
+        self.now = now;
+        self.apply(changes);
+    }
+
+    /// Apply a batch of lease changes in order, at the time of the latest `apply_at`; bumps the
+    /// serial once if any name or address was published, withdrawn or moved (an expiry-only
+    /// renewal does not change the serial).
     pub fn apply(&mut self, changes: &[LeaseChange]) {
         let mut changed = false;
         for change in changes {
             changed |= match change {
                 LeaseChange::Upsert(lease) => self.upsert(lease),
-                LeaseChange::Remove { ip, .. } => self.unpublish(*ip),
+                LeaseChange::Remove { ip, .. } => self.release(*ip),
             };
         }
         if changed {
-            self.serial = self.serial.wrapping_add(1).max(1);
+            self.bump_serial();
         }
     }
 
@@ -224,11 +326,11 @@ impl Names {
                 expires: None,
             });
         }
-        let ip = self.lease_by_name.get(fqdn)?;
-        let published = self.lease_by_ip.get(ip)?;
+        let ip = self.slots.get(fqdn)?.holder?;
+        let claim = self.claims.get(&ip)?;
         Some(Found {
-            value: *ip,
-            expires: Some(published.expires),
+            value: ip,
+            expires: Some(claim.expires),
         })
     }
 
@@ -238,15 +340,16 @@ impl Names {
         self.statics.by_name.get(fqdn).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether a name has any record here, static, dynamic or from a live-or-not lease.
+    /// Whether a name has any record here: static, dynamic, or a published lease name.
     pub fn has_name(&self, fqdn: &str) -> bool {
         self.has_static_or_lease(fqdn) || self.dynamic.has(fqdn)
     }
 
-    /// Whether the config or a (live-or-not) lease holds a name.
+    /// Whether the config or a published lease holds a name.
     pub fn has_static_or_lease(&self, fqdn: &str) -> bool {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
-        self.statics.by_name.contains_key(fqdn) || self.lease_by_name.contains_key(fqdn)
+        self.statics.by_name.contains_key(fqdn)
+            || self.slots.get(fqdn).is_some_and(|s| s.holder.is_some())
     }
 
     /// The dynamic records (RFC 2136 UPDATE, DynDNS2).
@@ -257,7 +360,7 @@ impl Names {
     /// Replace the dynamic records (at start, from the update journal); bumps the serial.
     pub fn set_dynamic(&mut self, records: DynamicRecords) {
         self.dynamic = records;
-        self.serial = self.serial.wrapping_add(1).max(1);
+        self.bump_serial();
     }
 
     /// Apply dynamic-record changes in order; bumps the serial once if any changed anything.
@@ -267,7 +370,7 @@ impl Names {
             changed |= self.dynamic.apply(op);
         }
         if changed {
-            self.serial = self.serial.wrapping_add(1).max(1);
+            self.bump_serial();
         }
         changed
     }
@@ -280,10 +383,10 @@ impl Names {
                 expires: None,
             });
         }
-        let published = self.lease_by_ip.get(&ip)?;
+        let claim = self.published(ip)?;
         Some(Found {
-            value: published.fqdn.clone(),
-            expires: Some(published.expires),
+            value: claim.fqdn.clone(),
+            expires: Some(claim.expires),
         })
     }
 
@@ -297,12 +400,50 @@ impl Names {
         self.serial
     }
 
+    /// Every lease waiting for a name that another lease or a static name holds, oldest
+    /// first. A lease asking for the static name of its own address is not a conflict.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut out = Vec::new();
+        for (fqdn, slot) in &self.slots {
+            let holder = match (self.statics.by_name.contains_key(fqdn), slot.holder) {
+                (true, _) => Holder::Static(self.statics.first_addr(fqdn)),
+                (false, Some(ip)) => Holder::Lease(ip),
+                (false, None) => continue,
+            };
+            for ip in slot.waiting.values() {
+                if holder == Holder::Static(Some(IpAddr::V4(*ip))) {
+                    continue;
+                }
+                out.push(Conflict {
+                    name: fqdn.clone(),
+                    holder: holder.clone(),
+                    loser: *ip,
+                    since: self.claims.get(ip).map_or(self.now, |c| c.since),
+                });
+            }
+        }
+        out.sort_by(|a, b| (a.since, &a.name, a.loser).cmp(&(b.since, &b.name, b.loser)));
+        out
+    }
+
     /// `label.domain` for a valid RFC 1123 label, lowercased.
     fn fqdn(&self, label: &str) -> Option<String> {
         if !is_valid_label(label) {
             return None;
         }
         Some(format!("{}.{}", label.to_ascii_lowercase(), self.domain))
+    }
+
+    /// The claim of `ip` if it holds its name.
+    fn published(&self, ip: Ipv4Addr) -> Option<&Claim> {
+        let claim = self.claims.get(&ip)?;
+        let slot = self.slots.get(&claim.fqdn)?;
+        (slot.holder == Some(ip)).then_some(claim)
+    }
+
+    fn bump_serial(&mut self) {
+        let by_time = u32::try_from(self.now.0).unwrap_or(u32::MAX);
+        self.serial = self.serial.wrapping_add(1).max(by_time).max(1);
     }
 
     /// Returns whether the published set changed.
@@ -312,50 +453,114 @@ impl Names {
             _ => None,
         };
         let Some(fqdn) = wanted else {
-            return self.unpublish(lease.ip);
+            return self.release(lease.ip);
         };
-        if let Some(current) = self.lease_by_ip.get_mut(&lease.ip)
-            && current.fqdn == fqdn
+        if let Some(claim) = self.claims.get_mut(&lease.ip)
+            && claim.fqdn == fqdn
         {
-            current.expires = lease.expires;
+            // A renewal: same name, published or still waiting; only the expiry moves.
+            claim.expires = lease.expires;
             return false;
         }
-        let withdrawn = self.unpublish(lease.ip);
-        withdrawn | self.publish(lease.ip, fqdn, lease.expires)
+        let released = self.release(lease.ip);
+        released | self.claim(lease.ip, fqdn, lease.expires)
     }
 
-    /// Publish `fqdn` for `ip` unless a static name or another lease holds the name.
-    fn publish(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
-        if self.statics.by_name.contains_key(&fqdn) {
-            if self.statics.first_a(&fqdn) != Some(ip) {
-                info!(%fqdn, %ip, "lease name belongs to a static name; not published");
-            } else {
-                debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
-            }
-            return false;
-        }
-        match self.lease_by_name.entry(fqdn) {
-            Entry::Occupied(held) => {
-                info!(fqdn = %held.key(), %ip, holder = %held.get(), "lease name held by another lease; not published");
-                false
-            }
-            Entry::Vacant(free) => {
-                let fqdn = free.key().clone();
-                free.insert(ip);
-                self.lease_by_ip.insert(ip, Published { fqdn, expires });
+    /// `ip` asks for `fqdn`: it gets the name if nobody holds it, else it waits (a conflict,
+    /// logged here, once). Returns whether the name was published.
+    fn claim(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let claim = Claim {
+            fqdn: fqdn.clone(),
+            expires,
+            seq,
+            since: self.now,
+        };
+        self.claims.insert(ip, claim);
+        let is_static = self.statics.by_name.contains_key(&fqdn);
+        let slot = self.slots.entry(fqdn.clone()).or_default();
+        match (is_static, slot.holder) {
+            (false, None) => {
+                slot.holder = Some(ip);
                 true
             }
+            (false, Some(holder)) => {
+                slot.waiting.insert(seq, ip);
+                info!(%fqdn, %ip, %holder, "name conflict: the name is held by another live lease; this lease waits for it");
+                false
+            }
+            (true, _) => {
+                slot.waiting.insert(seq, ip);
+                if self.statics.first_a(&fqdn) == Some(ip) {
+                    debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
+                } else {
+                    info!(%fqdn, %ip, "name conflict: the name is static; this lease is not published");
+                }
+                false
+            }
         }
     }
 
-    /// Withdraw the lease name of `ip` (its A and PTR). Returns whether one was published.
-    fn unpublish(&mut self, ip: Ipv4Addr) -> bool {
-        let Some(old) = self.lease_by_ip.remove(&ip) else {
+    /// The lease on `ip` no longer asks for its name: withdraw it (A and PTR) if it held it,
+    /// and hand the name to the earliest waiting lease. Returns whether anything published
+    /// changed.
+    fn release(&mut self, ip: Ipv4Addr) -> bool {
+        let Some(claim) = self.claims.remove(&ip) else {
             return false;
         };
-        if self.lease_by_name.get(&old.fqdn) == Some(&ip) {
-            self.lease_by_name.remove(&old.fqdn);
+        let Some(slot) = self.slots.get_mut(&claim.fqdn) else {
+            return false;
+        };
+        if slot.holder == Some(ip) {
+            slot.holder = None;
+            self.promote(&claim.fqdn);
+            return true;
         }
+        slot.waiting.remove(&claim.seq);
+        if slot.holder.is_none() && slot.waiting.is_empty() {
+            self.slots.remove(&claim.fqdn);
+        }
+        false
+    }
+
+    /// Give a free, non-static name to its earliest waiting lease; drop the slot if nobody
+    /// asks for it any more. Returns whether a lease was published.
+    fn promote(&mut self, fqdn: &str) -> bool {
+        let is_static = self.statics.by_name.contains_key(fqdn);
+        let Some(slot) = self.slots.get_mut(fqdn) else {
+            return false;
+        };
+        if slot.holder.is_none()
+            && !is_static
+            && let Some((_, ip)) = slot.waiting.pop_first()
+        {
+            slot.holder = Some(ip);
+            info!(%fqdn, %ip, "name conflict resolved: the name passes to the lease that waited longest");
+            return true;
+        }
+        if slot.holder.is_none() && slot.waiting.is_empty() {
+            self.slots.remove(fqdn);
+        }
+        false
+    }
+
+    /// A static name now owns `fqdn`: its lease holder (if any) is withdrawn and waits first in
+    /// line, in its original claim order. Returns whether a lease was withdrawn.
+    fn demote(&mut self, fqdn: &str) -> bool {
+        let Some(ip) = self.slots.get_mut(fqdn).and_then(|s| s.holder.take()) else {
+            return false;
+        };
+        let now = self.now;
+        let Some(claim) = self.claims.get_mut(&ip) else {
+            return true;
+        };
+        claim.since = now;
+        let seq = claim.seq;
+        if let Some(slot) = self.slots.get_mut(fqdn) {
+            slot.waiting.insert(seq, ip);
+        }
+        info!(%fqdn, %ip, "name conflict: a static record now owns this lease name; withdrawn");
         true
     }
 }
@@ -708,11 +913,12 @@ mod tests {
         assert_eq!(a(&n, "tv.lan"), Some(ip(30)));
         assert_eq!(ptr(&n, 10), None, "the lease lost its name and its PTR");
         assert_eq!(ptr(&n, 30).as_deref(), Some("tv.lan"));
-        // The hosts entry goes away: the name is free again for the next renewal.
+        // The hosts entry goes away: the lease that asked for the name gets it back at once.
+        let serial = n.serial();
         n.set_hosts_records(vec![]);
-        assert_eq!(a(&n, "tv.lan"), None);
-        n.apply(&[bound(10, Some("tv"), 2000)]);
         assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 10).as_deref(), Some("tv.lan"));
+        assert!(n.serial() > serial);
     }
 
     #[test]
@@ -727,5 +933,228 @@ mod tests {
         assert!(err.to_string().contains("missing"), "{err}");
         // A failed reload keeps what was loaded.
         assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
+    }
+
+    fn expired(last: u8) -> LeaseChange {
+        LeaseChange::Remove {
+            ip: ip(last),
+            reason: RemoveReason::Expired,
+        }
+    }
+
+    fn conflict(name: &str, holder: Holder, loser: u8, since: u64) -> Conflict {
+        Conflict {
+            name: name.to_string(),
+            holder,
+            loser: ip(loser),
+            since: UnixTime(since),
+        }
+    }
+
+    #[test]
+    fn waiting_claimant_gets_the_name_when_the_holder_releases() {
+        let mut n = names();
+        // t=100: .10 takes "laptop"; t=110: .11 asks for it too and waits.
+        n.apply_at(UnixTime(100), &[bound(10, Some("laptop"), 1000)]);
+        n.apply_at(UnixTime(110), &[bound(11, Some("laptop"), 1200)]);
+        assert_eq!(a(&n, "laptop.lan"), Some(ip(10)));
+        assert_eq!(
+            ptr(&n, 11),
+            None,
+            "no PTR to a name the lease does not hold"
+        );
+        assert_eq!(
+            n.conflicts(),
+            vec![conflict("laptop.lan", Holder::Lease(ip(10)), 11, 110)]
+        );
+        // t=120: .10 releases. .11 gets the name at once, A and PTR, without renewing.
+        let serial = n.serial();
+        n.apply_at(UnixTime(120), &[remove(10)]);
+        assert_eq!(
+            n.lookup_a("laptop.lan"),
+            Some(Found {
+                value: ip(11),
+                expires: Some(UnixTime(1200))
+            })
+        );
+        assert_eq!(ptr(&n, 11).as_deref(), Some("laptop.lan"));
+        assert_eq!(ptr(&n, 10), None);
+        assert!(n.serial() > serial);
+        assert!(n.conflicts().is_empty());
+        // .10 comes back asking for the name: now it is the one that waits.
+        n.apply_at(UnixTime(130), &[bound(10, Some("laptop"), 2000)]);
+        assert_eq!(a(&n, "laptop.lan"), Some(ip(11)));
+        assert_eq!(
+            n.conflicts(),
+            vec![conflict("laptop.lan", Holder::Lease(ip(11)), 10, 130)]
+        );
+    }
+
+    #[test]
+    fn the_earliest_claimant_still_bound_is_next() {
+        let mut n = names();
+        n.apply_at(
+            UnixTime(100),
+            &[
+                bound(10, Some("pc"), 1000),
+                bound(11, Some("pc"), 1000),
+                bound(12, Some("pc"), 1000),
+                bound(13, Some("pc"), 1000),
+            ],
+        );
+        // .11 (the earliest waiter) leaves; .12's renewal keeps its place ahead of .13.
+        n.apply_at(UnixTime(200), &[remove(11), bound(12, Some("PC"), 3000)]);
+        assert_eq!(n.conflicts().len(), 2);
+        // The holder's lease expires: .12 is next, with its renewed expiry.
+        n.apply_at(UnixTime(1000), &[expired(10)]);
+        assert_eq!(
+            n.lookup_a("pc.lan"),
+            Some(Found {
+                value: ip(12),
+                expires: Some(UnixTime(3000))
+            })
+        );
+        assert_eq!(
+            n.conflicts(),
+            vec![conflict("pc.lan", Holder::Lease(ip(12)), 13, 100)]
+        );
+        // .12 is declined; then .13 holds the name and nobody waits.
+        n.apply_at(UnixTime(1100), &[declined(12, "pc")]);
+        assert_eq!(a(&n, "pc.lan"), Some(ip(13)));
+        assert_eq!(ptr(&n, 13).as_deref(), Some("pc.lan"));
+        assert!(n.conflicts().is_empty());
+        n.apply(&[remove(13)]);
+        assert_eq!(a(&n, "pc.lan"), None);
+        assert!(
+            n.slots.is_empty() && n.claims.is_empty(),
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn a_holder_that_renames_hands_its_old_name_on() {
+        let mut n = names();
+        n.apply(&[bound(10, Some("old"), 1000), bound(11, Some("old"), 1000)]);
+        n.apply(&[bound(10, Some("new"), 1000)]);
+        assert_eq!(a(&n, "new.lan"), Some(ip(10)));
+        assert_eq!(a(&n, "old.lan"), Some(ip(11)));
+        assert_eq!(ptr(&n, 11).as_deref(), Some("old.lan"));
+        // A waiter that renames stops waiting: it takes its new name.
+        n.apply(&[bound(12, Some("new"), 1000)]);
+        n.apply(&[bound(12, Some("other"), 1000)]);
+        assert_eq!(a(&n, "other.lan"), Some(ip(12)));
+        assert!(n.conflicts().is_empty());
+        // A waiter that drops its host name stops waiting too.
+        n.apply(&[bound(13, Some("new"), 1000), bound(13, None, 1000)]);
+        n.apply(&[remove(10)]);
+        assert_eq!(a(&n, "new.lan"), None);
+    }
+
+    #[test]
+    fn a_static_name_takes_a_lease_name_and_gives_it_back() {
+        let mut n = names();
+        n.apply_at(
+            UnixTime(100),
+            &[bound(10, Some("tv"), 1000), bound(11, Some("tv"), 1000)],
+        );
+        // t=150: the config now names tv; the lease holder is withdrawn and waits first.
+        n.apply_at(UnixTime(150), &[]);
+        n.set_config_records(vec![rec("tv.lan", RecordData::A(ip(30)))]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(30)));
+        assert_eq!(ptr(&n, 10), None);
+        let static_holder = Holder::Static(Some(IpAddr::V4(ip(30))));
+        assert_eq!(
+            n.conflicts(),
+            vec![
+                conflict("tv.lan", static_holder.clone(), 11, 100),
+                conflict("tv.lan", static_holder, 10, 150),
+            ]
+        );
+        assert_eq!(n.conflicts()[0].holder.ip(), Some(IpAddr::V4(ip(30))));
+        // The record goes: the earliest claimant (.10) gets the name back.
+        n.set_config_records(vec![]);
+        assert_eq!(a(&n, "tv.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 10).as_deref(), Some("tv.lan"));
+    }
+
+    #[test]
+    fn a_lease_for_its_own_static_name_is_no_conflict() {
+        let mut n = names();
+        n.apply(&[
+            bound(2, Some("printer"), 1000),
+            bound(10, Some("printer"), 1000),
+        ]);
+        assert_eq!(
+            n.conflicts(),
+            vec![conflict(
+                "printer.lan",
+                Holder::Static(Some(IpAddr::V4(ip(2)))),
+                10,
+                0
+            )]
+        );
+        assert_eq!(ptr(&n, 2).as_deref(), Some("printer.lan"));
+        assert_eq!(ptr(&n, 10), None);
+    }
+
+    #[test]
+    fn serial_follows_every_change_and_never_falls_behind_the_clock() {
+        let mut n = names();
+        let s0 = n.serial();
+        // Same statics again: no change, same serial.
+        n.set_config_records(vec![]);
+        assert_eq!(n.serial(), s0);
+        n.set_hosts_records(vec![rec("cam.lan", RecordData::A(ip(40)))]);
+        let s1 = n.serial();
+        assert!(s1 > s0);
+        n.set_hosts_records(vec![rec("cam.lan", RecordData::A(ip(41)))]);
+        assert!(n.serial() > s1, "a changed address is a change");
+        // A lease batch at t=1_700_000_000 makes the serial at least that (restarts).
+        n.apply_at(
+            UnixTime(1_700_000_000),
+            &[bound(10, Some("a"), 1_700_000_600)],
+        );
+        assert_eq!(n.serial(), 1_700_000_000);
+        n.apply_at(
+            UnixTime(1_700_000_000),
+            &[bound(11, Some("b"), 1_700_000_600)],
+        );
+        assert_eq!(n.serial(), 1_700_000_001);
+        // A waiter that is promoted is a change; a waiter that joins is not.
+        n.apply_at(
+            UnixTime(1_700_000_000),
+            &[bound(12, Some("a"), 1_700_000_600)],
+        );
+        assert_eq!(n.serial(), 1_700_000_001);
+        n.apply_at(UnixTime(1_700_000_000), &[remove(10)]);
+        assert_eq!(n.serial(), 1_700_000_002);
+    }
+
+    #[test]
+    fn many_waiters_cost_log_n_per_change() {
+        // 20k leases all asking for one name: each change is a map operation, so this runs in
+        // well under a second even unoptimised (a rescan per change would take minutes).
+        let mut n = Names::new("lan", &[]);
+        let lease = |i: u32, name: Option<&str>| {
+            let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 0]);
+            LeaseChange::Upsert(Lease {
+                ip: Ipv4Addr::from(0x0a00_0000 + i),
+                client: ClientId::from_hw(&hw),
+                hwaddr: hw,
+                hostname: name.map(str::to_string),
+                expires: UnixTime(5000),
+                state: LeaseState::Bound,
+            })
+        };
+        let batch: Vec<LeaseChange> = (0..20_000).map(|i| lease(i, Some("x"))).collect();
+        n.apply(&batch);
+        for i in 0..19_999 {
+            n.apply(&[lease(i, None)]);
+            assert_eq!(
+                n.lookup_a("x.lan").map(|f| f.value),
+                Some(Ipv4Addr::from(0x0a00_0000 + i + 1))
+            );
+        }
+        assert!(n.conflicts().is_empty());
     }
 }

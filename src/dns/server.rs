@@ -346,6 +346,7 @@ mod tests {
             durability: Durability::None,
             offer_hold: 30,
             decline_hold: 600,
+            ddns: Default::default(),
             dns: DnsConfig {
                 listen: vec!["127.0.0.1:0".parse().expect("addr")],
                 ttl: 300,
@@ -361,13 +362,17 @@ mod tests {
                 lease_time: 3600,
                 interface: None,
                 authoritative: true,
+                settings: Default::default(),
             }],
             reservations: vec![Reservation {
                 hwaddr: Some(HwAddr::ethernet([2, 0, 0, 0, 0, 5])),
                 client_id: None,
                 ip: PRINTER,
                 name: Some("printer".to_string()),
+                lease_time: None,
+                options: vec![],
             }],
+            dhcp: Default::default(),
         }
     }
 
@@ -1465,7 +1470,6 @@ mod tests {
     #[tokio::test]
     async fn nsupdate_adds_and_deletes_with_sha1_and_sha512_keys() {
         use crate::clock::Clock as _;
-        use base64::Engine as _;
         let mut cfg = update_config();
         let mut sha1 = cfg.dns.tsig_keys[0].clone();
         sha1.name = "old".into();
@@ -1476,7 +1480,7 @@ mod tests {
         cfg.dns.tsig_keys = vec![sha1.clone(), sha512.clone()];
         let dir = tempfile::tempdir().expect("tempdir");
         let s = start_updatable(&cfg, dir.path(), crate::clock::SystemClock.now().0).await;
-        let secret = base64::engine::general_purpose::STANDARD.encode(&sha1.secret);
+        let secret = data_encoding::BASE64.encode(&sha1.secret);
         let addr = s.addr;
         let nsupdate = move |alg: &str, name: &str, script: String| {
             let key = format!("{alg}:{name}:{secret}");

@@ -470,6 +470,7 @@ mod tests {
             lease_time: 3600,
             interface: None,
             authoritative: true,
+            settings: Default::default(),
         }
     }
 
@@ -690,5 +691,66 @@ mod tests {
             z.answer(&lower("."), RecordType::SOA),
             Ok(AuthLookup::Empty)
         ));
+    }
+
+    fn soa_serial(z: &LocalZone) -> u32 {
+        match &records(z.answer(&lower("lan."), RecordType::SOA))[0].data {
+            RData::SOA(soa) => soa.serial,
+            other => panic!("not an SOA: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn soa_serial_increases_with_every_change_of_the_zone() {
+        let clock = TestClock::at(1000);
+        let shared = shared_with_lease(5000);
+        let z = zone(ZoneKind::Forward, "lan.", shared.clone(), &clock);
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 10]);
+        let lease = |name: &str| {
+            LeaseChange::Upsert(Lease {
+                ip: Ipv4Addr::new(10, 0, 0, 10),
+                client: ClientId::from_hw(&hw),
+                hwaddr: hw.clone(),
+                hostname: Some(name.to_string()),
+                expires: UnixTime(5000),
+                state: LeaseState::Bound,
+            })
+        };
+        let mut seen = vec![soa_serial(&z)];
+        let mut step = |change: &dyn Fn(&mut Names)| {
+            change(&mut shared.write().expect("lock"));
+            seen.push(soa_serial(&z));
+        };
+        // A new lease name, a rename, a name taken by a new static record, the static record
+        // reloaded away (the lease gets its name back), a release.
+        step(&|n| n.apply_at(UnixTime(1000), &[lease("desk")]));
+        step(&|n| n.apply_at(UnixTime(1001), &[lease("desk2")]));
+        step(&|n| {
+            n.set_hosts_records(vec![crate::config::DnsRecord {
+                name: "desk2.lan".to_string(),
+                data: RecordData::A(Ipv4Addr::new(10, 0, 0, 40)),
+            }])
+        });
+        step(&|n| n.set_hosts_records(vec![]));
+        step(&|n| {
+            n.apply_at(
+                UnixTime(1002),
+                &[LeaseChange::Remove {
+                    ip: Ipv4Addr::new(10, 0, 0, 10),
+                    reason: crate::lease::RemoveReason::Released,
+                }],
+            )
+        });
+        assert!(
+            seen.windows(2).all(|w| w[1] > w[0]),
+            "serials must increase: {seen:?}"
+        );
+        // A renewal that changes nothing but the expiry keeps the serial.
+        let before = soa_serial(&z);
+        shared.write().expect("lock").apply(&[lease("desk2")]);
+        let renewed = soa_serial(&z);
+        shared.write().expect("lock").apply(&[lease("desk2")]);
+        assert!(renewed > before);
+        assert_eq!(soa_serial(&z), renewed);
     }
 }

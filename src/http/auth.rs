@@ -10,7 +10,6 @@ use std::collections::{HashMap, VecDeque};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
-use base64::Engine as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -53,8 +52,8 @@ pub fn basic_credentials(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
+    let decoded = data_encoding::BASE64
+        .decode(encoded.trim().as_bytes())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
@@ -121,10 +120,7 @@ mod tests {
     #[test]
     fn basic_auth_header() {
         // "router:pa:ss" — the password may contain ':'.
-        let header = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("router:pa:ss")
-        );
+        let header = format!("Basic {}", data_encoding::BASE64.encode(b"router:pa:ss"));
         assert_eq!(
             basic_credentials(&header),
             Some(("router".into(), "pa:ss".into()))

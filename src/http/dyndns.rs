@@ -249,7 +249,6 @@ mod tests {
     use crate::config::Durability;
     use crate::dns::journal::UpdateJournal;
     use crate::dns::names::Names;
-    use base64::Engine as _;
     use std::net::Ipv4Addr;
     use std::sync::RwLock;
 
@@ -287,7 +286,7 @@ mod tests {
     }
 
     fn basic(user: &str, pw: &str) -> String {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"));
+        let token = data_encoding::BASE64.encode(format!("{user}:{pw}").as_bytes());
         format!("Basic {token}")
     }
 

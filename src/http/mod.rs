@@ -238,7 +238,6 @@ mod tests {
     use crate::dns::dynamic::DynamicStore;
     use crate::dns::journal::UpdateJournal;
     use crate::dns::names::Names;
-    use base64::Engine as _;
     use std::path::PathBuf;
     use std::sync::RwLock;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -288,7 +287,7 @@ mod tests {
         let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let mut req = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         if let Some((u, p)) = auth {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            let token = data_encoding::BASE64.encode(format!("{u}:{p}").as_bytes());
             req.push_str(&format!("Authorization: Basic {token}\r\n"));
         }
         req.push_str("\r\n");

@@ -3,7 +3,7 @@
 //!
 //! Every change costs O(1) (hash maps) plus O(log n) (the expiry set).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
 
 use crate::clock::UnixTime;
@@ -24,6 +24,9 @@ pub struct LeaseTable {
     by_client: HashMap<ClientId, Vec<Ipv4Addr>>,
     by_expiry: BTreeSet<(UnixTime, Ipv4Addr)>,
     previous: Previous,
+    /// Addresses that have had a bound or declined lease since the table was built (at most
+    /// one entry per address the pools hold).
+    used: HashSet<Ipv4Addr>,
 }
 
 impl Default for LeaseTable {
@@ -44,6 +47,7 @@ impl LeaseTable {
             by_client: HashMap::new(),
             by_expiry: BTreeSet::new(),
             previous: Previous::new(memory),
+            used: HashSet::new(),
         }
     }
 
@@ -68,6 +72,9 @@ impl LeaseTable {
             self.remember(o);
         }
         self.by_expiry.insert((lease.expires, lease.ip));
+        if lease.state != LeaseState::Offered {
+            self.used.insert(lease.ip);
+        }
         if lease.state != LeaseState::Declined {
             let ips = self.by_client.entry(lease.client.clone()).or_default();
             if !ips.contains(&lease.ip) {
@@ -95,6 +102,12 @@ impl LeaseTable {
     /// The address `client` last held, if its lease ended and the memory still has it.
     pub fn previous(&self, client: &ClientId) -> Option<Ipv4Addr> {
         self.previous.get(client)
+    }
+
+    /// Whether `ip` has a lease now or had a bound or declined one since the table was built.
+    /// An address without history may be in use by a host that never asked us (ping check).
+    pub fn has_history(&self, ip: Ipv4Addr) -> bool {
+        self.by_ip.contains_key(&ip) || self.used.contains(&ip)
     }
 
     /// The earliest expiry of any lease (offers and declines included).
@@ -271,6 +284,25 @@ mod tests {
         t.insert(lease(3, 20, 100, LeaseState::Bound));
         t.insert(lease(4, 20, 100, LeaseState::Bound));
         assert_eq!(t.previous(&client(3)), Some(ip(20)));
+    }
+
+    #[test]
+    fn history_remembers_bound_and_declined_addresses_not_offers() {
+        let mut t = LeaseTable::new();
+        assert!(!t.has_history(ip(10)));
+        t.insert(lease(1, 10, 100, LeaseState::Offered));
+        assert!(t.has_history(ip(10)), "a live offer counts while it lasts");
+        t.remove(ip(10));
+        assert!(
+            !t.has_history(ip(10)),
+            "an offer that ended leaves no history"
+        );
+        t.insert(lease(1, 10, 100, LeaseState::Bound));
+        t.remove(ip(10));
+        assert!(t.has_history(ip(10)));
+        t.insert(lease(2, 11, 100, LeaseState::Declined));
+        assert_eq!(t.pop_expired(UnixTime(100)).map(|l| l.ip), Some(ip(11)));
+        assert!(t.has_history(ip(11)));
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn options(lan: &Lan, extra: String) -> ServerOptions {
             ip: lan.addr(5),
             name: "printer".into(),
         }],
-        extra,
+        extra_toml: extra,
         ..ServerOptions::default()
     }
 }
@@ -386,7 +386,6 @@ fn udp_exchange_in(ns: &str, to: SocketAddr, bytes: Vec<u8>) -> Result<Vec<u8>> 
 }
 
 fn skewed_and_replayed_requests_get_badtime(lan: &Lan) -> Result<()> {
-    use base64::Engine as _;
     use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_server::proto::rr::rdata::A;
     use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
@@ -395,7 +394,7 @@ fn skewed_and_replayed_requests_get_badtime(lan: &Lan) -> Result<()> {
     let key = TsigKey {
         name: Name::from_ascii("ddns.")?,
         algorithm: TsigAlgorithm::HmacSha256,
-        secret: base64::engine::general_purpose::STANDARD.decode(SECRET)?,
+        secret: data_encoding::BASE64.decode(SECRET.as_bytes())?,
         fudge: 300,
     };
     let server = SocketAddr::new(lan.server_ip().into(), 53);

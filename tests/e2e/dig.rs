@@ -16,16 +16,40 @@ pub struct Answer {
     pub status: String,
     /// RDATA of every answer record, e.g. `10.51.0.100` or `alpha.lan.`.
     pub records: Vec<String>,
+    /// Header flags, e.g. `qr`, `aa`, `tc`, `rd`, `ra`.
+    pub flags: Vec<String>,
+    /// Authority records as `TYPE RDATA`, e.g. `SOA lan. hostmaster.lan. 7 3600 600 86400 60`.
+    pub authority: Vec<String>,
 }
 
 impl Answer {
     pub fn is_nxdomain(&self) -> bool {
         self.status == "NXDOMAIN"
     }
+
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+
+    /// The SOA record of the authority section (negative answers carry one).
+    pub fn soa(&self) -> Option<&str> {
+        self.authority.iter().find_map(|r| r.strip_prefix("SOA "))
+    }
 }
 
 /// `dig @server +time=1 +tries=3 NAME TYPE` from namespace `from`.
 pub fn query(from: &Host, server: Ipv4Addr, name: &str, rtype: &str) -> Result<Answer> {
+    query_with(from, server, name, rtype, &[])
+}
+
+/// Like `query`, with extra dig options (e.g. `+tcp`, `+bufsize=512`, `+ignore`).
+pub fn query_with(
+    from: &Host,
+    server: Ipv4Addr,
+    name: &str,
+    rtype: &str,
+    options: &[&str],
+) -> Result<Answer> {
     let mut cmd = from.exec("dig");
     cmd.args([
         &format!("@{server}"),
@@ -34,7 +58,9 @@ pub fn query(from: &Host, server: Ipv4Addr, name: &str, rtype: &str) -> Result<A
         "+noall",
         "+comments",
         "+answer",
+        "+authority",
     ]);
+    cmd.args(options);
     if rtype == "PTR" {
         cmd.args(["-x", name]);
     } else {
@@ -46,6 +72,8 @@ pub fn query(from: &Host, server: Ipv4Addr, name: &str, rtype: &str) -> Result<A
         return Ok(Answer {
             status: "NOREPLY".into(),
             records: Vec::new(),
+            flags: Vec::new(),
+            authority: Vec::new(),
         });
     }
     if !out.status.success() {
@@ -105,7 +133,7 @@ pub fn assert_resolves(from: &Host, server: Ipv4Addr, fqdn: &str, ip: Ipv4Addr) 
     Ok(())
 }
 
-/// Parses `dig +noall +comments +answer` output.
+/// Parses `dig +noall +comments +answer +authority` output.
 fn parse(text: &str) -> Result<Answer> {
     let status = text
         .lines()
@@ -115,16 +143,39 @@ fn parse(text: &str) -> Result<Answer> {
     let Some(status) = status else {
         bail!("no status in dig output: {text}");
     };
-    let records = text
+    let flags = text
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with(';'))
-        .filter_map(|l| {
-            // name TTL class type rdata...
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            (fields.len() >= 5).then(|| fields[4..].join(" "))
-        })
-        .collect();
-    Ok(Answer { status, records })
+        .find_map(|l| l.strip_prefix(";; flags: "))
+        .and_then(|rest| rest.split(';').next())
+        .map(|f| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let (mut records, mut authority) = (Vec::new(), Vec::new());
+    let mut in_authority = false;
+    for line in text.lines() {
+        if line.starts_with(";; ") && line.ends_with("SECTION:") {
+            in_authority = line.contains("AUTHORITY");
+            continue;
+        }
+        if line.trim().is_empty() || line.starts_with(';') {
+            continue;
+        }
+        // name TTL class type rdata...
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 5 {
+            continue;
+        }
+        if in_authority {
+            authority.push(fields[3..].join(" "));
+        } else {
+            records.push(fields[4..].join(" "));
+        }
+    }
+    Ok(Answer {
+        status,
+        records,
+        flags,
+        authority,
+    })
 }
 
 #[cfg(test)]
@@ -138,9 +189,23 @@ mod tests {
         let answer = parse(text).expect("parses");
         assert_eq!(answer.status, "NOERROR");
         assert_eq!(answer.records, vec!["10.51.0.100".to_string()]);
+        assert!(answer.has_flag("aa") && !answer.has_flag("tc"));
+        assert_eq!(answer.soa(), None);
 
         let nx = parse(";; ->>HEADER<<- opcode: QUERY, status: NXDOMAIN, id: 2\n").expect("parses");
         assert!(nx.is_nxdomain());
         assert!(nx.records.is_empty());
+
+        let nodata = parse(
+            ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 3\n\
+             ;; flags: qr aa rd tc; QUERY: 1, ANSWER: 0, AUTHORITY: 1\n\n\
+             ;; AUTHORITY SECTION:\nlan.\t\t60\tIN\tSOA\tlan. hostmaster.lan. 7 3600 600 86400 60\n",
+        )
+        .expect("parses");
+        assert!(nodata.records.is_empty() && nodata.has_flag("tc"));
+        assert_eq!(
+            nodata.soa(),
+            Some("lan. hostmaster.lan. 7 3600 600 86400 60")
+        );
     }
 }

@@ -175,3 +175,56 @@ fn leasedns_two_clients_at_once_get_distinct_addresses_and_names() -> Result<()>
     second.stop()?;
     stop_cleanly(&mut server)
 }
+
+/// The TTL dig shows for `name` A (second column of the answer line).
+fn a_ttl(lan: &Lan, server: Ipv4Addr, name: &str) -> Result<u32> {
+    let out = lan
+        .probe
+        .exec("dig")
+        .args([
+            &format!("@{server}"),
+            name,
+            "A",
+            "+noall",
+            "+answer",
+            "+time=1",
+            "+tries=2",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .with_context(|| format!("no answer for {name}: {text}"))?;
+    let ttl = line.split_whitespace().nth(1).context("no TTL column")?;
+    Ok(ttl.parse()?)
+}
+
+#[test]
+fn leasedns_expired_lease_leaves_dns_and_ttl_never_outlives_it() -> Result<()> {
+    let lan = Lan::new("ex", 7, 1)?;
+    let opts = ServerOptions {
+        lease_time: 12,
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(&lan, &opts)?;
+    let srv = lan.server_ip();
+
+    let mut client = Udhcpc::new(&lan, 0, "zeta")?;
+    let ip = logged(&server, client.obtain())?;
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "zeta.lan", ip),
+    )?;
+    let ttl = a_ttl(&lan, srv, "zeta.lan")?;
+    ensure!(ttl <= 12, "TTL {ttl} is longer than the 12 s lease");
+
+    // The client vanishes without a RELEASE: the name must go when the lease runs out.
+    client.stop()?;
+    logged(
+        &server,
+        dig::wait_gone(&lan.probe, srv, "zeta.lan", ip, Duration::from_secs(20)),
+    )
+    .context("the name outlived its lease")?;
+    stop_cleanly(&mut server)
+}

@@ -1,10 +1,15 @@
-//! End-to-end tests: network-namespace LANs with real DHCP clients (dhclient, udhcpc) against the
-//! leasedns binary, answers checked with dig. Needs root; never touches the host's interfaces,
-//! resolver or host name. `harness_selftest` proves the harness against dnsmasq.
+//! End-to-end tests: network-namespace LANs with real DHCP clients (dhclient, udhcpc, dhcpcd;
+//! plus dhcrelay, nmap and perfdhcp) against the leasedns binary, answers checked with dig. Needs
+//! root; never touches the host's interfaces, resolver or host name. `harness_selftest` proves
+//! the harness against dnsmasq.
 //!
 //! Run: `cargo test --test e2e` as root. Tests run in parallel: each builds its own LAN named
-//! `ld<tag><pid><seq>-*` on 10.(50+index).0.0/24. Indices in use: 1 harness self-test,
-//! 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two clients, 60-62 dynamic DNS (ddns_in).
+//! `ld<tag><pid><seq>-*` on 10.(50+index).0.0/24 (a relayed segment: 10.(50+index).1.0/24).
+//! Indices in use: 1 harness self-test, 2 dhclient, 3 udhcpc, 4 restart, 5 reservation, 6 two
+//! clients; issue 3: 20 dhcpcd, 21-23 renewals, 24 options (nmap), 25 relay, 26 moved client,
+//! 27 perfdhcp, 28 hostile packets, 29 rapid commit, 30 classes and per-host options, 31 ping
+//! check, 32 non-authoritative relayed subnet;
+//! 50-53 dns; 60-62 inbound dynamic DNS (nsupdate, ddclient); 70-72 outbound DDNS (BIND).
 
 mod clients;
 mod dig;
@@ -14,5 +19,12 @@ mod server;
 
 mod check_config;
 mod ddns_in;
+mod ddns_out;
+mod dhcp_clients;
+mod dns;
 mod harness_selftest;
+mod hostile;
 mod leasedns_lan;
+mod options;
+mod relay;
+mod reload;

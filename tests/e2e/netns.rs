@@ -33,6 +33,12 @@ impl Host {
         netns_exec(&self.ns, program)
     }
 
+    /// Adds a static `ip/24` on `eth0` (e.g. to run another server on the LAN).
+    pub fn add_addr(&self, address: Ipv4Addr) -> Result<()> {
+        let addr = format!("{address}/24");
+        ip(&["-n", &self.ns, "addr", "add", &addr, "dev", IFACE])
+    }
+
     /// The IPv4 address on `eth0`, if any.
     pub fn ipv4(&self) -> Result<Option<Ipv4Addr>> {
         let out = run_ok(
@@ -271,7 +277,144 @@ impl Drop for Lan {
     }
 }
 
-fn ip(args: &[&str]) -> Result<()> {
+/// A second LAN behind a router namespace: the router's `eth0` is on the main LAN with
+/// `10.(50+index).0.254`, its `eth1` is on this segment's bridge with `.1` of
+/// `10.(50+index).<sub>.0/24`, and the server namespace routes the segment via the router.
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// The third octet of the segment's network.
+    pub sub: u8,
+    pub bridge_ns: String,
+    pub router: Host,
+    pub clients: Vec<Host>,
+}
+
+/// The router's interface on the segment.
+pub const ROUTER_DOWN: &str = "eth1";
+
+impl Segment {
+    /// `10.(50+index).<sub>.<last>`.
+    pub fn addr(&self, lan: &Lan, last: u8) -> Ipv4Addr {
+        let [a, b, _] = lan.net();
+        Ipv4Addr::new(a, b, self.sub, last)
+    }
+
+    /// The router's address on the segment (the relay's giaddr): `.1`.
+    pub fn gateway(&self, lan: &Lan) -> Ipv4Addr {
+        self.addr(lan, 1)
+    }
+
+    pub fn network(&self, lan: &Lan) -> String {
+        format!("{}/24", self.addr(lan, 0))
+    }
+}
+
+impl Lan {
+    /// The router's address on the main LAN.
+    pub fn router_ip(&self) -> Ipv4Addr {
+        self.addr(254)
+    }
+
+    /// Adds a segment `10.(50+index).<sub>.0/24` with `clients` client namespaces behind a new
+    /// router namespace (forwarding on), and a route to it from the server namespace.
+    pub fn add_segment(&mut self, sub: u8, clients: usize) -> Result<Segment> {
+        let prefix = format!("{}-s{sub}", self.name);
+        let index = self.index;
+        let mac = move |n: u8| format!("02:1d:{sub:02x}:{index:02x}:00:{n:02x}");
+        let seg = Segment {
+            sub,
+            bridge_ns: format!("{prefix}br"),
+            router: Host {
+                ns: format!("{prefix}rt"),
+                mac: mac(0xfe),
+            },
+            clients: (0..clients)
+                .map(|i| Host {
+                    ns: format!("{prefix}c{i}"),
+                    mac: mac(0x10 + i as u8),
+                })
+                .collect(),
+        };
+        self.add_ns(&seg.bridge_ns)?;
+        ip(&[
+            "-n",
+            &seg.bridge_ns,
+            "link",
+            "add",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ])?;
+        ip(&["-n", &seg.bridge_ns, "link", "set", "br0", "up"])?;
+        // The router: eth0 on the main LAN, eth1 on the segment.
+        let rt = seg.router.clone();
+        self.add_ns(&rt.ns)?;
+        self.write_resolv_conf(&rt.ns)?;
+        self.plug(
+            &rt.ns,
+            IFACE,
+            &rt.mac,
+            &self.bridge_ns.clone(),
+            &format!("r{sub}"),
+        )?;
+        self.plug(&rt.ns, ROUTER_DOWN, &mac(0xfd), &seg.bridge_ns, "uplink")?;
+        let up = format!("{}/24", self.router_ip());
+        ip(&["-n", &rt.ns, "addr", "add", &up, "dev", IFACE])?;
+        let down = format!("{}/24", seg.gateway(self));
+        ip(&["-n", &rt.ns, "addr", "add", &down, "dev", ROUTER_DOWN])?;
+        run_ok(
+            netns_exec(&rt.ns, "sysctl").args(["-q", "-w", "net.ipv4.ip_forward=1"]),
+            CMD,
+        )?;
+        let via = self.router_ip().to_string();
+        ip(&[
+            "-n",
+            &self.server.ns,
+            "route",
+            "add",
+            &seg.network(self),
+            "via",
+            &via,
+        ])?;
+        for (i, h) in seg.clients.iter().enumerate() {
+            self.add_ns(&h.ns)?;
+            self.write_resolv_conf(&h.ns)?;
+            self.plug(&h.ns, IFACE, &h.mac, &seg.bridge_ns, &format!("p{i}"))?;
+        }
+        Ok(seg)
+    }
+
+    /// A veth pair: `iface` (with `mac`) in `ns`, `port` enslaved to `br0` in `bridge_ns`.
+    fn plug(&self, ns: &str, iface: &str, mac: &str, bridge_ns: &str, port: &str) -> Result<()> {
+        ip(&[
+            "link", "add", iface, "address", mac, "netns", ns, "type", "veth", "peer", "name",
+            port, "netns", bridge_ns,
+        ])?;
+        ip(&["-n", bridge_ns, "link", "set", port, "master", "br0", "up"])?;
+        ip(&["-n", ns, "link", "set", iface, "up"])
+    }
+
+    /// Unplugs `host`'s `eth0` from its LAN and plugs a new `eth0` with the same MAC into
+    /// `seg`'s bridge: the client moved to another network, keeping its lease files.
+    pub fn move_to_segment(&self, host: &Host, seg: &Segment) -> Result<()> {
+        ip(&["-n", &host.ns, "link", "del", IFACE])?;
+        let port = format!("m{}", host.mac.rsplit(':').next().unwrap_or("0"));
+        self.plug(&host.ns, IFACE, &host.mac, &seg.bridge_ns, &port)
+    }
+
+    /// Gives client `i` another MAC address (e.g. one matching a class's prefix).
+    pub fn set_mac(&mut self, i: usize, mac: &str) -> Result<()> {
+        let host = self.clients.get_mut(i).context("no such client")?;
+        ip(&["-n", &host.ns, "link", "set", IFACE, "address", mac])?;
+        host.mac = mac.to_string();
+        Ok(())
+    }
+}
+
+/// `ip ARGS...`, failing with its output on a non-zero exit.
+pub fn ip(args: &[&str]) -> Result<()> {
     run_ok(Command::new("ip").args(args), CMD).map(|_| ())
 }
 

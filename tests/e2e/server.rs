@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use crate::netns::{Host, IFACE, Lan};
 use crate::proc::Daemon;
+use std::net::Ipv4Addr;
 
 /// How long a server may take to become ready.
 const READY_WAIT: Duration = Duration::from_secs(10);
@@ -38,8 +39,15 @@ pub struct ServerOptions {
     pub durability: &'static str,
     pub lease_time: u32,
     pub hosts: Vec<Reservation>,
-    /// TOML appended to the config as is (top-level tables such as `[[tsig_key]]`).
-    pub extra: String,
+    /// TOML lines added to the `[dns]` table (e.g. `upstreams = [...]`).
+    pub dns_extra: String,
+    /// Raw TOML lines for the top level (before `[dns]`), e.g. `ping_check = true`.
+    pub global_toml: String,
+    /// Raw TOML lines appended to the LAN's own `[[subnet]]` table (keys first, then any
+    /// `[[subnet.option]]` tables), e.g. `ntp_servers = ["10.50.0.1"]`.
+    pub subnet_toml: String,
+    /// Raw TOML appended at the end: more `[[subnet]]`, `[[class]]` or `[[host]]` tables.
+    pub extra_toml: String,
 }
 
 impl Default for ServerOptions {
@@ -49,7 +57,10 @@ impl Default for ServerOptions {
             durability: "none",
             lease_time: 600,
             hosts: Vec::new(),
-            extra: String::new(),
+            dns_extra: String::new(),
+            global_toml: String::new(),
+            subnet_toml: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -70,13 +81,17 @@ impl Server {
         let lease_file = lan.path("leases.journal");
         let config = lan.path("leasedns.toml");
         std::fs::write(&config, render_config(lan, opts, &lease_file))?;
+        // A second server on the same LAN must not read the first one's log as its own.
+        let earlier = (1..)
+            .take_while(|n| lan.path(&format!("leasedns.{n}.log")).exists())
+            .count();
         let mut server = Server {
             host: lan.server.clone(),
             config,
             lease_file,
             dir: lan.path(""),
             daemon: None,
-            runs: 0,
+            runs: u32::try_from(earlier).unwrap_or(u32::MAX),
         };
         server.spawn()?;
         Ok(server)
@@ -89,7 +104,8 @@ impl Server {
         cmd.arg("run")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "debug");
+            .env("RUST_LOG", "debug")
+            .env("LEASEDNS_LOG", "info,leasedns=debug");
         let mut daemon = Daemon::spawn("leasedns", &mut cmd, &log)?;
         let ready = daemon.wait_for_log("leasedns ready", READY_WAIT);
         self.daemon = Some(daemon);
@@ -116,10 +132,40 @@ impl Server {
         self.spawn()
     }
 
+    /// Writes `config_text` over the config file, sends SIGHUP and waits until the log shows
+    /// the outcome: `Ok(true)` reloaded, `Ok(false)` rejected (the old config stays).
+    pub fn reload(&mut self, config_text: &str) -> Result<bool> {
+        std::fs::write(&self.config, config_text)?;
+        let daemon = self.daemon.as_mut().context("leasedns is not running")?;
+        let (ok_before, bad_before) = count_reloads(&daemon.log());
+        daemon.signal(nix::sys::signal::Signal::SIGHUP)?;
+        crate::proc::poll(Duration::from_secs(5), || {
+            let (ok, bad) = count_reloads(&daemon.log());
+            Ok((ok > ok_before || bad > bad_before).then_some(ok > ok_before))
+        })
+        .with_context(|| format!("no reload outcome in the log:\n{}", daemon.log()))
+    }
+
+    /// Fails (with the log) if leasedns has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        match self.daemon.as_mut() {
+            Some(daemon) => daemon.check_running(),
+            None => bail!("leasedns is not running"),
+        }
+    }
+
     /// The log of the current (or last) run.
     pub fn log(&self) -> String {
         self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
     }
+}
+
+/// How many reloads the log shows as done and as rejected.
+fn count_reloads(log: &str) -> (usize, usize) {
+    (
+        log.matches("reloaded ").count(),
+        log.matches("reload rejected").count(),
+    )
 }
 
 /// The TOML config for `lan` (format: conf/leasedns.toml).
@@ -128,7 +174,7 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
     let srv = lan.server_ip();
     let mut s = format!(
         "domain = \"{domain}\"\ninterfaces = [\"{IFACE}\"]\nlease_file = \"{lease}\"\n\
-         durability = \"{durability}\"\n\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n\n\
+         durability = \"{durability}\"\n{global}\n[dns]\nlisten = [\"{srv}:53\"]\nttl = 60\n{dns_extra}\n\
          [[subnet]]\nnetwork = \"{network}\"\npool_start = \"{start}\"\npool_end = \"{end}\"\n\
          router = \"{srv}\"\ndns_servers = [\"{srv}\"]\nlease_time = {lease_time}\ninterface = \"{IFACE}\"\n\
          authoritative = true\n",
@@ -137,7 +183,10 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
         durability = opts.durability,
         network = lan.network(),
         lease_time = opts.lease_time,
+        dns_extra = opts.dns_extra,
+        global = opts.global_toml,
     );
+    s.push_str(&opts.subnet_toml);
     for h in &opts.hosts {
         let _ = write!(
             s,
@@ -146,7 +195,7 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
         );
     }
     s.push('\n');
-    s.push_str(&opts.extra);
+    s.push_str(&opts.extra_toml);
     s
 }
 
@@ -195,5 +244,53 @@ impl Dnsmasq {
 
     pub fn stop(&mut self) -> Result<ExitStatus> {
         self.daemon.terminate(STOP_WAIT)
+    }
+}
+
+/// dnsmasq as a plain upstream DNS server on one LAN address: answers every name under
+/// `domain` with `answer` (TTL 300 so a forwarder may cache it) and logs every query it sees.
+pub struct Upstream {
+    daemon: Daemon,
+}
+
+impl Upstream {
+    pub fn start(
+        lan: &Lan,
+        host: &Host,
+        ip: Ipv4Addr,
+        domain: &str,
+        answer: Ipv4Addr,
+    ) -> Result<Upstream> {
+        let mut cmd = host.exec("dnsmasq");
+        cmd.args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            &format!("--listen-address={ip}"),
+            "--bind-interfaces",
+            &format!("--address=/{domain}/{answer}"),
+            "--local-ttl=300",
+            "--log-queries",
+            "--log-facility=-",
+            "--user=root",
+        ]);
+        cmd.arg(format!("--pid-file={}", lan.path("upstream.pid").display()));
+        let mut daemon = Daemon::spawn("dnsmasq upstream", &mut cmd, &lan.path("upstream.log"))?;
+        daemon.wait_for_log("started, version", READY_WAIT)?;
+        Ok(Upstream { daemon })
+    }
+
+    /// How many queries for `name` (any type) reached this server.
+    pub fn queries(&self, name: &str) -> usize {
+        let needle = format!("] {name} from");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("query[") && l.contains(&needle))
+            .count()
+    }
+
+    pub fn log(&self) -> String {
+        self.daemon.log()
     }
 }

@@ -1,0 +1,402 @@
+//! The pending-update queue on disk, so updates not yet acknowledged by a primary survive a
+//! restart. Owns one append-only file; knows nothing of DNS messages or sockets, never reads the
+//! clock.
+//!
+//! # Format
+//! The lease journal's line format: `<crc32 of payload, 8 lowercase hex> <payload>\n`.
+//! - `J <seq> <add|remove|remove-ptr> <ip> <expires> <fqdn> <dhcid hex>`: a job was queued.
+//! - `D <seq>`: job `seq` is finished (acknowledged, or dropped after a permanent error).
+//!
+//! On open the jobs without a `D` are pending, in `seq` order. A bad line ends the file (the
+//! rest is a torn write); the file is then rewritten with only the pending jobs. It is emptied
+//! whenever the queue drains, and rewritten when finished records dominate it.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::clock::UnixTime;
+use crate::config::Durability;
+use crate::ddns::update::{Job, Op};
+
+/// Rewrite the file once it holds this many records and mostly finished ones.
+const COMPACT_AT: u64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+pub struct Queue {
+    path: PathBuf,
+    file: File,
+    durability: Durability,
+    next_seq: u64,
+    pending: VecDeque<(u64, Job)>,
+    /// Records in the file now.
+    records: u64,
+}
+
+impl Queue {
+    /// Opens (creating if needed) the queue at `path` and loads the pending jobs.
+    pub fn open(path: &Path, durability: Durability) -> Result<Queue, QueueError> {
+        let bytes = match fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => return Err(io_err(path, source)),
+        };
+        let (pending, next_seq) = replay(path, &bytes);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io_err(path, e))?;
+        let mut q = Queue {
+            path: path.to_path_buf(),
+            file,
+            durability,
+            next_seq,
+            pending,
+            records: 0,
+        };
+        q.rewrite()?;
+        Ok(q)
+    }
+
+    /// Appends `jobs` (one write, one sync). They are queued in memory even if the write fails.
+    pub fn push(&mut self, jobs: Vec<Job>) -> Result<(), QueueError> {
+        let mut out = String::new();
+        for job in jobs {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            push_record(&mut out, &job_payload(seq, &job));
+            self.pending.push_back((seq, job));
+            self.records += 1;
+        }
+        self.append(&out)
+    }
+
+    /// The oldest pending job.
+    pub fn front(&self) -> Option<&Job> {
+        self.pending.front().map(|(_, j)| j)
+    }
+
+    /// The oldest job is finished: forget it.
+    pub fn pop(&mut self) -> Result<(), QueueError> {
+        let Some((seq, _)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        if self.pending.is_empty() {
+            return self.rewrite();
+        }
+        if self.records >= COMPACT_AT && self.records > 4 * self.pending.len() as u64 {
+            return self.rewrite();
+        }
+        let mut out = String::new();
+        push_record(&mut out, &format!("D {seq}"));
+        self.records += 1;
+        self.append(&out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn append(&mut self, text: &str) -> Result<(), QueueError> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(text.as_bytes())
+            .map_err(|e| io_err(&self.path, e))?;
+        self.sync()
+    }
+
+    fn sync(&self) -> Result<(), QueueError> {
+        match self.durability {
+            Durability::Fsync => self.file.sync_data().map_err(|e| io_err(&self.path, e)),
+            Durability::None => Ok(()),
+        }
+    }
+
+    /// Replaces the file with only the pending jobs (written aside, synced, renamed).
+    fn rewrite(&mut self) -> Result<(), QueueError> {
+        let mut out = String::new();
+        for (seq, job) in &self.pending {
+            push_record(&mut out, &job_payload(*seq, job));
+        }
+        let mut tmp_path = self.path.as_os_str().to_owned();
+        tmp_path.push(".tmp");
+        let tmp_path = PathBuf::from(tmp_path);
+        let mut tmp = File::create(&tmp_path).map_err(|e| io_err(&tmp_path, e))?;
+        tmp.write_all(out.as_bytes())
+            .map_err(|e| io_err(&tmp_path, e))?;
+        if self.durability == Durability::Fsync {
+            tmp.sync_data().map_err(|e| io_err(&tmp_path, e))?;
+        }
+        fs::rename(&tmp_path, &self.path).map_err(|e| io_err(&self.path, e))?;
+        if self.durability == Durability::Fsync
+            && let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
+        {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_err(dir, e))?;
+        }
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| io_err(&self.path, e))?;
+        self.records = self.pending.len() as u64;
+        Ok(())
+    }
+}
+
+/// The pending jobs in `bytes` and the next free sequence number.
+fn replay(path: &Path, bytes: &[u8]) -> (VecDeque<(u64, Job)>, u64) {
+    let mut pending: VecDeque<(u64, Job)> = VecDeque::new();
+    let mut next_seq = 1;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let parsed = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => parse_line(&rest[..end]).map(|r| (r, end)),
+            None => Err("torn last record (no newline)".to_string()),
+        };
+        match parsed {
+            Ok((Record::Job(seq, job), end)) => {
+                next_seq = next_seq.max(seq + 1);
+                pending.push_back((seq, job));
+                pos += end + 1;
+            }
+            Ok((Record::Done(seq), end)) => {
+                pending.retain(|(s, _)| *s != seq);
+                pos += end + 1;
+            }
+            Err(reason) => {
+                tracing::warn!(file = %path.display(), offset = pos, "DDNS queue cut here: {reason}");
+                break;
+            }
+        }
+    }
+    (pending, next_seq)
+}
+
+#[derive(Debug)]
+enum Record {
+    Job(u64, Job),
+    Done(u64),
+}
+
+fn push_record(out: &mut String, payload: &str) {
+    let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
+}
+
+fn job_payload(seq: u64, job: &Job) -> String {
+    let op = match job.op {
+        Op::Add => "add",
+        Op::Remove => "remove",
+        Op::RemoveReverse => "remove-ptr",
+    };
+    let mut hex = String::with_capacity(job.dhcid.len() * 2);
+    for b in &job.dhcid {
+        let _ = write!(hex, "{b:02x}");
+    }
+    format!(
+        "J {seq} {op} {} {} {} {hex}",
+        job.ip, job.expires.0, job.fqdn
+    )
+}
+
+fn parse_line(line: &[u8]) -> Result<Record, String> {
+    let (crc, payload) = match (line.get(..8), line.get(8), line.get(9..)) {
+        (Some(crc), Some(b' '), Some(payload)) => (crc, payload),
+        _ => return Err("no checksum field".into()),
+    };
+    let crc = std::str::from_utf8(crc)
+        .ok()
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .ok_or("bad checksum field")?;
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let payload = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8")?;
+    let fields: Vec<&str> = payload.split(' ').collect();
+    let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
+    match fields.as_slice() {
+        ["D", seq] => Ok(Record::Done(num(seq)?)),
+        ["J", seq, op, ip, expires, fqdn, hex] => Ok(Record::Job(
+            num(seq)?,
+            Job {
+                op: match *op {
+                    "add" => Op::Add,
+                    "remove" => Op::Remove,
+                    "remove-ptr" => Op::RemoveReverse,
+                    other => return Err(format!("bad operation {other:?}")),
+                },
+                ip: ip
+                    .parse::<Ipv4Addr>()
+                    .map_err(|_| format!("bad address {ip:?}"))?,
+                expires: UnixTime(num(expires)?),
+                fqdn: fqdn.to_string(),
+                dhcid: unhex(hex).ok_or_else(|| format!("bad hex {hex:?}"))?,
+            },
+        )),
+        _ => Err("unknown record".into()),
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn io_err(path: &Path, source: io::Error) -> QueueError {
+    QueueError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(op: Op, last: u8, name: &str) -> Job {
+        Job {
+            op,
+            fqdn: format!("{name}.lan"),
+            ip: Ipv4Addr::new(10, 0, 0, last),
+            dhcid: vec![0, 0, 1, last, 0xff],
+            expires: UnixTime(1000 + u64::from(last)),
+        }
+    }
+
+    fn open(path: &Path) -> Queue {
+        Queue::open(path, Durability::Fsync).expect("opens")
+    }
+
+    fn drain(q: &mut Queue) -> Vec<Job> {
+        let mut out = Vec::new();
+        while let Some(j) = q.front().cloned() {
+            out.push(j);
+            q.pop().expect("pops");
+        }
+        out
+    }
+
+    #[test]
+    fn pending_jobs_survive_a_restart_in_order_and_finished_ones_do_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases.ddns");
+        let mut q = open(&path);
+        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")])
+            .expect("push");
+        q.push(vec![job(Op::Remove, 100, "a")]).expect("push");
+        q.pop().expect("a acknowledged");
+        drop(q);
+
+        let mut q = open(&path);
+        assert_eq!(q.len(), 2);
+        q.push(vec![job(Op::RemoveReverse, 102, "c")])
+            .expect("push");
+        assert_eq!(
+            drain(&mut q),
+            vec![
+                job(Op::Add, 101, "b"),
+                job(Op::Remove, 100, "a"),
+                job(Op::RemoveReverse, 102, "c")
+            ]
+        );
+        assert_eq!(
+            fs::metadata(&path).expect("file").len(),
+            0,
+            "emptied when drained"
+        );
+        drop(q);
+        assert!(open(&path).is_empty());
+    }
+
+    #[test]
+    fn torn_or_corrupt_tail_keeps_the_records_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut q = open(&path);
+        q.push(vec![job(Op::Add, 100, "a"), job(Op::Add, 101, "b")])
+            .expect("push");
+        drop(q);
+        let text = fs::read_to_string(&path).expect("read");
+        // Corrupt the second record's payload; then a torn third line.
+        let corrupt = text.replacen("b.lan", "x.lan", 1) + "0000";
+        fs::write(&path, corrupt).expect("write");
+        let q = open(&path);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.front(), Some(&job(Op::Add, 100, "a")));
+        let rewritten = fs::read_to_string(&path).expect("read");
+        assert_eq!(rewritten.lines().count(), 1, "rewritten without the damage");
+    }
+
+    #[test]
+    fn sequence_numbers_continue_after_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut q = open(&path);
+        q.push(vec![job(Op::Add, 1, "a"), job(Op::Add, 2, "b")])
+            .expect("push");
+        q.pop().expect("pop");
+        drop(q);
+        let mut q = open(&path);
+        q.push(vec![job(Op::Add, 3, "c")]).expect("push");
+        q.pop().expect("pop b");
+        drop(q);
+        // If "c" had reused b's number, b's D record would have removed it.
+        let q = open(&path);
+        assert_eq!(q.front(), Some(&job(Op::Add, 3, "c")));
+    }
+
+    #[test]
+    fn a_long_outage_compacts_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("q");
+        let mut q = Queue::open(&path, Durability::None).expect("opens");
+        q.push(vec![job(Op::Add, 1, "keep")]).expect("push");
+        for i in 0..1200u32 {
+            q.push(vec![job(Op::Add, (i % 200) as u8 + 2, "x")])
+                .expect("push");
+        }
+        // Everything but "keep" and the newest few finishes.
+        for _ in 0..1198 {
+            let front = q.front().cloned().expect("job");
+            q.pop().expect("pop");
+            if front.fqdn == "keep.lan" {
+                q.push(vec![front]).expect("requeue");
+            }
+        }
+        let lines = fs::read_to_string(&path).expect("read").lines().count();
+        assert!(lines < 1000, "{lines} records for {} pending", q.len());
+        drop(q);
+        assert_eq!(
+            Queue::open(&path, Durability::None).expect("opens").len(),
+            4
+        );
+    }
+
+    #[test]
+    fn garbage_lines_never_panic() {
+        for line in ["", "x", "12345678", "zzzzzzzz J", "00000000 J 1 add"] {
+            assert!(parse_line(line.as_bytes()).is_err(), "{line:?}");
+        }
+    }
+}
