@@ -202,6 +202,102 @@ pub struct DnsConfig {
     pub hosts_file: Option<PathBuf>,
     /// Answer a bare name ("laptop.") as if it were "laptop.<domain>" (as dnsmasq does).
     pub expand_bare_names: bool,
+    /// `[[tsig_key]]`: keys that may send RFC 2136 UPDATEs, each with its policy.
+    pub tsig_keys: Vec<TsigKeyConfig>,
+    /// Where dynamic records (UPDATE, DynDNS2) are journaled; `<lease_file>.dns` by default.
+    pub update_journal: Option<PathBuf>,
+    /// `[http]`: the DynDNS2 listener.
+    pub http: HttpConfig,
+    /// `[[dyndns_user]]`: who may update which names over DynDNS2.
+    pub dyndns_users: Vec<DynDnsUser>,
+}
+
+/// Which names an update rule covers. Names are lowercase, without trailing dot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NameMatch {
+    /// Exactly this name.
+    Exact(String),
+    /// This name and every name below it.
+    Subtree(String),
+    /// Any name whose leftmost labels are these, e.g. "_acme-challenge" covers
+    /// "_acme-challenge.www.lan".
+    Prefix(String),
+}
+
+impl NameMatch {
+    /// `fqdn`: lowercase, without trailing dot.
+    pub fn matches(&self, fqdn: &str) -> bool {
+        match self {
+            NameMatch::Exact(n) => fqdn == n,
+            NameMatch::Subtree(n) => {
+                fqdn == n
+                    || fqdn
+                        .strip_suffix(n.as_str())
+                        .is_some_and(|r| r.ends_with('.'))
+            }
+            NameMatch::Prefix(p) => fqdn
+                .strip_prefix(p.as_str())
+                .is_some_and(|r| r.starts_with('.') && r.len() > 1),
+        }
+    }
+}
+
+/// One `allow` entry of a TSIG key: names and the record types it may change there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateRule {
+    pub names: NameMatch,
+    pub types: Vec<hickory_server::proto::rr::RecordType>,
+}
+
+/// A TSIG key and what it may change (`[[tsig_key]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TsigKeyConfig {
+    /// The key name as clients send it, lowercase, without trailing dot.
+    pub name: String,
+    pub algorithm: hickory_server::proto::rr::rdata::tsig::TsigAlgorithm,
+    pub secret: Vec<u8>,
+    /// Allowed clock difference, seconds.
+    pub fudge: u16,
+    pub allow: Vec<UpdateRule>,
+    /// May change names that the config or a lease holds.
+    pub may_override: bool,
+}
+
+/// The DynDNS2 HTTP listener (`[http]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Empty: no HTTP server.
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain and private key: serve HTTPS instead of HTTP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Requests per user per minute before `abuse`.
+    pub rate_limit: u32,
+    /// TTL of the records DynDNS2 writes.
+    pub ttl: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            rate_limit: 10,
+            ttl: 60,
+        }
+    }
+}
+
+/// A DynDNS2 account (`[[dyndns_user]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DynDnsUser {
+    pub name: String,
+    /// An Argon2 PHC string (`leasedns hash-password`).
+    pub password_hash: String,
+    /// The names it may update, lowercase, without trailing dot.
+    pub hosts: Vec<String>,
+    pub may_override: bool,
 }
 
 impl Default for DnsConfig {
@@ -215,6 +311,10 @@ impl Default for DnsConfig {
             records: Vec::new(),
             hosts_file: None,
             expand_bare_names: false,
+            tsig_keys: Vec::new(),
+            update_journal: None,
+            http: HttpConfig::default(),
+            dyndns_users: Vec::new(),
         }
     }
 }
@@ -449,6 +549,57 @@ mod raw {
         pub exhausted_warn_interval: Option<u32>,
         #[serde(default)]
         pub class: Vec<Spanned<Class>>,
+        #[serde(default)]
+        pub tsig_key: Vec<Spanned<TsigKey>>,
+        #[serde(default)]
+        pub http: Option<Http>,
+        #[serde(default)]
+        pub dyndns_user: Vec<Spanned<DynDnsUser>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct TsigKey {
+        pub name: Spanned<String>,
+        pub algorithm: Spanned<String>,
+        pub secret: Spanned<String>,
+        pub fudge: Option<u16>,
+        #[serde(default)]
+        pub allow: Vec<Spanned<Allow>>,
+        #[serde(default)]
+        pub may_override: bool,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Allow {
+        pub name: Option<Spanned<String>>,
+        pub prefix: Option<Spanned<String>>,
+        #[serde(default)]
+        pub subdomains: bool,
+        pub types: Spanned<Vec<String>>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Http {
+        #[serde(default)]
+        pub listen: Vec<Spanned<String>>,
+        pub tls_cert: Option<Spanned<String>>,
+        pub tls_key: Option<Spanned<String>>,
+        pub rate_limit: Option<Spanned<u32>>,
+        pub ttl: Option<u32>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DynDnsUser {
+        pub name: Spanned<String>,
+        pub password_hash: Spanned<String>,
+        #[serde(default)]
+        pub hosts: Vec<Spanned<String>>,
+        #[serde(default)]
+        pub may_override: bool,
     }
 
     /// `[[subnet.option]]`, `[[host.option]]`, `[[class.option]]`.
@@ -506,6 +657,7 @@ mod raw {
         pub cache_size: Option<usize>,
         pub hosts_file: Option<Spanned<String>>,
         pub expand_bare_names: Option<bool>,
+        pub update_journal: Option<Spanned<String>>,
         #[serde(default)]
         pub record: Vec<Spanned<Record>>,
     }
@@ -563,13 +715,13 @@ mod validate {
     use std::path::Path;
     use toml::Spanned;
 
-    struct Ctx<'a> {
+    pub(super) struct Ctx<'a> {
         text: &'a str,
         path: &'a Path,
     }
 
     impl Ctx<'_> {
-        fn err(
+        pub(super) fn err(
             &self,
             span: Range<usize>,
             field: impl Into<String>,
@@ -598,7 +750,15 @@ mod validate {
         if raw.lease_file.get_ref().trim().is_empty() {
             return Err(cx.err(raw.lease_file.span(), "lease_file", "must not be empty"));
         }
-        let dns = dns(&cx, raw.dns.take().unwrap_or_default(), &domain)?;
+        let mut dns = dns(&cx, raw.dns.take().unwrap_or_default(), &domain)?;
+        dns.tsig_keys = raw
+            .tsig_key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| super::updates::tsig_key(&cx, i, k, &domain))
+            .collect::<Result<_, _>>()?;
+        dns.http = super::updates::http(&cx, raw.http.take().unwrap_or_default())?;
+        dns.dyndns_users = super::updates::users(&cx, &raw.dyndns_user, &domain)?;
         let mut subnets: Vec<Subnet> = Vec::new();
         for (i, s) in raw.subnet.iter().enumerate() {
             let sub = subnet(&cx, i, s)?;
@@ -1166,6 +1326,14 @@ mod validate {
             records,
             hosts_file,
             expand_bare_names: raw.expand_bare_names.unwrap_or(false),
+            update_journal: match &raw.update_journal {
+                Some(p) if p.get_ref().trim().is_empty() => {
+                    return Err(cx.err(p.span(), "dns.update_journal", "must not be empty"));
+                }
+                Some(p) => Some(PathBuf::from(p.get_ref())),
+                None => None,
+            },
+            ..DnsConfig::default()
         })
     }
 
@@ -1238,7 +1406,7 @@ mod validate {
     }
 
     /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".
-    fn socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
+    pub(super) fn socket_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
         s.parse::<SocketAddr>().ok().or_else(|| {
             s.parse::<IpAddr>()
                 .ok()
@@ -1436,6 +1604,206 @@ pub fn is_label(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// Semantic checks of `[[tsig_key]]`, `[http]` and `[[dyndns_user]]`.
+mod updates {
+    use super::validate::{Ctx, socket_addr};
+    use super::*;
+    use hickory_server::proto::rr::RecordType;
+    use toml::Spanned;
+
+    pub(super) fn tsig_key(
+        cx: &Ctx,
+        i: usize,
+        raw: &Spanned<raw::TsigKey>,
+        domain: &str,
+    ) -> Result<TsigKeyConfig, ConfigError> {
+        let k = raw.get_ref();
+        let field = |f: &str| format!("tsig_key[{i}].{f}");
+        let name = k.name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        if name.is_empty() || qualify(&format!("{name}."), domain).is_none() {
+            return Err(cx.err(k.name.span(), field("name"), "not a valid key name"));
+        }
+        let algorithm = crate::dns::update::algorithm(k.algorithm.get_ref()).ok_or_else(|| {
+            cx.err(
+                k.algorithm.span(),
+                field("algorithm"),
+                format!(
+                    "`{}` is not one of hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512",
+                    k.algorithm.get_ref()
+                ),
+            )
+        })?;
+        let secret = data_encoding::BASE64
+            .decode(k.secret.get_ref().trim().as_bytes())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| cx.err(k.secret.span(), field("secret"), "not base64 text"))?;
+        let allow = k
+            .allow
+            .iter()
+            .enumerate()
+            .map(|(j, a)| rule(cx, &format!("tsig_key[{i}].allow[{j}]"), a, domain))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TsigKeyConfig {
+            name,
+            algorithm,
+            secret,
+            fudge: k.fudge.unwrap_or(300),
+            allow,
+            may_override: k.may_override,
+        })
+    }
+
+    fn rule(
+        cx: &Ctx,
+        at: &str,
+        raw: &Spanned<raw::Allow>,
+        domain: &str,
+    ) -> Result<UpdateRule, ConfigError> {
+        let a = raw.get_ref();
+        let names = match (&a.name, &a.prefix) {
+            (Some(n), None) => {
+                let name = qualify(n.get_ref(), domain).ok_or_else(|| {
+                    cx.err(n.span(), format!("{at}.name"), "not a valid DNS name")
+                })?;
+                if a.subdomains {
+                    NameMatch::Subtree(name)
+                } else {
+                    NameMatch::Exact(name)
+                }
+            }
+            (None, Some(p)) if !a.subdomains => {
+                let prefix = p.get_ref().trim_end_matches('.').to_ascii_lowercase();
+                // A prefix is a name of its own labels: check it as an absolute name.
+                if prefix.is_empty() || qualify(&format!("{prefix}."), domain).is_none() {
+                    return Err(cx.err(p.span(), format!("{at}.prefix"), "not valid DNS labels"));
+                }
+                NameMatch::Prefix(prefix)
+            }
+            _ => {
+                return Err(cx.err(
+                    raw.span(),
+                    at.to_string(),
+                    "needs exactly one of `name` or `prefix` (`subdomains` goes with `name`)",
+                ));
+            }
+        };
+        let mut types = Vec::new();
+        for t in a.types.get_ref() {
+            let upper = t.to_ascii_uppercase();
+            if upper == "ANY" || upper == "*" {
+                types.extend(crate::dns::dynamic::SUPPORTED_TYPES);
+                continue;
+            }
+            match upper.parse::<RecordType>() {
+                Ok(rt) if crate::dns::dynamic::SUPPORTED_TYPES.contains(&rt) => types.push(rt),
+                _ => {
+                    return Err(cx.err(
+                        a.types.span(),
+                        format!("{at}.types"),
+                        format!("`{t}` is not one of A, AAAA, CNAME, MX, TXT, SRV, PTR, ANY"),
+                    ));
+                }
+            }
+        }
+        if types.is_empty() {
+            return Err(cx.err(a.types.span(), format!("{at}.types"), "must not be empty"));
+        }
+        types.dedup();
+        Ok(UpdateRule { names, types })
+    }
+
+    pub(super) fn http(cx: &Ctx, raw: raw::Http) -> Result<HttpConfig, ConfigError> {
+        let defaults = HttpConfig::default();
+        let listen = raw
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                socket_addr(a.get_ref(), 8053).ok_or_else(|| {
+                    cx.err(
+                        a.span(),
+                        format!("http.listen[{i}]"),
+                        format!("`{}` is not an address or address:port", a.get_ref()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| PathBuf::from(p.get_ref()));
+        match (&raw.tls_cert, &raw.tls_key) {
+            (Some(_), Some(_)) | (None, None) => {}
+            (Some(s), None) | (None, Some(s)) => {
+                return Err(cx.err(
+                    s.span(),
+                    "http.tls_cert",
+                    "tls_cert and tls_key go together",
+                ));
+            }
+        }
+        let rate_limit = match &raw.rate_limit {
+            Some(r) if *r.get_ref() == 0 => {
+                return Err(cx.err(r.span(), "http.rate_limit", "must be at least 1"));
+            }
+            Some(r) => *r.get_ref(),
+            None => defaults.rate_limit,
+        };
+        Ok(HttpConfig {
+            listen,
+            tls_cert: path(&raw.tls_cert),
+            tls_key: path(&raw.tls_key),
+            rate_limit,
+            ttl: raw.ttl.unwrap_or(defaults.ttl),
+        })
+    }
+
+    pub(super) fn users(
+        cx: &Ctx,
+        raw: &[Spanned<raw::DynDnsUser>],
+        domain: &str,
+    ) -> Result<Vec<DynDnsUser>, ConfigError> {
+        let mut out: Vec<DynDnsUser> = Vec::new();
+        for (i, u) in raw.iter().enumerate() {
+            let u = u.get_ref();
+            let field = |f: &str| format!("dyndns_user[{i}].{f}");
+            let name = u.name.get_ref().clone();
+            if name.is_empty() || name.contains(':') || out.iter().any(|o| o.name == name) {
+                return Err(cx.err(
+                    u.name.span(),
+                    field("name"),
+                    "must be non-empty, unique and without ':'",
+                ));
+            }
+            if let Err(e) = crate::http::auth::check_hash(u.password_hash.get_ref()) {
+                return Err(cx.err(
+                    u.password_hash.span(),
+                    field("password_hash"),
+                    format!("{e} (make one with `leasedns hash-password`)"),
+                ));
+            }
+            let hosts = u
+                .hosts
+                .iter()
+                .map(|h| {
+                    qualify(h.get_ref(), domain).ok_or_else(|| {
+                        cx.err(
+                            h.span(),
+                            field("hosts"),
+                            format!("`{}` is not a valid DNS name", h.get_ref()),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            out.push(DynDnsUser {
+                name,
+                password_hash: u.password_hash.get_ref().clone(),
+                hosts,
+                may_override: u.may_override,
+            });
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -2120,5 +2488,104 @@ mac_prefix = "00-11-22"
         assert_eq!(qualify("bad name", "lan"), None);
         assert_eq!(qualify(".", "lan"), None);
         assert_eq!(qualify(&"x".repeat(64), "lan"), None);
+    }
+
+    /// A real Argon2 hash of "pw" (made by `leasedns hash-password`).
+    fn pw_hash() -> String {
+        crate::http::auth::hash_password("pw").expect("hash")
+    }
+
+    fn with_updates(extra: &str) -> String {
+        format!("{GOOD}\n{extra}")
+    }
+
+    #[test]
+    fn tsig_keys_http_and_users_are_validated_and_normalised() {
+        use hickory_server::proto::rr::RecordType;
+        use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
+        let text = with_updates(&format!(
+            r#"
+[[tsig_key]]
+name = "ACME."
+algorithm = "hmac-sha512"
+secret = "c2VjcmV0"
+allow = [ {{ prefix = "_acme-challenge", types = ["txt"] }},
+          {{ name = "dyn", subdomains = true, types = ["ANY"] }},
+          {{ name = "@", types = ["MX"] }} ]
+
+[http]
+listen = ["127.0.0.1"]
+rate_limit = 3
+
+[[dyndns_user]]
+name = "router"
+password_hash = "{}"
+hosts = ["home", "cam.example.org."]
+"#,
+            pw_hash()
+        ));
+        let c = parse(&text).expect("valid");
+        let key = &c.dns.tsig_keys[0];
+        assert_eq!(key.name, "acme");
+        assert_eq!(key.algorithm, TsigAlgorithm::HmacSha512);
+        assert_eq!(key.secret, b"secret");
+        assert_eq!((key.fudge, key.may_override), (300, false));
+        assert_eq!(
+            key.allow[0].names,
+            NameMatch::Prefix("_acme-challenge".into())
+        );
+        assert_eq!(key.allow[0].types, vec![RecordType::TXT]);
+        assert_eq!(key.allow[1].names, NameMatch::Subtree("dyn.lan".into()));
+        assert_eq!(key.allow[1].types.len(), 7);
+        assert_eq!(key.allow[2].names, NameMatch::Exact("lan".into()));
+        assert_eq!(c.dns.http.listen, vec!["127.0.0.1:8053".parse().unwrap()]);
+        assert_eq!((c.dns.http.rate_limit, c.dns.http.ttl), (3, 60));
+        assert_eq!(
+            c.dns.dyndns_users[0].hosts,
+            vec!["home.lan", "cam.example.org"]
+        );
+        assert_eq!(c.dns.update_journal, None);
+        let c = parse(&GOOD.replace("[dns]\n", "[dns]\nupdate_journal = \"/var/lib/x.dns\"\n"))
+            .expect("valid");
+        assert_eq!(c.dns.update_journal, Some(PathBuf::from("/var/lib/x.dns")));
+    }
+
+    #[test]
+    fn bad_update_settings_name_their_field() {
+        let key = |body: &str| with_updates(&format!("[[tsig_key]]\nname = \"k\"\n{body}"));
+        let (_, field, msg) = invalid(&key("algorithm = \"hmac-md5\"\nsecret = \"c2VjcmV0\""));
+        assert_eq!(field, "tsig_key[0].algorithm");
+        assert!(msg.contains("hmac-sha256"), "{msg}");
+        let (_, field, _) = invalid(&key("algorithm = \"hmac-sha256\"\nsecret = \"!!\""));
+        assert_eq!(field, "tsig_key[0].secret");
+        let (_, field, _) = invalid(&key(
+            "algorithm = \"hmac-sha256\"\nsecret = \"c2VjcmV0\"\nallow = [{ name = \"a\", types = [\"SOA\"] }]",
+        ));
+        assert_eq!(field, "tsig_key[0].allow[0].types");
+        let (_, field, _) = invalid(&key(
+            "algorithm = \"hmac-sha256\"\nsecret = \"c2VjcmV0\"\nallow = [{ name = \"a\", prefix = \"b\", types = [\"A\"] }]",
+        ));
+        assert_eq!(field, "tsig_key[0].allow[0]");
+        let (_, field, _) = invalid(&with_updates("[http]\nlisten = [\"nowhere\"]"));
+        assert_eq!(field, "http.listen[0]");
+        let (_, field, _) = invalid(&with_updates("[http]\ntls_cert = \"/c.pem\""));
+        assert_eq!(field, "http.tls_cert");
+        let (line, field, msg) = invalid(&with_updates(
+            "[[dyndns_user]]\nname = \"r\"\npassword_hash = \"plain\"\nhosts = [\"home\"]",
+        ));
+        assert_eq!(field, "dyndns_user[0].password_hash");
+        assert!(msg.contains("hash-password") && line >= 20, "{line} {msg}");
+        let (_, field, _) = invalid(&with_updates("[[tsig_key]]\nname = \"k\"\nbogus = 1"));
+        assert_eq!(field, "bogus");
+    }
+
+    #[test]
+    fn name_match_is_label_aligned() {
+        assert!(NameMatch::Subtree("lan".into()).matches("a.lan"));
+        assert!(!NameMatch::Subtree("lan".into()).matches("plan"));
+        assert!(NameMatch::Prefix("_x".into()).matches("_x.lan"));
+        assert!(!NameMatch::Prefix("_x".into()).matches("_x"));
+        assert!(!NameMatch::Prefix("_x".into()).matches("_xy.lan"));
+        assert!(NameMatch::Exact("a.lan".into()).matches("a.lan"));
     }
 }

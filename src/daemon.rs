@@ -1,5 +1,5 @@
-//! Wiring: recover leases, bind sockets, spawn the DHCP and DNS tasks, wait for SIGTERM/SIGINT,
-//! shut down through one watch channel. The only place (with `main`) that uses `anyhow`.
+//! Wiring: recover leases and dynamic DNS records, bind sockets, spawn the DHCP, DNS and HTTP
+//! tasks, wait for SIGTERM/SIGINT, shut down through one watch channel. The only place (with `main`) that uses `anyhow`.
 
 use std::sync::{Arc, RwLock};
 
@@ -11,8 +11,12 @@ use crate::clock::{Clock, SystemClock, UnixTime};
 use crate::config::Config;
 use crate::dhcp::engine::Engine;
 use crate::dhcp::service::DhcpService;
+use crate::dns::dynamic::DynamicStore;
+use crate::dns::journal::UpdateJournal;
 use crate::dns::names::{Names, SharedNames};
 use crate::dns::server::DnsServer;
+use crate::http::HttpServer;
+use crate::http::dyndns::DynDns;
 use crate::lease::journal::Journal;
 use crate::lease::{LeaseChange, LeaseState};
 use crate::net::DhcpSocket;
@@ -41,14 +45,33 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     } else {
         leases.clone()
     };
+    let store = open_dynamic_records(&cfg, &dns_names)?;
     let engine = Engine::new(cfg.clone(), leases, now);
     let socket = DhcpSocket::bind(cfg.dhcp_port)
         .with_context(|| format!("binding DHCP port {}", cfg.dhcp_port))?;
     let port = socket.local_port().context("reading the DHCP port")?;
     info!("listening for DHCP on udp 0.0.0.0:{port}");
-    let dns = DnsServer::bind(&cfg, dns_names.clone(), clock.clone())
-        .await
-        .context("binding DNS sockets")?;
+    let dns =
+        DnsServer::bind_with_store(&cfg, dns_names.clone(), clock.clone(), Some(store.clone()))
+            .await
+            .context("binding DNS sockets")?;
+    let http = if cfg.dns.http.listen.is_empty() {
+        None
+    } else {
+        let http = &cfg.dns.http;
+        let dyndns = DynDns::new(
+            cfg.dns.dyndns_users.clone(),
+            store,
+            http.ttl,
+            http.rate_limit,
+            clock.clone(),
+        );
+        Some(
+            HttpServer::bind(http, Arc::new(dyndns))
+                .await
+                .context("binding the HTTP listener")?,
+        )
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
@@ -62,6 +85,7 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     }
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(cfg.clone());
     let dhcp_task = tokio::spawn(dhcp.run_with_reload(stop_rx.clone(), cfg_rx));
+    let http_task = http.map(|h| tokio::spawn(h.run(stop_rx.clone())));
     let dns_task = tokio::spawn(dns.run(stop_rx));
 
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -87,6 +111,9 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         task.await.context("DDNS task")?;
     }
     dns_task.await.context("DNS task")?.context("DNS server")?;
+    if let Some(task) = http_task {
+        task.await.context("HTTP task")?;
+    }
     info!("leasedns stopped");
     Ok(())
 }
@@ -132,6 +159,10 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
     keep!(dns.upstreams);
     keep!(dns.ttl);
     keep!(ddns);
+    keep!(dns.tsig_keys);
+    keep!(dns.update_journal);
+    keep!(dns.http);
+    keep!(dns.dyndns_users);
 }
 
 /// The name index at start: reservations and `[[dns.record]]`s from config, then every
@@ -145,4 +176,22 @@ pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) ->
         .collect();
     names.apply_at(now, &bound);
     Arc::new(RwLock::new(names))
+}
+
+/// Replay the dynamic-record journal (`dns.update_journal`, default `<lease_file>.dns`) into
+/// `names` and return the store that UPDATE and DynDNS2 write through.
+fn open_dynamic_records(cfg: &Config, names: &SharedNames) -> anyhow::Result<Arc<DynamicStore>> {
+    let path = cfg.dns.update_journal.clone().unwrap_or_else(|| {
+        let mut p = cfg.lease_file.clone().into_os_string();
+        p.push(".dns");
+        p.into()
+    });
+    let (journal, records) = UpdateJournal::open(&path, cfg.durability)
+        .with_context(|| format!("opening the DNS update journal {}", path.display()))?;
+    info!(records = records.len(), file = %path.display(), "dynamic DNS records recovered");
+    names
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .set_dynamic(records);
+    Ok(DynamicStore::new(journal, names.clone()))
 }

@@ -8,6 +8,7 @@
 //!   `dest` (where replies go), `service` (the async loop that owns the engine).
 //! - `dns`: `names` (the index leases produce), `zone` (hickory handler), `server` (sockets).
 //! - `ddns`: outbound RFC 2136 updates to other DNS servers (DHCID, TSIG, a queue on disk).
+//! - `http`: the HTTP listener; DynDNS2 `/nic/update`.
 //! - `net`: socket building and ioctls, no protocol logic.
 //! - `daemon`: wiring, signals, shutdown.
 #![deny(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod ddns;
 pub mod dhcp;
 pub mod dns;
+pub mod http;
 pub mod lease;
 #[allow(unsafe_code)]
 pub mod net;

@@ -38,6 +38,9 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// Read a password from stdin (one line) and print its Argon2id hash for
+    /// `[[dyndns_user]] password_hash`.
+    HashPassword,
 }
 
 fn main() -> ExitCode {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::HashPassword => hash_password(),
         Command::ImportDnsmasqLeases { file, config } => {
             init_logging();
             match import(&file, &config) {
@@ -110,6 +114,30 @@ fn import(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<us
             .with_context(|| format!("opening {}", cfg.lease_file.display()))?;
     journal.commit(&live)?;
     Ok(live.len())
+}
+
+/// `leasedns hash-password`: stdin's first line (without its line ending) to a PHC string.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("error: reading stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("error: empty password");
+        return ExitCode::from(2);
+    }
+    match leasedns::http::auth::hash_password(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging() {

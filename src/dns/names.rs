@@ -37,6 +37,7 @@ use tracing::{debug, info};
 
 use crate::clock::UnixTime;
 use crate::config::{Config, DnsRecord, RecordData};
+use crate::dns::dynamic::{DynOp, DynamicRecords};
 use crate::lease::{Lease, LeaseChange, LeaseState};
 
 pub type SharedNames = Arc<RwLock<Names>>;
@@ -182,6 +183,8 @@ pub struct Names {
     next_seq: u64,
     /// The time given to the latest `apply_at` (stamps conflicts, floors the serial).
     now: UnixTime,
+    /// Records written by RFC 2136 UPDATE and DynDNS2 (see `dns::dynamic`).
+    dynamic: DynamicRecords,
     serial: u32,
 }
 
@@ -216,6 +219,7 @@ impl Names {
             slots: HashMap::new(),
             next_seq: 0,
             now: UnixTime(0),
+            dynamic: DynamicRecords::default(),
             serial: 1,
         }
     }
@@ -336,11 +340,39 @@ impl Names {
         self.statics.by_name.get(fqdn).map_or(&[], Vec::as_slice)
     }
 
-    /// Whether a name has any record here: static, or a published lease name.
+    /// Whether a name has any record here: static, dynamic, or a published lease name.
     pub fn has_name(&self, fqdn: &str) -> bool {
+        self.has_static_or_lease(fqdn) || self.dynamic.has(fqdn)
+    }
+
+    /// Whether the config or a published lease holds a name.
+    pub fn has_static_or_lease(&self, fqdn: &str) -> bool {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
         self.statics.by_name.contains_key(fqdn)
             || self.slots.get(fqdn).is_some_and(|s| s.holder.is_some())
+    }
+
+    /// The dynamic records (RFC 2136 UPDATE, DynDNS2).
+    pub fn dynamic(&self) -> &DynamicRecords {
+        &self.dynamic
+    }
+
+    /// Replace the dynamic records (at start, from the update journal); bumps the serial.
+    pub fn set_dynamic(&mut self, records: DynamicRecords) {
+        self.dynamic = records;
+        self.bump_serial();
+    }
+
+    /// Apply dynamic-record changes in order; bumps the serial once if any changed anything.
+    pub fn apply_dynamic(&mut self, ops: &[DynOp]) -> bool {
+        let mut changed = false;
+        for op in ops {
+            changed |= self.dynamic.apply(op);
+        }
+        if changed {
+            self.bump_serial();
+        }
+        changed
     }
 
     /// PTR target (fully qualified, no trailing dot) for an address.

@@ -21,8 +21,10 @@ use tracing::{debug, info};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::dns::dynamic::DynamicStore;
 use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
 use crate::dns::names::{SharedNames, load_hosts_file};
+use crate::dns::update::UpdateHandler;
 use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
 
 /// A TCP client that sends no query for this long is disconnected.
@@ -47,6 +49,8 @@ struct Front {
     catalog: Catalog,
     overrides: Option<Arc<LocalZone>>,
     forwarder: Option<Arc<Forwarder>>,
+    /// RFC 2136 UPDATE (every UPDATE goes here, never to the catalog).
+    updates: UpdateHandler,
 }
 
 impl DnsServer {
@@ -57,12 +61,22 @@ impl DnsServer {
         names: SharedNames,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DnsServer> {
+        DnsServer::bind_with_store(cfg, names, clock, None).await
+    }
+
+    /// Like `bind`, with the store that RFC 2136 UPDATEs write to (None: UPDATE is REFUSED).
+    pub async fn bind_with_store(
+        cfg: &Config,
+        names: SharedNames,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<DynamicStore>>,
+    ) -> std::io::Result<DnsServer> {
         if let Some(path) = &cfg.dns.hosts_file {
             load_hosts_file(&names, path)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let mut server = DnsServer {
-            front: Front::new(cfg, names, clock)?,
+            front: Front::new(cfg, names, clock, store)?,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -111,10 +125,21 @@ impl DnsServer {
 }
 
 impl Front {
-    fn new(cfg: &Config, names: SharedNames, clock: Arc<dyn Clock>) -> io::Result<Front> {
+    fn new(
+        cfg: &Config,
+        names: SharedNames,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<DynamicStore>>,
+    ) -> io::Result<Front> {
         let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock)
+        let zones = zones_for(cfg, names, clock.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let updatable = zones
+            .iter()
+            .filter(|z| matches!(z.kind(), ZoneKind::Forward | ZoneKind::Reverse))
+            .map(|z| z.origin().clone())
+            .collect();
+        let updates = UpdateHandler::new(&cfg.dns.tsig_keys, updatable, store, clock);
         let mut overrides = None;
         for zone in zones {
             let origin = zone.origin().clone();
@@ -136,6 +161,7 @@ impl Front {
             catalog,
             overrides,
             forwarder,
+            updates,
         })
     }
 
@@ -170,6 +196,11 @@ impl RequestHandler for Front {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        if request.metadata.op_code == OpCode::Update
+            && request.metadata.message_type == MessageType::Query
+        {
+            return self.updates.handle(request, response_handle).await;
+        }
         match &self.forwarder {
             Some(forwarder) if self.is_foreign(request) => {
                 forward(forwarder, request, response_handle).await
@@ -228,7 +259,7 @@ async fn forward<R: ResponseHandler>(
 }
 
 /// What we report for a response that could not be sent (hickory's own is crate-private).
-fn serve_failed(request: &Request) -> ResponseInfo {
+pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
     let mut metadata = Metadata::new(
         request.metadata.id,
         MessageType::Response,
@@ -1247,6 +1278,263 @@ mod tests {
         let out = dig(s.addr, &["big.example.test", "TXT", "+short"]).await;
         assert_eq!(out.lines().count(), 40);
         assert_eq!(up.count("query[TXT] big.example.test").await, 2, "cached");
+        stop(s).await;
+    }
+
+    /// A config with one TSIG key ("ddns", HMAC-SHA256) that may change anything under lan.
+    fn update_config() -> Config {
+        use crate::config::{NameMatch, TsigKeyConfig, UpdateRule};
+        let mut cfg = config();
+        cfg.dns.tsig_keys = vec![TsigKeyConfig {
+            name: "ddns".into(),
+            algorithm: hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
+            secret: b"a shared secret for the test key".to_vec(),
+            fudge: 300,
+            allow: vec![
+                UpdateRule {
+                    names: NameMatch::Subtree("lan".into()),
+                    types: crate::dns::dynamic::SUPPORTED_TYPES.to_vec(),
+                },
+                UpdateRule {
+                    names: NameMatch::Subtree("0.0.10.in-addr.arpa".into()),
+                    types: vec![RecordType::PTR],
+                },
+            ],
+            may_override: false,
+        }];
+        cfg
+    }
+
+    /// A server with an update journal in `dir`, its clock at `now`.
+    async fn start_updatable(cfg: &Config, dir: &std::path::Path, now: u64) -> Running {
+        let names = Names::shared_from(cfg);
+        let (journal, records) =
+            crate::dns::journal::UpdateJournal::open(&dir.join("leases.dns"), Durability::None)
+                .expect("journal");
+        names.write().expect("lock").set_dynamic(records);
+        let store = crate::dns::dynamic::DynamicStore::new(journal, names.clone());
+        let clock = TestClock::at(now);
+        let server =
+            DnsServer::bind_with_store(cfg, names.clone(), Arc::new(clock.clone()), Some(store))
+                .await
+                .expect("bind");
+        let addr = server.local_addrs()[0];
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(server.run(shutdown));
+        Running {
+            addr,
+            names,
+            clock,
+            stop,
+            task,
+        }
+    }
+
+    async fn tcp_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let len = u16::try_from(bytes.len()).expect("short").to_be_bytes();
+        stream
+            .write_all(&[&len[..], bytes].concat())
+            .await
+            .expect("send");
+        let mut len = [0u8; 2];
+        timeout(WAIT, stream.read_exact(&mut len))
+            .await
+            .expect("reply in time")
+            .expect("read len");
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        timeout(WAIT, stream.read_exact(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("read body");
+        buf
+    }
+
+    async fn udp_exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        sock.send_to(bytes, addr).await.expect("send");
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = timeout(WAIT, sock.recv_from(&mut buf))
+            .await
+            .expect("reply in time")
+            .expect("recv");
+        buf.truncate(n);
+        buf
+    }
+
+    #[tokio::test]
+    async fn signed_update_over_udp_and_tcp_gets_a_signed_reply_and_is_served() {
+        use crate::dns::tsig::{sign_request, verify_response};
+        use hickory_server::proto::rr::rdata::TXT;
+        let cfg = update_config();
+        let key = crate::dns::update::tsig_key(&cfg.dns.tsig_keys[0]).expect("key");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = start_updatable(&cfg, dir.path(), 50_000).await;
+        let serial = s.names.read().expect("lock").serial();
+        let update_in = |zone: &str, id: u16, name: &str, rdata: RData| {
+            let mut m = Message::new(id, MessageType::Query, OpCode::Update);
+            m.add_query(Query::query(
+                Name::from_ascii(zone).expect("n"),
+                RecordType::SOA,
+            ));
+            m.add_authority(Record::from_rdata(
+                Name::from_ascii(name).expect("n"),
+                60,
+                rdata,
+            ));
+            m
+        };
+        let update = |id: u16, name: &str, rdata: RData| update_in("lan.", id, name, rdata);
+        let request_mac = |raw: &[u8]| match Message::from_vec(raw)
+            .expect("decode")
+            .additionals
+            .last()
+            .map(|r| r.data.clone())
+        {
+            Some(RData::TSIG(t)) => t.mac,
+            other => panic!("no TSIG: {other:?}"),
+        };
+        // UDP: an A record.
+        let m = update(1, "box.lan.", RData::A(A(Ipv4Addr::new(10, 0, 0, 77))));
+        let raw = sign_request(&m, &key, 50_000).expect("sign");
+        let reply = udp_exchange(s.addr, &raw).await;
+        assert_eq!(
+            Message::from_vec(&reply)
+                .expect("decode")
+                .metadata
+                .response_code,
+            ResponseCode::NoError
+        );
+        verify_response(&reply, &request_mac(&raw), &key).expect("reply signed with the key");
+        assert_eq!(
+            a_records(&udp_query(s.addr, "box.lan.", RecordType::A).await),
+            vec![Ipv4Addr::new(10, 0, 0, 77)]
+        );
+        // TCP: a TXT record; dig sees it, and the SOA serial moved.
+        let m = update(
+            2,
+            "_acme-challenge.box.lan.",
+            RData::TXT(TXT::new(vec!["tok".into()])),
+        );
+        let raw = sign_request(&m, &key, 50_001).expect("sign");
+        let reply = tcp_exchange(s.addr, &raw).await;
+        verify_response(&reply, &request_mac(&raw), &key).expect("signed over TCP too");
+        assert_eq!(
+            dig(s.addr, &["_acme-challenge.box.lan", "TXT", "+short"]).await,
+            "\"tok\""
+        );
+        assert!(s.names.read().expect("lock").serial() > serial);
+        let soa = dig(s.addr, &["lan", "SOA", "+short"]).await;
+        assert!(
+            soa.contains(&format!(" {} ", s.names.read().expect("lock").serial())),
+            "{soa}"
+        );
+        // A PTR in the subnet's reverse zone.
+        let m = update_in(
+            "0.0.10.in-addr.arpa.",
+            4,
+            "77.0.0.10.in-addr.arpa.",
+            RData::PTR(hickory_server::proto::rr::rdata::PTR(
+                Name::from_ascii("box.lan.").expect("n"),
+            )),
+        );
+        let raw = sign_request(&m, &key, 50_002).expect("sign");
+        verify_response(&udp_exchange(s.addr, &raw).await, &request_mac(&raw), &key)
+            .expect("signed");
+        assert_eq!(
+            dig(s.addr, &["-x", "10.0.0.77", "+short"]).await,
+            "box.lan."
+        );
+        // Unsigned: REFUSED, nothing changed.
+        let m = update(3, "evil.lan.", RData::A(A(Ipv4Addr::new(10, 0, 0, 66))));
+        let reply = Message::from_vec(&udp_exchange(s.addr, &m.to_vec().expect("encode")).await)
+            .expect("decode");
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        assert_eq!(
+            udp_query(s.addr, "evil.lan.", RecordType::A)
+                .await
+                .metadata
+                .response_code,
+            ResponseCode::NXDomain
+        );
+        stop(s).await;
+        // Restart on the same journal: the records are back.
+        let s = start_updatable(&cfg, dir.path(), 50_100).await;
+        assert_eq!(
+            a_records(&udp_query(s.addr, "box.lan.", RecordType::A).await),
+            vec![Ipv4Addr::new(10, 0, 0, 77)]
+        );
+        stop(s).await;
+    }
+
+    /// BIND's nsupdate as the client, with SHA-1 and SHA-512 keys (the clock is real here).
+    #[tokio::test]
+    async fn nsupdate_adds_and_deletes_with_sha1_and_sha512_keys() {
+        use crate::clock::Clock as _;
+        let mut cfg = update_config();
+        let mut sha1 = cfg.dns.tsig_keys[0].clone();
+        sha1.name = "old".into();
+        sha1.algorithm = hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha1;
+        let mut sha512 = sha1.clone();
+        sha512.name = "big".into();
+        sha512.algorithm = hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512;
+        cfg.dns.tsig_keys = vec![sha1.clone(), sha512.clone()];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = start_updatable(&cfg, dir.path(), crate::clock::SystemClock.now().0).await;
+        let secret = data_encoding::BASE64.encode(&sha1.secret);
+        let addr = s.addr;
+        let nsupdate = move |alg: &str, name: &str, script: String| {
+            let key = format!("{alg}:{name}:{secret}");
+            let mut child = std::process::Command::new("nsupdate")
+                .args(["-y", &key, "-t", "3"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("nsupdate runs");
+            use std::io::Write as _;
+            let header = format!("server {} {}\nzone lan.\n", addr.ip(), addr.port());
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(format!("{header}{script}send\n").as_bytes())
+                .expect("write script");
+            child.wait_with_output().expect("nsupdate ends")
+        };
+        let add = tokio::task::spawn_blocking({
+            let nsupdate = nsupdate.clone();
+            move || {
+                nsupdate(
+                    "hmac-sha1",
+                    "old",
+                    "update add nas.lan. 120 A 10.0.0.88\n".into(),
+                )
+            }
+        });
+        let out = add.await.expect("join");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(dig(s.addr, &["nas.lan", "+short"]).await, "10.0.0.88");
+        let del = tokio::task::spawn_blocking(move || {
+            nsupdate("hmac-sha512", "big", "update delete nas.lan. A\n".into())
+        });
+        let out = del.await.expect("join");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            udp_query(s.addr, "nas.lan.", RecordType::A)
+                .await
+                .metadata
+                .response_code,
+            ResponseCode::NXDomain
+        );
         stop(s).await;
     }
 }

@@ -265,6 +265,7 @@ impl LocalZone {
                 data.push((RData::A(A(ip)), ttl));
             }
         }
+        let data = names.dynamic().overlay(&key, data);
         if data.is_empty() {
             Owner::Missing
         } else {
@@ -273,6 +274,28 @@ impl LocalZone {
     }
 
     fn reverse_owner(&self, name: &LowerName) -> Owner {
+        match self.reverse_static_owner(name) {
+            Owner::Has(data) => self.with_dynamic(name, data),
+            Owner::Missing => self.with_dynamic(name, Vec::new()),
+            Owner::Exists => match self.with_dynamic(name, Vec::new()) {
+                Owner::Missing => Owner::Exists,
+                has => has,
+            },
+        }
+    }
+
+    /// `data` overlaid with the dynamic records of `name` (RFC 2136 UPDATE, DynDNS2).
+    fn with_dynamic(&self, name: &LowerName, data: Vec<(RData, u32)>) -> Owner {
+        let key = crate::dns::dynamic::key(&Name::from(name));
+        let data = self.names_read().dynamic().overlay(&key, data);
+        if data.is_empty() {
+            Owner::Missing
+        } else {
+            Owner::Has(data)
+        }
+    }
+
+    fn reverse_static_owner(&self, name: &LowerName) -> Owner {
         let net = match Name::from(name).parse_arpa_name() {
             Ok(net) => net,
             Err(_) => return Owner::Missing,
@@ -341,7 +364,7 @@ fn is_reverse(name: &LowerName) -> bool {
 }
 
 /// The hickory form of a static record; None for a target that is not a valid name.
-fn rdata(data: &RecordData) -> Option<RData> {
+pub(crate) fn rdata(data: &RecordData) -> Option<RData> {
     let name = |s: &str| parse_name(s).ok();
     Some(match data {
         RecordData::A(ip) => RData::A(A(*ip)),

@@ -1033,6 +1033,12 @@ enum Record {
 
 /// Check a line's checksum and parse its payload.
 fn parse_line(line: &[u8]) -> Result<Record, String> {
+    parse_payload(checked_payload(line)?)
+}
+
+/// The payload of one `<crc32 hex> <payload>` line (without its newline), if the checksum
+/// matches. Shared with the DNS update journal (`dns::journal`).
+pub(crate) fn checked_payload(line: &[u8]) -> Result<&str, String> {
     if line.len() < 10 || line[8] != b' ' {
         return Err("no checksum field".into());
     }
@@ -1045,8 +1051,7 @@ fn parse_line(line: &[u8]) -> Result<Record, String> {
     if crc32fast::hash(payload) != crc {
         return Err("checksum mismatch".into());
     }
-    let payload = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8")?;
-    parse_payload(payload)
+    std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())
 }
 
 fn parse_payload(payload: &str) -> Result<Record, String> {
@@ -1099,7 +1104,7 @@ fn remove_payload(ip: Ipv4Addr, reason: RemoveReason) -> String {
     format!("R {ip} {reason}")
 }
 
-fn push_record(out: &mut String, payload: &str) {
+pub(crate) fn push_record(out: &mut String, payload: &str) {
     let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
 }
 
@@ -1128,7 +1133,7 @@ fn upsert_payload(lease: &Lease) -> Option<String> {
     ))
 }
 
-fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
+pub(crate) fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
     if bytes.is_empty() {
         return "-".to_string();
     }
@@ -1143,7 +1148,7 @@ fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
 }
 
 /// Parse hex bytes, either separated by `sep` or (with `sep == '\0'`) run together; `-` is empty.
-fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
+pub(crate) fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
     if field == "-" {
         return Ok(Vec::new());
     }
@@ -1201,14 +1206,14 @@ fn unescape(field: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "hostname is not UTF-8".to_string())
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)

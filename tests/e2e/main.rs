@@ -10,7 +10,7 @@
 //! 27 perfdhcp, 28 hostile packets, 29 rapid commit, 30 classes and per-host options, 31 ping
 //! check, 32 non-authoritative relayed subnet;
 //! 8 reload; 40-43 crash safety (kill -9, full disk, dnsmasq import, restart figures); 50-53 dns;
-//! 70-72 outbound DDNS (BIND).
+//! 60-62 inbound dynamic DNS (nsupdate, ddclient); 70-72 outbound DDNS (BIND).
 
 mod clients;
 mod dhcp_load;
@@ -21,6 +21,7 @@ mod server;
 
 mod check_config;
 mod crash;
+mod ddns_in;
 mod ddns_out;
 mod dhcp_clients;
 mod dns;

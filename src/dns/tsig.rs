@@ -1,0 +1,488 @@
+//! TSIG (RFC 8945) for UPDATE: verifying a request's MAC against the configured keys, the time
+//! check (BADTIME), a replay check, and signing the response. HMAC-SHA1/256/384/512 via `ring`
+//! (hickory's own TSigner has no SHA-1 and needs its DNSSEC features, which change how the
+//! catalog answers every query). No sockets; time is passed in.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
+use hickory_server::proto::op::{Header, Query};
+use hickory_server::proto::rr::rdata::TSIG;
+use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
+};
+use ring::hmac;
+
+/// How many (key, time, MAC) triples the replay check remembers at most.
+const REPLAY_CAPACITY: usize = 4096;
+
+/// One shared secret.
+#[derive(Clone, Debug)]
+pub struct TsigKey {
+    /// Lowercase, fully qualified.
+    pub name: Name,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+    /// Allowed difference between the signer's clock and ours, in seconds.
+    pub fudge: u16,
+}
+
+/// The algorithms we sign and verify with.
+pub fn supported(algorithm: &TsigAlgorithm) -> bool {
+    ring_algorithm(algorithm).is_some()
+}
+
+fn ring_algorithm(algorithm: &TsigAlgorithm) -> Option<hmac::Algorithm> {
+    Some(match algorithm {
+        TsigAlgorithm::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        TsigAlgorithm::HmacSha256 => hmac::HMAC_SHA256,
+        TsigAlgorithm::HmacSha384 => hmac::HMAC_SHA384,
+        TsigAlgorithm::HmacSha512 => hmac::HMAC_SHA512,
+        _ => return None,
+    })
+}
+
+impl TsigKey {
+    fn hmac_key(&self) -> Option<hmac::Key> {
+        ring_algorithm(&self.algorithm).map(|a| hmac::Key::new(a, &self.secret))
+    }
+
+    /// The MAC of `data` (empty for an unsupported algorithm, which config refuses).
+    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
+        self.hmac_key()
+            .map(|k| hmac::sign(&k, data).as_ref().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Constant-time check of a full-length MAC.
+    fn verify(&self, data: &[u8], mac: &[u8]) -> bool {
+        self.hmac_key()
+            .is_some_and(|k| hmac::verify(&k, data, mac).is_ok())
+    }
+}
+
+/// A request whose MAC and time are good: what signing the response needs.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// Index of the key in the keyring.
+    pub key: usize,
+    pub request_mac: Vec<u8>,
+    pub request_id: u16,
+    /// The request's Time Signed.
+    pub time: u64,
+}
+
+/// Why a signed request is refused (always answered NOTAUTH, RFC 8945 §5.2).
+#[derive(Clone, Debug)]
+pub enum Rejected {
+    /// Unknown key name or an algorithm that is not the key's: an unsigned BADKEY answer.
+    BadKey {
+        key_name: Name,
+        algorithm: TsigAlgorithm,
+        request_id: u16,
+    },
+    /// The MAC does not match: an unsigned BADSIG answer.
+    BadSig { key: usize, request_id: u16 },
+    /// Signed outside the fudge window, or seen before: a signed BADTIME answer.
+    BadTime(Verified),
+}
+
+/// Outcome of checking one request.
+#[derive(Clone, Debug)]
+pub enum Check {
+    Unsigned,
+    Valid(Verified),
+    Rejected(Rejected),
+    /// A TSIG record that is not the last record, or a message that cannot be walked.
+    Malformed(String),
+}
+
+/// The configured keys and the replay memory.
+pub struct Keyring {
+    keys: Vec<TsigKey>,
+    /// std Mutex: never held across `.await`.
+    seen: Mutex<Seen>,
+}
+
+/// A verified request: (key index, Time Signed, MAC).
+type SeenEntry = (usize, u64, Vec<u8>);
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<SeenEntry>,
+    /// (forget after, entry) in insertion order.
+    order: VecDeque<(u64, SeenEntry)>,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<TsigKey>) -> Keyring {
+        Keyring {
+            keys,
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    pub fn key(&self, index: usize) -> Option<&TsigKey> {
+        self.keys.get(index)
+    }
+
+    /// Check the TSIG of raw request bytes at `now` (Unix seconds).
+    pub fn check(&self, raw: &[u8], now: u64) -> Check {
+        let (tbv, key_name, tsig) = match split(raw) {
+            Ok(Some(parts)) => parts,
+            Ok(None) => return Check::Unsigned,
+            Err(e) => return Check::Malformed(e),
+        };
+        let request_id = tsig.oid;
+        let wanted = key_name.to_lowercase();
+        let Some(index) = self
+            .keys
+            .iter()
+            .position(|k| k.name == wanted && k.algorithm == tsig.algorithm)
+        else {
+            return Check::Rejected(Rejected::BadKey {
+                key_name,
+                algorithm: tsig.algorithm,
+                request_id,
+            });
+        };
+        let key = &self.keys[index];
+        let full = key.mac(b"").len();
+        if tsig.mac.len() != full || !key.verify(&tbv, &tsig.mac) {
+            return Check::Rejected(Rejected::BadSig {
+                key: index,
+                request_id,
+            });
+        }
+        let verified = Verified {
+            key: index,
+            request_mac: tsig.mac.clone(),
+            request_id,
+            time: tsig.time,
+        };
+        if now.abs_diff(tsig.time) > u64::from(key.fudge) || !self.first_sight(&verified, now) {
+            return Check::Rejected(Rejected::BadTime(verified));
+        }
+        Check::Valid(verified)
+    }
+
+    /// Remember a verified (key, time, MAC) until it falls out of the fudge window; false if
+    /// it was seen already (a replay).
+    fn first_sight(&self, v: &Verified, now: u64) -> bool {
+        let fudge = self.keys.get(v.key).map_or(0, |k| u64::from(k.fudge));
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        while let Some((until, _)) = seen.order.front() {
+            if *until >= now && seen.order.len() < REPLAY_CAPACITY {
+                break;
+            }
+            if let Some((_, entry)) = seen.order.pop_front() {
+                seen.set.remove(&entry);
+            }
+        }
+        let entry = (v.key, v.time, v.request_mac.clone());
+        if !seen.set.insert(entry.clone()) {
+            return false;
+        }
+        seen.order.push_back((v.time.saturating_add(fudge), entry));
+        true
+    }
+
+    /// The TSIG record for a response to a verified request: `response` is the encoded
+    /// response without TSIG. For BADTIME, `error` is set and Other Data carries our time.
+    pub fn sign_response(
+        &self,
+        v: &Verified,
+        response: &[u8],
+        now: u64,
+        error: Option<TsigError>,
+    ) -> Option<Record<TSIG>> {
+        let key = self.keys.get(v.key)?;
+        let (time, other) = match error {
+            // RFC 8945 §5.2.3: the request's time, and ours in Other Data (48 bits).
+            Some(TsigError::BadTime) => (v.time, now.to_be_bytes()[2..].to_vec()),
+            _ => (now, Vec::new()),
+        };
+        let stub = TSIG::new(
+            key.algorithm.clone(),
+            time,
+            key.fudge,
+            Vec::new(),
+            v.request_id,
+            error,
+            other,
+        );
+        let mut tbs = Vec::with_capacity(response.len() + 128);
+        let mut encoder = BinEncoder::new(&mut tbs);
+        let mac_len = u16::try_from(v.request_mac.len()).ok()?;
+        encoder.emit_u16(mac_len).ok()?;
+        encoder.emit_vec(&v.request_mac).ok()?;
+        encoder.emit_vec(response).ok()?;
+        stub.emit_tsig_for_mac(&mut encoder, &key.name).ok()?;
+        let mac = key.mac(&tbs);
+        Some(make_tsig_record(key.name.clone(), stub.set_mac(mac)))
+    }
+
+    /// The unsigned TSIG record of a BADKEY or BADSIG answer.
+    pub fn error_record(&self, rejected: &Rejected, now: u64) -> Option<Record<TSIG>> {
+        let (name, algorithm, id, error) = match rejected {
+            Rejected::BadKey {
+                key_name,
+                algorithm,
+                request_id,
+            } => (
+                key_name.clone(),
+                algorithm.clone(),
+                *request_id,
+                TsigError::BadKey,
+            ),
+            Rejected::BadSig { key, request_id } => {
+                let key = self.keys.get(*key)?;
+                (
+                    key.name.clone(),
+                    key.algorithm.clone(),
+                    *request_id,
+                    TsigError::BadSig,
+                )
+            }
+            Rejected::BadTime(_) => return None,
+        };
+        let tsig = TSIG::new(algorithm, now, 300, Vec::new(), id, Some(error), Vec::new());
+        Some(make_tsig_record(name, tsig))
+    }
+}
+
+/// The bytes a request's MAC covers (RFC 8945 §4.3: the message without its TSIG, with the
+/// original ID and one fewer additional record, then the TSIG variables), the key name and the
+/// TSIG; None for an unsigned message.
+fn split(raw: &[u8]) -> Result<Option<(Vec<u8>, Name, TSIG)>, String> {
+    let mut decoder = BinDecoder::new(raw);
+    let Header {
+        mut metadata,
+        mut counts,
+    } = Header::read(&mut decoder).map_err(|e| e.to_string())?;
+    for _ in 0..counts.queries {
+        Query::read(&mut decoder).map_err(|e| e.to_string())?;
+    }
+    let records = usize::from(counts.answers)
+        + usize::from(counts.authorities)
+        + usize::from(counts.additionals);
+    let mut last: Option<(usize, Record)> = None;
+    for i in 0..records {
+        let start = raw.len() - decoder.len();
+        let record = Record::read(&mut decoder).map_err(|e| e.to_string())?;
+        if record.record_type() == RecordType::TSIG && i + 1 != records {
+            return Err("TSIG is not the last record".into());
+        }
+        last = Some((start, record));
+    }
+    let Some((start, record)) = last.filter(|(_, r)| r.record_type() == RecordType::TSIG) else {
+        return Ok(None);
+    };
+    let RData::TSIG(tsig) = record.data else {
+        return Err("TSIG record without TSIG data".into());
+    };
+    metadata.id = tsig.oid;
+    counts.additionals = counts.additionals.saturating_sub(1);
+    let mut tbv = Vec::with_capacity(raw.len());
+    let mut encoder = BinEncoder::new(&mut tbv);
+    Header { metadata, counts }
+        .emit(&mut encoder)
+        .map_err(|e| e.to_string())?;
+    encoder
+        .emit_vec(&raw[12..start])
+        .map_err(|e| e.to_string())?;
+    tsig.emit_tsig_for_mac(&mut encoder, &record.name)
+        .map_err(|e| e.to_string())?;
+    Ok(Some((tbv, record.name, tsig)))
+}
+
+/// Verify a signed response the way a client does (tests and tools): `request_mac` is the MAC
+/// of the request it answers. Returns the response's TSIG.
+pub fn verify_response(raw: &[u8], request_mac: &[u8], key: &TsigKey) -> Result<TSIG, String> {
+    let (tbv, name, tsig) = split(raw)?.ok_or("response is not signed")?;
+    if name.to_lowercase() != key.name || tsig.algorithm != key.algorithm {
+        return Err(format!("signed by {name} with {}", tsig.algorithm));
+    }
+    let mut data = Vec::with_capacity(tbv.len() + request_mac.len() + 2);
+    let len = u16::try_from(request_mac.len()).map_err(|_| "request MAC too long")?;
+    data.extend_from_slice(&len.to_be_bytes());
+    data.extend_from_slice(request_mac);
+    data.extend_from_slice(&tbv);
+    if !key.verify(&data, &tsig.mac) {
+        return Err("response MAC does not verify".into());
+    }
+    Ok(tsig)
+}
+
+/// Sign a request message the way a client does (tests and tools): returns the bytes to send.
+pub fn sign_request(
+    message: &hickory_server::proto::op::Message,
+    key: &TsigKey,
+    time: u64,
+) -> Result<Vec<u8>, String> {
+    let stub = TSIG::new(
+        key.algorithm.clone(),
+        time,
+        key.fudge,
+        Vec::new(),
+        message.metadata.id,
+        None,
+        Vec::new(),
+    );
+    let tbs = hickory_server::proto::rr::rdata::tsig::message_tbs(message, &stub, &key.name)
+        .map_err(|e| e.to_string())?;
+    let mac = key.mac(&tbs);
+    let record = make_tsig_record(key.name.clone(), stub.set_mac(mac));
+    let mut signed = message.clone();
+    signed.signature = Some(Box::new(record));
+    signed.to_vec().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{Message, MessageType, OpCode};
+
+    fn key(alg: TsigAlgorithm) -> TsigKey {
+        TsigKey {
+            name: Name::from_ascii("acme.").expect("name"),
+            algorithm: alg,
+            secret: b"0123456789abcdef0123456789abcdef".to_vec(),
+            fudge: 300,
+        }
+    }
+
+    fn update(id: u16) -> Message {
+        let mut m = Message::new(id, MessageType::Query, OpCode::Update);
+        m.add_query(Query::query(
+            Name::from_ascii("lan.").expect("name"),
+            RecordType::SOA,
+        ));
+        m
+    }
+
+    #[test]
+    fn every_algorithm_verifies_its_own_signature() {
+        for alg in [
+            TsigAlgorithm::HmacSha1,
+            TsigAlgorithm::HmacSha256,
+            TsigAlgorithm::HmacSha384,
+            TsigAlgorithm::HmacSha512,
+        ] {
+            let ring = Keyring::new(vec![key(alg.clone())]);
+            let raw = sign_request(&update(7), &key(alg.clone()), 1000).expect("sign");
+            match ring.check(&raw, 1000) {
+                Check::Valid(v) => assert_eq!((v.key, v.request_id, v.time), (0, 7, 1000)),
+                other => panic!("{alg}: {other:?}"),
+            }
+        }
+        assert!(!supported(&TsigAlgorithm::HmacMd5));
+    }
+
+    #[test]
+    fn unsigned_wrong_key_bad_mac_skew_and_replay() {
+        let ring = Keyring::new(vec![key(TsigAlgorithm::HmacSha256)]);
+        assert!(matches!(
+            ring.check(&update(1).to_vec().expect("encode"), 0),
+            Check::Unsigned
+        ));
+        // Another key name, and the right name with another algorithm: BADKEY.
+        let mut other = key(TsigAlgorithm::HmacSha256);
+        other.name = Name::from_ascii("other.").expect("name");
+        let raw = sign_request(&update(2), &other, 1000).expect("sign");
+        assert!(matches!(
+            ring.check(&raw, 1000),
+            Check::Rejected(Rejected::BadKey { .. })
+        ));
+        let raw = sign_request(&update(2), &key(TsigAlgorithm::HmacSha512), 1000).expect("sign");
+        assert!(matches!(
+            ring.check(&raw, 1000),
+            Check::Rejected(Rejected::BadKey { .. })
+        ));
+        // Same name and algorithm, another secret: BADSIG.
+        let mut forged = key(TsigAlgorithm::HmacSha256);
+        forged.secret = b"not the secret".to_vec();
+        let raw = sign_request(&update(3), &forged, 1000).expect("sign");
+        assert!(matches!(
+            ring.check(&raw, 1000),
+            Check::Rejected(Rejected::BadSig { .. })
+        ));
+        // A flipped byte in the signed part: BADSIG.
+        let mut raw =
+            sign_request(&update(4), &key(TsigAlgorithm::HmacSha256), 1000).expect("sign");
+        raw[2] ^= 0x01;
+        assert!(matches!(
+            ring.check(&raw, 1000),
+            Check::Rejected(Rejected::BadSig { .. })
+        ));
+        // Signed at t=1000; our clock says 1301: outside the 300 s fudge.
+        let raw = sign_request(&update(5), &key(TsigAlgorithm::HmacSha256), 1000).expect("sign");
+        assert!(matches!(
+            ring.check(&raw, 1301),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+        // At 1299 it is fine once; the same bytes again are a replay.
+        assert!(matches!(ring.check(&raw, 1299), Check::Valid(_)));
+        assert!(matches!(
+            ring.check(&raw, 1299),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+    }
+
+    #[test]
+    fn response_signature_covers_the_request_mac() {
+        let k = key(TsigAlgorithm::HmacSha256);
+        let ring = Keyring::new(vec![k.clone()]);
+        let raw = sign_request(&update(9), &k, 1000).expect("sign");
+        let Check::Valid(v) = ring.check(&raw, 1000) else {
+            panic!("valid request")
+        };
+        let mut response = update(9);
+        response.metadata.message_type = MessageType::Response;
+        let unsigned = response.to_vec().expect("encode");
+        let record = ring
+            .sign_response(&v, &unsigned, 1001, None)
+            .expect("signed");
+        // Verify as a client would: request MAC, response, TSIG variables.
+        let mut tbs = Vec::new();
+        let mut e = BinEncoder::new(&mut tbs);
+        e.emit_u16(v.request_mac.len() as u16).expect("emit");
+        e.emit_vec(&v.request_mac).expect("emit");
+        e.emit_vec(&unsigned).expect("emit");
+        let stub = TSIG::new(
+            record.data.algorithm.clone(),
+            record.data.time,
+            record.data.fudge,
+            Vec::new(),
+            record.data.oid,
+            record.data.error,
+            record.data.other.clone(),
+        );
+        stub.emit_tsig_for_mac(&mut e, &k.name).expect("emit");
+        assert_eq!(record.data.mac, k.mac(&tbs));
+        assert_eq!((record.data.time, record.data.oid), (1001, 9));
+        // BADTIME keeps the request's time and puts ours in Other Data.
+        let bad = ring
+            .sign_response(&v, &unsigned, 5000, Some(TsigError::BadTime))
+            .expect("signed");
+        assert_eq!(bad.data.time, 1000);
+        assert_eq!(bad.data.other, 5000u64.to_be_bytes()[2..].to_vec());
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        let ring = Keyring::new(vec![key(TsigAlgorithm::HmacSha256)]);
+        let raw = sign_request(&update(1), &key(TsigAlgorithm::HmacSha256), 1000).expect("sign");
+        for cut in [0, 5, 12, 20, raw.len() - 1] {
+            assert!(
+                !matches!(ring.check(&raw[..cut], 1000), Check::Valid(_)),
+                "cut at {cut}"
+            );
+        }
+    }
+}
