@@ -142,46 +142,9 @@ pub struct DdnsZone {
     pub zone: String,
     pub primary: SocketAddr,
     /// None: unsigned updates (for servers that allow updates by address).
-    pub key: Option<TsigKey>,
+    pub key: Option<crate::dns::tsig::TsigKey>,
     /// TTL of the records we add (never more than the lease's remaining time).
     pub ttl: u32,
-}
-
-/// A TSIG key shared with the primary.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TsigKey {
-    /// Lowercase, no trailing dot.
-    pub name: String,
-    pub algorithm: TsigAlgorithm,
-    pub secret: Vec<u8>,
-}
-
-impl std::fmt::Debug for TsigKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TsigKey({} {:?}, secret hidden)",
-            self.name, self.algorithm
-        )
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TsigAlgorithm {
-    HmacSha256,
-    HmacSha384,
-    HmacSha512,
-}
-
-impl TsigAlgorithm {
-    /// The algorithm's name as written in config and on the wire (RFC 8945 section 6).
-    pub fn name(self) -> &'static str {
-        match self {
-            TsigAlgorithm::HmacSha256 => "hmac-sha256",
-            TsigAlgorithm::HmacSha384 => "hmac-sha384",
-            TsigAlgorithm::HmacSha512 => "hmac-sha512",
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -710,6 +673,7 @@ mod raw {
 /// Semantic checks: raw types to `Config`, every error naming its line and field.
 mod validate {
     use super::*;
+    use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
     use std::net::IpAddr;
     use std::ops::Range;
     use std::path::Path;
@@ -1168,7 +1132,7 @@ mod validate {
         cx: &Ctx,
         field: &dyn Fn(&str) -> String,
         z: &raw::DdnsZone,
-    ) -> Result<Option<TsigKey>, ConfigError> {
+    ) -> Result<Option<crate::dns::tsig::TsigKey>, ConfigError> {
         let (name, secret) = match (&z.key_name, &z.key_secret) {
             (None, None) => {
                 return match &z.key_algorithm {
@@ -1198,36 +1162,14 @@ mod validate {
             let msg = format!("`{}` is not a valid key name", name.get_ref());
             return Err(cx.err(name.span(), field("key_name"), msg));
         }
-        let algorithm = match z
-            .key_algorithm
-            .as_ref()
-            .map(|a| (a.get_ref().to_ascii_lowercase(), a.span()))
-        {
+        let algorithm = match &z.key_algorithm {
             None => TsigAlgorithm::HmacSha256,
-            Some((a, _)) if a == "hmac-sha256" => TsigAlgorithm::HmacSha256,
-            Some((a, _)) if a == "hmac-sha384" => TsigAlgorithm::HmacSha384,
-            Some((a, _)) if a == "hmac-sha512" => TsigAlgorithm::HmacSha512,
-            Some((a, span)) => {
-                let msg = format!("`{a}` is not one of hmac-sha256, hmac-sha384, hmac-sha512");
-                return Err(cx.err(span, field("key_algorithm"), msg));
-            }
+            Some(a) => tsig_algorithm(cx, a, &field("key_algorithm"))?,
         };
-        let secret_bytes = data_encoding::BASE64
-            .decode(secret.get_ref().trim().as_bytes())
-            .ok()
-            .filter(|b| !b.is_empty())
-            .ok_or_else(|| {
-                cx.err(
-                    secret.span(),
-                    field("key_secret"),
-                    "is not base64 (as in a BIND key file)",
-                )
-            })?;
-        Ok(Some(TsigKey {
-            name: key_name,
-            algorithm,
-            secret: secret_bytes,
-        }))
+        let secret = tsig_secret(cx, secret, &field("key_secret"))?;
+        crate::dns::tsig::TsigKey::new(&key_name, algorithm, secret)
+            .map(Some)
+            .ok_or_else(|| cx.err(name.span(), field("key_name"), "is not a DNS name"))
     }
 
     /// `durability` and, for "batch", `batch_max_delay_ms` (default 10, 1 to 1000).
@@ -1403,6 +1345,34 @@ mod validate {
             .chunks(255)
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect()
+    }
+
+    /// A TSIG algorithm name (`dns::tsig::algorithm`).
+    pub(super) fn tsig_algorithm(
+        cx: &Ctx,
+        raw: &Spanned<String>,
+        field: &str,
+    ) -> Result<TsigAlgorithm, ConfigError> {
+        crate::dns::tsig::algorithm(raw.get_ref()).ok_or_else(|| {
+            let msg = format!(
+                "`{}` is not one of hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512",
+                raw.get_ref()
+            );
+            cx.err(raw.span(), field, msg)
+        })
+    }
+
+    /// A TSIG secret: non-empty base64, as in a BIND key file.
+    pub(super) fn tsig_secret(
+        cx: &Ctx,
+        raw: &Spanned<String>,
+        field: &str,
+    ) -> Result<Vec<u8>, ConfigError> {
+        data_encoding::BASE64
+            .decode(raw.get_ref().trim().as_bytes())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| cx.err(raw.span(), field, "is not base64 (as in a BIND key file)"))
     }
 
     /// "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:53".
@@ -1608,7 +1578,7 @@ pub fn is_label(s: &str) -> bool {
 
 /// Semantic checks of `[[tsig_key]]`, `[http]` and `[[dyndns_user]]`.
 mod updates {
-    use super::validate::{Ctx, socket_addr};
+    use super::validate::{Ctx, socket_addr, tsig_algorithm, tsig_secret};
     use super::*;
     use hickory_server::proto::rr::RecordType;
     use toml::Spanned;
@@ -1625,21 +1595,8 @@ mod updates {
         if name.is_empty() || qualify(&format!("{name}."), domain).is_none() {
             return Err(cx.err(k.name.span(), field("name"), "not a valid key name"));
         }
-        let algorithm = crate::dns::update::algorithm(k.algorithm.get_ref()).ok_or_else(|| {
-            cx.err(
-                k.algorithm.span(),
-                field("algorithm"),
-                format!(
-                    "`{}` is not one of hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512",
-                    k.algorithm.get_ref()
-                ),
-            )
-        })?;
-        let secret = data_encoding::BASE64
-            .decode(k.secret.get_ref().trim().as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| cx.err(k.secret.span(), field("secret"), "not base64 text"))?;
+        let algorithm = tsig_algorithm(cx, &k.algorithm, &field("algorithm"))?;
+        let secret = tsig_secret(cx, &k.secret, &field("secret"))?;
         let allow = k
             .allow
             .iter()
@@ -1809,6 +1766,7 @@ mod updates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
     use std::path::Path;
 
     const GOOD: &str = r#"
@@ -2155,9 +2113,10 @@ ttl = 60
         assert_eq!(rev.primary, "10.0.0.54:5353".parse().unwrap());
         let key = rev.key.as_ref().expect("key");
         assert_eq!(
-            (key.name.as_str(), key.algorithm),
-            ("rev.key", TsigAlgorithm::HmacSha512)
+            (key.name.to_string().as_str(), key.algorithm.clone()),
+            ("rev.key.", TsigAlgorithm::HmacSha512)
         );
+        assert_eq!(key.fudge, 300);
         assert_eq!(rev.ttl, 60);
 
         let queue = GOOD.replace("[dns]", "ddns_queue = \"/var/q\"\n[dns]");

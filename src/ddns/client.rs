@@ -1,7 +1,7 @@
 //! The DDNS task: takes lease changes from the DHCP service through a channel (so DHCP replies
 //! never wait on DNS), queues the jobs on disk, and sends each job's UPDATEs to its primaries
 //! over UDP, one job at a time in order, retrying with exponential backoff while a primary is
-//! unreachable. Owns the socket work; the pure parts live in `update`, `tsig` and `tracker`.
+//! unreachable. Owns the socket work; the pure parts live in `update`, `tracker` and `dns::tsig`.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,10 +14,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, DdnsZone};
+use crate::ddns::dhcid;
 use crate::ddns::queue::{Queue, QueueError};
 use crate::ddns::tracker::Tracker;
 use crate::ddns::update::{self, Job, Op, Outcome, Step};
-use crate::ddns::{dhcid, tsig};
+use crate::dns::tsig;
 use crate::lease::{Lease, LeaseChange};
 
 /// How long we wait for a primary's answer to one UPDATE.
@@ -217,11 +218,11 @@ impl DdnsTask {
         let resp = udp_exchange(zone.primary, &bytes, id).await?;
         let rcode = resp[3] & 0x0f;
         if let (Some(key), Some(mac)) = (&zone.key, mac) {
-            match tsig::verify_response(&resp, key, &mac, self.clock.now().0) {
+            match tsig::check_response(&resp, key, &mac, self.clock.now().0) {
                 Ok(()) => {}
                 // An error answer from a server that did not accept our key is not signed.
-                Err(tsig::TsigError::Unsigned) if rcode != 0 => {}
-                Err(e @ tsig::TsigError::ServerError(_)) => {
+                Err(tsig::ClientError::Unsigned) if rcode != 0 => {}
+                Err(e @ tsig::ClientError::ServerError(_)) => {
                     error!(primary = %zone.primary, key = %key.name, "DDNS: {e}");
                     return Ok(NOTAUTH);
                 }

@@ -3,7 +3,8 @@
 //! clock.
 //!
 //! # Format
-//! The lease journal's line format: `<crc32 of payload, 8 lowercase hex> <payload>\n`.
+//! The lease journal's line framing (`lease::journal::{push_record, checked_payload}`):
+//! `<crc32 of payload, 8 lowercase hex> <payload>\n`; the DHCID as lowercase hex (`-` if empty).
 //! - `J <seq> <add|remove|remove-ptr> <ip> <expires> <fqdn> <dhcid hex>`: a job was queued.
 //! - `D <seq>`: job `seq` is finished (acknowledged, or dropped after a permanent error).
 //!
@@ -12,7 +13,6 @@
 //! whenever the queue drains, and rewritten when finished records dominate it.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
@@ -21,6 +21,9 @@ use std::path::{Path, PathBuf};
 use crate::clock::UnixTime;
 use crate::config::Durability;
 use crate::ddns::update::{Job, Op};
+use crate::lease::journal::{
+    checked_payload, hex_field, hex_or_dash, parent_dir, push_record, with_suffix,
+};
 
 /// Rewrite the file once it holds this many records and mostly finished ones.
 const COMPACT_AT: u64 = 1000;
@@ -135,9 +138,7 @@ impl Queue {
         for (seq, job) in &self.pending {
             push_record(&mut out, &job_payload(*seq, job));
         }
-        let mut tmp_path = self.path.as_os_str().to_owned();
-        tmp_path.push(".tmp");
-        let tmp_path = PathBuf::from(tmp_path);
+        let tmp_path = with_suffix(&self.path, ".tmp");
         let mut tmp = File::create(&tmp_path).map_err(|e| io_err(&tmp_path, e))?;
         tmp.write_all(out.as_bytes())
             .map_err(|e| io_err(&tmp_path, e))?;
@@ -145,12 +146,11 @@ impl Queue {
             tmp.sync_data().map_err(|e| io_err(&tmp_path, e))?;
         }
         fs::rename(&tmp_path, &self.path).map_err(|e| io_err(&self.path, e))?;
-        if self.durability == Durability::Fsync
-            && let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
-        {
-            File::open(dir)
+        if self.durability == Durability::Fsync {
+            let dir = parent_dir(&self.path);
+            File::open(&dir)
                 .and_then(|d| d.sync_all())
-                .map_err(|e| io_err(dir, e))?;
+                .map_err(|e| io_err(&dir, e))?;
         }
         self.file = OpenOptions::new()
             .append(true)
@@ -197,39 +197,23 @@ enum Record {
     Done(u64),
 }
 
-fn push_record(out: &mut String, payload: &str) {
-    let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
-}
-
 fn job_payload(seq: u64, job: &Job) -> String {
     let op = match job.op {
         Op::Add => "add",
         Op::Remove => "remove",
         Op::RemoveReverse => "remove-ptr",
     };
-    let mut hex = String::with_capacity(job.dhcid.len() * 2);
-    for b in &job.dhcid {
-        let _ = write!(hex, "{b:02x}");
-    }
     format!(
-        "J {seq} {op} {} {} {} {hex}",
-        job.ip, job.expires.0, job.fqdn
+        "J {seq} {op} {} {} {} {}",
+        job.ip,
+        job.expires.0,
+        job.fqdn,
+        hex_or_dash(&job.dhcid, "")
     )
 }
 
 fn parse_line(line: &[u8]) -> Result<Record, String> {
-    let (crc, payload) = match (line.get(..8), line.get(8), line.get(9..)) {
-        (Some(crc), Some(b' '), Some(payload)) => (crc, payload),
-        _ => return Err("no checksum field".into()),
-    };
-    let crc = std::str::from_utf8(crc)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or("bad checksum field")?;
-    if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
-    let payload = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8")?;
+    let payload = checked_payload(line)?;
     let fields: Vec<&str> = payload.split(' ').collect();
     let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
     match fields.as_slice() {
@@ -248,21 +232,11 @@ fn parse_line(line: &[u8]) -> Result<Record, String> {
                     .map_err(|_| format!("bad address {ip:?}"))?,
                 expires: UnixTime(num(expires)?),
                 fqdn: fqdn.to_string(),
-                dhcid: unhex(hex).ok_or_else(|| format!("bad hex {hex:?}"))?,
+                dhcid: hex_field(hex, '\0')?,
             },
         )),
         _ => Err("unknown record".into()),
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn io_err(path: &Path, source: io::Error) -> QueueError {

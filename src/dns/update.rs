@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hickory_server::proto::op::{MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::TSIG;
-use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_server::proto::rr::rdata::tsig::TsigError;
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -82,14 +82,10 @@ pub struct UpdateHandler {
 
 /// The TSIG key of a key config (None for a name that is not a DNS name).
 pub fn tsig_key(cfg: &TsigKeyConfig) -> Option<TsigKey> {
-    let name = Name::from_ascii(format!("{}.", cfg.name))
-        .ok()?
-        .to_lowercase();
+    let key = TsigKey::new(&cfg.name, cfg.algorithm.clone(), cfg.secret.clone())?;
     Some(TsigKey {
-        name,
-        algorithm: cfg.algorithm.clone(),
-        secret: cfg.secret.clone(),
         fudge: cfg.fudge,
+        ..key
     })
 }
 
@@ -385,12 +381,6 @@ pub fn plan_updates(
     Ok(ops)
 }
 
-/// The algorithm of a config name: hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512.
-pub fn algorithm(name: &str) -> Option<TsigAlgorithm> {
-    let alg = TsigAlgorithm::from_name(Name::from_ascii(name.to_ascii_lowercase()).ok()?);
-    crate::dns::tsig::supported(&alg).then_some(alg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,6 +391,7 @@ mod tests {
     use crate::dns::tsig::sign_request;
     use hickory_server::net::xfer::Protocol;
     use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
     use hickory_server::proto::rr::rdata::{A, TXT};
     use std::net::Ipv4Addr;
     use std::sync::RwLock;
@@ -832,7 +823,5 @@ mod tests {
         assert!(p.allows("dyn.lan", RecordType::A) && p.allows("a.dyn.lan", RecordType::A));
         assert!(!p.allows("xdyn.lan", RecordType::A));
         assert_eq!(p.types_at("a.dyn.lan"), vec![RecordType::A]);
-        assert_eq!(algorithm("HMAC-SHA1"), Some(TsigAlgorithm::HmacSha1));
-        assert_eq!(algorithm("hmac-md5"), None);
     }
 }
