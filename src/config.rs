@@ -770,14 +770,13 @@ mod validate {
 
     fn globals(cx: &Ctx, raw: &raw::Root, subnets: &[Subnet]) -> Result<DhcpGlobals, ConfigError> {
         let defaults = DhcpGlobals::default();
-        let ping_timeout = match &raw.ping_timeout_ms {
-            None => defaults.ping_timeout,
-            Some(ms) if (10..=5000).contains(ms.get_ref()) => Duration::from_millis(*ms.get_ref()),
-            Some(ms) => {
-                let msg = "must be between 10 and 5000";
-                return Err(cx.err(ms.span(), "ping_timeout_ms", msg));
-            }
-        };
+        let ping_timeout = millis_in(
+            cx,
+            raw.ping_timeout_ms.as_ref(),
+            10..=5000,
+            "ping_timeout_ms",
+            defaults.ping_timeout,
+        )?;
         let classes = raw
             .class
             .iter()
@@ -1080,13 +1079,8 @@ mod validate {
         queue: Option<&Spanned<String>>,
         lease_file: &Spanned<String>,
     ) -> Result<DdnsConfig, ConfigError> {
-        let queue_file = match queue {
-            Some(q) if q.get_ref().trim().is_empty() => {
-                return Err(cx.err(q.span(), "ddns_queue", "must not be empty"));
-            }
-            Some(q) => PathBuf::from(q.get_ref()),
-            None => PathBuf::from(format!("{}.ddns", lease_file.get_ref())),
-        };
+        let queue_file = optional_path(cx, queue, "ddns_queue")?
+            .unwrap_or_else(|| PathBuf::from(format!("{}.ddns", lease_file.get_ref())));
         let mut zones: Vec<DdnsZone> = Vec::new();
         for (i, z) in raw.iter().enumerate() {
             let zone = ddns_zone(cx, i, z.get_ref())?;
@@ -1113,13 +1107,7 @@ mod validate {
             );
             cx.err(z.primary.span(), field("primary"), msg)
         })?;
-        let ttl = match &z.ttl {
-            Some(t) if *t.get_ref() == 0 => {
-                return Err(cx.err(t.span(), field("ttl"), "must be at least 1"));
-            }
-            Some(t) => *t.get_ref(),
-            None => 300,
-        };
+        let ttl = at_least_one(cx, z.ttl.as_ref(), &field("ttl"), 300)?;
         Ok(DdnsZone {
             zone,
             primary,
@@ -1217,42 +1205,15 @@ mod validate {
     }
 
     fn dns(cx: &Ctx, raw: raw::Dns, domain: &str) -> Result<DnsConfig, ConfigError> {
-        let addrs =
-            |list: &[Spanned<String>], field: &str| -> Result<Vec<SocketAddr>, ConfigError> {
-                list.iter()
-                    .enumerate()
-                    .map(|(i, a)| {
-                        socket_addr(a.get_ref(), 53).ok_or_else(|| {
-                            cx.err(
-                                a.span(),
-                                format!("dns.{field}[{i}]"),
-                                format!("`{}` is not an address or address:port", a.get_ref()),
-                            )
-                        })
-                    })
-                    .collect()
-            };
         let defaults = DnsConfig::default();
-        let upstream_timeout = match &raw.upstream_timeout_ms {
-            None => defaults.upstream_timeout,
-            Some(ms) if (50..=30_000).contains(ms.get_ref()) => {
-                Duration::from_millis(*ms.get_ref())
-            }
-            Some(ms) => {
-                return Err(cx.err(
-                    ms.span(),
-                    "dns.upstream_timeout_ms",
-                    "must be between 50 and 30000",
-                ));
-            }
-        };
-        let hosts_file = match &raw.hosts_file {
-            Some(h) if h.get_ref().trim().is_empty() => {
-                return Err(cx.err(h.span(), "dns.hosts_file", "must not be empty"));
-            }
-            Some(h) => Some(PathBuf::from(h.get_ref())),
-            None => None,
-        };
+        let upstream_timeout = millis_in(
+            cx,
+            raw.upstream_timeout_ms.as_ref(),
+            50..=30_000,
+            "dns.upstream_timeout_ms",
+            defaults.upstream_timeout,
+        )?;
+        let hosts_file = optional_path(cx, raw.hosts_file.as_ref(), "dns.hosts_file")?;
         let records = raw
             .record
             .iter()
@@ -1260,21 +1221,15 @@ mod validate {
             .map(|(i, r)| record(cx, i, r.get_ref(), domain))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(DnsConfig {
-            listen: addrs(&raw.listen, "listen")?,
+            listen: socket_addrs(cx, &raw.listen, "dns.listen", 53)?,
             ttl: raw.ttl.unwrap_or(defaults.ttl),
-            upstreams: addrs(&raw.upstreams, "upstreams")?,
+            upstreams: socket_addrs(cx, &raw.upstreams, "dns.upstreams", 53)?,
             upstream_timeout,
             cache_size: raw.cache_size.unwrap_or(defaults.cache_size),
             records,
             hosts_file,
             expand_bare_names: raw.expand_bare_names.unwrap_or(false),
-            update_journal: match &raw.update_journal {
-                Some(p) if p.get_ref().trim().is_empty() => {
-                    return Err(cx.err(p.span(), "dns.update_journal", "must not be empty"));
-                }
-                Some(p) => Some(PathBuf::from(p.get_ref())),
-                None => None,
-            },
+            update_journal: optional_path(cx, raw.update_journal.as_ref(), "dns.update_journal")?,
             ..DnsConfig::default()
         })
     }
@@ -1345,6 +1300,75 @@ mod validate {
             .chunks(255)
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect()
+    }
+
+    /// Addresses of a list field, each "address" (with `default_port`) or "address:port";
+    /// errors name the entry as `field[i]`.
+    pub(super) fn socket_addrs(
+        cx: &Ctx,
+        list: &[Spanned<String>],
+        field: &str,
+        default_port: u16,
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, a)| {
+                socket_addr(a.get_ref(), default_port).ok_or_else(|| {
+                    cx.err(
+                        a.span(),
+                        format!("{field}[{i}]"),
+                        format!("`{}` is not an address or address:port", a.get_ref()),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// An optional path that, when given, must not be empty.
+    pub(super) fn optional_path(
+        cx: &Ctx,
+        raw: Option<&Spanned<String>>,
+        field: &str,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        match raw {
+            Some(p) if p.get_ref().trim().is_empty() => {
+                Err(cx.err(p.span(), field, "must not be empty"))
+            }
+            Some(p) => Ok(Some(PathBuf::from(p.get_ref()))),
+            None => Ok(None),
+        }
+    }
+
+    /// An optional count of at least 1.
+    pub(super) fn at_least_one(
+        cx: &Ctx,
+        raw: Option<&Spanned<u32>>,
+        field: &str,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        match raw {
+            Some(n) if *n.get_ref() == 0 => Err(cx.err(n.span(), field, "must be at least 1")),
+            Some(n) => Ok(*n.get_ref()),
+            None => Ok(default),
+        }
+    }
+
+    /// An optional time in milliseconds within `range`.
+    pub(super) fn millis_in(
+        cx: &Ctx,
+        raw: Option<&Spanned<u64>>,
+        range: std::ops::RangeInclusive<u64>,
+        field: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match raw {
+            None => Ok(default),
+            Some(ms) if range.contains(ms.get_ref()) => Ok(Duration::from_millis(*ms.get_ref())),
+            Some(ms) => {
+                let msg = format!("must be between {} and {}", range.start(), range.end());
+                Err(cx.err(ms.span(), field, msg))
+            }
+        }
     }
 
     /// A TSIG algorithm name (`dns::tsig::algorithm`).
@@ -1578,7 +1602,7 @@ pub fn is_label(s: &str) -> bool {
 
 /// Semantic checks of `[[tsig_key]]`, `[http]` and `[[dyndns_user]]`.
 mod updates {
-    use super::validate::{Ctx, socket_addr, tsig_algorithm, tsig_secret};
+    use super::validate::{Ctx, at_least_one, socket_addrs, tsig_algorithm, tsig_secret};
     use super::*;
     use hickory_server::proto::rr::RecordType;
     use toml::Spanned;
@@ -1674,20 +1698,7 @@ mod updates {
 
     pub(super) fn http(cx: &Ctx, raw: raw::Http) -> Result<HttpConfig, ConfigError> {
         let defaults = HttpConfig::default();
-        let listen = raw
-            .listen
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                socket_addr(a.get_ref(), 8053).ok_or_else(|| {
-                    cx.err(
-                        a.span(),
-                        format!("http.listen[{i}]"),
-                        format!("`{}` is not an address or address:port", a.get_ref()),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let listen = socket_addrs(cx, &raw.listen, "http.listen", 8053)?;
         let path = |p: &Option<Spanned<String>>| p.as_ref().map(|p| PathBuf::from(p.get_ref()));
         match (&raw.tls_cert, &raw.tls_key) {
             (Some(_), Some(_)) | (None, None) => {}
@@ -1699,13 +1710,12 @@ mod updates {
                 ));
             }
         }
-        let rate_limit = match &raw.rate_limit {
-            Some(r) if *r.get_ref() == 0 => {
-                return Err(cx.err(r.span(), "http.rate_limit", "must be at least 1"));
-            }
-            Some(r) => *r.get_ref(),
-            None => defaults.rate_limit,
-        };
+        let rate_limit = at_least_one(
+            cx,
+            raw.rate_limit.as_ref(),
+            "http.rate_limit",
+            defaults.rate_limit,
+        )?;
         Ok(HttpConfig {
             listen,
             tls_cert: path(&raw.tls_cert),
