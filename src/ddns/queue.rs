@@ -21,9 +21,10 @@ use std::path::{Path, PathBuf};
 use crate::clock::UnixTime;
 use crate::config::Durability;
 use crate::ddns::update::{Job, Op};
-use crate::lease::journal::{
-    checked_payload, hex_field, hex_or_dash, parent_dir, push_record, with_suffix,
-};
+#[cfg(test)]
+use crate::lease::journal::checked_payload;
+use crate::lease::journal::{hex_field, hex_or_dash, push_record};
+use crate::lease::logfile::{lines, replace_file};
 
 /// Rewrite the file once it holds this many records and mostly finished ones.
 const COMPACT_AT: u64 = 1000;
@@ -138,24 +139,9 @@ impl Queue {
         for (seq, job) in &self.pending {
             push_record(&mut out, &job_payload(*seq, job));
         }
-        let tmp_path = with_suffix(&self.path, ".tmp");
-        let mut tmp = File::create(&tmp_path).map_err(|e| io_err(&tmp_path, e))?;
-        tmp.write_all(out.as_bytes())
-            .map_err(|e| io_err(&tmp_path, e))?;
-        if self.durability == Durability::Fsync {
-            tmp.sync_data().map_err(|e| io_err(&tmp_path, e))?;
-        }
-        fs::rename(&tmp_path, &self.path).map_err(|e| io_err(&self.path, e))?;
-        if self.durability == Durability::Fsync {
-            let dir = parent_dir(&self.path);
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err(&dir, e))?;
-        }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| io_err(&self.path, e))?;
+        let fsync = self.durability == Durability::Fsync;
+        self.file = replace_file(&self.path, out.as_bytes(), fsync)
+            .map_err(|(path, source)| io_err(&path, source))?;
         self.records = self.pending.len() as u64;
         Ok(())
     }
@@ -164,29 +150,23 @@ impl Queue {
 /// The pending jobs in `bytes` and the next free sequence number.
 fn replay(path: &Path, bytes: &[u8]) -> (VecDeque<(u64, Job)>, u64) {
     let mut pending: VecDeque<(u64, Job)> = VecDeque::new();
-    let mut next_seq = 1;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let parsed = match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => parse_line(&rest[..end]).map(|r| (r, end)),
-            None => Err("torn last record (no newline)".to_string()),
-        };
-        match parsed {
-            Ok((Record::Job(seq, job), end)) => {
+    let (mut next_seq, mut good) = (1, 0);
+    for line in lines(bytes) {
+        match line.payload.and_then(parse_payload) {
+            Ok(Record::Job(seq, job)) => {
                 next_seq = next_seq.max(seq + 1);
                 pending.push_back((seq, job));
-                pos += end + 1;
             }
-            Ok((Record::Done(seq), end)) => {
-                pending.retain(|(s, _)| *s != seq);
-                pos += end + 1;
-            }
+            Ok(Record::Done(seq)) => pending.retain(|(s, _)| *s != seq),
             Err(reason) => {
-                tracing::warn!(file = %path.display(), offset = pos, "DDNS queue cut here: {reason}");
-                break;
+                tracing::warn!(file = %path.display(), offset = line.start, "DDNS queue cut here: {reason}");
+                return (pending, next_seq);
             }
         }
+        good = line.end;
+    }
+    if good < bytes.len() {
+        tracing::warn!(file = %path.display(), offset = good, "DDNS queue cut here: torn last record (no newline)");
     }
     (pending, next_seq)
 }
@@ -212,8 +192,7 @@ fn job_payload(seq: u64, job: &Job) -> String {
     )
 }
 
-fn parse_line(line: &[u8]) -> Result<Record, String> {
-    let payload = checked_payload(line)?;
+fn parse_payload(payload: &str) -> Result<Record, String> {
     let fields: Vec<&str> = payload.split(' ').collect();
     let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
     match fields.as_slice() {
@@ -372,7 +351,8 @@ mod tests {
     #[test]
     fn garbage_lines_never_panic() {
         for line in ["", "x", "12345678", "zzzzzzzz J", "00000000 J 1 add"] {
-            assert!(parse_line(line.as_bytes()).is_err(), "{line:?}");
+            let parsed = checked_payload(line.as_bytes()).and_then(parse_payload);
+            assert!(parsed.is_err(), "{line:?}");
         }
     }
 }
