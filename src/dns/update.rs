@@ -385,8 +385,8 @@ pub fn plan_updates(
 mod tests {
     use super::*;
     use crate::clock::TestClock;
+    use crate::config::Durability;
     use crate::config::NameMatch;
-    use crate::config::{DnsRecord, Durability, RecordData};
     use crate::dns::journal::UpdateJournal;
     use crate::dns::tsig::sign_request;
     use hickory_server::net::xfer::Protocol;
@@ -432,15 +432,7 @@ mod tests {
     /// override), "home" (A and AAAA of home.lan only). The config holds printer.lan and an
     /// apex TXT.
     fn fixture() -> Fixture {
-        let mut names = Names::new(
-            "lan",
-            &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
-        );
-        names.set_config_records(vec![DnsRecord {
-            name: "lan".into(),
-            data: RecordData::Txt(vec!["apex".into()]),
-        }]);
-        let names = Arc::new(RwLock::new(names));
+        let names = Arc::new(RwLock::new(crate::dns::dynamic::tests::config_names()));
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, _) = UpdateJournal::open(&dir.path().join("dns.journal"), Durability::None)
             .expect("journal");
@@ -514,10 +506,18 @@ mod tests {
 
     impl Fixture {
         fn send(&self, m: &Message, key: Option<usize>) -> Reply {
-            let raw = match key {
-                Some(k) => sign_request(m, &self.keys[k], self.clock.now().0).expect("sign"),
-                None => m.to_vec().expect("encode"),
-            };
+            match key {
+                Some(k) => self.send_signed(m, &self.keys[k], self.clock.now().0),
+                None => self.send_raw(m.to_vec().expect("encode")),
+            }
+        }
+
+        /// Signed with any key (known or not) at `time`.
+        fn send_signed(&self, m: &Message, key: &TsigKey, time: u64) -> Reply {
+            self.send_raw(sign_request(m, key, time).expect("sign"))
+        }
+
+        fn send_raw(&self, raw: Vec<u8>) -> Reply {
             let src = "127.0.0.1:5300".parse().expect("addr");
             let request = Request::from_bytes(raw, src, Protocol::Udp).expect("decodes");
             self.handler.decide(&request)
@@ -576,10 +576,7 @@ mod tests {
         // A key we do not know.
         let mut stranger = f.keys[ACME].clone();
         stranger.name = n("stranger.");
-        let raw = sign_request(&m, &stranger, f.clock.now().0).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &stranger, f.clock.now().0);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         let ReplyTsig::Unsigned(record) = reply.tsig else {
             panic!("BADKEY is unsigned")
@@ -588,19 +585,13 @@ mod tests {
         // The right name with the wrong secret.
         let mut forged = f.keys[ACME].clone();
         forged.secret = b"guess".to_vec();
-        let raw = sign_request(&m, &forged, f.clock.now().0).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &forged, f.clock.now().0);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         assert!(
             matches!(&reply.tsig, ReplyTsig::Unsigned(r) if r.data.error == Some(TsigError::BadSig))
         );
         // Signed ten minutes ago.
-        let raw = sign_request(&m, &f.keys[ACME], f.clock.now().0 - 600).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &f.keys[ACME], f.clock.now().0 - 600);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         assert!(matches!(
             reply.tsig,
