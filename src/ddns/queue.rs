@@ -13,7 +13,7 @@
 //! whenever the queue drains, and rewritten when finished records dominate it.
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ use crate::ddns::update::{Job, Op};
 #[cfg(test)]
 use crate::lease::journal::checked_payload;
 use crate::lease::journal::{hex_field, hex_or_dash, push_record};
-use crate::lease::logfile::{lines, replace_file};
+use crate::lease::logfile::{lines, open_log, replace_file};
 
 /// Rewrite the file once it holds this many records and mostly finished ones.
 const COMPACT_AT: u64 = 1000;
@@ -48,17 +48,8 @@ pub struct Queue {
 impl Queue {
     /// Opens (creating if needed) the queue at `path` and loads the pending jobs.
     pub fn open(path: &Path, durability: Durability) -> Result<Queue, QueueError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(io_err(path, source)),
-        };
+        let (bytes, file) = open_log(path).map_err(|e| io_err(path, e))?;
         let (pending, next_seq) = replay(path, &bytes);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
         let mut q = Queue {
             path: path.to_path_buf(),
             file,
@@ -228,6 +219,7 @@ fn io_err(path: &Path, source: io::Error) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn job(op: Op, last: u8, name: &str) -> Job {
         Job {

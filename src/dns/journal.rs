@@ -12,7 +12,7 @@
 //! - `- <name> *`: every record of the name was deleted.
 //! - `x <name> <TYPE> <rdata hex>`: the record with that data was deleted.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,7 +23,7 @@ use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEnco
 use crate::config::Durability;
 use crate::dns::dynamic::{DynOp, DynamicRecords};
 use crate::lease::journal::{hex_field, hex_or_dash, parent_dir, push_record};
-use crate::lease::logfile::{lines, replace_file};
+use crate::lease::logfile::{lines, open_log, replace_file};
 
 const HEADER: &str = "H leasedns-dns-journal 1 gen=0";
 /// Compact at open when the file holds this many more records than there are live records.
@@ -62,17 +62,8 @@ impl UpdateJournal {
         };
         let dir = parent_dir(path);
         fs::create_dir_all(&dir).map_err(io_err)?;
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(e)),
-        };
+        let (bytes, file) = open_log(path).map_err(io_err)?;
         let (records, lines, good_len) = replay(path, &bytes)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err)?;
         let mut journal = UpdateJournal {
             path: path.to_path_buf(),
             file,
@@ -266,6 +257,7 @@ mod tests {
     use super::*;
     use hickory_server::proto::rr::Name;
     use hickory_server::proto::rr::rdata::{A, MX, SRV, TXT};
+    use std::fs::OpenOptions;
     use std::net::Ipv4Addr;
 
     fn ops() -> Vec<DynOp> {

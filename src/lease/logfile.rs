@@ -1,6 +1,6 @@
 //! What the append-only logs built on the lease journal's line framing share (the DNS update
-//! journal, `dns::journal`, and the DDNS queue, `ddns::queue`): walking the complete lines of a
-//! file, and replacing a file atomically. The framing itself (`push_record`, `checked_payload`)
+//! journal, `dns::journal`, and the DDNS queue, `ddns::queue`): reading a log that may not
+//! exist yet, walking its complete lines, and replacing it atomically. The framing itself (`push_record`, `checked_payload`)
 //! stays in `lease::journal`. Knows nothing of any record's payload; never reads the clock.
 
 use std::fs::{self, File, OpenOptions};
@@ -8,6 +8,18 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use crate::lease::journal::{checked_payload, parent_dir, with_suffix};
+
+/// The bytes of the log at `path` (none if there is no file yet), and the file opened (created
+/// if needed) for appending.
+pub(crate) fn open_log(path: &Path) -> io::Result<(Vec<u8>, File)> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok((bytes, file))
+}
 
 /// One complete line of a log.
 #[derive(Debug)]
@@ -86,6 +98,21 @@ mod tests {
         assert_eq!(got[2].end, text.len() - "0badc0de torn".len());
         assert_eq!(lines(b"").count(), 0);
         assert_eq!(lines(b"no newline at all").count(), 0);
+    }
+
+    #[test]
+    fn open_log_creates_a_missing_file_and_reads_an_existing_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log");
+        let (bytes, mut file) = open_log(&path).expect("opens");
+        assert!(bytes.is_empty() && path.exists());
+        file.write_all(b"one\n").expect("append");
+        drop(file);
+        let (bytes, mut file) = open_log(&path).expect("reopens");
+        assert_eq!(bytes, b"one\n");
+        file.write_all(b"two\n").expect("append");
+        assert_eq!(fs::read(&path).expect("read"), b"one\ntwo\n");
+        assert!(open_log(dir.path()).is_err(), "a directory is no log");
     }
 
     #[test]
