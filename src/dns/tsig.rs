@@ -8,6 +8,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
+use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Header, Query};
 use hickory_server::proto::rr::rdata::TSIG;
 use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record};
@@ -371,9 +372,9 @@ pub struct Signed {
 /// Sign the wire bytes of a complete request without TSIG at `now` (Unix seconds): appends the
 /// TSIG record (names uncompressed) and counts it in ARCOUNT.
 pub fn sign(msg: &[u8], key: &TsigKey, now: u64) -> Result<Signed, ClientError> {
-    let malformed = |e: String| ClientError::Malformed(e);
+    let malformed = |e: ProtoError| ClientError::Malformed(e.to_string());
     let (Some(id), Some(arcount)) = (msg.get(0..2), msg.get(10..12)) else {
-        return Err(malformed("shorter than a header".into()));
+        return Err(ClientError::Malformed("shorter than a header".into()));
     };
     let id = u16::from_be_bytes([id[0], id[1]]);
     let arcount = u16::from_be_bytes([arcount[0], arcount[1]]).wrapping_add(1);
@@ -389,14 +390,14 @@ pub fn sign(msg: &[u8], key: &TsigKey, now: u64) -> Result<Signed, ClientError> 
     let mut tbs = msg.to_vec();
     let mut encoder = BinEncoder::with_offset(&mut tbs, msg.len() as u32);
     stub.emit_tsig_for_mac(&mut encoder, &key.name)
-        .map_err(|e| malformed(e.to_string()))?;
+        .map_err(malformed)?;
     let mac = key.mac(&tbs);
     let mut bytes = msg.to_vec();
     let mut encoder = BinEncoder::with_offset(&mut bytes, msg.len() as u32);
     encoder.set_name_encoding(NameEncoding::Uncompressed);
     make_tsig_record(key.name.clone(), stub.set_mac(mac.clone()))
         .emit(&mut encoder)
-        .map_err(|e| malformed(e.to_string()))?;
+        .map_err(malformed)?;
     bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
     Ok(Signed { bytes, mac })
 }
