@@ -1,7 +1,7 @@
 //! The DDNS task: takes lease changes from the DHCP service through a channel (so DHCP replies
 //! never wait on DNS), queues the jobs on disk, and sends each job's UPDATEs to its primaries
 //! over UDP, one job at a time in order, retrying with exponential backoff while a primary is
-//! unreachable. Owns the socket work; the pure parts live in `update`, `tsig` and `tracker`.
+//! unreachable. Owns the socket work; the pure parts live in `update`, `tracker` and `dns::tsig`.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -14,10 +14,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::clock::Clock;
 use crate::config::{Config, DdnsZone};
+use crate::ddns::dhcid;
 use crate::ddns::queue::{Queue, QueueError};
 use crate::ddns::tracker::Tracker;
 use crate::ddns::update::{self, Job, Op, Outcome, Step};
-use crate::ddns::{dhcid, tsig};
+use crate::dns::tsig;
 use crate::lease::{Lease, LeaseChange};
 
 /// How long we wait for a primary's answer to one UPDATE.
@@ -217,11 +218,11 @@ impl DdnsTask {
         let resp = udp_exchange(zone.primary, &bytes, id).await?;
         let rcode = resp[3] & 0x0f;
         if let (Some(key), Some(mac)) = (&zone.key, mac) {
-            match tsig::verify_response(&resp, key, &mac, self.clock.now().0) {
+            match tsig::check_response(&resp, key, &mac, self.clock.now().0) {
                 Ok(()) => {}
                 // An error answer from a server that did not accept our key is not signed.
-                Err(tsig::TsigError::Unsigned) if rcode != 0 => {}
-                Err(e @ tsig::TsigError::ServerError(_)) => {
+                Err(tsig::ClientError::Unsigned) if rcode != 0 => {}
+                Err(e @ tsig::ClientError::ServerError(_)) => {
                     error!(primary = %zone.primary, key = %key.name, "DDNS: {e}");
                     return Ok(NOTAUTH);
                 }
@@ -349,6 +350,33 @@ mod tests {
         (types(&m.answers), types(&m.authorities))
     }
 
+    /// The task at t=1,000,000 with a fake primary answering `script`, for both zones.
+    struct Running {
+        _dir: tempfile::TempDir,
+        cfg: Config,
+        tx: DdnsSender,
+        seen: mpsc::UnboundedReceiver<Message>,
+        stop_tx: watch::Sender<bool>,
+        handle: tokio::task::JoinHandle<()>,
+    }
+
+    async fn running(script: Vec<u8>) -> Running {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (primary, seen) = fake_primary(script).await;
+        let cfg = config(dir.path(), primary);
+        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handle = tokio::spawn(task.run(stop_rx));
+        Running {
+            _dir: dir,
+            cfg,
+            tx,
+            seen,
+            stop_tx,
+            handle,
+        }
+    }
+
     async fn next(rx: &mut mpsc::UnboundedReceiver<Message>) -> Message {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -358,32 +386,27 @@ mod tests {
 
     #[tokio::test]
     async fn conflict_stops_after_the_dhcid_check_and_touches_no_ptr() {
-        let dir = tempfile::tempdir().expect("tempdir");
         // YXDOMAIN to the first add, NXRRSET to the DHCID-guarded replace.
-        let (primary, mut seen) = fake_primary(vec![6, 8]).await;
-        let cfg = config(dir.path(), primary);
-        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(task.run(stop_rx));
+        let mut r = running(vec![6, 8]).await;
 
-        tx.send(&[LeaseChange::Upsert(alpha())]);
+        r.tx.send(&[LeaseChange::Upsert(alpha())]);
         assert_eq!(
-            shape(&next(&mut seen).await),
+            shape(&next(&mut r.seen).await),
             (vec![255], vec![1, 49]),
             "add if absent"
         );
         assert_eq!(
-            shape(&next(&mut seen).await),
+            shape(&next(&mut r.seen).await),
             (vec![49], vec![1, 1]),
             "replace if ours"
         );
-        let more = tokio::time::timeout(Duration::from_millis(500), seen.recv()).await;
+        let more = tokio::time::timeout(Duration::from_millis(500), r.seen.recv()).await;
         assert!(more.is_err(), "nothing after a conflict: {more:?}");
 
-        let _ = stop_tx.send(true);
-        handle.await.expect("task ends");
+        let _ = r.stop_tx.send(true);
+        r.handle.await.expect("task ends");
         assert!(
-            Queue::open(&cfg.ddns.queue_file, cfg.durability)
+            Queue::open(&r.cfg.ddns.queue_file, r.cfg.durability)
                 .expect("opens")
                 .is_empty()
         );
@@ -391,66 +414,56 @@ mod tests {
 
     #[tokio::test]
     async fn servfail_is_retried_then_release_removes_both_sides() {
-        let dir = tempfile::tempdir().expect("tempdir");
         // SERVFAIL, then the add (forward, reverse) and the removal (forward, reverse) succeed.
-        let (primary, mut seen) = fake_primary(vec![2, 0, 0, 0, 0]).await;
-        let cfg = config(dir.path(), primary);
-        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(task.run(stop_rx));
+        let mut r = running(vec![2, 0, 0, 0, 0]).await;
 
-        tx.send(&[LeaseChange::Upsert(alpha())]);
-        tx.send(&[LeaseChange::Remove {
+        r.tx.send(&[LeaseChange::Upsert(alpha())]);
+        r.tx.send(&[LeaseChange::Remove {
             ip: alpha().ip,
             reason: RemoveReason::Released,
         }]);
-        let first = next(&mut seen).await;
+        let first = next(&mut r.seen).await;
         let t0 = Instant::now();
-        let again = next(&mut seen).await;
+        let again = next(&mut r.seen).await;
         assert!(
             t0.elapsed() >= Duration::from_millis(900),
             "retried after the backoff"
         );
         assert_eq!(shape(&first), shape(&again));
-        let rev_add = next(&mut seen).await;
+        let rev_add = next(&mut r.seen).await;
         assert_eq!(shape(&rev_add), (vec![], vec![12, 49, 12, 49]));
         assert_eq!(rev_add.authorities[2].ttl, 300);
         assert_eq!(
-            shape(&next(&mut seen).await),
+            shape(&next(&mut r.seen).await),
             (vec![49], vec![1, 49]),
             "fwd remove"
         );
         assert_eq!(
-            shape(&next(&mut seen).await),
+            shape(&next(&mut r.seen).await),
             (vec![12], vec![12, 49]),
             "rev remove"
         );
 
-        let _ = stop_tx.send(true);
-        handle.await.expect("task ends");
+        let _ = r.stop_tx.send(true);
+        r.handle.await.expect("task ends");
     }
 
     #[tokio::test]
     async fn unsent_updates_are_on_disk_at_shutdown() {
-        let dir = tempfile::tempdir().expect("tempdir");
         // A primary that never answers.
-        let (primary, mut seen) = fake_primary(vec![]).await;
-        let cfg = config(dir.path(), primary);
-        let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let handle = tokio::spawn(task.run(stop_rx));
+        let mut r = running(vec![]).await;
 
-        tx.send(&[LeaseChange::Upsert(alpha())]);
-        let _ = next(&mut seen).await;
-        let _ = stop_tx.send(true);
-        tx.send(&[LeaseChange::Remove {
+        r.tx.send(&[LeaseChange::Upsert(alpha())]);
+        let _ = next(&mut r.seen).await;
+        let _ = r.stop_tx.send(true);
+        r.tx.send(&[LeaseChange::Remove {
             ip: alpha().ip,
             reason: RemoveReason::Expired,
         }]);
-        drop(tx);
-        handle.await.expect("task ends");
+        drop(r.tx);
+        r.handle.await.expect("task ends");
 
-        let mut q = Queue::open(&cfg.ddns.queue_file, cfg.durability).expect("opens");
+        let mut q = Queue::open(&r.cfg.ddns.queue_file, r.cfg.durability).expect("opens");
         let ops: Vec<Op> = std::iter::from_fn(|| {
             let op = q.front()?.op;
             q.pop().ok()?;

@@ -6,9 +6,9 @@
 //! - `dhcid`: the DHCID RDATA of a client for a name (pure).
 //! - `tracker`: lease changes to jobs (what each lease has in DNS) (pure).
 //! - `update`: the UPDATE message of each step and what follows each answer (pure).
-//! - `tsig`: signing requests and verifying answers (pure).
 //! - `queue`: pending jobs on disk, surviving restarts.
 //! - `client`: the task fed by the DHCP service through a channel; sockets, retries, backoff.
+//!   Requests are signed and answers checked by the shared TSIG code in `dns::tsig`.
 //!
 //! The DHCP service never waits on any of this: it hands each durable batch to the channel.
 
@@ -16,7 +16,6 @@ pub mod client;
 pub mod dhcid;
 pub mod queue;
 pub mod tracker;
-pub mod tsig;
 pub mod update;
 
 pub use client::{DdnsSender, DdnsTask, start};

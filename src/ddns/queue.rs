@@ -3,7 +3,8 @@
 //! clock.
 //!
 //! # Format
-//! The lease journal's line format: `<crc32 of payload, 8 lowercase hex> <payload>\n`.
+//! The lease journal's line framing (`lease::journal::{push_record, checked_payload}`):
+//! `<crc32 of payload, 8 lowercase hex> <payload>\n`; the DHCID as lowercase hex (`-` if empty).
 //! - `J <seq> <add|remove|remove-ptr> <ip> <expires> <fqdn> <dhcid hex>`: a job was queued.
 //! - `D <seq>`: job `seq` is finished (acknowledged, or dropped after a permanent error).
 //!
@@ -12,8 +13,7 @@
 //! whenever the queue drains, and rewritten when finished records dominate it.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write as _};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use crate::clock::UnixTime;
 use crate::config::Durability;
 use crate::ddns::update::{Job, Op};
+#[cfg(test)]
+use crate::lease::journal::checked_payload;
+use crate::lease::journal::{hex_field, hex_or_dash, push_record};
+use crate::lease::logfile::{lines, open_log, replace_file};
 
 /// Rewrite the file once it holds this many records and mostly finished ones.
 const COMPACT_AT: u64 = 1000;
@@ -44,17 +48,8 @@ pub struct Queue {
 impl Queue {
     /// Opens (creating if needed) the queue at `path` and loads the pending jobs.
     pub fn open(path: &Path, durability: Durability) -> Result<Queue, QueueError> {
-        let bytes = match fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(io_err(path, source)),
-        };
+        let (bytes, file) = open_log(path).map_err(|e| io_err(path, e))?;
         let (pending, next_seq) = replay(path, &bytes);
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io_err(path, e))?;
         let mut q = Queue {
             path: path.to_path_buf(),
             file,
@@ -135,27 +130,9 @@ impl Queue {
         for (seq, job) in &self.pending {
             push_record(&mut out, &job_payload(*seq, job));
         }
-        let mut tmp_path = self.path.as_os_str().to_owned();
-        tmp_path.push(".tmp");
-        let tmp_path = PathBuf::from(tmp_path);
-        let mut tmp = File::create(&tmp_path).map_err(|e| io_err(&tmp_path, e))?;
-        tmp.write_all(out.as_bytes())
-            .map_err(|e| io_err(&tmp_path, e))?;
-        if self.durability == Durability::Fsync {
-            tmp.sync_data().map_err(|e| io_err(&tmp_path, e))?;
-        }
-        fs::rename(&tmp_path, &self.path).map_err(|e| io_err(&self.path, e))?;
-        if self.durability == Durability::Fsync
-            && let Some(dir) = self.path.parent().filter(|p| !p.as_os_str().is_empty())
-        {
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io_err(dir, e))?;
-        }
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| io_err(&self.path, e))?;
+        let fsync = self.durability == Durability::Fsync;
+        self.file = replace_file(&self.path, out.as_bytes(), fsync)
+            .map_err(|(path, source)| io_err(&path, source))?;
         self.records = self.pending.len() as u64;
         Ok(())
     }
@@ -164,29 +141,23 @@ impl Queue {
 /// The pending jobs in `bytes` and the next free sequence number.
 fn replay(path: &Path, bytes: &[u8]) -> (VecDeque<(u64, Job)>, u64) {
     let mut pending: VecDeque<(u64, Job)> = VecDeque::new();
-    let mut next_seq = 1;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let parsed = match rest.iter().position(|&b| b == b'\n') {
-            Some(end) => parse_line(&rest[..end]).map(|r| (r, end)),
-            None => Err("torn last record (no newline)".to_string()),
-        };
-        match parsed {
-            Ok((Record::Job(seq, job), end)) => {
+    let (mut next_seq, mut good) = (1, 0);
+    for line in lines(bytes) {
+        match line.payload.and_then(parse_payload) {
+            Ok(Record::Job(seq, job)) => {
                 next_seq = next_seq.max(seq + 1);
                 pending.push_back((seq, job));
-                pos += end + 1;
             }
-            Ok((Record::Done(seq), end)) => {
-                pending.retain(|(s, _)| *s != seq);
-                pos += end + 1;
-            }
+            Ok(Record::Done(seq)) => pending.retain(|(s, _)| *s != seq),
             Err(reason) => {
-                tracing::warn!(file = %path.display(), offset = pos, "DDNS queue cut here: {reason}");
-                break;
+                tracing::warn!(file = %path.display(), offset = line.start, "DDNS queue cut here: {reason}");
+                return (pending, next_seq);
             }
         }
+        good = line.end;
+    }
+    if good < bytes.len() {
+        tracing::warn!(file = %path.display(), offset = good, "DDNS queue cut here: torn last record (no newline)");
     }
     (pending, next_seq)
 }
@@ -197,39 +168,22 @@ enum Record {
     Done(u64),
 }
 
-fn push_record(out: &mut String, payload: &str) {
-    let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
-}
-
 fn job_payload(seq: u64, job: &Job) -> String {
     let op = match job.op {
         Op::Add => "add",
         Op::Remove => "remove",
         Op::RemoveReverse => "remove-ptr",
     };
-    let mut hex = String::with_capacity(job.dhcid.len() * 2);
-    for b in &job.dhcid {
-        let _ = write!(hex, "{b:02x}");
-    }
     format!(
-        "J {seq} {op} {} {} {} {hex}",
-        job.ip, job.expires.0, job.fqdn
+        "J {seq} {op} {} {} {} {}",
+        job.ip,
+        job.expires.0,
+        job.fqdn,
+        hex_or_dash(&job.dhcid, "")
     )
 }
 
-fn parse_line(line: &[u8]) -> Result<Record, String> {
-    let (crc, payload) = match (line.get(..8), line.get(8), line.get(9..)) {
-        (Some(crc), Some(b' '), Some(payload)) => (crc, payload),
-        _ => return Err("no checksum field".into()),
-    };
-    let crc = std::str::from_utf8(crc)
-        .ok()
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or("bad checksum field")?;
-    if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
-    let payload = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8")?;
+fn parse_payload(payload: &str) -> Result<Record, String> {
     let fields: Vec<&str> = payload.split(' ').collect();
     let num = |s: &str| s.parse::<u64>().map_err(|_| format!("bad number {s:?}"));
     match fields.as_slice() {
@@ -248,21 +202,11 @@ fn parse_line(line: &[u8]) -> Result<Record, String> {
                     .map_err(|_| format!("bad address {ip:?}"))?,
                 expires: UnixTime(num(expires)?),
                 fqdn: fqdn.to_string(),
-                dhcid: unhex(hex).ok_or_else(|| format!("bad hex {hex:?}"))?,
+                dhcid: hex_field(hex, '\0')?,
             },
         )),
         _ => Err("unknown record".into()),
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn io_err(path: &Path, source: io::Error) -> QueueError {
@@ -275,6 +219,7 @@ fn io_err(path: &Path, source: io::Error) -> QueueError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn job(op: Op, last: u8, name: &str) -> Job {
         Job {
@@ -398,7 +343,8 @@ mod tests {
     #[test]
     fn garbage_lines_never_panic() {
         for line in ["", "x", "12345678", "zzzzzzzz J", "00000000 J 1 add"] {
-            assert!(parse_line(line.as_bytes()).is_err(), "{line:?}");
+            let parsed = checked_payload(line.as_bytes()).and_then(parse_payload);
+            assert!(parsed.is_err(), "{line:?}");
         }
     }
 }

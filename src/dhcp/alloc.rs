@@ -253,6 +253,16 @@ mod tests {
         }
     }
 
+    /// What client (`c`, `h`) asks of us.
+    fn want<'a>(c: &'a ClientId, h: &'a HwAddr, requested: Option<Ipv4Addr>) -> Want<'a> {
+        Want {
+            client: c,
+            hwaddr: h,
+            requested,
+            server_id: SID,
+        }
+    }
+
     /// Allocate for client `n` at t=100.
     fn alloc(
         s: &Subnet,
@@ -262,12 +272,7 @@ mod tests {
         req: Option<u8>,
     ) -> Option<Ipv4Addr> {
         let (c, h) = (id(n), hw(n));
-        let w = Want {
-            client: &c,
-            hwaddr: &h,
-            requested: req.map(ip),
-            server_id: SID,
-        };
+        let w = want(&c, &h, req.map(ip));
         let pool = Pool::new(s, t, r, UnixTime(100));
         pool.allocate(&w, &mut 0)
     }
@@ -328,12 +333,7 @@ mod tests {
         let t = LeaseTable::new();
         let r = Reservations::default();
         let (c, h) = (id(1), hw(1));
-        let w = Want {
-            client: &c,
-            hwaddr: &h,
-            requested: None,
-            server_id: SID,
-        };
+        let w = want(&c, &h, None);
         let pool = Pool::new(&s, &t, &r, UnixTime(0));
         let mut cursor = 0;
         assert_eq!(pool.allocate(&w, &mut cursor), Some(ip(2)));
@@ -368,12 +368,7 @@ mod tests {
         t.insert(lease(3, 102, 50, LeaseState::Bound));
         let r = Reservations::new(&[reservation(1, 20), reservation(4, 105)]);
         let (c, h) = (id(1), hw(1));
-        let w = Want {
-            client: &c,
-            hwaddr: &h,
-            requested: None,
-            server_id: SID,
-        };
+        let w = want(&c, &h, None);
         let pool = Pool::new(&s, &t, &r, UnixTime(100));
         assert!(pool.may_have(ip(100), &w));
         assert!(
@@ -400,12 +395,7 @@ mod tests {
         let t = LeaseTable::new();
         let r = Reservations::default();
         let (c, h) = (id(1), hw(1));
-        let w = Want {
-            client: &c,
-            hwaddr: &h,
-            requested: Some(ip(105)),
-            server_id: SID,
-        };
+        let w = want(&c, &h, Some(ip(105)));
         // A non-member: .100 to .104 kept for a class; asking for .105 is fine, the scan
         // starts past the excluded range.
         let kept = [(ip(100), ip(104))];

@@ -333,10 +333,24 @@ impl DynamicStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hickory_server::proto::rr::rdata::{CNAME, TXT};
     use std::net::Ipv4Addr;
+
+    /// The config the UPDATE tests share: printer.lan at 10.0.0.2 and a TXT at the apex.
+    pub(crate) fn config_names() -> Names {
+        use crate::config::{DnsRecord, RecordData};
+        let mut names = Names::new(
+            "lan",
+            &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
+        );
+        names.set_config_records(vec![DnsRecord {
+            name: "lan".into(),
+            data: RecordData::Txt(vec!["apex".into()]),
+        }]);
+        names
+    }
 
     fn a(last: u8) -> RData {
         RData::A(A(Ipv4Addr::new(10, 0, 0, last)))
@@ -436,16 +450,8 @@ mod tests {
 
     #[test]
     fn view_combines_statics_leases_and_dynamic_records() {
-        use crate::config::{DnsRecord, RecordData};
         use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState};
-        let mut names = Names::new(
-            "lan",
-            &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
-        );
-        names.set_config_records(vec![DnsRecord {
-            name: "lan".into(),
-            data: RecordData::Txt(vec!["apex".into()]),
-        }]);
+        let mut names = config_names();
         let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 9]);
         names.apply(&[LeaseChange::Upsert(Lease {
             ip: Ipv4Addr::new(10, 0, 0, 9),

@@ -12,7 +12,7 @@
 //! - `- <name> *`: every record of the name was deleted.
 //! - `x <name> <TYPE> <rdata hex>`: the record with that data was deleted.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,9 +22,8 @@ use hickory_server::proto::serialize::binary::{BinDecoder, BinEncodable, BinEnco
 
 use crate::config::Durability;
 use crate::dns::dynamic::{DynOp, DynamicRecords};
-use crate::lease::journal::{
-    checked_payload, hex_field, hex_or_dash, parent_dir, push_record, with_suffix,
-};
+use crate::lease::journal::{hex_field, hex_or_dash, parent_dir, push_record};
+use crate::lease::logfile::{lines, open_log, replace_file};
 
 const HEADER: &str = "H leasedns-dns-journal 1 gen=0";
 /// Compact at open when the file holds this many more records than there are live records.
@@ -63,17 +62,8 @@ impl UpdateJournal {
         };
         let dir = parent_dir(path);
         fs::create_dir_all(&dir).map_err(io_err)?;
-        let bytes = match fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(e)),
-        };
+        let (bytes, file) = open_log(path).map_err(io_err)?;
         let (records, lines, good_len) = replay(path, &bytes)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(io_err)?;
         let mut journal = UpdateJournal {
             path: path.to_path_buf(),
             file,
@@ -136,31 +126,18 @@ impl UpdateJournal {
     /// Replace the file with the header and one `+` line per live record: written to `.tmp`,
     /// synced, renamed over the journal, directory synced.
     fn rewrite(&mut self, records: &DynamicRecords) -> Result<(), UpdateJournalError> {
-        let tmp = with_suffix(&self.path, ".tmp");
         let mut buf = String::new();
         push_record(&mut buf, HEADER);
         for op in records.as_adds() {
             push_record(&mut buf, &payload(&op));
         }
-        let tmp_err = |source| UpdateJournalError::Io {
-            path: tmp.display().to_string(),
-            source,
-        };
-        let mut file = File::create(&tmp).map_err(tmp_err)?;
-        file.write_all(buf.as_bytes()).map_err(tmp_err)?;
-        if self.durability == Durability::Fsync {
-            file.sync_all().map_err(tmp_err)?;
-        }
-        fs::rename(&tmp, &self.path).map_err(|e| self.io_err(e))?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| self.io_err(e))?;
-        if self.durability == Durability::Fsync {
-            File::open(parent_dir(&self.path))
-                .and_then(|d| d.sync_all())
-                .map_err(|e| self.io_err(e))?;
-        }
+        let fsync = self.durability == Durability::Fsync;
+        self.file = replace_file(&self.path, buf.as_bytes(), fsync).map_err(|(path, source)| {
+            UpdateJournalError::Io {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
         self.len = buf.len() as u64;
         self.lines = 1 + records.len();
         Ok(())
@@ -185,10 +162,10 @@ impl UpdateJournal {
 /// the end of the last good line (a torn or damaged line ends the replay).
 fn replay(path: &Path, bytes: &[u8]) -> Result<(DynamicRecords, usize, usize), UpdateJournalError> {
     let mut records = DynamicRecords::default();
-    let (mut pos, mut lines) = (0, 0);
-    while let Some(end) = bytes[pos..].iter().position(|&b| b == b'\n') {
-        let line = &bytes[pos..pos + end];
-        let parsed = checked_payload(line).and_then(|p| {
+    let (mut good_len, mut count) = (0, 0);
+    for line in lines(bytes) {
+        let pos = line.start;
+        let parsed = line.payload.and_then(|p| {
             if pos == 0 {
                 return (p == HEADER).then_some(None).ok_or(p.to_string());
             }
@@ -210,10 +187,10 @@ fn replay(path: &Path, bytes: &[u8]) -> Result<(DynamicRecords, usize, usize), U
                 break;
             }
         }
-        lines += 1;
-        pos += end + 1;
+        count += 1;
+        good_len = line.end;
     }
-    Ok((records, lines, pos))
+    Ok((records, count, good_len))
 }
 
 fn payload(op: &DynOp) -> String {
@@ -280,6 +257,7 @@ mod tests {
     use super::*;
     use hickory_server::proto::rr::Name;
     use hickory_server::proto::rr::rdata::{A, MX, SRV, TXT};
+    use std::fs::OpenOptions;
     use std::net::Ipv4Addr;
 
     fn ops() -> Vec<DynOp> {

@@ -1,25 +1,31 @@
-//! TSIG (RFC 8945) for UPDATE: verifying a request's MAC against the configured keys, the time
-//! check (BADTIME), a replay check, and signing the response. HMAC-SHA1/256/384/512 via `ring`
-//! (hickory's own TSigner has no SHA-1 and needs its DNSSEC features, which change how the
-//! catalog answers every query). No sockets; time is passed in.
+//! TSIG (RFC 8945), both sides. Server (inbound UPDATE): verifying a request's MAC against the
+//! configured keys, the time check (BADTIME), a replay check, and signing the response. Client
+//! (outbound DDNS, tests, tools): signing a request and checking the response's MAC, error and
+//! time. HMAC-SHA1/256/384/512 via `ring` (hickory's own TSigner has no SHA-1 and needs its
+//! DNSSEC features, which change how the catalog answers every query). No sockets; time is
+//! passed in.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
+use hickory_server::proto::ProtoError;
 use hickory_server::proto::op::{Header, Query};
 use hickory_server::proto::rr::rdata::TSIG;
 use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError, make_tsig_record};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{
-    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
 };
 use ring::hmac;
 
 /// How many (key, time, MAC) triples the replay check remembers at most.
 const REPLAY_CAPACITY: usize = 4096;
 
+/// Seconds of clock difference accepted when a key does not say (RFC 8945 recommends 300).
+pub const FUDGE: u16 = 300;
+
 /// One shared secret.
-#[derive(Clone, Debug)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TsigKey {
     /// Lowercase, fully qualified.
     pub name: Name,
@@ -29,9 +35,25 @@ pub struct TsigKey {
     pub fudge: u16,
 }
 
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TsigKey({} {} fudge {}, secret hidden)",
+            self.name, self.algorithm, self.fudge
+        )
+    }
+}
+
 /// The algorithms we sign and verify with.
 pub fn supported(algorithm: &TsigAlgorithm) -> bool {
     ring_algorithm(algorithm).is_some()
+}
+
+/// The algorithm of a config name: hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512 (any case).
+pub fn algorithm(name: &str) -> Option<TsigAlgorithm> {
+    let alg = TsigAlgorithm::from_name(Name::from_ascii(name.to_ascii_lowercase()).ok()?);
+    supported(&alg).then_some(alg)
 }
 
 fn ring_algorithm(algorithm: &TsigAlgorithm) -> Option<hmac::Algorithm> {
@@ -45,6 +67,18 @@ fn ring_algorithm(algorithm: &TsigAlgorithm) -> Option<hmac::Algorithm> {
 }
 
 impl TsigKey {
+    /// A key named as in config ("ddns", "rev.key."; any case), with the default fudge; None
+    /// for a name that is not a DNS name.
+    pub fn new(name: &str, algorithm: TsigAlgorithm, secret: Vec<u8>) -> Option<TsigKey> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        Some(TsigKey {
+            name: Name::from_ascii(fqdn).ok()?.to_lowercase(),
+            algorithm,
+            secret,
+            fudge: FUDGE,
+        })
+    }
+
     fn hmac_key(&self) -> Option<hmac::Key> {
         ring_algorithm(&self.algorithm).map(|a| hmac::Key::new(a, &self.secret))
     }
@@ -301,22 +335,71 @@ fn split(raw: &[u8]) -> Result<Option<(Vec<u8>, Name, TSIG)>, String> {
     Ok(Some((tbv, record.name, tsig)))
 }
 
-/// Verify a signed response the way a client does (tests and tools): `request_mac` is the MAC
-/// of the request it answers. Returns the response's TSIG.
-pub fn verify_response(raw: &[u8], request_mac: &[u8], key: &TsigKey) -> Result<TSIG, String> {
-    let (tbv, name, tsig) = split(raw)?.ok_or("response is not signed")?;
-    if name.to_lowercase() != key.name || tsig.algorithm != key.algorithm {
-        return Err(format!("signed by {name} with {}", tsig.algorithm));
+/// Why signing a request or checking its response failed (client side).
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    #[error("malformed DNS message: {0}")]
+    Malformed(String),
+    #[error("response is not signed")]
+    Unsigned,
+    #[error("response signed with another key or algorithm ({0})")]
+    WrongKey(String),
+    #[error("server reported TSIG error {0} ({name})", name = tsig_error_name(*.0))]
+    ServerError(u16),
+    #[error("response signature does not verify")]
+    BadMac,
+    #[error("response signed at {signed}, outside {fudge}s of our time {now}")]
+    BadTime { signed: u64, now: u64, fudge: u16 },
+}
+
+fn tsig_error_name(code: u16) -> &'static str {
+    match TsigError::from(code) {
+        TsigError::BadSig => "BADSIG",
+        TsigError::BadKey => "BADKEY",
+        TsigError::BadTime => "BADTIME",
+        TsigError::BadTrunc => "BADTRUNC",
+        TsigError::Unknown(_) => "unknown",
     }
-    let mut data = Vec::with_capacity(tbv.len() + request_mac.len() + 2);
-    let len = u16::try_from(request_mac.len()).map_err(|_| "request MAC too long")?;
-    data.extend_from_slice(&len.to_be_bytes());
-    data.extend_from_slice(request_mac);
-    data.extend_from_slice(&tbv);
-    if !key.verify(&data, &tsig.mac) {
-        return Err("response MAC does not verify".into());
-    }
-    Ok(tsig)
+}
+
+/// A signed request and the MAC a response's signature chains from.
+#[derive(Debug)]
+pub struct Signed {
+    pub bytes: Vec<u8>,
+    pub mac: Vec<u8>,
+}
+
+/// Sign the wire bytes of a complete request without TSIG at `now` (Unix seconds): appends the
+/// TSIG record (names uncompressed) and counts it in ARCOUNT.
+pub fn sign(msg: &[u8], key: &TsigKey, now: u64) -> Result<Signed, ClientError> {
+    let malformed = |e: ProtoError| ClientError::Malformed(e.to_string());
+    let (Some(id), Some(arcount)) = (msg.get(0..2), msg.get(10..12)) else {
+        return Err(ClientError::Malformed("shorter than a header".into()));
+    };
+    let id = u16::from_be_bytes([id[0], id[1]]);
+    let arcount = u16::from_be_bytes([arcount[0], arcount[1]]).wrapping_add(1);
+    let stub = TSIG::new(
+        key.algorithm.clone(),
+        now,
+        key.fudge,
+        Vec::new(),
+        id,
+        None,
+        Vec::new(),
+    );
+    let mut tbs = msg.to_vec();
+    let mut encoder = BinEncoder::with_offset(&mut tbs, msg.len() as u32);
+    stub.emit_tsig_for_mac(&mut encoder, &key.name)
+        .map_err(malformed)?;
+    let mac = key.mac(&tbs);
+    let mut bytes = msg.to_vec();
+    let mut encoder = BinEncoder::with_offset(&mut bytes, msg.len() as u32);
+    encoder.set_name_encoding(NameEncoding::Uncompressed);
+    make_tsig_record(key.name.clone(), stub.set_mac(mac.clone()))
+        .emit(&mut encoder)
+        .map_err(malformed)?;
+    bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
+    Ok(Signed { bytes, mac })
 }
 
 /// Sign a request message the way a client does (tests and tools): returns the bytes to send.
@@ -324,23 +407,76 @@ pub fn sign_request(
     message: &hickory_server::proto::op::Message,
     key: &TsigKey,
     time: u64,
-) -> Result<Vec<u8>, String> {
-    let stub = TSIG::new(
-        key.algorithm.clone(),
-        time,
-        key.fudge,
-        Vec::new(),
-        message.metadata.id,
-        None,
-        Vec::new(),
-    );
-    let tbs = hickory_server::proto::rr::rdata::tsig::message_tbs(message, &stub, &key.name)
-        .map_err(|e| e.to_string())?;
-    let mac = key.mac(&tbs);
-    let record = make_tsig_record(key.name.clone(), stub.set_mac(mac));
-    let mut signed = message.clone();
-    signed.signature = Some(Box::new(record));
-    signed.to_vec().map_err(|e| e.to_string())
+) -> Result<Vec<u8>, ClientError> {
+    let unsigned = message
+        .to_vec()
+        .map_err(|e| ClientError::Malformed(e.to_string()))?;
+    sign(&unsigned, key, time).map(|s| s.bytes)
+}
+
+/// A response's TSIG when it is `key`'s, with the bytes its MAC covers (without the request MAC).
+fn response_tsig(raw: &[u8], key: &TsigKey) -> Result<(Vec<u8>, TSIG), ClientError> {
+    let (tbv, name, tsig) = split(raw)
+        .map_err(ClientError::Malformed)?
+        .ok_or(ClientError::Unsigned)?;
+    if name.to_lowercase() != key.name || tsig.algorithm != key.algorithm {
+        return Err(ClientError::WrongKey(format!(
+            "signed by {name} with {}",
+            tsig.algorithm
+        )));
+    }
+    Ok((tbv, tsig))
+}
+
+/// The response's MAC covers the request's MAC (RFC 8945 §4.3.1), then the response.
+fn check_response_mac(
+    tbv: &[u8],
+    tsig: &TSIG,
+    request_mac: &[u8],
+    key: &TsigKey,
+) -> Result<(), ClientError> {
+    let len = u16::try_from(request_mac.len())
+        .map_err(|_| ClientError::Malformed("request MAC too long".into()))?;
+    let mut data = Vec::with_capacity(tbv.len() + request_mac.len() + 2);
+    data.extend_from_slice(&len.to_be_bytes());
+    data.extend_from_slice(request_mac);
+    data.extend_from_slice(tbv);
+    if !key.verify(&data, &tsig.mac) {
+        return Err(ClientError::BadMac);
+    }
+    Ok(())
+}
+
+/// Verify a signed response's MAC: `request_mac` is the MAC of the request it answers. Returns
+/// the response's TSIG (its error and time are the caller's to judge; see `check_response`).
+pub fn verify_response(raw: &[u8], request_mac: &[u8], key: &TsigKey) -> Result<TSIG, ClientError> {
+    let (tbv, tsig) = response_tsig(raw, key)?;
+    check_response_mac(&tbv, &tsig, request_mac, key)?;
+    Ok(tsig)
+}
+
+/// Everything a client checks in a response at `now`: signed with `key`, no TSIG error (an
+/// error answer is reported before its MAC, since BADSIG and BADKEY answers are unsigned), the
+/// MAC over `request_mac` and the response, and the time within the response's fudge.
+pub fn check_response(
+    raw: &[u8],
+    key: &TsigKey,
+    request_mac: &[u8],
+    now: u64,
+) -> Result<(), ClientError> {
+    let (tbv, tsig) = response_tsig(raw, key)?;
+    if let Some(error) = tsig.error {
+        return Err(ClientError::ServerError(u16::from(error)));
+    }
+    check_response_mac(&tbv, &tsig, request_mac, key)?;
+    if tsig.time.abs_diff(now) > u64::from(tsig.fudge) {
+        return Err(ClientError::BadTime {
+            signed: tsig.time,
+            now,
+            fudge: tsig.fudge,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -484,5 +620,175 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn config_names_of_algorithms_and_keys() {
+        assert_eq!(algorithm("HMAC-SHA1"), Some(TsigAlgorithm::HmacSha1));
+        assert_eq!(algorithm("hmac-sha512"), Some(TsigAlgorithm::HmacSha512));
+        assert_eq!(algorithm("hmac-md5"), None);
+        let k = TsigKey::new("Rev.Key.", TsigAlgorithm::HmacSha384, b"s".to_vec()).expect("key");
+        assert_eq!(
+            (k.name.to_string(), k.fudge),
+            ("rev.key.".to_string(), FUDGE)
+        );
+        assert_eq!(
+            TsigKey::new("rev.key", TsigAlgorithm::HmacSha384, b"s".to_vec()),
+            Some(k)
+        );
+        assert!(TsigKey::new(&"x".repeat(64), TsigAlgorithm::HmacSha256, Vec::new()).is_none());
+    }
+
+    // Client side on raw bytes (outbound DDNS), checked against hand-built wire forms.
+
+    use crate::ddns::dhcid::wire_name;
+
+    fn client_key() -> TsigKey {
+        TsigKey::new(
+            "leasedns",
+            TsigAlgorithm::HmacSha256,
+            b"0123456789abcdef0123456789abcdef".to_vec(),
+        )
+        .expect("key")
+    }
+
+    /// A header with ID 0x1234, opcode UPDATE, and no records.
+    fn bare_update() -> Vec<u8> {
+        vec![0x12, 0x34, 0x28, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    /// The TSIG variables that follow the message in the MAC input (RFC 8945 section 4.3.3),
+    /// written out by hand.
+    fn variables(key: &TsigKey, time: u64, fudge: u16, error: u16, other: &[u8]) -> Vec<u8> {
+        let mut v = wire_name(&key.name.to_string());
+        v.extend_from_slice(&255u16.to_be_bytes()); // class ANY
+        v.extend_from_slice(&0u32.to_be_bytes());
+        v.extend_from_slice(&wire_name(&key.algorithm.to_name().to_string()));
+        v.extend_from_slice(&time.to_be_bytes()[2..]);
+        v.extend_from_slice(&fudge.to_be_bytes());
+        v.extend_from_slice(&error.to_be_bytes());
+        v.extend_from_slice(&(other.len() as u16).to_be_bytes());
+        v.extend_from_slice(other);
+        v
+    }
+
+    /// What a server would answer: the request's header as a response, signed over the
+    /// request's MAC (as RFC 8945 section 4.3.1 says).
+    fn server_reply(k: &TsigKey, request_mac: &[u8], time: u64, error: u16) -> Vec<u8> {
+        let mut resp = bare_update();
+        resp[2] |= 0x80;
+        let mut input = (request_mac.len() as u16).to_be_bytes().to_vec();
+        input.extend_from_slice(request_mac);
+        input.extend_from_slice(&resp);
+        input.extend_from_slice(&variables(k, time, FUDGE, error, &[]));
+        let mac = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &k.secret), &input);
+        let mut rdata = wire_name(&k.algorithm.to_name().to_string());
+        rdata.extend_from_slice(&time.to_be_bytes()[2..]);
+        rdata.extend_from_slice(&FUDGE.to_be_bytes());
+        rdata.extend_from_slice(&(mac.as_ref().len() as u16).to_be_bytes());
+        rdata.extend_from_slice(mac.as_ref());
+        rdata.extend_from_slice(&[0x12, 0x34]);
+        rdata.extend_from_slice(&error.to_be_bytes());
+        rdata.extend_from_slice(&[0, 0]);
+        resp.extend_from_slice(&wire_name(&k.name.to_string()));
+        resp.extend_from_slice(&[0, 250, 0, 255, 0, 0, 0, 0]);
+        resp.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        resp.extend_from_slice(&rdata);
+        resp[11] = 1;
+        resp
+    }
+
+    #[test]
+    fn signed_request_carries_a_tsig_rr_whose_mac_covers_message_and_variables() {
+        let k = client_key();
+        let signed = sign(&bare_update(), &k, 1_700_000_000).expect("signs");
+        assert_eq!(&signed.bytes[10..12], &[0, 1], "ARCOUNT counts the TSIG RR");
+        // The TSIG RR starts right after the header: owner name, type/class/TTL/RDLENGTH, then
+        // the algorithm name, all uncompressed.
+        assert_eq!(&signed.bytes[12..22], b"\x08leasedns\x00");
+        assert_eq!(&signed.bytes[22..26], &[0, 250, 0, 255]);
+        assert_eq!(&signed.bytes[32..45], b"\x0bhmac-sha256\x00");
+        let (tbv, name, rr) = split(&signed.bytes).expect("parses").expect("TSIG present");
+        assert_eq!(name, k.name);
+        assert_eq!((rr.time, rr.fudge, rr.error), (1_700_000_000, 300, None));
+        assert_eq!(rr.oid, 0x1234, "original ID");
+        assert_eq!(rr.mac, signed.mac);
+        assert_eq!(signed.mac.len(), 32);
+        let mut input = bare_update();
+        input.extend_from_slice(&variables(&k, 1_700_000_000, FUDGE, 0, &[]));
+        assert_eq!(tbv, input);
+        let hkey = hmac::Key::new(hmac::HMAC_SHA256, &k.secret);
+        assert!(hmac::verify(&hkey, &input, &signed.mac).is_ok());
+        // The same request signed from a Message is the same bytes.
+        let m = Message::from_vec(&bare_update()).expect("decode");
+        assert_eq!(
+            sign_request(&m, &k, 1_700_000_000).expect("signs"),
+            signed.bytes
+        );
+    }
+
+    #[test]
+    fn response_checks_key_mac_error_and_time() {
+        let k = client_key();
+        let t = 1_700_000_000;
+        let req = sign(&bare_update(), &k, t).expect("signs");
+        let good = server_reply(&k, &req.mac, t + 1, 0);
+        assert_eq!(check_response(&good, &k, &req.mac, t + 2), Ok(()));
+        assert_eq!(
+            verify_response(&good, &req.mac, &k).map(|tsig| tsig.time),
+            Ok(t + 1)
+        );
+
+        let mut tampered = good.clone();
+        tampered[3] = 5; // REFUSED instead of NOERROR
+        assert_eq!(
+            check_response(&tampered, &k, &req.mac, t),
+            Err(ClientError::BadMac)
+        );
+        assert_eq!(
+            check_response(&good, &k, &[0u8; 32], t),
+            Err(ClientError::BadMac),
+            "chained to another request"
+        );
+        assert!(matches!(
+            check_response(&good, &k, &req.mac, t + 1000),
+            Err(ClientError::BadTime { .. })
+        ));
+        let other = TsigKey {
+            name: Name::from_ascii("other.").expect("name"),
+            ..client_key()
+        };
+        assert!(matches!(
+            check_response(&good, &other, &req.mac, t),
+            Err(ClientError::WrongKey(_))
+        ));
+        let badsig = server_reply(&k, &req.mac, t, 16);
+        assert_eq!(
+            check_response(&badsig, &k, &req.mac, t),
+            Err(ClientError::ServerError(16))
+        );
+        assert_eq!(
+            check_response(&bare_update(), &k, &req.mac, t),
+            Err(ClientError::Unsigned)
+        );
+    }
+
+    #[test]
+    fn garbage_responses_never_panic() {
+        let k = client_key();
+        for len in 0..40 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = check_response(&junk, &k, &[1, 2, 3], 0);
+        }
+        let mut lying = bare_update();
+        lying[11] = 9; // claims 9 additional records
+        assert!(matches!(
+            check_response(&lying, &k, &[], 0),
+            Err(ClientError::Malformed(_))
+        ));
+        assert!(matches!(
+            sign(&[0x12, 0x34], &k, 0),
+            Err(ClientError::Malformed(_))
+        ));
     }
 }

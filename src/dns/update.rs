@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use hickory_server::proto::op::{MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::TSIG;
-use hickory_server::proto::rr::rdata::tsig::{TsigAlgorithm, TsigError};
+use hickory_server::proto::rr::rdata::tsig::TsigError;
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::BinEncoder;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
@@ -82,14 +82,10 @@ pub struct UpdateHandler {
 
 /// The TSIG key of a key config (None for a name that is not a DNS name).
 pub fn tsig_key(cfg: &TsigKeyConfig) -> Option<TsigKey> {
-    let name = Name::from_ascii(format!("{}.", cfg.name))
-        .ok()?
-        .to_lowercase();
+    let key = TsigKey::new(&cfg.name, cfg.algorithm.clone(), cfg.secret.clone())?;
     Some(TsigKey {
-        name,
-        algorithm: cfg.algorithm.clone(),
-        secret: cfg.secret.clone(),
         fudge: cfg.fudge,
+        ..key
     })
 }
 
@@ -385,22 +381,17 @@ pub fn plan_updates(
     Ok(ops)
 }
 
-/// The algorithm of a config name: hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512.
-pub fn algorithm(name: &str) -> Option<TsigAlgorithm> {
-    let alg = TsigAlgorithm::from_name(Name::from_ascii(name.to_ascii_lowercase()).ok()?);
-    crate::dns::tsig::supported(&alg).then_some(alg)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::TestClock;
+    use crate::config::Durability;
     use crate::config::NameMatch;
-    use crate::config::{DnsRecord, Durability, RecordData};
     use crate::dns::journal::UpdateJournal;
     use crate::dns::tsig::sign_request;
     use hickory_server::net::xfer::Protocol;
     use hickory_server::proto::op::{Message, Query};
+    use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
     use hickory_server::proto::rr::rdata::{A, TXT};
     use std::net::Ipv4Addr;
     use std::sync::RwLock;
@@ -441,15 +432,7 @@ mod tests {
     /// override), "home" (A and AAAA of home.lan only). The config holds printer.lan and an
     /// apex TXT.
     fn fixture() -> Fixture {
-        let mut names = Names::new(
-            "lan",
-            &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
-        );
-        names.set_config_records(vec![DnsRecord {
-            name: "lan".into(),
-            data: RecordData::Txt(vec!["apex".into()]),
-        }]);
-        let names = Arc::new(RwLock::new(names));
+        let names = Arc::new(RwLock::new(crate::dns::dynamic::tests::config_names()));
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, _) = UpdateJournal::open(&dir.path().join("dns.journal"), Durability::None)
             .expect("journal");
@@ -523,10 +506,18 @@ mod tests {
 
     impl Fixture {
         fn send(&self, m: &Message, key: Option<usize>) -> Reply {
-            let raw = match key {
-                Some(k) => sign_request(m, &self.keys[k], self.clock.now().0).expect("sign"),
-                None => m.to_vec().expect("encode"),
-            };
+            match key {
+                Some(k) => self.send_signed(m, &self.keys[k], self.clock.now().0),
+                None => self.send_raw(m.to_vec().expect("encode")),
+            }
+        }
+
+        /// Signed with any key (known or not) at `time`.
+        fn send_signed(&self, m: &Message, key: &TsigKey, time: u64) -> Reply {
+            self.send_raw(sign_request(m, key, time).expect("sign"))
+        }
+
+        fn send_raw(&self, raw: Vec<u8>) -> Reply {
             let src = "127.0.0.1:5300".parse().expect("addr");
             let request = Request::from_bytes(raw, src, Protocol::Udp).expect("decodes");
             self.handler.decide(&request)
@@ -585,10 +576,7 @@ mod tests {
         // A key we do not know.
         let mut stranger = f.keys[ACME].clone();
         stranger.name = n("stranger.");
-        let raw = sign_request(&m, &stranger, f.clock.now().0).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &stranger, f.clock.now().0);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         let ReplyTsig::Unsigned(record) = reply.tsig else {
             panic!("BADKEY is unsigned")
@@ -597,19 +585,13 @@ mod tests {
         // The right name with the wrong secret.
         let mut forged = f.keys[ACME].clone();
         forged.secret = b"guess".to_vec();
-        let raw = sign_request(&m, &forged, f.clock.now().0).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &forged, f.clock.now().0);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         assert!(
             matches!(&reply.tsig, ReplyTsig::Unsigned(r) if r.data.error == Some(TsigError::BadSig))
         );
         // Signed ten minutes ago.
-        let raw = sign_request(&m, &f.keys[ACME], f.clock.now().0 - 600).expect("sign");
-        let req = Request::from_bytes(raw, "127.0.0.1:1".parse().expect("addr"), Protocol::Udp)
-            .expect("decodes");
-        let reply = f.handler.decide(&req);
+        let reply = f.send_signed(&m, &f.keys[ACME], f.clock.now().0 - 600);
         assert_eq!(reply.rcode, ResponseCode::NotAuth);
         assert!(matches!(
             reply.tsig,
@@ -832,7 +814,5 @@ mod tests {
         assert!(p.allows("dyn.lan", RecordType::A) && p.allows("a.dyn.lan", RecordType::A));
         assert!(!p.allows("xdyn.lan", RecordType::A));
         assert_eq!(p.types_at("a.dyn.lan"), vec![RecordType::A]);
-        assert_eq!(algorithm("HMAC-SHA1"), Some(TsigAlgorithm::HmacSha1));
-        assert_eq!(algorithm("hmac-md5"), None);
     }
 }

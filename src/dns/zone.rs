@@ -137,6 +137,17 @@ enum Owner {
     Missing,
 }
 
+impl Owner {
+    /// `Has` for some records, `Missing` for none.
+    fn of(data: Vec<(RData, u32)>) -> Owner {
+        if data.is_empty() {
+            Owner::Missing
+        } else {
+            Owner::Has(data)
+        }
+    }
+}
+
 impl LocalZone {
     pub fn origin_name(&self) -> &LowerName {
         &self.origin
@@ -266,11 +277,7 @@ impl LocalZone {
             }
         }
         let data = names.dynamic().overlay(&key, data);
-        if data.is_empty() {
-            Owner::Missing
-        } else {
-            Owner::Has(data)
-        }
+        Owner::of(data)
     }
 
     fn reverse_owner(&self, name: &LowerName) -> Owner {
@@ -288,11 +295,7 @@ impl LocalZone {
     fn with_dynamic(&self, name: &LowerName, data: Vec<(RData, u32)>) -> Owner {
         let key = crate::dns::dynamic::key(&Name::from(name));
         let data = self.names_read().dynamic().overlay(&key, data);
-        if data.is_empty() {
-            Owner::Missing
-        } else {
-            Owner::Has(data)
-        }
+        Owner::of(data)
     }
 
     fn reverse_static_owner(&self, name: &LowerName) -> Owner {

@@ -1,7 +1,9 @@
 //! Lease types shared by the DHCP engine, the journal and the DNS name index.
-//! `table` holds live leases with their indexes; `journal` makes changes durable.
+//! `table` holds live leases with their indexes; `journal` makes changes durable; `logfile` is
+//! what the other logs on the journal's line framing share (the DNS update journal, the DDNS queue).
 
 pub mod journal;
+pub(crate) mod logfile;
 pub mod table;
 
 use crate::clock::UnixTime;
