@@ -89,6 +89,7 @@ impl Engine {
     /// time is up at `now`, and offers, are left out.
     pub fn new(cfg: Arc<Config>, recovered: Vec<Lease>, now: UnixTime) -> Self {
         let mut table = LeaseTable::new();
+        table.reserve(recovered.len());
         for l in recovered {
             if l.expires > now && l.state != LeaseState::Offered {
                 table.insert(l);

@@ -51,7 +51,8 @@ pub struct Found<T> {
 /// A bound lease that asks for a valid name: it holds the name or waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Claim {
-    fqdn: String,
+    /// Shared with the name's key in `slots`: one allocation per name, not two.
+    fqdn: Arc<str>,
     expires: UnixTime,
     /// Claim order across the index: a smaller number asked for its name earlier.
     seq: u64,
@@ -177,7 +178,7 @@ pub struct Names {
     /// Every bound lease asking for a valid name, published or waiting, by address.
     claims: HashMap<Ipv4Addr, Claim>,
     /// Every name some lease asks for: its holder (the published lease) and who waits.
-    slots: HashMap<String, Slot>,
+    slots: HashMap<Arc<str>, Slot>,
     /// The next claim number.
     next_seq: u64,
     /// The time given to the latest `apply_at` (stamps conflicts, floors the serial).
@@ -277,9 +278,9 @@ impl Names {
         );
         let mut changed = statics.by_name != self.statics.by_name;
         self.statics = statics;
-        let contested: Vec<String> = self.slots.keys().cloned().collect();
+        let contested: Vec<Arc<str>> = self.slots.keys().cloned().collect();
         for fqdn in contested {
-            changed |= if self.statics.by_name.contains_key(&fqdn) {
+            changed |= if self.statics.by_name.contains_key(&*fqdn) {
                 self.demote(&fqdn)
             } else {
                 self.promote(&fqdn)
@@ -353,7 +354,7 @@ impl Names {
         }
         let claim = self.published(ip)?;
         Some(Found {
-            value: claim.fqdn.clone(),
+            value: claim.fqdn.to_string(),
             expires: Some(claim.expires),
         })
     }
@@ -373,7 +374,7 @@ impl Names {
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut out = Vec::new();
         for (fqdn, slot) in &self.slots {
-            let holder = match (self.statics.by_name.contains_key(fqdn), slot.holder) {
+            let holder = match (self.statics.by_name.contains_key(&**fqdn), slot.holder) {
                 (true, _) => Holder::Static(self.statics.first_addr(fqdn)),
                 (false, Some(ip)) => Holder::Lease(ip),
                 (false, None) => continue,
@@ -383,7 +384,7 @@ impl Names {
                     continue;
                 }
                 out.push(Conflict {
-                    name: fqdn.clone(),
+                    name: fqdn.to_string(),
                     holder: holder.clone(),
                     loser: *ip,
                     since: self.claims.get(ip).map_or(self.now, |c| c.since),
@@ -424,7 +425,7 @@ impl Names {
             return self.release(lease.ip);
         };
         if let Some(claim) = self.claims.get_mut(&lease.ip)
-            && claim.fqdn == fqdn
+            && *claim.fqdn == *fqdn
         {
             // A renewal: same name, published or still waiting; only the expiry moves.
             claim.expires = lease.expires;
@@ -437,6 +438,11 @@ impl Names {
     /// `ip` asks for `fqdn`: it gets the name if nobody holds it, else it waits (a conflict,
     /// logged here, once). Returns whether the name was published.
     fn claim(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
+        // A contested name shares the key its slot already has.
+        let fqdn: Arc<str> = match self.slots.get_key_value(fqdn.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(fqdn),
+        };
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let claim = Claim {
@@ -446,7 +452,7 @@ impl Names {
             since: self.now,
         };
         self.claims.insert(ip, claim);
-        let is_static = self.statics.by_name.contains_key(&fqdn);
+        let is_static = self.statics.by_name.contains_key(&*fqdn);
         let slot = self.slots.entry(fqdn.clone()).or_default();
         match (is_static, slot.holder) {
             (false, None) => {
