@@ -138,11 +138,17 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
 /// recovered bound lease (the hosts file is read by the DNS server).
 pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
     let mut names = Names::from_config(cfg);
-    let bound: Vec<LeaseChange> = leases
-        .iter()
-        .filter(|l| l.state == LeaseState::Bound)
-        .map(|l| LeaseChange::Upsert(l.clone()))
-        .collect();
-    names.apply_at(now, &bound);
+    // In slices, so that the copies handed to the index never hold every lease at once.
+    let mut bound = Vec::with_capacity(1024);
+    for chunk in leases.chunks(1024) {
+        bound.clear();
+        bound.extend(
+            chunk
+                .iter()
+                .filter(|l| l.state == LeaseState::Bound)
+                .map(|l| LeaseChange::Upsert(l.clone())),
+        );
+        names.apply_at(now, &bound);
+    }
     Arc::new(RwLock::new(names))
 }
