@@ -90,9 +90,15 @@ impl Engine {
     pub fn new(cfg: Arc<Config>, recovered: Vec<Lease>, now: UnixTime) -> Self {
         let mut table = LeaseTable::new();
         table.reserve(recovered.len());
-        for l in recovered {
+        let mut recovered = recovered;
+        // From the back, giving the vector's memory back as it empties, so that the table and
+        // a full copy of the leases never coexist.
+        while let Some(l) = recovered.pop() {
             if l.expires > now && l.state != LeaseState::Offered {
                 table.insert(l);
+            }
+            if recovered.len().is_multiple_of(8192) {
+                recovered.shrink_to_fit();
             }
         }
         let mut subnets = vec![SubnetState::default(); cfg.subnets.len()];

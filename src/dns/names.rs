@@ -64,7 +64,46 @@ struct Claim {
 #[derive(Clone, Debug, Default)]
 struct Slot {
     holder: Option<Ipv4Addr>,
-    waiting: BTreeMap<u64, Ipv4Addr>,
+    waiting: Waiters,
+}
+
+/// Leases waiting for a name, by claim number. Boxed and absent when empty (almost every name
+/// is uncontested), which keeps a slot at 16 bytes.
+#[derive(Clone, Debug, Default)]
+// The box is the point: an empty `BTreeMap` is 24 bytes inline, `Option<Box<..>>` is 8.
+#[allow(clippy::box_collection)]
+struct Waiters(Option<Box<BTreeMap<u64, Ipv4Addr>>>);
+
+impl Waiters {
+    fn insert(&mut self, seq: u64, ip: Ipv4Addr) {
+        self.0.get_or_insert_default().insert(seq, ip);
+    }
+
+    fn remove(&mut self, seq: u64) {
+        if let Some(map) = &mut self.0 {
+            map.remove(&seq);
+            if map.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    fn pop_first(&mut self) -> Option<Ipv4Addr> {
+        let map = self.0.as_mut()?;
+        let first = map.pop_first().map(|(_, ip)| ip);
+        if map.is_empty() {
+            self.0 = None;
+        }
+        first
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Ipv4Addr> {
+        self.0.iter().flat_map(|map| map.values())
+    }
 }
 
 /// Who holds a name that a lease asked for and did not get.
@@ -491,7 +530,7 @@ impl Names {
             self.promote(&claim.fqdn);
             return true;
         }
-        slot.waiting.remove(&claim.seq);
+        slot.waiting.remove(claim.seq);
         if slot.holder.is_none() && slot.waiting.is_empty() {
             self.slots.remove(&claim.fqdn);
         }
@@ -507,7 +546,7 @@ impl Names {
         };
         if slot.holder.is_none()
             && !is_static
-            && let Some((_, ip)) = slot.waiting.pop_first()
+            && let Some(ip) = slot.waiting.pop_first()
         {
             slot.holder = Some(ip);
             info!(%fqdn, %ip, "name conflict resolved: the name passes to the lease that waited longest");

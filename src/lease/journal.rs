@@ -218,17 +218,23 @@ impl Journal {
                 journal.sync_dir()?;
             }
         }
-        leases.retain(|_, l| l.expires > now);
+        // A hash map while replaying, a sorted vector after: both are single large blocks
+        // that go back to the system when freed, where tree nodes would fragment the heap.
+        let mut live: Vec<Lease> = leases.into_values().filter(|l| l.expires > now).collect();
+        live.sort_unstable_by_key(|l| l.ip);
         if had_prev {
-            journal.compact_at_open(&leases)?;
+            journal.compact_at_open(&live)?;
         }
-        journal.on_disk.reserve(leases.len());
-        for lease in leases.values() {
-            if let Some(payload) = upsert_payload(lease) {
-                journal.on_disk.insert(lease.ip, payload.into_boxed_str());
+        journal.on_disk.reserve(live.len());
+        let mut payload = String::with_capacity(128);
+        for lease in &live {
+            payload.clear();
+            if write_upsert_payload(&mut payload, lease, lease.expires) {
+                journal
+                    .on_disk
+                    .insert(lease.ip, Box::from(payload.as_str()));
             }
         }
-        let live: Vec<Lease> = leases.into_values().collect();
         journal.compactor = Compactor::start(journal.paths.clone(), durability, now);
         Ok((journal, live))
     }
@@ -499,7 +505,7 @@ impl Journal {
         &mut self,
         bytes: &[u8],
         covered: u64,
-        leases: &mut BTreeMap<Ipv4Addr, Lease>,
+        leases: &mut HashMap<Ipv4Addr, Lease>,
     ) -> Result<(), JournalError> {
         let path = self.paths.journal.clone();
         let mut lines = Lines::new(bytes);
@@ -572,7 +578,7 @@ impl Journal {
 
     /// `.prev` was left by a compaction that did not finish: write the snapshot of everything
     /// replayed (covering this journal's generation), drop `.prev`, start the next generation.
-    fn compact_at_open(&mut self, leases: &BTreeMap<Ipv4Addr, Lease>) -> Result<(), JournalError> {
+    fn compact_at_open(&mut self, leases: &[Lease]) -> Result<(), JournalError> {
         let (bytes, fsyncs) =
             write_snapshot(&self.paths, self.durability, self.generation, leases)?;
         self.stats.bytes_written += bytes;
@@ -878,11 +884,11 @@ fn write_snapshot(
     paths: &Paths,
     durability: Durability,
     generation: u64,
-    leases: &BTreeMap<Ipv4Addr, Lease>,
+    leases: &[Lease],
 ) -> Result<(u64, u64), JournalError> {
     install_snapshot(paths, durability, generation, |out| {
         let mut line = String::with_capacity(128);
-        for lease in leases.values() {
+        for lease in leases {
             if let Some(payload) = upsert_payload(lease) {
                 line.clear();
                 push_record(&mut line, &payload);
@@ -986,7 +992,7 @@ fn journal_header(generation: u64) -> String {
 fn read_prev(
     path: &Path,
     covered: u64,
-    leases: &mut BTreeMap<Ipv4Addr, Lease>,
+    leases: &mut HashMap<Ipv4Addr, Lease>,
 ) -> Result<(u64, bool), JournalError> {
     let Some(bytes) = read_if_exists(path)? else {
         return Ok((covered, false));
@@ -1011,8 +1017,8 @@ fn read_prev(
 }
 
 /// Read a snapshot: the generation it covers (0 without one) and its leases by address.
-fn read_snapshot(path: &Path) -> Result<(u64, BTreeMap<Ipv4Addr, Lease>), JournalError> {
-    let mut leases = BTreeMap::new();
+fn read_snapshot(path: &Path) -> Result<(u64, HashMap<Ipv4Addr, Lease>), JournalError> {
+    let mut leases = HashMap::new();
     let Some(bytes) = read_if_exists(path)? else {
         return Ok((0, leases));
     };
@@ -1079,7 +1085,7 @@ fn header_generation(
 }
 
 /// Apply one lease record; false for a header (which is not a lease record).
-fn apply_one(leases: &mut BTreeMap<Ipv4Addr, Lease>, record: Record) -> bool {
+fn apply_one(leases: &mut HashMap<Ipv4Addr, Lease>, record: Record) -> bool {
     match record {
         Record::Upsert(lease) => {
             leases.insert(lease.ip, lease);
@@ -1094,7 +1100,7 @@ fn apply_one(leases: &mut BTreeMap<Ipv4Addr, Lease>, record: Record) -> bool {
 
 /// Apply every record after the header, moving each lease into the map (no copies); returns
 /// how many were applied.
-fn apply(leases: &mut BTreeMap<Ipv4Addr, Lease>, lines: &mut Lines<'_>) -> u64 {
+fn apply(leases: &mut HashMap<Ipv4Addr, Lease>, lines: &mut Lines<'_>) -> u64 {
     let mut n = 0;
     for record in lines {
         n += u64::from(apply_one(leases, record));
@@ -1301,38 +1307,47 @@ fn covers(stored: &str, wanted: &str) -> bool {
 
 /// The upsert payload of `lease` written with expiry `expires`; `None` for an offer.
 fn upsert_payload_at(lease: &Lease, expires: UnixTime) -> Option<String> {
+    let mut out = String::with_capacity(96);
+    write_upsert_payload(&mut out, lease, expires).then_some(out)
+}
+
+/// Append the upsert payload of `lease` (with expiry `expires`) to `out`; false for an offer.
+fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> bool {
     let state = match lease.state {
         LeaseState::Bound => 'b',
         LeaseState::Declined => 'd',
-        LeaseState::Offered => return None,
+        LeaseState::Offered => return false,
     };
-    let host = match &lease.hostname {
+    let _ = write!(
+        out,
+        "U {} {} {state} {} ",
+        lease.ip, expires.0, lease.hwaddr.htype
+    );
+    push_hex(out, &lease.hwaddr.bytes, true);
+    out.push(' ');
+    push_hex(out, &lease.client.0, false);
+    out.push(' ');
+    match &lease.hostname {
         // An empty name is no name.
-        Some(name) if !name.is_empty() => escape(name),
-        _ => "-".to_string(),
-    };
-    Some(format!(
-        "U {} {} {state} {} {} {} {host}",
-        lease.ip,
-        expires.0,
-        lease.hwaddr.htype,
-        hex_or_dash(&lease.hwaddr.bytes, ":"),
-        hex_or_dash(&lease.client.0, ""),
-    ))
+        Some(name) if !name.is_empty() => push_escaped(out, name),
+        _ => out.push('-'),
+    }
+    true
 }
 
-fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
+/// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
+fn push_hex(out: &mut String, bytes: &[u8], colons: bool) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     if bytes.is_empty() {
-        return "-".to_string();
+        out.push('-');
     }
-    let mut s = String::with_capacity(bytes.len() * 3);
     for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            s.push_str(sep);
+        if colons && i > 0 {
+            out.push(':');
         }
-        let _ = write!(s, "{b:02x}");
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
     }
-    s
 }
 
 /// Parse hex bytes, either separated by `sep` (one or two digits each) or (with `sep == '\0'`)
@@ -1367,17 +1382,15 @@ fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
 
 /// Hostnames are validated labels already; anything else is escaped so a record stays one line
 /// of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
-fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+fn push_escaped(out: &mut String, name: &str) {
     for b in name.bytes() {
         let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
         if safe && name != "-" {
-            out.push(b as char);
+            out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
 fn unescape(field: &str) -> Result<String, String> {
@@ -1773,6 +1786,83 @@ mod tests {
     }
 
     #[test]
+    fn second_compaction_merges_the_snapshot_file_and_prev_without_expired_leases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases");
+        // Run 1 at t=100: leases 1..=3; lease 3 ends at 150, while the server is down.
+        let (mut j, _) = open(&path, 100);
+        let (a, b, c) = (
+            lease(1, 1000, Some("a")),
+            lease(2, 1000, None),
+            lease(3, 150, None),
+        );
+        j.commit(&[up(&a), up(&b), up(&c)]).expect("commit");
+        j.compact_now();
+        assert!(j.wait_compacted(Duration::from_secs(5)));
+        drop(j);
+
+        // Run 2 at t=200: b renews, d arrives, a is released; then a compaction from the files.
+        let (mut j, leases) = open(&path, 200);
+        assert_eq!(leases, vec![a.clone(), b.clone()]);
+        let b2 = lease(2, 2000, Some("b"));
+        let d = lease(4, 3000, None);
+        j.commit(&[up(&b2), up(&d), rm(1)]).expect("commit");
+        j.compact_now();
+        assert!(j.wait_compacted(Duration::from_secs(5)));
+        let snapshot = fs::read_to_string(j.snapshot_path()).expect("snapshot");
+        let lines: Vec<&str> = snapshot.lines().collect();
+        assert_eq!(
+            lines.len(),
+            3,
+            "header, b2, d; not a (released) nor c (expired)"
+        );
+        assert_eq!(lines[1], encode(&up(&b2)), "lines are copied byte for byte");
+        assert_eq!(lines[2], encode(&up(&d)));
+        assert!(!with_suffix(&path, ".prev").exists());
+        drop(j);
+        let (_, leases) = open(&path, 200);
+        assert_eq!(leases, vec![b2, d]);
+    }
+
+    #[test]
+    fn covers_compares_everything_but_a_later_expiry() {
+        let stored = upsert_payload(&lease(1, 2000, Some("a"))).expect("payload");
+        let same_earlier = upsert_payload(&lease(1, 1500, Some("a"))).expect("payload");
+        let later = upsert_payload(&lease(1, 2500, Some("a"))).expect("payload");
+        let renamed = upsert_payload(&lease(1, 1500, Some("b"))).expect("payload");
+        let unnamed = upsert_payload(&lease(1, 1500, None)).expect("payload");
+        assert!(covers(&stored, &stored));
+        assert!(covers(&stored, &same_earlier));
+        assert!(!covers(&stored, &later));
+        assert!(!covers(&stored, &renamed));
+        assert!(!covers(&stored, &unnamed));
+        assert!(
+            !covers("U 10.0.0.1 x b", "U 10.0.0.1 1 b"),
+            "bad stored expiry"
+        );
+    }
+
+    #[test]
+    fn hex_fields_parse_one_or_two_digits_and_reject_the_rest() {
+        assert_eq!(hex_field("2:0A:ff", ':'), Ok(vec![2, 10, 255]));
+        assert_eq!(hex_field("01020A", '\0'), Ok(vec![1, 2, 10]));
+        assert_eq!(hex_field("-", ':'), Ok(vec![]));
+        for (bad, sep) in [
+            ("123:4", ':'),
+            ("0g", ':'),
+            ("1::2", ':'),
+            ("abc", '\0'),
+            ("zz", '\0'),
+        ] {
+            assert!(hex_field(bad, sep).is_err(), "{bad:?}");
+        }
+        assert!(
+            hex_field("é1", '\0').is_err(),
+            "multi-byte characters are not hex"
+        );
+    }
+
+    #[test]
     fn crash_after_rotation_before_the_snapshot_replays_prev_then_journal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("leases");
@@ -1847,8 +1937,7 @@ mod tests {
         j.commit(&[up(&a), up(&b)]).expect("commit");
         // A snapshot of generation 1 that no longer holds A (as after an open-time fold).
         let b2 = lease(2, 3000, Some("b"));
-        let map: BTreeMap<_, _> = [(b2.ip, b2.clone())].into_iter().collect();
-        write_snapshot(&Paths::new(&path), NONE, 1, &map).expect("snapshot");
+        write_snapshot(&Paths::new(&path), NONE, 1, std::slice::from_ref(&b2)).expect("snapshot");
         drop(j);
 
         let (mut j, leases) = open(&path, 100);

@@ -316,6 +316,40 @@ mod tests {
     }
 
     #[test]
+    fn clients_whose_hashes_collide_share_a_bucket_but_see_only_their_leases() {
+        let mut t = LeaseTable::new();
+        t.insert(lease(1, 10, 100, LeaseState::Bound));
+        t.insert(lease(2, 11, 100, LeaseState::Bound));
+        // Force the collision: client 2's address lands in client 1's bucket too.
+        let key = t.client_hash.hash_one(client(1));
+        t.by_client.get_mut(&key).expect("bucket").insert(ip(11));
+        let mine: Vec<_> = t.by_client(&client(1)).map(|l| l.ip).collect();
+        assert_eq!(mine, vec![ip(10)]);
+        t.remove(ip(10));
+        assert!(
+            t.by_client.contains_key(&key),
+            "the other address keeps the bucket"
+        );
+        assert_eq!(t.by_client(&client(1)).count(), 0);
+        assert_eq!(t.by_client(&client(2)).count(), 1);
+    }
+
+    #[test]
+    fn a_bucket_holds_one_address_inline_and_more_in_a_vector() {
+        let mut a = Addrs::One(ip(1));
+        a.insert(ip(1));
+        assert_eq!(a, Addrs::One(ip(1)), "no duplicates");
+        a.insert(ip(2));
+        a.insert(ip(3));
+        assert_eq!(a.as_slice(), &[ip(1), ip(2), ip(3)]);
+        assert!(!a.remove(ip(2)));
+        assert!(!a.remove(ip(1)));
+        assert_eq!(a, Addrs::One(ip(3)), "back to inline");
+        assert!(!a.remove(ip(9)), "another address leaves it alone");
+        assert!(a.remove(ip(3)), "empty");
+    }
+
+    #[test]
     fn declined_leases_belong_to_no_client() {
         let mut t = LeaseTable::new();
         t.insert(lease(1, 10, 100, LeaseState::Bound));
