@@ -193,7 +193,7 @@ impl Journal {
         let _ = fs::remove_file(&paths.next);
         let (covered, mut leases) = read_snapshot(&paths.snapshot)?;
         let (last, had_prev) = read_prev(&paths.prev, covered, &mut leases)?;
-        let existing = read_if_exists(path)?;
+        let existing = open_if_exists(path)?;
         let file = open_append(path)?;
         let mut journal = Journal {
             paths,
@@ -212,7 +212,7 @@ impl Journal {
             stats: JournalStats::default(),
         };
         match existing {
-            Some(bytes) => journal.replay(&bytes, last, &mut leases)?,
+            Some(existing) => journal.replay(existing, last, &mut leases)?,
             None => {
                 journal.reset(last + 1)?;
                 journal.sync_dir()?;
@@ -503,14 +503,15 @@ impl Journal {
     /// Apply an existing journal file over the leases so far, cutting a damaged tail.
     fn replay(
         &mut self,
-        bytes: &[u8],
+        existing: File,
         covered: u64,
         leases: &mut HashMap<Ipv4Addr, Lease>,
     ) -> Result<(), JournalError> {
         let path = self.paths.journal.clone();
-        let mut lines = Lines::new(bytes);
+        let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, existing));
         let first = lines.next();
-        let generation = header_generation(&path, JOURNAL_KIND, bytes, first.as_ref())?;
+        lines.check(&path)?;
+        let generation = header_generation(&path, JOURNAL_KIND, &lines.buf, first.as_ref())?;
         let Some(generation) = generation.filter(|g| *g > covered) else {
             // Empty, torn at creation, or already folded into the snapshot.
             return self.reset(covered + 1);
@@ -524,20 +525,28 @@ impl Journal {
             );
         }
         self.journal_records = apply(leases, &mut lines);
+        lines.check(&path)?;
         self.synced_records = self.journal_records;
         self.generation = generation;
         self.len = lines.good_len as u64;
         self.synced_len = self.len;
         if let Some(damage) = &lines.damage {
-            self.cut(bytes, damage)?;
+            self.cut(damage)?;
         }
         Ok(())
     }
 
     /// Truncate the journal at a damaged record, saving what is cut off for a person.
-    fn cut(&mut self, bytes: &[u8], damage: &Damage) -> Result<(), JournalError> {
+    fn cut(&mut self, damage: &Damage) -> Result<(), JournalError> {
         let path = self.paths.journal.clone();
-        let tail = &bytes[damage.offset..];
+        let mut tail = Vec::new();
+        File::open(&path)
+            .and_then(|f| {
+                let mut f = io::BufReader::new(f);
+                io::Seek::seek(&mut f, io::SeekFrom::Start(damage.offset as u64))?;
+                io::Read::read_to_end(&mut f, &mut tail)
+            })
+            .map_err(io_err(&path))?;
         tracing::warn!(
             file = %path.display(),
             offset = damage.offset,
@@ -994,14 +1003,16 @@ fn read_prev(
     covered: u64,
     leases: &mut HashMap<Ipv4Addr, Lease>,
 ) -> Result<(u64, bool), JournalError> {
-    let Some(bytes) = read_if_exists(path)? else {
+    let Some(file) = open_if_exists(path)? else {
         return Ok((covered, false));
     };
-    let mut lines = Lines::new(&bytes);
+    let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, file));
     let first = lines.next();
-    match header_generation(path, JOURNAL_KIND, &bytes, first.as_ref())? {
+    lines.check(path)?;
+    match header_generation(path, JOURNAL_KIND, &lines.buf, first.as_ref())? {
         Some(generation) if generation > covered => {
             apply(leases, &mut lines);
+            lines.check(path)?;
             if let Some(damage) = lines.damage {
                 tracing::warn!(file = %path.display(), offset = damage.offset, reason = %damage.reason,
                     "previous lease journal damaged: records after this offset are lost");
@@ -1019,16 +1030,18 @@ fn read_prev(
 /// Read a snapshot: the generation it covers (0 without one) and its leases by address.
 fn read_snapshot(path: &Path) -> Result<(u64, HashMap<Ipv4Addr, Lease>), JournalError> {
     let mut leases = HashMap::new();
-    let Some(bytes) = read_if_exists(path)? else {
+    let Some(file) = open_if_exists(path)? else {
         return Ok((0, leases));
     };
-    let mut lines = Lines::new(&bytes);
+    let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, file));
     let first = lines.next();
-    let Some(covered) = header_generation(path, SNAPSHOT_KIND, &bytes, first.as_ref())? else {
+    lines.check(path)?;
+    let Some(covered) = header_generation(path, SNAPSHOT_KIND, &lines.buf, first.as_ref())? else {
         tracing::warn!(file = %path.display(), "lease snapshot is empty or torn; ignoring it");
         return Ok((0, leases));
     };
     apply(&mut leases, &mut lines);
+    lines.check(path)?;
     if let Some(damage) = lines.damage {
         tracing::warn!(
             file = %path.display(),
@@ -1040,9 +1053,11 @@ fn read_snapshot(path: &Path) -> Result<(u64, HashMap<Ipv4Addr, Lease>), Journal
     Ok((covered, leases))
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
+/// The file opened for reading, `None` if it does not exist. Files are read as streams, one
+/// line at a time: a journal may be several times the size of the live lease set.
+fn open_if_exists(path: &Path) -> Result<Option<File>, JournalError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
@@ -1100,7 +1115,7 @@ fn apply_one(leases: &mut HashMap<Ipv4Addr, Lease>, record: Record) -> bool {
 
 /// Apply every record after the header, moving each lease into the map (no copies); returns
 /// how many were applied.
-fn apply(leases: &mut HashMap<Ipv4Addr, Lease>, lines: &mut Lines<'_>) -> u64 {
+fn apply<R: io::BufRead>(leases: &mut HashMap<Ipv4Addr, Lease>, lines: &mut Lines<R>) -> u64 {
     let mut n = 0;
     for record in lines {
         n += u64::from(apply_one(leases, record));
@@ -1109,12 +1124,16 @@ fn apply(leases: &mut HashMap<Ipv4Addr, Lease>, lines: &mut Lines<'_>) -> u64 {
 }
 
 /// The records of a file, one line at a time, up to its first damaged line (then `damage` says
-/// where and why, and `good_len` is the length of the good part).
-struct Lines<'a> {
-    bytes: &'a [u8],
+/// where and why, and `good_len` is the length of the good part). After the first `next`, `buf`
+/// holds the first line as read (the whole file when it has no newline). A read error ends the
+/// records too; `check` reports it.
+struct Lines<R> {
+    reader: R,
+    buf: Vec<u8>,
     /// Length up to the end of the last good record.
     good_len: usize,
     damage: Option<Damage>,
+    error: Option<io::Error>,
 }
 
 struct Damage {
@@ -1122,12 +1141,22 @@ struct Damage {
     reason: String,
 }
 
-impl<'a> Lines<'a> {
-    fn new(bytes: &'a [u8]) -> Lines<'a> {
+impl<R: io::BufRead> Lines<R> {
+    fn new(reader: R) -> Lines<R> {
         Lines {
-            bytes,
+            reader,
+            buf: Vec::with_capacity(256),
             good_len: 0,
             damage: None,
+            error: None,
+        }
+    }
+
+    /// Fail if reading the file failed.
+    fn check(&mut self, path: &Path) -> Result<(), JournalError> {
+        match self.error.take() {
+            Some(e) => Err(io_err(path)(e)),
+            None => Ok(()),
         }
     }
 
@@ -1140,25 +1169,33 @@ impl<'a> Lines<'a> {
     }
 }
 
-impl Iterator for Lines<'_> {
+impl<R: io::BufRead> Iterator for Lines<R> {
     type Item = Record;
 
     fn next(&mut self) -> Option<Record> {
-        let pos = self.good_len;
-        if self.damage.is_some() || pos >= self.bytes.len() {
+        if self.damage.is_some() || self.error.is_some() {
             return None;
         }
-        let rest = &self.bytes[pos..];
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+        let pos = self.good_len;
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                self.error = Some(e);
+                return None;
+            }
+        }
+        let Some(line) = self.buf.strip_suffix(b"\n") else {
             return self.stop("torn last record (no newline)".to_string());
         };
-        let parsed = parse_line(&rest[..end]).and_then(|r| match r {
+        let parsed = parse_line(line).and_then(|r| match r {
             Record::Header { .. } if pos > 0 => Err("header in the middle".to_string()),
             r => Ok(r),
         });
         match parsed {
             Ok(record) => {
-                self.good_len = pos + end + 1;
+                self.good_len = pos + self.buf.len();
                 Some(record)
             }
             Err(reason) => self.stop(reason),
