@@ -167,11 +167,11 @@ pub struct Journal {
     synced_len: u64,
     journal_records: u64,
     synced_records: u64,
-    /// The lease state a replay would produce from the written records, as the upsert payload
-    /// of each address (about a third of the memory of a `Lease`, and exact).
-    on_disk: HashMap<Ipv4Addr, Box<str>>,
+    /// The lease state a replay would produce from the written records, each lease packed
+    /// (see `pack`: one small allocation, exact).
+    on_disk: HashMap<Ipv4Addr, Box<[u8]>>,
     /// `on_disk` entries replaced since the last sync, to restore if the sync fails.
-    undo: Vec<(Ipv4Addr, Option<Box<str>>)>,
+    undo: Vec<(Ipv4Addr, Option<Box<[u8]>>)>,
     /// A write failed and the file is not repaired: the time of the last repair attempt.
     failed: Option<UnixTime>,
     compactor: Compactor,
@@ -226,13 +226,9 @@ impl Journal {
             journal.compact_at_open(&live)?;
         }
         journal.on_disk.reserve(live.len());
-        let mut payload = String::with_capacity(128);
         for lease in &live {
-            payload.clear();
-            if write_upsert_payload(&mut payload, lease, lease.expires) {
-                journal
-                    .on_disk
-                    .insert(lease.ip, Box::from(payload.as_str()));
+            if let Some(packed) = pack(lease, lease.expires) {
+                journal.on_disk.insert(lease.ip, packed);
             }
         }
         journal.compactor = Compactor::start(journal.paths.clone(), durability, now);
@@ -302,10 +298,7 @@ impl Journal {
 
     /// The lease on `ip` as the disk holds it (after every written record), if any.
     pub fn durable(&self, ip: Ipv4Addr) -> Option<Lease> {
-        match parse_payload(self.on_disk.get(&ip)?) {
-            Ok(Record::Upsert(lease)) => Some(lease),
-            _ => None,
-        }
+        unpack(ip, self.on_disk.get(&ip)?)
     }
 
     /// Rotate and start a background snapshot when the journal holds more than
@@ -417,7 +410,7 @@ impl Journal {
                     return false;
                 };
                 push_record(buf, &payload);
-                (lease.ip, Some(payload.into_boxed_str()))
+                (lease.ip, pack(lease, expires))
             }
             LeaseChange::Remove { ip, reason } => {
                 push_record(buf, &remove_payload(*ip, *reason));
@@ -437,7 +430,7 @@ impl Journal {
         self.renew_write_fraction > 0.0
             && lease.state == LeaseState::Bound
             && self.on_disk.get(&lease.ip).is_some_and(|stored| {
-                upsert_payload(lease).is_some_and(|wanted| covers(stored, &wanted))
+                pack(lease, lease.expires).is_some_and(|wanted| covers(stored, &wanted))
             })
     }
 
@@ -1332,14 +1325,72 @@ fn upsert_payload(lease: &Lease) -> Option<String> {
     upsert_payload_at(lease, lease.expires)
 }
 
-/// Two upsert payloads: true when they are the same lease (address, state, hardware address,
-/// client and name) and `stored` expires no earlier than `wanted`.
-fn covers(stored: &str, wanted: &str) -> bool {
-    let (mut a, mut b) = (stored.split(' '), wanted.split(' '));
-    let same_head = a.next() == b.next() && a.next() == b.next();
-    let expiry = |f: Option<&str>| f.and_then(|e| e.parse::<u64>().ok());
-    let later = matches!((expiry(a.next()), expiry(b.next())), (Some(x), Some(y)) if x >= y);
-    same_head && later && a.eq(b)
+/// Two packed leases of one address: true when they are the same lease (state, hardware
+/// address, client and name) and `stored` expires no earlier than `wanted`.
+fn covers(stored: &[u8], wanted: &[u8]) -> bool {
+    match (
+        stored.split_first_chunk::<8>(),
+        wanted.split_first_chunk::<8>(),
+    ) {
+        (Some((a, a_rest)), Some((b, b_rest))) => {
+            a_rest == b_rest && u64::from_le_bytes(*a) >= u64::from_le_bytes(*b)
+        }
+        _ => false,
+    }
+}
+
+/// A bound or declined lease packed for `on_disk`, written with expiry `expires`: expiry (u64),
+/// state, hardware type, hardware address and client id (each after a u32 length), then the
+/// host name (the rest; empty for none). About 40 bytes; `None` for an offer.
+fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
+    let state = match lease.state {
+        LeaseState::Bound => b'b',
+        LeaseState::Declined => b'd',
+        LeaseState::Offered => return None,
+    };
+    let host = lease.hostname.as_deref().unwrap_or("").as_bytes();
+    let (hw, client) = (&lease.hwaddr.bytes, &lease.client.0);
+    let mut out = Vec::with_capacity(18 + hw.len() + client.len() + host.len());
+    out.extend_from_slice(&expires.0.to_le_bytes());
+    out.extend_from_slice(&[state, lease.hwaddr.htype]);
+    for field in [hw, client] {
+        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(host);
+    Some(out.into_boxed_slice())
+}
+
+/// The lease on `ip` from its packed form (see `pack`).
+fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
+    let (expires, rest) = packed.split_first_chunk::<8>()?;
+    let ([state, htype], mut rest) = rest.split_first_chunk::<2>().map(|(h, r)| (*h, r))?;
+    let mut field = || -> Option<Vec<u8>> {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (bytes, tail) = (tail.get(..len)?, tail.get(len..)?);
+        rest = tail;
+        Some(bytes.to_vec())
+    };
+    let hw = field()?;
+    let client = field()?;
+    let hostname = match rest {
+        [] => None,
+        name => Some(String::from_utf8(name.to_vec()).ok()?),
+    };
+    Some(Lease {
+        ip,
+        client: ClientId(client),
+        hwaddr: HwAddr { htype, bytes: hw },
+        hostname,
+        expires: UnixTime(u64::from_le_bytes(*expires)),
+        state: match state {
+            b'b' => LeaseState::Bound,
+            b'd' => LeaseState::Declined,
+            _ => return None,
+        },
+    })
 }
 
 /// The upsert payload of `lease` written with expiry `expires`; `None` for an offer.
@@ -1863,20 +1914,46 @@ mod tests {
 
     #[test]
     fn covers_compares_everything_but_a_later_expiry() {
-        let stored = upsert_payload(&lease(1, 2000, Some("a"))).expect("payload");
-        let same_earlier = upsert_payload(&lease(1, 1500, Some("a"))).expect("payload");
-        let later = upsert_payload(&lease(1, 2500, Some("a"))).expect("payload");
-        let renamed = upsert_payload(&lease(1, 1500, Some("b"))).expect("payload");
-        let unnamed = upsert_payload(&lease(1, 1500, None)).expect("payload");
+        let packed = |l: &Lease| pack(l, l.expires).expect("packed");
+        let stored = packed(&lease(1, 2000, Some("a")));
+        let same_earlier = packed(&lease(1, 1500, Some("a")));
+        let later = packed(&lease(1, 2500, Some("a")));
+        let renamed = packed(&lease(1, 1500, Some("b")));
+        let unnamed = packed(&lease(1, 1500, None));
+        let mut declined = lease(1, 1500, Some("a"));
+        declined.state = LeaseState::Declined;
         assert!(covers(&stored, &stored));
         assert!(covers(&stored, &same_earlier));
         assert!(!covers(&stored, &later));
         assert!(!covers(&stored, &renamed));
         assert!(!covers(&stored, &unnamed));
+        assert!(!covers(&stored, &packed(&declined)));
         assert!(
-            !covers("U 10.0.0.1 x b", "U 10.0.0.1 1 b"),
-            "bad stored expiry"
+            !covers(&stored[..7], &stored),
+            "too short to hold an expiry"
         );
+    }
+
+    #[test]
+    fn packed_leases_round_trip_and_bad_ones_are_refused() {
+        let mut odd = lease(6, u64::MAX, Some("é-x"));
+        odd.state = LeaseState::Declined;
+        odd.hwaddr.bytes.clear();
+        odd.client = ClientId(vec![0; 300]);
+        for l in [lease(5, 1000, Some("laptop")), lease(7, 1, None), odd] {
+            let packed = pack(&l, l.expires).expect("packed");
+            assert_eq!(unpack(l.ip, &packed), Some(l));
+        }
+        let mut offer = lease(8, 1, None);
+        offer.state = LeaseState::Offered;
+        assert_eq!(pack(&offer, offer.expires), None);
+        let good = pack(&lease(5, 1000, None), UnixTime(1000)).expect("packed");
+        for cut in 0..good.len() {
+            assert_eq!(unpack(ip(5), &good[..cut]), None, "cut at {cut}");
+        }
+        let mut bad_state = good.to_vec();
+        bad_state[8] = b'x';
+        assert_eq!(unpack(ip(5), &bad_state), None);
     }
 
     #[test]
