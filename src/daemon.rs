@@ -14,7 +14,6 @@ use crate::dhcp::service::DhcpService;
 use crate::dns::names::{Names, SharedNames};
 use crate::dns::server::DnsServer;
 use crate::lease::journal::Journal;
-use crate::lease::{LeaseChange, LeaseState};
 use crate::net::DhcpSocket;
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -138,17 +137,6 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
 /// recovered bound lease (the hosts file is read by the DNS server).
 pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
     let mut names = Names::from_config(cfg);
-    // In slices, so that the copies handed to the index never hold every lease at once.
-    let mut bound = Vec::with_capacity(1024);
-    for chunk in leases.chunks(1024) {
-        bound.clear();
-        bound.extend(
-            chunk
-                .iter()
-                .filter(|l| l.state == LeaseState::Bound)
-                .map(|l| LeaseChange::Upsert(l.clone())),
-        );
-        names.apply_at(now, &bound);
-    }
+    names.load_leases(now, leases);
     Arc::new(RwLock::new(names))
 }
