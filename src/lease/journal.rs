@@ -31,11 +31,19 @@
 //! When the journal holds more than max(1000, 4 x live) records, the service thread *rotates*
 //! (O(1): create `.next` with the header of generation n+1 and fsync it, rename the journal to
 //! `.prev`, rename `.next` to the journal, fsync the directory) and goes on appending to
-//! generation n+1. A background thread, which has received every durable record of generation n
-//! (and keeps its own copy of the lease map), writes the snapshot of generation n, renames it into
-//! place, fsyncs the directory, and only then deletes `.prev`. A crash at any point leaves one of:
-//! the old snapshot + `.prev` (n) + journal (n+1), all replayed in order; or the new snapshot (n),
-//! `.prev` (n, ignored as covered) + journal (n+1). Only one compaction runs at a time.
+//! generation n+1. A background thread merges the current snapshot file and `.prev` (neither is
+//! written to any more) into the snapshot of generation n, copying the last line of each live
+//! lease byte for byte and holding only where those lines are (no copy of the leases), renames
+//! it into place, fsyncs the directory, and only then deletes `.prev`. A crash at any point
+//! leaves one of: the old snapshot + `.prev` (n) + journal (n+1), all replayed in order; or the
+//! new snapshot (n), `.prev` (n, ignored as covered) + journal (n+1). Only one compaction runs at
+//! a time. Lease lines that had expired when the journal was opened are left out (recovery
+//! dropped them and no remove record follows).
+//!
+//! # Memory
+//! Files are read as streams, line by line. Besides the leases it returns at open, the journal
+//! keeps one packed copy of each durable lease (about 40 bytes, for `durable` and the renewal
+//! headroom check).
 //!
 //! # Renewals with headroom
 //! With a `renew_write_fraction` f > 0, a bound lease is written with
