@@ -25,9 +25,14 @@ use crate::netns::{IFACE, Lan, ip};
 use crate::server::{Server, ServerOptions};
 
 const N: u32 = 100_000;
-/// Fails only far past the targets (1 s, 40 MB): the machine is shared with other builds.
-const READY_LIMIT: Duration = Duration::from_secs(4);
-const HWM_LIMIT_KB: u64 = 80 * 1024;
+/// Fails only far past the targets (1 s, 40 MB in release): the machine is shared with other
+/// builds, and an unoptimised build parses much more slowly.
+const READY_LIMIT: Duration = if cfg!(debug_assertions) {
+    Duration::from_secs(30)
+} else {
+    Duration::from_secs(4)
+};
+const HWM_LIMIT_KB: u64 = if cfg!(debug_assertions) { 100 } else { 80 } * 1024;
 
 /// Seconds since midnight (UTC) of a time, or of a log line's RFC 3339 timestamp.
 fn day_secs(t: SystemTime) -> f64 {
