@@ -18,7 +18,6 @@ use crate::dns::server::DnsServer;
 use crate::http::HttpServer;
 use crate::http::dyndns::DynDns;
 use crate::lease::journal::Journal;
-use crate::lease::{LeaseChange, LeaseState};
 use crate::net::DhcpSocket;
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -169,12 +168,7 @@ fn keep_start_settings(running: &Config, new: &mut Config) {
 /// recovered bound lease (the hosts file is read by the DNS server).
 pub fn names_for(cfg: &Config, leases: &[crate::lease::Lease], now: UnixTime) -> SharedNames {
     let mut names = Names::from_config(cfg);
-    let bound: Vec<LeaseChange> = leases
-        .iter()
-        .filter(|l| l.state == LeaseState::Bound)
-        .map(|l| LeaseChange::Upsert(l.clone()))
-        .collect();
-    names.apply_at(now, &bound);
+    names.load_leases(now, leases);
     Arc::new(RwLock::new(names))
 }
 

@@ -89,9 +89,16 @@ impl Engine {
     /// time is up at `now`, and offers, are left out.
     pub fn new(cfg: Arc<Config>, recovered: Vec<Lease>, now: UnixTime) -> Self {
         let mut table = LeaseTable::new();
-        for l in recovered {
+        table.reserve(recovered.len());
+        let mut recovered = recovered;
+        // From the back, giving the vector's memory back as it empties, so that the table and
+        // a full copy of the leases never coexist.
+        while let Some(l) = recovered.pop() {
             if l.expires > now && l.state != LeaseState::Offered {
                 table.insert(l);
+            }
+            if recovered.len().is_multiple_of(8192) {
+                recovered.shrink_to_fit();
             }
         }
         let mut subnets = vec![SubnetState::default(); cfg.subnets.len()];

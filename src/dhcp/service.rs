@@ -329,7 +329,7 @@ impl DhcpService {
                 LeaseChange::Upsert(l) => l.ip,
                 LeaseChange::Remove { ip, .. } => *ip,
             };
-            self.engine.restore(ip, self.journal.durable(ip).cloned());
+            self.engine.restore(ip, self.journal.durable(ip));
         }
     }
 

@@ -31,11 +31,19 @@
 //! When the journal holds more than max(1000, 4 x live) records, the service thread *rotates*
 //! (O(1): create `.next` with the header of generation n+1 and fsync it, rename the journal to
 //! `.prev`, rename `.next` to the journal, fsync the directory) and goes on appending to
-//! generation n+1. A background thread, which has received every durable record of generation n
-//! (and keeps its own copy of the lease map), writes the snapshot of generation n, renames it into
-//! place, fsyncs the directory, and only then deletes `.prev`. A crash at any point leaves one of:
-//! the old snapshot + `.prev` (n) + journal (n+1), all replayed in order; or the new snapshot (n),
-//! `.prev` (n, ignored as covered) + journal (n+1). Only one compaction runs at a time.
+//! generation n+1. A background thread merges the current snapshot file and `.prev` (neither is
+//! written to any more) into the snapshot of generation n, copying the last line of each live
+//! lease byte for byte and holding only where those lines are (no copy of the leases), renames
+//! it into place, fsyncs the directory, and only then deletes `.prev`. A crash at any point
+//! leaves one of: the old snapshot + `.prev` (n) + journal (n+1), all replayed in order; or the
+//! new snapshot (n), `.prev` (n, ignored as covered) + journal (n+1). Only one compaction runs at
+//! a time. Lease lines that had expired when the journal was opened are left out (recovery
+//! dropped them and no remove record follows).
+//!
+//! # Memory
+//! Files are read as streams, line by line. Besides the leases it returns at open, the journal
+//! keeps one packed copy of each durable lease (about 40 bytes, for `durable` and the renewal
+//! headroom check).
 //!
 //! # Renewals with headroom
 //! With a `renew_write_fraction` f > 0, a bound lease is written with
@@ -47,8 +55,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, BufRead as _, Write as _};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -166,12 +175,11 @@ pub struct Journal {
     synced_len: u64,
     journal_records: u64,
     synced_records: u64,
-    /// The lease state a replay would produce from the written records.
-    on_disk: HashMap<Ipv4Addr, Lease>,
+    /// The lease state a replay would produce from the written records, each lease packed
+    /// (see `pack`: one small allocation, exact).
+    on_disk: HashMap<Ipv4Addr, Box<[u8]>>,
     /// `on_disk` entries replaced since the last sync, to restore if the sync fails.
-    undo: Vec<(Ipv4Addr, Option<Lease>)>,
-    /// Records written since the last sync, for the snapshot writer once they are durable.
-    unsent: Vec<Record>,
+    undo: Vec<(Ipv4Addr, Option<Box<[u8]>>)>,
     /// A write failed and the file is not repaired: the time of the last repair attempt.
     failed: Option<UnixTime>,
     compactor: Compactor,
@@ -193,7 +201,7 @@ impl Journal {
         let _ = fs::remove_file(&paths.next);
         let (covered, mut leases) = read_snapshot(&paths.snapshot)?;
         let (last, had_prev) = read_prev(&paths.prev, covered, &mut leases)?;
-        let existing = read_if_exists(path)?;
+        let existing = open_if_exists(path)?;
         let file = open_append(path)?;
         let mut journal = Journal {
             paths,
@@ -207,25 +215,31 @@ impl Journal {
             synced_records: 0,
             on_disk: HashMap::new(),
             undo: Vec::new(),
-            unsent: Vec::new(),
             failed: None,
             compactor: Compactor::idle(),
             stats: JournalStats::default(),
         };
         match existing {
-            Some(bytes) => journal.replay(&bytes, last, &mut leases)?,
+            Some(existing) => journal.replay(existing, last, &mut leases)?,
             None => {
                 journal.reset(last + 1)?;
                 journal.sync_dir()?;
             }
         }
-        leases.retain(|_, l| l.expires > now);
+        // A hash map while replaying, a sorted vector after: both are single large blocks
+        // that go back to the system when freed, where tree nodes would fragment the heap.
+        let mut live: Vec<Lease> = leases.into_values().filter(|l| l.expires > now).collect();
+        live.sort_unstable_by_key(|l| l.ip);
         if had_prev {
-            journal.compact_at_open(&leases)?;
+            journal.compact_at_open(&live)?;
         }
-        journal.on_disk = leases.iter().map(|(ip, l)| (*ip, l.clone())).collect();
-        let live: Vec<Lease> = leases.values().cloned().collect();
-        journal.compactor = Compactor::start(journal.paths.clone(), durability, leases);
+        journal.on_disk.reserve(live.len());
+        for lease in &live {
+            if let Some(packed) = pack(lease, lease.expires) {
+                journal.on_disk.insert(lease.ip, packed);
+            }
+        }
+        journal.compactor = Compactor::start(journal.paths.clone(), durability, now);
         Ok((journal, live))
     }
 
@@ -281,8 +295,6 @@ impl Journal {
         self.synced_len = self.len;
         self.synced_records = self.journal_records;
         self.undo.clear();
-        self.compactor
-            .send(Job::Apply(std::mem::take(&mut self.unsent)));
         self.maybe_compact();
         Ok(())
     }
@@ -293,8 +305,8 @@ impl Journal {
     }
 
     /// The lease on `ip` as the disk holds it (after every written record), if any.
-    pub fn durable(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.on_disk.get(&ip)
+    pub fn durable(&self, ip: Ipv4Addr) -> Option<Lease> {
+        unpack(ip, self.on_disk.get(&ip)?)
     }
 
     /// Rotate and start a background snapshot when the journal holds more than
@@ -318,9 +330,7 @@ impl Journal {
         match self.rotate() {
             Ok(()) => {
                 self.compactor.set_busy();
-                self.compactor.send(Job::Snapshot {
-                    generation: covered,
-                });
+                self.compactor.send(covered);
             }
             Err(e) => tracing::warn!(error = %e, "lease journal rotation failed; will retry"),
         }
@@ -393,7 +403,7 @@ impl Journal {
 
     /// Serialize one change into `buf` and apply it to `on_disk`; false when nothing is written.
     fn push(&mut self, buf: &mut String, now: Option<UnixTime>, change: &LeaseChange) -> bool {
-        let (ip, new, record) = match change {
+        let (ip, new) = match change {
             LeaseChange::Upsert(lease) => {
                 if lease.state == LeaseState::Offered {
                     tracing::warn!(ip = %lease.ip, "offered lease passed to the journal; not written");
@@ -403,24 +413,23 @@ impl Journal {
                     self.stats.skipped += 1;
                     return false;
                 }
-                let stored = self.with_headroom(now, lease);
-                let Some(payload) = upsert_payload(&stored) else {
+                let expires = self.with_headroom(now, lease);
+                let Some(payload) = upsert_payload_at(lease, expires) else {
                     return false;
                 };
                 push_record(buf, &payload);
-                (lease.ip, Some(stored.clone()), Record::Upsert(stored))
+                (lease.ip, pack(lease, expires))
             }
             LeaseChange::Remove { ip, reason } => {
                 push_record(buf, &remove_payload(*ip, *reason));
-                (*ip, None, Record::Remove(*ip))
+                (*ip, None)
             }
         };
         let old = match new {
-            Some(lease) => self.on_disk.insert(ip, lease),
+            Some(payload) => self.on_disk.insert(ip, payload),
             None => self.on_disk.remove(&ip),
         };
         self.undo.push((ip, old));
-        self.unsent.push(record);
         true
     }
 
@@ -428,25 +437,20 @@ impl Journal {
     fn covered(&self, lease: &Lease) -> bool {
         self.renew_write_fraction > 0.0
             && lease.state == LeaseState::Bound
-            && self.on_disk.get(&lease.ip).is_some_and(|d| {
-                d.state == lease.state
-                    && d.expires >= lease.expires
-                    && d.client == lease.client
-                    && d.hwaddr == lease.hwaddr
-                    && d.hostname == lease.hostname
+            && self.on_disk.get(&lease.ip).is_some_and(|stored| {
+                pack(lease, lease.expires).is_some_and(|wanted| covers(stored, &wanted))
             })
     }
 
-    fn with_headroom(&self, now: Option<UnixTime>, lease: &Lease) -> Lease {
-        let mut stored = lease.clone();
-        if let Some(now) = now
-            && lease.state == LeaseState::Bound
-            && self.renew_write_fraction > 0.0
-        {
-            let headroom = now.until(lease.expires) as f64 * self.renew_write_fraction;
-            stored.expires = lease.expires.plus(headroom as u64);
+    /// The expiry written for `lease`: with headroom when it is bound and `now` is known.
+    fn with_headroom(&self, now: Option<UnixTime>, lease: &Lease) -> UnixTime {
+        match now {
+            Some(now) if lease.state == LeaseState::Bound && self.renew_write_fraction > 0.0 => {
+                let headroom = now.until(lease.expires) as f64 * self.renew_write_fraction;
+                lease.expires.plus(headroom as u64)
+            }
+            _ => lease.expires,
         }
-        stored
     }
 
     /// Undo everything since the last sync after a failed write or sync, and cut the file back.
@@ -454,11 +458,10 @@ impl Journal {
         self.stats.failures += 1;
         while let Some((ip, old)) = self.undo.pop() {
             match old {
-                Some(lease) => self.on_disk.insert(ip, lease),
+                Some(payload) => self.on_disk.insert(ip, payload),
                 None => self.on_disk.remove(&ip),
             };
         }
-        self.unsent.clear();
         self.journal_records = self.synced_records;
         self.len = self.synced_len;
         // Whatever the cut achieves, the next write repairs first (after RETRY_AFTER).
@@ -501,13 +504,15 @@ impl Journal {
     /// Apply an existing journal file over the leases so far, cutting a damaged tail.
     fn replay(
         &mut self,
-        bytes: &[u8],
+        existing: File,
         covered: u64,
-        leases: &mut BTreeMap<Ipv4Addr, Lease>,
+        leases: &mut HashMap<Ipv4Addr, Lease>,
     ) -> Result<(), JournalError> {
         let path = self.paths.journal.clone();
-        let scan = scan(bytes);
-        let generation = header_generation(&path, JOURNAL_KIND, bytes, &scan)?;
+        let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, existing));
+        let first = lines.next();
+        lines.check(&path)?;
+        let generation = header_generation(&path, JOURNAL_KIND, &lines.buf, first.as_ref())?;
         let Some(generation) = generation.filter(|g| *g > covered) else {
             // Empty, torn at creation, or already folded into the snapshot.
             return self.reset(covered + 1);
@@ -520,21 +525,29 @@ impl Journal {
                 "lease journal is newer than its snapshot; leases may be missing"
             );
         }
-        self.journal_records = apply(leases, &scan.records[1..]);
+        self.journal_records = apply(leases, &mut lines);
+        lines.check(&path)?;
         self.synced_records = self.journal_records;
         self.generation = generation;
-        self.len = scan.good_len as u64;
+        self.len = lines.good_len as u64;
         self.synced_len = self.len;
-        if let Some(damage) = &scan.damage {
-            self.cut(bytes, damage)?;
+        if let Some(damage) = &lines.damage {
+            self.cut(damage)?;
         }
         Ok(())
     }
 
     /// Truncate the journal at a damaged record, saving what is cut off for a person.
-    fn cut(&mut self, bytes: &[u8], damage: &Damage) -> Result<(), JournalError> {
+    fn cut(&mut self, damage: &Damage) -> Result<(), JournalError> {
         let path = self.paths.journal.clone();
-        let tail = &bytes[damage.offset..];
+        let mut tail = Vec::new();
+        File::open(&path)
+            .and_then(|f| {
+                let mut f = io::BufReader::new(f);
+                io::Seek::seek(&mut f, io::SeekFrom::Start(damage.offset as u64))?;
+                io::Read::read_to_end(&mut f, &mut tail)
+            })
+            .map_err(io_err(&path))?;
         tracing::warn!(
             file = %path.display(),
             offset = damage.offset,
@@ -575,7 +588,7 @@ impl Journal {
 
     /// `.prev` was left by a compaction that did not finish: write the snapshot of everything
     /// replayed (covering this journal's generation), drop `.prev`, start the next generation.
-    fn compact_at_open(&mut self, leases: &BTreeMap<Ipv4Addr, Lease>) -> Result<(), JournalError> {
+    fn compact_at_open(&mut self, leases: &[Lease]) -> Result<(), JournalError> {
         let (bytes, fsyncs) =
             write_snapshot(&self.paths, self.durability, self.generation, leases)?;
         self.stats.bytes_written += bytes;
@@ -650,14 +663,6 @@ impl Journal {
     }
 }
 
-/// What the snapshot thread is asked to do, in order.
-enum Job {
-    /// Durable records, to apply to its copy of the lease map.
-    Apply(Vec<Record>),
-    /// Write the map as the snapshot of this generation, then delete `.prev`.
-    Snapshot { generation: u64 },
-}
-
 /// Counters and flags shared with the snapshot thread.
 #[derive(Debug, Default)]
 struct CompactorShared {
@@ -668,10 +673,13 @@ struct CompactorShared {
     compactions: AtomicU64,
 }
 
-/// The background snapshot writer: owns a copy of the lease map fed by durable records.
+/// The background snapshot writer. It keeps no copy of the leases: asked for the snapshot of a
+/// rotated generation, it merges the current snapshot file and `.prev` (both closed to writers
+/// by then) into a new snapshot, holding only where each live lease's line is.
 #[derive(Debug)]
 struct Compactor {
-    tx: Option<mpsc::Sender<Job>>,
+    /// The generation to snapshot (its journal is `.prev`).
+    tx: Option<mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<CompactorShared>,
 }
@@ -685,13 +693,15 @@ impl Compactor {
         }
     }
 
-    fn start(paths: Paths, durability: Durability, leases: BTreeMap<Ipv4Addr, Lease>) -> Compactor {
+    /// `opened`: the time the journal was opened; lease lines expired by then are left out of
+    /// snapshots (recovery dropped them, and no remove record will ever follow).
+    fn start(paths: Paths, durability: Durability, opened: UnixTime) -> Compactor {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(CompactorShared::default());
         let worker = shared.clone();
         let thread = std::thread::Builder::new()
             .name("lease-snapshot".into())
-            .spawn(move || snapshot_worker(&paths, durability, leases, &rx, &worker));
+            .spawn(move || snapshot_worker(&paths, durability, opened, &rx, &worker));
         match thread {
             Ok(handle) => Compactor {
                 tx: Some(tx),
@@ -705,9 +715,9 @@ impl Compactor {
         }
     }
 
-    fn send(&self, job: Job) {
+    fn send(&self, generation: u64) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(job);
+            let _ = tx.send(generation);
         }
     }
 
@@ -735,20 +745,13 @@ impl Drop for Compactor {
 fn snapshot_worker(
     paths: &Paths,
     durability: Durability,
-    mut leases: BTreeMap<Ipv4Addr, Lease>,
-    rx: &mpsc::Receiver<Job>,
+    opened: UnixTime,
+    rx: &mpsc::Receiver<u64>,
     shared: &CompactorShared,
 ) {
-    while let Ok(job) = rx.recv() {
-        match job {
-            Job::Apply(records) => {
-                apply(&mut leases, &records);
-            }
-            Job::Snapshot { generation } => {
-                snapshot_until_done(paths, durability, generation, &leases, shared);
-                shared.busy.store(false, Ordering::Release);
-            }
-        }
+    while let Ok(generation) = rx.recv() {
+        snapshot_until_done(paths, durability, generation, opened, shared);
+        shared.busy.store(false, Ordering::Release);
     }
 }
 
@@ -758,18 +761,18 @@ fn snapshot_until_done(
     paths: &Paths,
     durability: Durability,
     generation: u64,
-    leases: &BTreeMap<Ipv4Addr, Lease>,
+    opened: UnixTime,
     shared: &CompactorShared,
 ) {
     let mut warned = false;
     loop {
-        match write_snapshot(paths, durability, generation, leases) {
-            Ok((bytes, fsyncs)) => {
+        match merge_snapshot(paths, durability, generation, opened) {
+            Ok((bytes, fsyncs, leases)) => {
                 shared.bytes.fetch_add(bytes, Ordering::Relaxed);
                 shared.fsyncs.fetch_add(fsyncs, Ordering::Relaxed);
                 shared.compactions.fetch_add(1, Ordering::Relaxed);
                 let _ = fs::remove_file(&paths.prev);
-                tracing::info!(leases = leases.len(), generation, "lease journal compacted");
+                tracing::info!(leases, generation, "lease journal compacted");
                 return;
             }
             Err(e) => {
@@ -786,25 +789,151 @@ fn snapshot_until_done(
     }
 }
 
-/// Write `leases` to `.snapshot.tmp`, fsync, rename over `.snapshot`, fsync the directory;
-/// returns the bytes written and the fsyncs done.
+/// Where the latest line of a live lease is: which file (0 snapshot, 1 `.prev`), at what
+/// offset, how long (newline included).
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    file: u8,
+    len: u32,
+    offset: u64,
+}
+
+/// The snapshot of `generation` from the files: the current snapshot, then `.prev` (when newer),
+/// last line of each address winning, copied byte for byte. Returns the bytes written, the
+/// fsyncs done and the number of leases.
+fn merge_snapshot(
+    paths: &Paths,
+    durability: Durability,
+    generation: u64,
+    opened: UnixTime,
+) -> Result<(u64, u64, usize), JournalError> {
+    let mut locs = BTreeMap::new();
+    let snapshot = index_file(&paths.snapshot, SNAPSHOT_KIND, 0, 0, opened, &mut locs)?;
+    let covered = snapshot.as_ref().map_or(0, |(_, g)| *g);
+    let prev = index_file(&paths.prev, JOURNAL_KIND, 1, covered + 1, opened, &mut locs)?;
+    let files = [snapshot.map(|(f, _)| f), prev.map(|(f, _)| f)];
+    let mut line = Vec::new();
+    let (bytes, fsyncs) = install_snapshot(paths, durability, generation, |out| {
+        for loc in locs.values() {
+            let file = files[usize::from(loc.file)]
+                .as_ref()
+                .ok_or_else(|| io::Error::other("indexed file vanished"))?;
+            line.resize(loc.len as usize, 0);
+            file.read_exact_at(&mut line, loc.offset)?;
+            out.write_all(&line)?;
+        }
+        Ok(())
+    })?;
+    Ok((bytes, fsyncs, locs.len()))
+}
+
+/// Index the lease lines of a snapshot or journal into `locs` (later lines win, removes and
+/// leases expired at `opened` take the address out), when its generation is at least
+/// `min_generation`. Stops at the first damaged line, as recovery does. Returns the open file
+/// and its generation, `None` if it does not exist or is empty.
+fn index_file(
+    path: &Path,
+    kind: &'static str,
+    file_id: u8,
+    min_generation: u64,
+    opened: UnixTime,
+    locs: &mut BTreeMap<Ipv4Addr, Loc>,
+) -> Result<Option<(File, u64)>, JournalError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let mut reader = io::BufReader::with_capacity(1 << 16, &file);
+    let mut buf = Vec::with_capacity(256);
+    let mut read_line = |buf: &mut Vec<u8>| {
+        buf.clear();
+        reader.read_until(b'\n', buf).map_err(io_err(path))
+    };
+    let mut offset = read_line(&mut buf)? as u64;
+    let first = buf.strip_suffix(b"\n").and_then(|l| parse_line(l).ok());
+    let Some(generation) = header_generation(path, kind, &buf, first.as_ref())? else {
+        return Ok(None);
+    };
+    if generation < min_generation {
+        return Ok(Some((file, generation)));
+    }
+    loop {
+        let n = read_line(&mut buf)?;
+        let Some(line) = buf.strip_suffix(b"\n") else {
+            break;
+        };
+        match parse_line(line) {
+            Ok(Record::Upsert(lease)) if lease.expires > opened => {
+                let len =
+                    u32::try_from(n).map_err(|_| io_err(path)(io::Error::other("long line")))?;
+                locs.insert(
+                    lease.ip,
+                    Loc {
+                        file: file_id,
+                        len,
+                        offset,
+                    },
+                );
+            }
+            Ok(Record::Upsert(lease)) => {
+                locs.remove(&lease.ip);
+            }
+            Ok(Record::Remove(ip)) => {
+                locs.remove(&ip);
+            }
+            Ok(Record::Header { .. }) | Err(_) => break,
+        }
+        offset += n as u64;
+    }
+    Ok(Some((file, generation)))
+}
+
+/// Write the leases of `leases` as the snapshot of `generation`; see `install_snapshot`.
 fn write_snapshot(
     paths: &Paths,
     durability: Durability,
     generation: u64,
-    leases: &BTreeMap<Ipv4Addr, Lease>,
+    leases: &[Lease],
+) -> Result<(u64, u64), JournalError> {
+    install_snapshot(paths, durability, generation, |out| {
+        let mut line = String::with_capacity(128);
+        for lease in leases {
+            if let Some(payload) = upsert_payload(lease) {
+                line.clear();
+                push_record(&mut line, &payload);
+                out.write_all(line.as_bytes())?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Write the snapshot header of `generation` and what `body` writes to `.snapshot.tmp`, fsync,
+/// rename over `.snapshot`, fsync the directory; returns the bytes written and the fsyncs done.
+fn install_snapshot(
+    paths: &Paths,
+    durability: Durability,
+    generation: u64,
+    body: impl FnOnce(&mut Counted<io::BufWriter<File>>) -> io::Result<()>,
 ) -> Result<(u64, u64), JournalError> {
     let tmp = with_suffix(&paths.journal, ".snapshot.tmp");
-    let mut buf = String::with_capacity(64 + leases.len() * 100);
-    push_record(&mut buf, &header_payload(SNAPSHOT_KIND, generation));
-    for lease in leases.values() {
-        if let Some(payload) = upsert_payload(lease) {
-            push_record(&mut buf, &payload);
-        }
-    }
-    let written = (|| -> Result<(), JournalError> {
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(buf.as_bytes()).map_err(io_err(&tmp))?;
+    let mut header = String::new();
+    push_record(&mut header, &header_payload(SNAPSHOT_KIND, generation));
+    let written = (|| -> Result<u64, JournalError> {
+        let file = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut out = Counted {
+            inner: io::BufWriter::with_capacity(1 << 16, file),
+            bytes: 0,
+        };
+        out.write_all(header.as_bytes())
+            .and_then(|()| body(&mut out))
+            .map_err(io_err(&tmp))?;
+        let bytes = out.bytes;
+        let file = out
+            .inner
+            .into_inner()
+            .map_err(|e| io_err(&tmp)(e.into_error()))?;
         if durability != Durability::None {
             file.sync_all().map_err(io_err(&tmp))?;
         }
@@ -812,14 +941,32 @@ fn write_snapshot(
         if durability != Durability::None {
             sync_dir(&paths.dir)?;
         }
-        Ok(())
+        Ok(bytes)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    written?;
+    let bytes = written?;
     let fsyncs = if durability == Durability::None { 0 } else { 2 };
-    Ok((buf.len() as u64, fsyncs))
+    Ok((bytes, fsyncs))
+}
+
+/// A writer that counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: io::Write> io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn sync_dir(dir: &Path) -> Result<(), JournalError> {
@@ -855,16 +1002,19 @@ fn journal_header(generation: u64) -> String {
 fn read_prev(
     path: &Path,
     covered: u64,
-    leases: &mut BTreeMap<Ipv4Addr, Lease>,
+    leases: &mut HashMap<Ipv4Addr, Lease>,
 ) -> Result<(u64, bool), JournalError> {
-    let Some(bytes) = read_if_exists(path)? else {
+    let Some(file) = open_if_exists(path)? else {
         return Ok((covered, false));
     };
-    let scan = scan(&bytes);
-    match header_generation(path, JOURNAL_KIND, &bytes, &scan)? {
+    let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, file));
+    let first = lines.next();
+    lines.check(path)?;
+    match header_generation(path, JOURNAL_KIND, &lines.buf, first.as_ref())? {
         Some(generation) if generation > covered => {
-            apply(leases, &scan.records[1..]);
-            if let Some(damage) = scan.damage {
+            apply(leases, &mut lines);
+            lines.check(path)?;
+            if let Some(damage) = lines.damage {
                 tracing::warn!(file = %path.display(), offset = damage.offset, reason = %damage.reason,
                     "previous lease journal damaged: records after this offset are lost");
             }
@@ -879,18 +1029,21 @@ fn read_prev(
 }
 
 /// Read a snapshot: the generation it covers (0 without one) and its leases by address.
-fn read_snapshot(path: &Path) -> Result<(u64, BTreeMap<Ipv4Addr, Lease>), JournalError> {
-    let mut leases = BTreeMap::new();
-    let Some(bytes) = read_if_exists(path)? else {
+fn read_snapshot(path: &Path) -> Result<(u64, HashMap<Ipv4Addr, Lease>), JournalError> {
+    let mut leases = HashMap::new();
+    let Some(file) = open_if_exists(path)? else {
         return Ok((0, leases));
     };
-    let scan = scan(&bytes);
-    let Some(covered) = header_generation(path, SNAPSHOT_KIND, &bytes, &scan)? else {
+    let mut lines = Lines::new(io::BufReader::with_capacity(1 << 16, file));
+    let first = lines.next();
+    lines.check(path)?;
+    let Some(covered) = header_generation(path, SNAPSHOT_KIND, &lines.buf, first.as_ref())? else {
         tracing::warn!(file = %path.display(), "lease snapshot is empty or torn; ignoring it");
         return Ok((0, leases));
     };
-    apply(&mut leases, &scan.records[1..]);
-    if let Some(damage) = scan.damage {
+    apply(&mut leases, &mut lines);
+    lines.check(path)?;
+    if let Some(damage) = lines.damage {
         tracing::warn!(
             file = %path.display(),
             offset = damage.offset,
@@ -901,9 +1054,11 @@ fn read_snapshot(path: &Path) -> Result<(u64, BTreeMap<Ipv4Addr, Lease>), Journa
     Ok((covered, leases))
 }
 
-fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, JournalError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
+/// The file opened for reading, `None` if it does not exist. Files are read as streams, one
+/// line at a time: a journal may be several times the size of the live lease set.
+fn open_if_exists(path: &Path) -> Result<Option<File>, JournalError> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io_err(path)(e)),
     }
@@ -914,14 +1069,14 @@ fn header_generation(
     path: &Path,
     kind: &'static str,
     bytes: &[u8],
-    scan: &Scan,
+    first: Option<&Record>,
 ) -> Result<Option<u64>, JournalError> {
     let format = |reason: String| JournalError::Format {
         path: path.display().to_string(),
         kind,
         reason,
     };
-    match scan.records.first() {
+    match first {
         Some(Record::Header {
             kind: found,
             version,
@@ -945,30 +1100,41 @@ fn header_generation(
     }
 }
 
-/// Apply lease records in order; returns how many were applied.
-fn apply(leases: &mut BTreeMap<Ipv4Addr, Lease>, records: &[Record]) -> u64 {
-    let mut n = 0;
-    for record in records {
-        match record {
-            Record::Upsert(lease) => {
-                leases.insert(lease.ip, lease.clone());
-            }
-            Record::Remove(ip) => {
-                leases.remove(ip);
-            }
-            Record::Header { .. } => continue,
+/// Apply one lease record; false for a header (which is not a lease record).
+fn apply_one(leases: &mut HashMap<Ipv4Addr, Lease>, record: Record) -> bool {
+    match record {
+        Record::Upsert(lease) => {
+            leases.insert(lease.ip, lease);
         }
-        n += 1;
+        Record::Remove(ip) => {
+            leases.remove(&ip);
+        }
+        Record::Header { .. } => return false,
+    }
+    true
+}
+
+/// Apply every record after the header, moving each lease into the map (no copies); returns
+/// how many were applied.
+fn apply<R: io::BufRead>(leases: &mut HashMap<Ipv4Addr, Lease>, lines: &mut Lines<R>) -> u64 {
+    let mut n = 0;
+    for record in lines {
+        n += u64::from(apply_one(leases, record));
     }
     n
 }
 
-/// The records of a file up to its first damaged line.
-struct Scan {
-    records: Vec<Record>,
+/// The records of a file, one line at a time, up to its first damaged line (then `damage` says
+/// where and why, and `good_len` is the length of the good part). After the first `next`, `buf`
+/// holds the first line as read (the whole file when it has no newline). A read error ends the
+/// records too; `check` reports it.
+struct Lines<R> {
+    reader: R,
+    buf: Vec<u8>,
     /// Length up to the end of the last good record.
     good_len: usize,
     damage: Option<Damage>,
+    error: Option<io::Error>,
 }
 
 struct Damage {
@@ -976,47 +1142,65 @@ struct Damage {
     reason: String,
 }
 
-fn scan(bytes: &[u8]) -> Scan {
-    let mut records = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
-            let reason = "torn last record (no newline)".to_string();
-            let damage = Some(Damage {
-                offset: pos,
-                reason,
-            });
-            return Scan {
-                records,
-                good_len: pos,
-                damage,
-            };
+impl<R: io::BufRead> Lines<R> {
+    fn new(reader: R) -> Lines<R> {
+        Lines {
+            reader,
+            buf: Vec::with_capacity(256),
+            good_len: 0,
+            damage: None,
+            error: None,
+        }
+    }
+
+    /// Fail if reading the file failed.
+    fn check(&mut self, path: &Path) -> Result<(), JournalError> {
+        match self.error.take() {
+            Some(e) => Err(io_err(path)(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self, reason: String) -> Option<Record> {
+        self.damage = Some(Damage {
+            offset: self.good_len,
+            reason,
+        });
+        None
+    }
+}
+
+impl<R: io::BufRead> Iterator for Lines<R> {
+    type Item = Record;
+
+    fn next(&mut self) -> Option<Record> {
+        if self.damage.is_some() || self.error.is_some() {
+            return None;
+        }
+        let pos = self.good_len;
+        self.buf.clear();
+        match self.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                self.error = Some(e);
+                return None;
+            }
+        }
+        let Some(line) = self.buf.strip_suffix(b"\n") else {
+            return self.stop("torn last record (no newline)".to_string());
         };
-        let parsed = parse_line(&rest[..end]).and_then(|r| match r {
+        let parsed = parse_line(line).and_then(|r| match r {
             Record::Header { .. } if pos > 0 => Err("header in the middle".to_string()),
             r => Ok(r),
         });
         match parsed {
-            Ok(record) => records.push(record),
-            Err(reason) => {
-                let damage = Some(Damage {
-                    offset: pos,
-                    reason,
-                });
-                return Scan {
-                    records,
-                    good_len: pos,
-                    damage,
-                };
+            Ok(record) => {
+                self.good_len = pos + self.buf.len();
+                Some(record)
             }
+            Err(reason) => self.stop(reason),
         }
-        pos += end + 1;
-    }
-    Scan {
-        records,
-        good_len: pos,
-        damage: None,
     }
 }
 
@@ -1037,58 +1221,96 @@ fn parse_line(line: &[u8]) -> Result<Record, String> {
 }
 
 /// The payload of one `<crc32 hex> <payload>` line (without its newline), if the checksum
-/// matches. Shared with the DNS update journal (`dns::journal`).
+/// matches and it is UTF-8. Shared with the DNS update journal and the DDNS queue.
 pub(crate) fn checked_payload(line: &[u8]) -> Result<&str, String> {
-    if line.len() < 10 || line[8] != b' ' {
-        return Err("no checksum field".into());
-    }
-    let (crc, payload) = (&line[..8], &line[9..]);
-    let crc = std::str::from_utf8(crc)
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or("bad checksum field")?;
-    if crc32fast::hash(payload) != crc {
-        return Err("checksum mismatch".into());
-    }
+    let payload = checked_payload_bytes(line)?;
     std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())
 }
 
-fn parse_payload(payload: &str) -> Result<Record, String> {
-    let fields: Vec<&str> = payload.split(' ').collect();
-    match fields.as_slice() {
-        ["H", kind, version, generation] => Ok(Record::Header {
-            kind: kind.to_string(),
-            version: number(version, "version")?,
-            generation: generation
-                .strip_prefix("gen=")
-                .ok_or("header without gen=")
-                .and_then(|g| g.parse().map_err(|_| "bad generation"))?,
-        }),
-        ["U", ip, expires, state, htype, hw, client, host] => Ok(Record::Upsert(Lease {
-            ip: number(ip, "address")?,
-            expires: UnixTime(number(expires, "expiry")?),
-            state: match *state {
-                "b" => LeaseState::Bound,
-                "d" => LeaseState::Declined,
-                _ => return Err(format!("bad state {state:?}")),
-            },
-            hwaddr: HwAddr {
-                htype: number(htype, "hardware type")?,
-                bytes: hex_field(hw, ':')?,
-            },
-            client: ClientId(hex_field(client, '\0')?),
-            hostname: match *host {
-                "-" => None,
-                escaped => Some(unescape(escaped)?),
-            },
-        })),
-        ["R", ip, _reason] => Ok(Record::Remove(number(ip, "address")?)),
-        _ => Err(format!(
-            "unknown record {:?}",
-            fields.first().unwrap_or(&"")
-        )),
+/// The payload of a line (without its newline) whose checksum matches.
+fn checked_payload_bytes(line: &[u8]) -> Result<&[u8], String> {
+    if line.len() < 10 || line[8] != b' ' {
+        return Err("no checksum field".into());
     }
+    let (hex, payload) = (&line[..8], &line[9..]);
+    let mut crc = 0u32;
+    for &b in hex {
+        let digit = hex_digit(b).ok_or("bad checksum field")?;
+        crc = crc << 4 | u32::from(digit);
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    Ok(payload)
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Exactly `N` more space-separated fields, or an error naming the record.
+fn fields<'a, const N: usize>(
+    it: &mut std::str::Split<'a, char>,
+    record: &str,
+) -> Result<[&'a str; N], String> {
+    let mut out = [""; N];
+    for slot in &mut out {
+        *slot = it.next().ok_or_else(|| format!("short {record} record"))?;
+    }
+    if it.next().is_some() {
+        return Err(format!("long {record} record"));
+    }
+    Ok(out)
+}
+
+fn parse_payload(payload: &str) -> Result<Record, String> {
+    let mut it = payload.split(' ');
+    match it.next().unwrap_or("") {
+        "H" => {
+            let [kind, version, generation] = fields(&mut it, "header")?;
+            Ok(Record::Header {
+                kind: kind.to_string(),
+                version: number(version, "version")?,
+                generation: generation
+                    .strip_prefix("gen=")
+                    .ok_or("header without gen=")
+                    .and_then(|g| g.parse().map_err(|_| "bad generation"))?,
+            })
+        }
+        "U" => parse_upsert(fields(&mut it, "upsert")?).map(Record::Upsert),
+        "R" => {
+            let [ip, _reason] = fields(&mut it, "remove")?;
+            Ok(Record::Remove(number(ip, "address")?))
+        }
+        other => Err(format!("unknown record {other:?}")),
+    }
+}
+
+fn parse_upsert(f: [&str; 7]) -> Result<Lease, String> {
+    let [ip, expires, state, htype, hw, client, host] = f;
+    Ok(Lease {
+        ip: number(ip, "address")?,
+        expires: UnixTime(number(expires, "expiry")?),
+        state: match state {
+            "b" => LeaseState::Bound,
+            "d" => LeaseState::Declined,
+            _ => return Err(format!("bad state {state:?}")),
+        },
+        hwaddr: HwAddr {
+            htype: number(htype, "hardware type")?,
+            bytes: hex_field(hw, ':')?,
+        },
+        client: ClientId(hex_field(client, '\0')?),
+        hostname: match host {
+            "-" => None,
+            escaped => Some(unescape(escaped)?),
+        },
+    })
 }
 
 fn number<T: std::str::FromStr>(field: &str, what: &str) -> Result<T, String> {
@@ -1113,83 +1335,179 @@ fn header_payload(kind: &str, generation: u64) -> String {
 }
 
 fn upsert_payload(lease: &Lease) -> Option<String> {
+    upsert_payload_at(lease, lease.expires)
+}
+
+/// Two packed leases of one address: true when they are the same lease (state, hardware
+/// address, client and name) and `stored` expires no earlier than `wanted`.
+fn covers(stored: &[u8], wanted: &[u8]) -> bool {
+    match (
+        stored.split_first_chunk::<8>(),
+        wanted.split_first_chunk::<8>(),
+    ) {
+        (Some((a, a_rest)), Some((b, b_rest))) => {
+            a_rest == b_rest && u64::from_le_bytes(*a) >= u64::from_le_bytes(*b)
+        }
+        _ => false,
+    }
+}
+
+/// A bound or declined lease packed for `on_disk`, written with expiry `expires`: expiry (u64),
+/// state, hardware type, hardware address and client id (each after a u32 length), then the
+/// host name (the rest; empty for none). About 40 bytes; `None` for an offer.
+fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
+    let state = match lease.state {
+        LeaseState::Bound => b'b',
+        LeaseState::Declined => b'd',
+        LeaseState::Offered => return None,
+    };
+    let host = lease.hostname.as_deref().unwrap_or("").as_bytes();
+    let (hw, client) = (&lease.hwaddr.bytes, &lease.client.0);
+    let mut out = Vec::with_capacity(18 + hw.len() + client.len() + host.len());
+    out.extend_from_slice(&expires.0.to_le_bytes());
+    out.extend_from_slice(&[state, lease.hwaddr.htype]);
+    for field in [hw, client] {
+        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(host);
+    Some(out.into_boxed_slice())
+}
+
+/// The lease on `ip` from its packed form (see `pack`).
+fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
+    let (expires, rest) = packed.split_first_chunk::<8>()?;
+    let ([state, htype], mut rest) = rest.split_first_chunk::<2>().map(|(h, r)| (*h, r))?;
+    let mut field = || -> Option<Vec<u8>> {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
+        let (bytes, tail) = (tail.get(..len)?, tail.get(len..)?);
+        rest = tail;
+        Some(bytes.to_vec())
+    };
+    let hw = field()?;
+    let client = field()?;
+    let hostname = match rest {
+        [] => None,
+        name => Some(String::from_utf8(name.to_vec()).ok()?),
+    };
+    Some(Lease {
+        ip,
+        client: ClientId(client),
+        hwaddr: HwAddr { htype, bytes: hw },
+        hostname,
+        expires: UnixTime(u64::from_le_bytes(*expires)),
+        state: match state {
+            b'b' => LeaseState::Bound,
+            b'd' => LeaseState::Declined,
+            _ => return None,
+        },
+    })
+}
+
+/// The upsert payload of `lease` written with expiry `expires`; `None` for an offer.
+fn upsert_payload_at(lease: &Lease, expires: UnixTime) -> Option<String> {
+    let mut out = String::with_capacity(96);
+    write_upsert_payload(&mut out, lease, expires).then_some(out)
+}
+
+/// Append the upsert payload of `lease` (with expiry `expires`) to `out`; false for an offer.
+fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> bool {
     let state = match lease.state {
         LeaseState::Bound => 'b',
         LeaseState::Declined => 'd',
-        LeaseState::Offered => return None,
+        LeaseState::Offered => return false,
     };
-    let host = match &lease.hostname {
+    let _ = write!(
+        out,
+        "U {} {} {state} {} ",
+        lease.ip, expires.0, lease.hwaddr.htype
+    );
+    push_hex(out, &lease.hwaddr.bytes, true);
+    out.push(' ');
+    push_hex(out, &lease.client.0, false);
+    out.push(' ');
+    match &lease.hostname {
         // An empty name is no name.
-        Some(name) if !name.is_empty() => escape(name),
-        _ => "-".to_string(),
-    };
-    Some(format!(
-        "U {} {} {state} {} {} {} {host}",
-        lease.ip,
-        lease.expires.0,
-        lease.hwaddr.htype,
-        hex_or_dash(&lease.hwaddr.bytes, ":"),
-        hex_or_dash(&lease.client.0, ""),
-    ))
+        Some(name) if !name.is_empty() => push_escaped(out, name),
+        _ => out.push('-'),
+    }
+    true
 }
 
+/// Lowercase hex of `bytes` run together (`sep` "") or separated by `sep`, `-` when empty.
 pub(crate) fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
-    if bytes.is_empty() {
-        return "-".to_string();
+    let mut out = String::with_capacity(bytes.len() * 3);
+    push_hex(&mut out, bytes, !sep.is_empty());
+    if !sep.is_empty() && sep != ":" {
+        out = out.replace(':', sep);
     }
-    let mut s = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
-        if i > 0 {
-            s.push_str(sep);
-        }
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    out
 }
 
-/// Parse hex bytes, either separated by `sep` or (with `sep == '\0'`) run together; `-` is empty.
+/// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
+fn push_hex(out: &mut String, bytes: &[u8], colons: bool) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if bytes.is_empty() {
+        out.push('-');
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        if colons && i > 0 {
+            out.push(':');
+        }
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+/// Parse hex bytes, either separated by `sep` (one or two digits each) or (with `sep == '\0'`)
+/// run together two digits a byte; `-` is empty.
 pub(crate) fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
     if field == "-" {
         return Ok(Vec::new());
     }
     let bad = || format!("bad hex {field:?}");
-    let pairs: Vec<&str> = if sep == '\0' {
-        if !field.len().is_multiple_of(2) || !field.is_ascii() {
+    let b = field.as_bytes();
+    if sep == '\0' {
+        if !b.len().is_multiple_of(2) {
             return Err(bad());
         }
-        (0..field.len())
-            .step_by(2)
-            .map(|i| &field[i..i + 2])
-            .collect()
-    } else {
-        field.split(sep).collect()
-    };
-    pairs
-        .iter()
-        .map(|p| match p.len() {
-            1 | 2 if p.bytes().all(|b| b.is_ascii_hexdigit()) => u8::from_str_radix(p, 16).ok(),
+        return b
+            .chunks_exact(2)
+            .map(|p| Some(hex_digit(p[0])? << 4 | hex_digit(p[1])?))
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(bad);
+    }
+    let mut out = Vec::with_capacity(b.len().div_ceil(3));
+    for p in field.split(sep) {
+        let byte = match p.as_bytes() {
+            [lo] => hex_digit(*lo),
+            [hi, lo] => hex_digit(*hi).zip(hex_digit(*lo)).map(|(h, l)| h << 4 | l),
             _ => None,
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(bad)
+        };
+        out.push(byte.ok_or_else(bad)?);
+    }
+    Ok(out)
 }
 
 /// Hostnames are validated labels already; anything else is escaped so a record stays one line
 /// of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
-fn escape(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
+fn push_escaped(out: &mut String, name: &str) {
     for b in name.bytes() {
         let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
         if safe && name != "-" {
-            out.push(b as char);
+            out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
         }
     }
-    out
 }
 
 fn unescape(field: &str) -> Result<String, String> {
+    if !field.contains('%') {
+        return Ok(field.to_string());
+    }
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -1579,6 +1897,109 @@ mod tests {
     }
 
     #[test]
+    fn second_compaction_merges_the_snapshot_file_and_prev_without_expired_leases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases");
+        // Run 1 at t=100: leases 1..=3; lease 3 ends at 150, while the server is down.
+        let (mut j, _) = open(&path, 100);
+        let (a, b, c) = (
+            lease(1, 1000, Some("a")),
+            lease(2, 1000, None),
+            lease(3, 150, None),
+        );
+        j.commit(&[up(&a), up(&b), up(&c)]).expect("commit");
+        j.compact_now();
+        assert!(j.wait_compacted(Duration::from_secs(5)));
+        drop(j);
+
+        // Run 2 at t=200: b renews, d arrives, a is released; then a compaction from the files.
+        let (mut j, leases) = open(&path, 200);
+        assert_eq!(leases, vec![a.clone(), b.clone()]);
+        let b2 = lease(2, 2000, Some("b"));
+        let d = lease(4, 3000, None);
+        j.commit(&[up(&b2), up(&d), rm(1)]).expect("commit");
+        j.compact_now();
+        assert!(j.wait_compacted(Duration::from_secs(5)));
+        let snapshot = fs::read_to_string(j.snapshot_path()).expect("snapshot");
+        let lines: Vec<&str> = snapshot.lines().collect();
+        assert_eq!(
+            lines.len(),
+            3,
+            "header, b2, d; not a (released) nor c (expired)"
+        );
+        assert_eq!(lines[1], encode(&up(&b2)), "lines are copied byte for byte");
+        assert_eq!(lines[2], encode(&up(&d)));
+        assert!(!with_suffix(&path, ".prev").exists());
+        drop(j);
+        let (_, leases) = open(&path, 200);
+        assert_eq!(leases, vec![b2, d]);
+    }
+
+    #[test]
+    fn covers_compares_everything_but_a_later_expiry() {
+        let packed = |l: &Lease| pack(l, l.expires).expect("packed");
+        let stored = packed(&lease(1, 2000, Some("a")));
+        let same_earlier = packed(&lease(1, 1500, Some("a")));
+        let later = packed(&lease(1, 2500, Some("a")));
+        let renamed = packed(&lease(1, 1500, Some("b")));
+        let unnamed = packed(&lease(1, 1500, None));
+        let mut declined = lease(1, 1500, Some("a"));
+        declined.state = LeaseState::Declined;
+        assert!(covers(&stored, &stored));
+        assert!(covers(&stored, &same_earlier));
+        assert!(!covers(&stored, &later));
+        assert!(!covers(&stored, &renamed));
+        assert!(!covers(&stored, &unnamed));
+        assert!(!covers(&stored, &packed(&declined)));
+        assert!(
+            !covers(&stored[..7], &stored),
+            "too short to hold an expiry"
+        );
+    }
+
+    #[test]
+    fn packed_leases_round_trip_and_bad_ones_are_refused() {
+        let mut odd = lease(6, u64::MAX, Some("é-x"));
+        odd.state = LeaseState::Declined;
+        odd.hwaddr.bytes.clear();
+        odd.client = ClientId(vec![0; 300]);
+        for l in [lease(5, 1000, Some("laptop")), lease(7, 1, None), odd] {
+            let packed = pack(&l, l.expires).expect("packed");
+            assert_eq!(unpack(l.ip, &packed), Some(l));
+        }
+        let mut offer = lease(8, 1, None);
+        offer.state = LeaseState::Offered;
+        assert_eq!(pack(&offer, offer.expires), None);
+        let good = pack(&lease(5, 1000, None), UnixTime(1000)).expect("packed");
+        for cut in 0..good.len() {
+            assert_eq!(unpack(ip(5), &good[..cut]), None, "cut at {cut}");
+        }
+        let mut bad_state = good.to_vec();
+        bad_state[8] = b'x';
+        assert_eq!(unpack(ip(5), &bad_state), None);
+    }
+
+    #[test]
+    fn hex_fields_parse_one_or_two_digits_and_reject_the_rest() {
+        assert_eq!(hex_field("2:0A:ff", ':'), Ok(vec![2, 10, 255]));
+        assert_eq!(hex_field("01020A", '\0'), Ok(vec![1, 2, 10]));
+        assert_eq!(hex_field("-", ':'), Ok(vec![]));
+        for (bad, sep) in [
+            ("123:4", ':'),
+            ("0g", ':'),
+            ("1::2", ':'),
+            ("abc", '\0'),
+            ("zz", '\0'),
+        ] {
+            assert!(hex_field(bad, sep).is_err(), "{bad:?}");
+        }
+        assert!(
+            hex_field("é1", '\0').is_err(),
+            "multi-byte characters are not hex"
+        );
+    }
+
+    #[test]
     fn crash_after_rotation_before_the_snapshot_replays_prev_then_journal() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("leases");
@@ -1653,8 +2074,7 @@ mod tests {
         j.commit(&[up(&a), up(&b)]).expect("commit");
         // A snapshot of generation 1 that no longer holds A (as after an open-time fold).
         let b2 = lease(2, 3000, Some("b"));
-        let map: BTreeMap<_, _> = [(b2.ip, b2.clone())].into_iter().collect();
-        write_snapshot(&Paths::new(&path), NONE, 1, &map).expect("snapshot");
+        write_snapshot(&Paths::new(&path), NONE, 1, std::slice::from_ref(&b2)).expect("snapshot");
         drop(j);
 
         let (mut j, leases) = open(&path, 100);
@@ -1731,7 +2151,7 @@ mod tests {
         let writable = std::mem::replace(&mut j.file, File::open(&path).expect("open"));
         let err = j.commit_at(UnixTime(101), &[up(&b), rm(1)]);
         assert!(err.is_err());
-        assert_eq!(j.durable(a.ip), Some(&a), "rolled back");
+        assert_eq!(j.durable(a.ip), Some(a.clone()), "rolled back");
         assert_eq!(j.durable(b.ip), None);
         assert_eq!(len(&path), good_len);
         // Still failing, and no retry within RETRY_AFTER.

@@ -2,8 +2,15 @@
 //! address of clients whose lease ended. Pure data structure: no clock, no I/O, no policy.
 //!
 //! Every change costs O(1) (hash maps) plus O(log n) (the expiry set).
+//!
+//! Memory: each lease is stored once (`by_ip`). The client index is keyed by a 64-bit hash of
+//! the client id, not a copy of it, and holds one address inline; a lookup checks the client of
+//! each address it finds, so two clients whose hashes collide only share a bucket.
 
+use std::collections::hash_map::Entry;
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
 use crate::clock::UnixTime;
@@ -20,8 +27,10 @@ pub fn held_by(lease: &Lease, client: &ClientId) -> bool {
 #[derive(Debug)]
 pub struct LeaseTable {
     by_ip: HashMap<Ipv4Addr, Lease>,
-    /// Offered and bound leases of each client (usually one, at most a few). Declined: not here.
-    by_client: HashMap<ClientId, Vec<Ipv4Addr>>,
+    /// Offered and bound leases of each client (usually one, at most a few), by the hash of the
+    /// client id (see the module doc). Declined: not here.
+    by_client: HashMap<u64, Addrs>,
+    client_hash: RandomState,
     by_expiry: BTreeSet<(UnixTime, Ipv4Addr)>,
     previous: Previous,
     /// Addresses that have had a bound or declined lease since the table was built (at most
@@ -45,10 +54,18 @@ impl LeaseTable {
         LeaseTable {
             by_ip: HashMap::new(),
             by_client: HashMap::new(),
+            client_hash: RandomState::new(),
             by_expiry: BTreeSet::new(),
             previous: Previous::new(memory),
             used: HashSet::new(),
         }
+    }
+
+    /// Make room for `additional` more leases (bulk loading at start).
+    pub fn reserve(&mut self, additional: usize) {
+        self.by_ip.reserve(additional);
+        self.by_client.reserve(additional);
+        self.used.reserve(additional);
     }
 
     pub fn len(&self) -> usize {
@@ -76,9 +93,12 @@ impl LeaseTable {
             self.used.insert(lease.ip);
         }
         if lease.state != LeaseState::Declined {
-            let ips = self.by_client.entry(lease.client.clone()).or_default();
-            if !ips.contains(&lease.ip) {
-                ips.push(lease.ip);
+            let key = self.client_hash.hash_one(&lease.client);
+            match self.by_client.entry(key) {
+                Entry::Occupied(mut e) => e.get_mut().insert(lease.ip),
+                Entry::Vacant(e) => {
+                    e.insert(Addrs::One(lease.ip));
+                }
             }
         }
         self.by_ip.insert(lease.ip, lease);
@@ -94,9 +114,12 @@ impl LeaseTable {
     }
 
     /// The offered and bound leases of `client`.
-    pub fn by_client<'a>(&'a self, client: &ClientId) -> impl Iterator<Item = &'a Lease> + 'a {
-        let ips = self.by_client.get(client).map(Vec::as_slice).unwrap_or(&[]);
-        ips.iter().filter_map(|ip| self.by_ip.get(ip))
+    pub fn by_client<'a>(&'a self, client: &'a ClientId) -> impl Iterator<Item = &'a Lease> + 'a {
+        let key = self.client_hash.hash_one(client);
+        let ips = self.by_client.get(&key).map_or(&[][..], Addrs::as_slice);
+        ips.iter()
+            .filter_map(|ip| self.by_ip.get(ip))
+            .filter(move |l| l.client == *client)
     }
 
     /// The address `client` last held, if its lease ended and the memory still has it.
@@ -139,11 +162,11 @@ impl LeaseTable {
     fn unindex(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         let old = self.by_ip.remove(&ip)?;
         self.by_expiry.remove(&(old.expires, ip));
-        if let Some(ips) = self.by_client.get_mut(&old.client) {
-            ips.retain(|x| *x != ip);
-            if ips.is_empty() {
-                self.by_client.remove(&old.client);
-            }
+        let key = self.client_hash.hash_one(&old.client);
+        if let Some(ips) = self.by_client.get_mut(&key)
+            && ips.remove(ip)
+        {
+            self.by_client.remove(&key);
         }
         Some(old)
     }
@@ -151,6 +174,54 @@ impl LeaseTable {
     fn remember(&mut self, old: &Lease) {
         if old.state == LeaseState::Bound {
             self.previous.put(old.client.clone(), old.ip);
+        }
+    }
+}
+
+/// The addresses of one client-index bucket: one inline (the usual case, no allocation), or
+/// more in a vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Addrs {
+    One(Ipv4Addr),
+    Many(Vec<Ipv4Addr>),
+}
+
+impl Addrs {
+    fn as_slice(&self) -> &[Ipv4Addr] {
+        match self {
+            Addrs::One(ip) => std::slice::from_ref(ip),
+            Addrs::Many(ips) => ips,
+        }
+    }
+
+    /// Add `ip` unless it is there already.
+    fn insert(&mut self, ip: Ipv4Addr) {
+        match self {
+            Addrs::One(first) if *first != ip => *self = Addrs::Many(vec![*first, ip]),
+            Addrs::One(_) => {}
+            Addrs::Many(ips) => {
+                if !ips.contains(&ip) {
+                    ips.push(ip);
+                }
+            }
+        }
+    }
+
+    /// Take `ip` out; true when nothing is left.
+    fn remove(&mut self, ip: Ipv4Addr) -> bool {
+        match self {
+            Addrs::One(only) => *only == ip,
+            Addrs::Many(ips) => {
+                ips.retain(|x| *x != ip);
+                match ips.as_slice() {
+                    [] => true,
+                    [last] => {
+                        *self = Addrs::One(*last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
         }
     }
 }
@@ -242,6 +313,40 @@ mod tests {
         assert!(t.remove(ip(11)).is_none());
         assert_eq!(t.remove(ip(10)).map(|l| l.ip), Some(ip(10)));
         assert!(t.is_empty() && t.by_client.is_empty() && t.by_expiry.is_empty());
+    }
+
+    #[test]
+    fn clients_whose_hashes_collide_share_a_bucket_but_see_only_their_leases() {
+        let mut t = LeaseTable::new();
+        t.insert(lease(1, 10, 100, LeaseState::Bound));
+        t.insert(lease(2, 11, 100, LeaseState::Bound));
+        // Force the collision: client 2's address lands in client 1's bucket too.
+        let key = t.client_hash.hash_one(client(1));
+        t.by_client.get_mut(&key).expect("bucket").insert(ip(11));
+        let mine: Vec<_> = t.by_client(&client(1)).map(|l| l.ip).collect();
+        assert_eq!(mine, vec![ip(10)]);
+        t.remove(ip(10));
+        assert!(
+            t.by_client.contains_key(&key),
+            "the other address keeps the bucket"
+        );
+        assert_eq!(t.by_client(&client(1)).count(), 0);
+        assert_eq!(t.by_client(&client(2)).count(), 1);
+    }
+
+    #[test]
+    fn a_bucket_holds_one_address_inline_and_more_in_a_vector() {
+        let mut a = Addrs::One(ip(1));
+        a.insert(ip(1));
+        assert_eq!(a, Addrs::One(ip(1)), "no duplicates");
+        a.insert(ip(2));
+        a.insert(ip(3));
+        assert_eq!(a.as_slice(), &[ip(1), ip(2), ip(3)]);
+        assert!(!a.remove(ip(2)));
+        assert!(!a.remove(ip(1)));
+        assert_eq!(a, Addrs::One(ip(3)), "back to inline");
+        assert!(!a.remove(ip(9)), "another address leaves it alone");
+        assert!(a.remove(ip(3)), "empty");
     }
 
     #[test]

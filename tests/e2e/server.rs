@@ -178,6 +178,11 @@ impl Server {
         }
     }
 
+    /// The process id of the running leasedns (`ip netns exec` execs it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().and_then(Daemon::pid)
+    }
+
     /// The log of the current (or last) run.
     pub fn log(&self) -> String {
         self.daemon.as_ref().map(Daemon::log).unwrap_or_default()
