@@ -4,7 +4,7 @@
 
 use std::io;
 use std::iter;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +22,14 @@ use tracing::{debug, info};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dns::dynamic::DynamicStore;
+use crate::dns::fast::FastPath;
 use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
 use crate::dns::names::{SharedNames, load_hosts_file};
 use crate::dns::update::UpdateHandler;
 use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
 
 /// A TCP client that sends no query for this long is disconnected.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +40,9 @@ const PORT_ZERO_ATTEMPTS: usize = 16;
 
 pub struct DnsServer {
     front: Front,
+    /// Answers the common UDP queries before hickory sees them (if `fast_on`).
+    fast: Arc<FastPath>,
+    fast_on: bool,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     /// One per listen address, with the real port (UDP and TCP share it).
@@ -75,8 +82,13 @@ impl DnsServer {
             load_hosts_file(&names, path)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
+        let zones = zones_for(cfg, names.clone(), clock.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let fast = FastPath::new(cfg, &zones, names, clock.clone());
         let mut server = DnsServer {
-            front: Front::new(cfg, names, clock, store)?,
+            front: Front::new(cfg, zones, clock, store),
+            fast: Arc::new(fast),
+            fast_on: true,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -97,6 +109,12 @@ impl DnsServer {
         self.addrs.clone()
     }
 
+    /// Turn the UDP fast path off (hickory answers every query) or back on. For comparing
+    /// the two paths; a daemon keeps it on.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_on = on;
+    }
+
     /// Serve until `shutdown` completes (becomes true, or its sender is dropped), then stop
     /// accepting and wait for the listener tasks to end.
     pub async fn run(self, mut shutdown: crate::Shutdown) -> std::io::Result<()> {
@@ -105,8 +123,20 @@ impl DnsServer {
             return Ok(());
         }
         let mut server = Server::new(self.front);
+        let mut fast_tasks = JoinSet::new();
         for socket in self.udp {
-            server.register_socket(socket);
+            if self.fast_on {
+                let inner = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+                let relay = Relay {
+                    inner: inner.local_addr()?,
+                    public: Arc::new(socket),
+                    permits: Arc::new(Semaphore::new(MAX_RELAYED)),
+                };
+                server.register_socket(inner);
+                fast_tasks.spawn(serve_udp(relay, self.fast.clone()));
+            } else {
+                server.register_socket(socket);
+            }
         }
         for listener in self.tcp {
             server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
@@ -115,6 +145,7 @@ impl DnsServer {
             result = server.block_until_done() => Some(result),
             () = wait_for(&mut shutdown) => None,
         };
+        fast_tasks.abort_all();
         let result = match ended {
             Some(result) => result,
             None => server.shutdown_gracefully().await,
@@ -127,13 +158,11 @@ impl DnsServer {
 impl Front {
     fn new(
         cfg: &Config,
-        names: SharedNames,
+        zones: Vec<Arc<LocalZone>>,
         clock: Arc<dyn Clock>,
         store: Option<Arc<DynamicStore>>,
-    ) -> io::Result<Front> {
+    ) -> Front {
         let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let updatable = zones
             .iter()
             .filter(|z| matches!(z.kind(), ZoneKind::Forward | ZoneKind::Reverse))
@@ -157,12 +186,12 @@ impl Front {
                 cfg.dns.cache_size,
             ))
         });
-        Ok(Front {
+        Front {
             catalog,
             overrides,
             forwarder,
             updates,
-        })
+        }
     }
 
     /// A plain query for a name that no local zone serves and no static name claims.
@@ -275,6 +304,107 @@ pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
 async fn wait_for(shutdown: &mut crate::Shutdown) {
     // An Err means the sender is gone: nobody can ask us to stop any more, so stop now.
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Largest UDP datagram we read.
+const MAX_DATAGRAM: usize = 65535;
+/// Datagrams read from one socket before the loop looks at the other.
+const BATCH: usize = 64;
+
+/// Relayed queries waiting for hickory's answer, at most (more are dropped, as a busy
+/// server drops UDP).
+const MAX_RELAYED: usize = 512;
+/// How long a relayed query waits for hickory's answer (forwarding has its own, shorter
+/// timeout; hickory sends nothing for some messages).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The queries the fast path leaves to hickory go to hickory's own UDP socket on loopback,
+/// each from a socket of its own, so that the answer (TSIG-signed ones included) comes back
+/// unchanged and goes out from the public socket.
+#[derive(Clone)]
+struct Relay {
+    inner: SocketAddr,
+    public: Arc<UdpSocket>,
+    permits: Arc<Semaphore>,
+}
+
+impl Relay {
+    /// Relay one query in a task of its own.
+    fn spawn(&self, query: Vec<u8>, client: SocketAddr) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            debug!(%client, "too many DNS queries waiting for hickory; dropped");
+            return;
+        };
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match timeout(RELAY_TIMEOUT, relay.exchange(&query)).await {
+                Ok(Ok(reply)) => send_to(&relay.public, &reply, client).await,
+                Ok(Err(e)) => debug!(error = %e, "cannot relay a DNS query"),
+                Err(_) => debug!(%client, "no answer from hickory"),
+            }
+        });
+    }
+
+    async fn exchange(&self, query: &[u8]) -> io::Result<Vec<u8>> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        socket.connect(self.inner).await?;
+        socket.send(query).await?;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let n = socket.recv(&mut buf).await?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// One UDP listener: answer what the fast path can, relay the rest to hickory. Runs until
+/// aborted.
+async fn serve_udp(relay: Relay, fast: Arc<FastPath>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::with_capacity(512);
+    loop {
+        if relay.public.readable().await.is_err() {
+            continue;
+        }
+        for _ in 0..BATCH {
+            let (n, client) = match relay.public.try_recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    debug!(error = %e, "cannot read a DNS query");
+                    break;
+                }
+            };
+            // hickory ignores what has no full header, and what cannot be answered.
+            if n < 12 || !can_answer(client) {
+                continue;
+            }
+            let query = &buf[..n];
+            if fast.answer(query, &mut out) {
+                send_to(&relay.public, &out, client).await;
+            } else {
+                relay.spawn(query.to_vec(), client);
+            }
+        }
+    }
+}
+
+async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(bytes, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        debug!(error = %e, %to, "cannot send a DNS answer");
+    }
+}
+
+/// hickory's rule: no answers to port 0, the unspecified or the broadcast address.
+fn can_answer(client: SocketAddr) -> bool {
+    let ip = client.ip();
+    client.port() != 0
+        && !ip.is_unspecified()
+        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// UDP and TCP on the same address and port. For port 0, UDP picks the port and TCP follows;
