@@ -534,15 +534,21 @@ mod tests {
 
     /// Like `start`, with a config of the test's own.
     async fn start_with(cfg: Config, lease_left: u64) -> Running {
+        start_paths(cfg, lease_left, true).await
+    }
+
+    /// Like `start_with`; `fast` false: hickory answers every query.
+    async fn start_paths(cfg: Config, lease_left: u64, fast: bool) -> Running {
         let names = Names::shared_from(&cfg);
         names
             .write()
             .expect("lock")
             .apply(&[laptop_lease(1000 + lease_left)]);
         let clock = TestClock::at(1000);
-        let server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
+        let mut server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
             .await
             .expect("bind");
+        server.set_fast_path(fast);
         let addrs = server.local_addrs();
         assert_eq!(addrs.len(), 1);
         assert_ne!(addrs[0].port(), 0, "the real port is reported");
@@ -1665,6 +1671,234 @@ mod tests {
                 .response_code,
             ResponseCode::NXDomain
         );
+        stop(s).await;
+    }
+
+    /// A query as raw bytes: `flags` is the header's third and fourth byte; `opt` adds an OPT
+    /// record (payload, version, options).
+    fn raw_query(name: &str, rtype: u16, flags: [u8; 2], opt: Option<(u16, u8, &[u8])>) -> Vec<u8> {
+        let mut q = vec![0xbe, 0xef, flags[0], flags[1], 0, 1, 0, 0, 0, 0, 0, 0];
+        q[11] = u8::from(opt.is_some());
+        for label in name.trim_end_matches('.').split('.') {
+            q.push(u8::try_from(label.len()).expect("short label"));
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&rtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        if let Some((payload, version, options)) = opt {
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&payload.to_be_bytes());
+            q.extend_from_slice(&[0, version, 0x80, 0]);
+            let len = u16::try_from(options.len()).expect("short options");
+            q.extend_from_slice(&len.to_be_bytes());
+            q.extend_from_slice(options);
+        }
+        q
+    }
+
+    const COOKIE: &[u8] = &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    const T_A: u16 = 1;
+    const T_PTR: u16 = 12;
+    const T_MX: u16 = 15;
+    const T_AAAA: u16 = 28;
+
+    /// The fast path of a server built like `start_paths` builds it, on its names and clock.
+    fn fast_path_of(s: &Running, cfg: &Config) -> FastPath {
+        let clock: Arc<dyn Clock> = Arc::new(s.clock.clone());
+        let zones = zones_for(cfg, s.names.clone(), clock.clone()).expect("zones");
+        FastPath::new(cfg, &zones, s.names.clone(), clock)
+    }
+
+    /// The fast path's answer, which must exist and mean what hickory's answer means.
+    async fn assert_same_answer(hickory: &Running, fast: &FastPath, query: &[u8]) -> Message {
+        let slow = udp_exchange(hickory.addr, query).await;
+        let mut out = Vec::new();
+        assert!(fast.answer(query, &mut out), "fast path answers {query:?}");
+        let slow = Message::from_vec(&slow).expect("hickory's answer decodes");
+        let quick = Message::from_vec(&out).expect("the fast answer decodes");
+        assert_eq!(quick, slow, "same answer to {query:?}");
+        // Records compare without their TTLs: compare the text (owner as written, TTL, data).
+        assert_eq!(texts(&quick), texts(&slow), "same records for {query:?}");
+        quick
+    }
+
+    fn texts(msg: &Message) -> Vec<String> {
+        let sections = [&msg.answers, &msg.authorities, &msg.additionals];
+        sections
+            .iter()
+            .flat_map(|s| s.iter().map(|r| r.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fast_path_answers_mean_what_hickory_answers_mean() {
+        let cfg = config();
+        let hickory = start_paths(cfg.clone(), 3600, false).await;
+        let fast = fast_path_of(&hickory, &cfg);
+        let rd = [1, 0];
+        let a = assert_same_answer(&hickory, &fast, &raw_query("laptop.lan", T_A, rd, None)).await;
+        assert_eq!(a_records(&a), vec![LAPTOP]);
+        assert!(a.metadata.authoritative);
+        let upper = raw_query("LapTop.LAN", T_A, rd, None);
+        assert_eq!(
+            a_records(&assert_same_answer(&hickory, &fast, &upper).await),
+            vec![LAPTOP]
+        );
+        let aaaa = raw_query("laptop.lan", T_AAAA, rd, None);
+        let nodata = assert_same_answer(&hickory, &fast, &aaaa).await;
+        assert!(nodata.answers.is_empty() && soa_in_authority(&nodata));
+        let nx = assert_same_answer(&hickory, &fast, &raw_query("nobody.lan", T_A, rd, None)).await;
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+        assert!(soa_in_authority(&nx));
+        let deep = raw_query("a.b.laptop.lan", T_AAAA, rd, None);
+        assert_same_answer(&hickory, &fast, &deep).await;
+        for ptr in ["50.0.0.10.in-addr.arpa", "5.0.0.10.IN-ADDR.arpa"] {
+            let reply = assert_same_answer(&hickory, &fast, &raw_query(ptr, T_PTR, rd, None)).await;
+            assert_eq!(reply.answers.len(), 1);
+        }
+        // No RD, CD set; EDNS with a small, a usual and a large payload, with a cookie.
+        assert_same_answer(
+            &hickory,
+            &fast,
+            &raw_query("laptop.lan", T_A, [0, 0x10], None),
+        )
+        .await;
+        for (payload, options) in [(100, &[][..]), (1232, COOKIE), (4096, &[][..])] {
+            let q = raw_query("laptop.lan", T_A, rd, Some((payload, 0, options)));
+            let reply = assert_same_answer(&hickory, &fast, &q).await;
+            let edns = reply.edns.expect("EDNS echoed");
+            assert_eq!(edns.max_payload(), payload.max(512));
+            let q = raw_query("nobody.lan", T_AAAA, rd, Some((payload, 0, options)));
+            assert_same_answer(&hickory, &fast, &q).await;
+        }
+        stop(hickory).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_ttl_follows_the_lease_like_hickory() {
+        let cfg = config();
+        let hickory = start_paths(cfg.clone(), 100, false).await;
+        let fast = fast_path_of(&hickory, &cfg);
+        let a = raw_query("laptop.lan", T_A, [1, 0], None);
+        let ptr = raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None);
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &a).await.answers[0].ttl,
+            100
+        );
+        hickory.clock.advance(60);
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &a).await.answers[0].ttl,
+            40
+        );
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &ptr).await.answers[0].ttl,
+            40
+        );
+        hickory.clock.advance(40);
+        let gone = assert_same_answer(&hickory, &fast, &a).await;
+        assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+        // An expired lease's PTR is NXDOMAIN with the reverse zone's SOA: hickory's to answer.
+        assert!(!fast.answer(&ptr, &mut Vec::new()));
+        stop(hickory).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_leaves_the_rest_to_hickory() {
+        let cfg = config_with_records();
+        let s = start_paths(cfg.clone(), 3600, true).await;
+        let fast = fast_path_of(&s, &cfg);
+        let rd = [1, 0];
+        let update = raw_query("lan", 6, [0x28, 0], None);
+        for query in [
+            raw_query("printer.lan", T_A, rd, None),
+            raw_query("nas.lan", T_A, rd, None),
+            raw_query("www.lan", T_A, rd, None),
+            raw_query("laptop.lan", T_MX, rd, None),
+            raw_query("lan", 6, rd, None),
+            raw_query("example.com", T_A, rd, None),
+            raw_query("9.9.0.10.in-addr.arpa", T_PTR, rd, None),
+            raw_query("laptop.lan", T_A, rd, Some((1232, 1, &[]))),
+            raw_query("laptop.lan", T_A, rd, Some((1232, 0, &[0, 3, 0, 0]))),
+            update,
+        ] {
+            assert!(
+                !fast.answer(&query, &mut Vec::new()),
+                "{query:?} is hickory's"
+            );
+        }
+        // Through the server, hickory's answers reach the client with its own ID.
+        let reply = udp_query(s.addr, "printer.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(a_records(&reply), vec![PRINTER]);
+        let reply = udp_query(s.addr, "lan.", RecordType::SOA).await;
+        assert_eq!(reply.answers[0].record_type(), RecordType::SOA);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn servers_with_and_without_the_fast_path_answer_alike() {
+        let with = start_paths(config(), 3600, true).await;
+        let without = start_paths(config(), 3600, false).await;
+        for query in [
+            raw_query("laptop.lan", T_A, [1, 0], Some((1232, 0, COOKIE))),
+            raw_query("LAPTOP.lan", T_AAAA, [1, 0], None),
+            raw_query("nobody.lan", T_A, [0, 0], None),
+            raw_query("printer.lan", T_A, [1, 0], None),
+            raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None),
+            raw_query("lan", T_MX, [1, 0], None),
+            vec![0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'],
+        ] {
+            let a = Message::from_vec(&udp_exchange(with.addr, &query).await).expect("decode");
+            let b = Message::from_vec(&udp_exchange(without.addr, &query).await).expect("decode");
+            assert_eq!(a, b, "same answer to {query:?}");
+            assert_eq!(texts(&a), texts(&b), "same records for {query:?}");
+        }
+        stop(with).await;
+        stop(without).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_survives_garbage() {
+        let cfg = config();
+        let s = start_paths(cfg.clone(), 3600, true).await;
+        let fast = fast_path_of(&s, &cfg);
+        let valid = [
+            raw_query("laptop.lan", T_A, [1, 0], Some((1232, 0, COOKIE))),
+            raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None),
+        ];
+        let mut out = Vec::new();
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for query in &valid {
+            // Every truncation, and many random byte changes.
+            for len in 0..query.len() {
+                if fast.answer(&query[..len], &mut out) {
+                    Message::from_vec(&out).expect("a fast answer decodes");
+                }
+            }
+            for _ in 0..5000 {
+                let mut bad = query.clone();
+                let at = next() as usize % bad.len();
+                bad[at] = next() as u8;
+                if fast.answer(&bad, &mut out) {
+                    Message::from_vec(&out).expect("a fast answer decodes");
+                }
+            }
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        for _ in 0..200 {
+            let len = next() as usize % 64;
+            let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            sock.send_to(&junk, s.addr).await.expect("send junk");
+        }
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
         stop(s).await;
     }
 }
