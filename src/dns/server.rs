@@ -363,30 +363,41 @@ async fn serve_udp(relay: Relay, fast: Arc<FastPath>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out = Vec::with_capacity(512);
     loop {
-        if relay.public.readable().await.is_err() {
-            continue;
+        if let Err(e) = relay.public.readable().await {
+            debug!(error = %e, "DNS socket gone; fast path stopped");
+            return;
         }
-        for _ in 0..BATCH {
-            let (n, client) = match relay.public.try_recv_from(&mut buf) {
-                Ok(got) => got,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    debug!(error = %e, "cannot read a DNS query");
-                    break;
-                }
-            };
-            // hickory ignores what has no full header, and what cannot be answered.
-            if n < 12 || !can_answer(client) {
-                continue;
-            }
-            let query = &buf[..n];
-            if fast.answer(query, &mut out) {
-                send_to(&relay.public, &out, client).await;
-            } else {
-                relay.spawn(query.to_vec(), client);
-            }
+        if serve_batch(&relay, &fast, &mut buf, &mut out).await {
+            // A full batch: let the other tasks (DHCP, TCP, relays) run before the next one.
+            tokio::task::yield_now().await;
         }
     }
+}
+
+/// Answer or relay the queries waiting on the public socket, up to `BATCH`; true if there
+/// may be more.
+async fn serve_batch(relay: &Relay, fast: &FastPath, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
+    for _ in 0..BATCH {
+        let (n, client) = match relay.public.try_recv_from(buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                debug!(error = %e, "cannot read a DNS query");
+                return false;
+            }
+        };
+        // hickory ignores what has no full header, and what cannot be answered.
+        if n < 12 || !can_answer(client) {
+            continue;
+        }
+        let query = &buf[..n];
+        if fast.answer(query, out) {
+            send_to(&relay.public, out, client).await;
+        } else {
+            relay.spawn(query.to_vec(), client);
+        }
+    }
+    true
 }
 
 async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
