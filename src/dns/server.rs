@@ -1,6 +1,7 @@
 //! DNS sockets (UDP and TCP per listen address) and the hickory catalog.
-//! Owns binding, the catalog of local zones, and the serve/shutdown lifecycle. Must not answer
-//! queries itself (that is `zone`) nor touch the lease table.
+//! Owns binding, the catalog of local zones, the serve/shutdown lifecycle, and the UDP loop
+//! that gives each query to the fast path (`fast`) or relays it to hickory over loopback.
+//! Must not answer queries itself (that is `zone` and `fast`) nor touch the lease table.
 
 use std::io;
 use std::iter;
