@@ -1,10 +1,11 @@
 //! DNS sockets (UDP and TCP per listen address) and the hickory catalog.
-//! Owns binding, the catalog of local zones, and the serve/shutdown lifecycle. Must not answer
-//! queries itself (that is `zone`) nor touch the lease table.
+//! Owns binding, the catalog of local zones, the serve/shutdown lifecycle, and the UDP loop
+//! that gives each query to the fast path (`fast`) or relays it to hickory over loopback.
+//! Must not answer queries itself (that is `zone` and `fast`) nor touch the lease table.
 
 use std::io;
 use std::iter;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,10 +23,14 @@ use tracing::{debug, info};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dns::dynamic::DynamicStore;
+use crate::dns::fast::FastPath;
 use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
 use crate::dns::names::{SharedNames, load_hosts_file};
 use crate::dns::update::UpdateHandler;
 use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
 
 /// A TCP client that sends no query for this long is disconnected.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -36,6 +41,9 @@ const PORT_ZERO_ATTEMPTS: usize = 16;
 
 pub struct DnsServer {
     front: Front,
+    /// Answers the common UDP queries before hickory sees them (if `fast_on`).
+    fast: Arc<FastPath>,
+    fast_on: bool,
     udp: Vec<UdpSocket>,
     tcp: Vec<TcpListener>,
     /// One per listen address, with the real port (UDP and TCP share it).
@@ -75,8 +83,13 @@ impl DnsServer {
             load_hosts_file(&names, path)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
+        let zones = zones_for(cfg, names.clone(), clock.clone())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let fast = FastPath::new(cfg, &zones, names, clock.clone());
         let mut server = DnsServer {
-            front: Front::new(cfg, names, clock, store)?,
+            front: Front::new(cfg, zones, clock, store),
+            fast: Arc::new(fast),
+            fast_on: true,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
@@ -97,6 +110,12 @@ impl DnsServer {
         self.addrs.clone()
     }
 
+    /// Turn the UDP fast path off (hickory answers every query) or back on. For comparing
+    /// the two paths; a daemon keeps it on.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_on = on;
+    }
+
     /// Serve until `shutdown` completes (becomes true, or its sender is dropped), then stop
     /// accepting and wait for the listener tasks to end.
     pub async fn run(self, mut shutdown: crate::Shutdown) -> std::io::Result<()> {
@@ -105,8 +124,20 @@ impl DnsServer {
             return Ok(());
         }
         let mut server = Server::new(self.front);
+        let mut fast_tasks = JoinSet::new();
         for socket in self.udp {
-            server.register_socket(socket);
+            if self.fast_on {
+                let inner = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+                let relay = Relay {
+                    inner: inner.local_addr()?,
+                    public: Arc::new(socket),
+                    permits: Arc::new(Semaphore::new(MAX_RELAYED)),
+                };
+                server.register_socket(inner);
+                fast_tasks.spawn(serve_udp(relay, self.fast.clone()));
+            } else {
+                server.register_socket(socket);
+            }
         }
         for listener in self.tcp {
             server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
@@ -115,6 +146,7 @@ impl DnsServer {
             result = server.block_until_done() => Some(result),
             () = wait_for(&mut shutdown) => None,
         };
+        fast_tasks.abort_all();
         let result = match ended {
             Some(result) => result,
             None => server.shutdown_gracefully().await,
@@ -127,13 +159,11 @@ impl DnsServer {
 impl Front {
     fn new(
         cfg: &Config,
-        names: SharedNames,
+        zones: Vec<Arc<LocalZone>>,
         clock: Arc<dyn Clock>,
         store: Option<Arc<DynamicStore>>,
-    ) -> io::Result<Front> {
+    ) -> Front {
         let mut catalog = Catalog::new();
-        let zones = zones_for(cfg, names, clock.clone())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let updatable = zones
             .iter()
             .filter(|z| matches!(z.kind(), ZoneKind::Forward | ZoneKind::Reverse))
@@ -157,12 +187,12 @@ impl Front {
                 cfg.dns.cache_size,
             ))
         });
-        Ok(Front {
+        Front {
             catalog,
             overrides,
             forwarder,
             updates,
-        })
+        }
     }
 
     /// A plain query for a name that no local zone serves and no static name claims.
@@ -275,6 +305,118 @@ pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
 async fn wait_for(shutdown: &mut crate::Shutdown) {
     // An Err means the sender is gone: nobody can ask us to stop any more, so stop now.
     let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Largest UDP datagram we read.
+const MAX_DATAGRAM: usize = 65535;
+/// Datagrams read from one socket before the loop looks at the other.
+const BATCH: usize = 64;
+
+/// Relayed queries waiting for hickory's answer, at most (more are dropped, as a busy
+/// server drops UDP).
+const MAX_RELAYED: usize = 512;
+/// How long a relayed query waits for hickory's answer (forwarding has its own, shorter
+/// timeout; hickory sends nothing for some messages).
+const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The queries the fast path leaves to hickory go to hickory's own UDP socket on loopback,
+/// each from a socket of its own, so that the answer (TSIG-signed ones included) comes back
+/// unchanged and goes out from the public socket.
+#[derive(Clone)]
+struct Relay {
+    inner: SocketAddr,
+    public: Arc<UdpSocket>,
+    permits: Arc<Semaphore>,
+}
+
+impl Relay {
+    /// Relay one query in a task of its own.
+    fn spawn(&self, query: Vec<u8>, client: SocketAddr) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            debug!(%client, "too many DNS queries waiting for hickory; dropped");
+            return;
+        };
+        let relay = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match timeout(RELAY_TIMEOUT, relay.exchange(&query)).await {
+                Ok(Ok(reply)) => send_to(&relay.public, &reply, client).await,
+                Ok(Err(e)) => debug!(error = %e, "cannot relay a DNS query"),
+                Err(_) => debug!(%client, "no answer from hickory"),
+            }
+        });
+    }
+
+    async fn exchange(&self, query: &[u8]) -> io::Result<Vec<u8>> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        socket.connect(self.inner).await?;
+        socket.send(query).await?;
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let n = socket.recv(&mut buf).await?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+/// One UDP listener: answer what the fast path can, relay the rest to hickory. Runs until
+/// aborted.
+async fn serve_udp(relay: Relay, fast: Arc<FastPath>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::with_capacity(512);
+    loop {
+        if let Err(e) = relay.public.readable().await {
+            debug!(error = %e, "DNS socket gone; fast path stopped");
+            return;
+        }
+        if serve_batch(&relay, &fast, &mut buf, &mut out).await {
+            // A full batch: let the other tasks (DHCP, TCP, relays) run before the next one.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Answer or relay the queries waiting on the public socket, up to `BATCH`; true if there
+/// may be more.
+async fn serve_batch(relay: &Relay, fast: &FastPath, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
+    for _ in 0..BATCH {
+        let (n, client) = match relay.public.try_recv_from(buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                debug!(error = %e, "cannot read a DNS query");
+                return false;
+            }
+        };
+        // hickory ignores what has no full header, and what cannot be answered.
+        if n < 12 || !can_answer(client) {
+            continue;
+        }
+        let query = &buf[..n];
+        if fast.answer(query, out) {
+            send_to(&relay.public, out, client).await;
+        } else {
+            relay.spawn(query.to_vec(), client);
+        }
+    }
+    true
+}
+
+async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let sent = match socket.try_send_to(bytes, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        debug!(error = %e, %to, "cannot send a DNS answer");
+    }
+}
+
+/// hickory's rule: no answers to port 0, the unspecified or the broadcast address.
+fn can_answer(client: SocketAddr) -> bool {
+    let ip = client.ip();
+    client.port() != 0
+        && !ip.is_unspecified()
+        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// UDP and TCP on the same address and port. For port 0, UDP picks the port and TCP follows;
@@ -404,15 +546,21 @@ mod tests {
 
     /// Like `start`, with a config of the test's own.
     async fn start_with(cfg: Config, lease_left: u64) -> Running {
+        start_paths(cfg, lease_left, true).await
+    }
+
+    /// Like `start_with`; `fast` false: hickory answers every query.
+    async fn start_paths(cfg: Config, lease_left: u64, fast: bool) -> Running {
         let names = Names::shared_from(&cfg);
         names
             .write()
             .expect("lock")
             .apply(&[laptop_lease(1000 + lease_left)]);
         let clock = TestClock::at(1000);
-        let server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
+        let mut server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
             .await
             .expect("bind");
+        server.set_fast_path(fast);
         let addrs = server.local_addrs();
         assert_eq!(addrs.len(), 1);
         assert_ne!(addrs[0].port(), 0, "the real port is reported");
@@ -1535,6 +1683,234 @@ mod tests {
                 .response_code,
             ResponseCode::NXDomain
         );
+        stop(s).await;
+    }
+
+    /// A query as raw bytes: `flags` is the header's third and fourth byte; `opt` adds an OPT
+    /// record (payload, version, options).
+    fn raw_query(name: &str, rtype: u16, flags: [u8; 2], opt: Option<(u16, u8, &[u8])>) -> Vec<u8> {
+        let mut q = vec![0xbe, 0xef, flags[0], flags[1], 0, 1, 0, 0, 0, 0, 0, 0];
+        q[11] = u8::from(opt.is_some());
+        for label in name.trim_end_matches('.').split('.') {
+            q.push(u8::try_from(label.len()).expect("short label"));
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&rtype.to_be_bytes());
+        q.extend_from_slice(&1u16.to_be_bytes());
+        if let Some((payload, version, options)) = opt {
+            q.extend_from_slice(&[0, 0, 41]);
+            q.extend_from_slice(&payload.to_be_bytes());
+            q.extend_from_slice(&[0, version, 0x80, 0]);
+            let len = u16::try_from(options.len()).expect("short options");
+            q.extend_from_slice(&len.to_be_bytes());
+            q.extend_from_slice(options);
+        }
+        q
+    }
+
+    const COOKIE: &[u8] = &[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    const T_A: u16 = 1;
+    const T_PTR: u16 = 12;
+    const T_MX: u16 = 15;
+    const T_AAAA: u16 = 28;
+
+    /// The fast path of a server built like `start_paths` builds it, on its names and clock.
+    fn fast_path_of(s: &Running, cfg: &Config) -> FastPath {
+        let clock: Arc<dyn Clock> = Arc::new(s.clock.clone());
+        let zones = zones_for(cfg, s.names.clone(), clock.clone()).expect("zones");
+        FastPath::new(cfg, &zones, s.names.clone(), clock)
+    }
+
+    /// The fast path's answer, which must exist and mean what hickory's answer means.
+    async fn assert_same_answer(hickory: &Running, fast: &FastPath, query: &[u8]) -> Message {
+        let slow = udp_exchange(hickory.addr, query).await;
+        let mut out = Vec::new();
+        assert!(fast.answer(query, &mut out), "fast path answers {query:?}");
+        let slow = Message::from_vec(&slow).expect("hickory's answer decodes");
+        let quick = Message::from_vec(&out).expect("the fast answer decodes");
+        assert_eq!(quick, slow, "same answer to {query:?}");
+        // Records compare without their TTLs: compare the text (owner as written, TTL, data).
+        assert_eq!(texts(&quick), texts(&slow), "same records for {query:?}");
+        quick
+    }
+
+    fn texts(msg: &Message) -> Vec<String> {
+        let sections = [&msg.answers, &msg.authorities, &msg.additionals];
+        sections
+            .iter()
+            .flat_map(|s| s.iter().map(|r| r.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn fast_path_answers_mean_what_hickory_answers_mean() {
+        let cfg = config();
+        let hickory = start_paths(cfg.clone(), 3600, false).await;
+        let fast = fast_path_of(&hickory, &cfg);
+        let rd = [1, 0];
+        let a = assert_same_answer(&hickory, &fast, &raw_query("laptop.lan", T_A, rd, None)).await;
+        assert_eq!(a_records(&a), vec![LAPTOP]);
+        assert!(a.metadata.authoritative);
+        let upper = raw_query("LapTop.LAN", T_A, rd, None);
+        assert_eq!(
+            a_records(&assert_same_answer(&hickory, &fast, &upper).await),
+            vec![LAPTOP]
+        );
+        let aaaa = raw_query("laptop.lan", T_AAAA, rd, None);
+        let nodata = assert_same_answer(&hickory, &fast, &aaaa).await;
+        assert!(nodata.answers.is_empty() && soa_in_authority(&nodata));
+        let nx = assert_same_answer(&hickory, &fast, &raw_query("nobody.lan", T_A, rd, None)).await;
+        assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
+        assert!(soa_in_authority(&nx));
+        let deep = raw_query("a.b.laptop.lan", T_AAAA, rd, None);
+        assert_same_answer(&hickory, &fast, &deep).await;
+        for ptr in ["50.0.0.10.in-addr.arpa", "5.0.0.10.IN-ADDR.arpa"] {
+            let reply = assert_same_answer(&hickory, &fast, &raw_query(ptr, T_PTR, rd, None)).await;
+            assert_eq!(reply.answers.len(), 1);
+        }
+        // No RD, CD set; EDNS with a small, a usual and a large payload, with a cookie.
+        assert_same_answer(
+            &hickory,
+            &fast,
+            &raw_query("laptop.lan", T_A, [0, 0x10], None),
+        )
+        .await;
+        for (payload, options) in [(100, &[][..]), (1232, COOKIE), (4096, &[][..])] {
+            let q = raw_query("laptop.lan", T_A, rd, Some((payload, 0, options)));
+            let reply = assert_same_answer(&hickory, &fast, &q).await;
+            let edns = reply.edns.expect("EDNS echoed");
+            assert_eq!(edns.max_payload(), payload.max(512));
+            let q = raw_query("nobody.lan", T_AAAA, rd, Some((payload, 0, options)));
+            assert_same_answer(&hickory, &fast, &q).await;
+        }
+        stop(hickory).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_ttl_follows_the_lease_like_hickory() {
+        let cfg = config();
+        let hickory = start_paths(cfg.clone(), 100, false).await;
+        let fast = fast_path_of(&hickory, &cfg);
+        let a = raw_query("laptop.lan", T_A, [1, 0], None);
+        let ptr = raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None);
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &a).await.answers[0].ttl,
+            100
+        );
+        hickory.clock.advance(60);
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &a).await.answers[0].ttl,
+            40
+        );
+        assert_eq!(
+            assert_same_answer(&hickory, &fast, &ptr).await.answers[0].ttl,
+            40
+        );
+        hickory.clock.advance(40);
+        let gone = assert_same_answer(&hickory, &fast, &a).await;
+        assert_eq!(gone.metadata.response_code, ResponseCode::NXDomain);
+        // An expired lease's PTR is NXDOMAIN with the reverse zone's SOA: hickory's to answer.
+        assert!(!fast.answer(&ptr, &mut Vec::new()));
+        stop(hickory).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_leaves_the_rest_to_hickory() {
+        let cfg = config_with_records();
+        let s = start_paths(cfg.clone(), 3600, true).await;
+        let fast = fast_path_of(&s, &cfg);
+        let rd = [1, 0];
+        let update = raw_query("lan", 6, [0x28, 0], None);
+        for query in [
+            raw_query("printer.lan", T_A, rd, None),
+            raw_query("nas.lan", T_A, rd, None),
+            raw_query("www.lan", T_A, rd, None),
+            raw_query("laptop.lan", T_MX, rd, None),
+            raw_query("lan", 6, rd, None),
+            raw_query("example.com", T_A, rd, None),
+            raw_query("9.9.0.10.in-addr.arpa", T_PTR, rd, None),
+            raw_query("laptop.lan", T_A, rd, Some((1232, 1, &[]))),
+            raw_query("laptop.lan", T_A, rd, Some((1232, 0, &[0, 3, 0, 0]))),
+            update,
+        ] {
+            assert!(
+                !fast.answer(&query, &mut Vec::new()),
+                "{query:?} is hickory's"
+            );
+        }
+        // Through the server, hickory's answers reach the client with its own ID.
+        let reply = udp_query(s.addr, "printer.lan.", RecordType::A).await;
+        assert_eq!(reply.metadata.id, 0x1234);
+        assert_eq!(a_records(&reply), vec![PRINTER]);
+        let reply = udp_query(s.addr, "lan.", RecordType::SOA).await;
+        assert_eq!(reply.answers[0].record_type(), RecordType::SOA);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn servers_with_and_without_the_fast_path_answer_alike() {
+        let with = start_paths(config(), 3600, true).await;
+        let without = start_paths(config(), 3600, false).await;
+        for query in [
+            raw_query("laptop.lan", T_A, [1, 0], Some((1232, 0, COOKIE))),
+            raw_query("LAPTOP.lan", T_AAAA, [1, 0], None),
+            raw_query("nobody.lan", T_A, [0, 0], None),
+            raw_query("printer.lan", T_A, [1, 0], None),
+            raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None),
+            raw_query("lan", T_MX, [1, 0], None),
+            vec![0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'],
+        ] {
+            let a = Message::from_vec(&udp_exchange(with.addr, &query).await).expect("decode");
+            let b = Message::from_vec(&udp_exchange(without.addr, &query).await).expect("decode");
+            assert_eq!(a, b, "same answer to {query:?}");
+            assert_eq!(texts(&a), texts(&b), "same records for {query:?}");
+        }
+        stop(with).await;
+        stop(without).await;
+    }
+
+    #[tokio::test]
+    async fn fast_path_survives_garbage() {
+        let cfg = config();
+        let s = start_paths(cfg.clone(), 3600, true).await;
+        let fast = fast_path_of(&s, &cfg);
+        let valid = [
+            raw_query("laptop.lan", T_A, [1, 0], Some((1232, 0, COOKIE))),
+            raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None),
+        ];
+        let mut out = Vec::new();
+        let mut seed = 0x2545_f491_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for query in &valid {
+            // Every truncation, and many random byte changes.
+            for len in 0..query.len() {
+                if fast.answer(&query[..len], &mut out) {
+                    Message::from_vec(&out).expect("a fast answer decodes");
+                }
+            }
+            for _ in 0..5000 {
+                let mut bad = query.clone();
+                let at = next() as usize % bad.len();
+                bad[at] = next() as u8;
+                if fast.answer(&bad, &mut out) {
+                    Message::from_vec(&out).expect("a fast answer decodes");
+                }
+            }
+        }
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        for _ in 0..200 {
+            let len = next() as usize % 64;
+            let junk: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            sock.send_to(&junk, s.addr).await.expect("send junk");
+        }
+        let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
         stop(s).await;
     }
 }
