@@ -49,6 +49,15 @@ impl DhcpSocket {
         Ok(DhcpSocket { sock })
     }
 
+    /// The same socket, registered with the current runtime's reactor instead of the one it was
+    /// bound in (to serve it from another thread's runtime). Must be called inside a runtime.
+    pub fn reregister(self) -> io::Result<DhcpSocket> {
+        let std = self.sock.into_std()?;
+        Ok(DhcpSocket {
+            sock: UdpSocket::from_std(std)?,
+        })
+    }
+
     /// The port actually bound (useful after binding port 0).
     pub fn local_port(&self) -> io::Result<u16> {
         Ok(self.sock.local_addr()?.port())

@@ -137,6 +137,34 @@ impl DhcpService {
         self.cfg = cfg;
     }
 
+    /// Serve on a dedicated OS thread with its own single-threaded runtime, so journal writes
+    /// and fdatasync block only this thread (no hand-off between runtime workers). The thread
+    /// ends when `shutdown` turns true; join it to wait for the last flush.
+    pub fn spawn_thread(
+        mut self,
+        shutdown: crate::Shutdown,
+        reload: tokio::sync::watch::Receiver<Arc<Config>>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    // The socket was registered with the runtime that built it: move it here.
+                    match self.socket.reregister() {
+                        Ok(socket) => self.socket = socket,
+                        Err(e) => {
+                            error!("cannot move the DHCP socket to its thread: {e}");
+                            return;
+                        }
+                    }
+                    self.run_with_reload(shutdown, reload).await
+                })
+            })
+    }
+
     pub async fn run(self, shutdown: crate::Shutdown) {
         let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
         self.run_with_reload(shutdown, reload).await
@@ -250,8 +278,8 @@ impl DhcpService {
     /// Write the batch's changes; its grants wait for the fdatasync. On failure the engine
     /// forgets every change since the last fdatasync and their grants are dropped.
     fn write(&mut self, now: UnixTime, changes: Vec<LeaseChange>, grants: Vec<Reply>) {
-        let journal = &mut self.journal;
-        let res = tokio::task::block_in_place(|| journal.write(now, &changes));
+        // The service runs on its own thread (`spawn_thread`): blocking here holds up no one else.
+        let res = self.journal.write(now, &changes);
         match res {
             Ok(_) => {
                 self.pending.changes.extend(changes);
@@ -295,8 +323,7 @@ impl DhcpService {
         if pending.changes.is_empty() && pending.grants.is_empty() {
             return;
         }
-        let journal = &mut self.journal;
-        let res = tokio::task::block_in_place(|| journal.sync(Some(now)));
+        let res = self.journal.sync(Some(now));
         self.last_sync = Instant::now();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {

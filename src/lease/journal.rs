@@ -64,6 +64,8 @@ const SNAPSHOT_KIND: &str = "leasedns-snapshot";
 const VERSION: u32 = 1;
 /// Compaction waits for at least this many journal records, whatever the live set.
 const MIN_COMPACT_RECORDS: u64 = 1000;
+/// Durable records are handed to the snapshot thread this many at a time (or before a snapshot).
+const APPLY_BATCH: usize = 512;
 /// A journal file shorter than this without any newline is a header torn at creation.
 const MAX_HEADER_LEN: usize = 64;
 /// After a failed write, the next attempt to repair the file waits this long (seconds).
@@ -281,8 +283,12 @@ impl Journal {
         self.synced_len = self.len;
         self.synced_records = self.journal_records;
         self.undo.clear();
-        self.compactor
-            .send(Job::Apply(std::mem::take(&mut self.unsent)));
+        // Hand durable records to the snapshot thread in batches (each send wakes it); the
+        // rest go just before a snapshot is asked for.
+        if self.unsent.len() >= APPLY_BATCH {
+            self.compactor
+                .send(Job::Apply(std::mem::take(&mut self.unsent)));
+        }
         self.maybe_compact();
         Ok(())
     }
@@ -318,6 +324,8 @@ impl Journal {
         match self.rotate() {
             Ok(()) => {
                 self.compactor.set_busy();
+                self.compactor
+                    .send(Job::Apply(std::mem::take(&mut self.unsent)));
                 self.compactor.send(Job::Snapshot {
                     generation: covered,
                 });
@@ -452,13 +460,15 @@ impl Journal {
     /// Undo everything since the last sync after a failed write or sync, and cut the file back.
     fn fail(&mut self, now: Option<UnixTime>) {
         self.stats.failures += 1;
+        // `unsent` ends with one record per `undo` entry; the ones before are durable.
+        let durable = self.unsent.len().saturating_sub(self.undo.len());
+        self.unsent.truncate(durable);
         while let Some((ip, old)) = self.undo.pop() {
             match old {
                 Some(lease) => self.on_disk.insert(ip, lease),
                 None => self.on_disk.remove(&ip),
             };
         }
-        self.unsent.clear();
         self.journal_records = self.synced_records;
         self.len = self.synced_len;
         // Whatever the cut achieves, the next write repairs first (after RETRY_AFTER).
