@@ -384,17 +384,26 @@ impl DhcpService {
                 return;
             }
         };
-        let Some(iface) = self.iface(now, meta.ifindex) else {
+        if !self.serves(now, meta.ifindex) {
             self.stats.ignored.fetch_add(1, Ordering::Relaxed);
             debug!(
                 ifindex = meta.ifindex,
                 "request on an interface we do not serve"
             );
             return;
+        }
+        let Some(iface) = self.ifaces.get(&meta.ifindex) else {
+            return;
         };
-        let out = self.engine.handle(now, &req, &iface);
+        let out = self.engine.handle(now, &req, iface);
         debug!(xid = req.xid, mac = %req.hwaddr, msg = ?req.msg_type, reply = out.reply.is_some(), "handled");
-        self.absorb(out, req, iface, changes, replies);
+        if out.ping.is_some() {
+            let iface = iface.clone();
+            self.absorb(out, req, iface, changes, replies);
+        } else {
+            changes.extend(out.changes);
+            replies.extend(out.reply);
+        }
     }
 
     /// Take an engine outcome into the batch; a ping it asks for runs as its own task and
@@ -434,14 +443,15 @@ impl DhcpService {
         });
     }
 
-    /// The interface for an index, if we serve it.
-    fn iface(&mut self, now: UnixTime, ifindex: u32) -> Option<Iface> {
+    /// Whether we serve the interface with this index (the list is re-read, at most once a
+    /// second, when an unknown index shows up).
+    fn serves(&mut self, now: UnixTime, ifindex: u32) -> bool {
         if !self.ifaces.contains_key(&ifindex) && now.0 > self.ifaces_read.0 {
             self.refresh_ifaces(now);
         }
-        let iface = self.ifaces.get(&ifindex)?;
-        let served = self.cfg.interfaces.is_empty() || self.cfg.interfaces.contains(&iface.name);
-        served.then(|| iface.clone())
+        self.ifaces.get(&ifindex).is_some_and(|iface| {
+            self.cfg.interfaces.is_empty() || self.cfg.interfaces.contains(&iface.name)
+        })
     }
 
     fn refresh_ifaces(&mut self, now: UnixTime) {
