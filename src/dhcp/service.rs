@@ -1,7 +1,8 @@
-//! The async DHCP loop. Owns the engine, the journal and the socket: receive every datagram that
-//! is ready, decode, run the engine, write the batch's lease changes with one journal write and
-//! one fdatasync (durable before visible), publish names, then send the replies. Holds no lock
-//! across `.await`.
+//! The DHCP loop. Owns the engine, the journal and the socket: receive every datagram that is
+//! ready, decode, run the engine, write the batch's lease changes with one journal write and one
+//! fdatasync (durable before visible), publish names, then send the replies. Holds no lock across
+//! `.await`. The daemon runs it on its own thread (`spawn_thread`): journal writes and fdatasync
+//! block that thread only, and requests that arrive meanwhile make the next batch.
 //!
 //! With durability "batch" the fdatasync is shared by every batch written within
 //! `batch_max_delay_ms`: their grants (ACKs with an address) and names wait in `Pending` until
@@ -127,7 +128,6 @@ impl DhcpService {
         self.stats.clone()
     }
 
-    /// Serve until `shutdown` turns true.
     /// Take the settings of a reloaded config: the engine is rebuilt around the live leases.
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
         let now = self.clock.now();
@@ -165,6 +165,7 @@ impl DhcpService {
             })
     }
 
+    /// Serve until `shutdown` turns true.
     pub async fn run(self, shutdown: crate::Shutdown) {
         let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
         self.run_with_reload(shutdown, reload).await

@@ -833,6 +833,34 @@ mod tests {
         assert_eq!(tlvs.last(), Some(&82));
     }
 
+    /// The direct encoder writes the same bytes as dhcproto's encoder followed by `reorder`
+    /// (before padding): sname and file, a long option split in pieces, an unknown option 82
+    /// (which dhcproto would write twice), and a request order naming absent options.
+    #[test]
+    fn direct_encoding_matches_dhcproto_then_reorder() {
+        let mut m = offer();
+        m.set_sname_str("boot-server").set_fname_str("pxelinux.0");
+        m.opts_mut()
+            .insert(DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 0, 0, 2); 70]));
+        m.opts_mut()
+            .insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+                OptionCode::RelayAgentInformation,
+                vec![1, 3, 9, 9, 9],
+            )));
+        for order in [&[][..], &[15, 42, 6, 3, 1, 99][..]] {
+            let direct = encode_direct(&m, order).expect("encodes directly");
+            let mut via = Vec::new();
+            m.encode(&mut Encoder::new(&mut via))
+                .expect("dhcproto encodes");
+            let via = reorder(via, order);
+            assert_eq!(direct, via[..direct.len()], "order {order:?}");
+            assert!(
+                via[direct.len()..].iter().all(|b| *b == 0),
+                "only padding after End"
+            );
+        }
+    }
+
     #[test]
     fn oversized_reply_drops_optional_options_to_fit() {
         let mut m = offer();
