@@ -33,7 +33,10 @@ bench.sh [options]   (run as root)
   --leasedns-bin PATH  run this binary as leasedns (default target/release/leasedns; implies
                        --no-build), e.g. a stand-in to check the harness itself
 Environment: PERF_THREADS=multi runs perfdhcp with two threads (default single: cheaper on
-its one pinned core).
+its one pinned core). LEASEDNS_DURABILITY=batch runs leasedns with durability "batch" (default
+fsync; either way every ACK waits for the fdatasync that covers it). LEASEDNS_LOG sets its log
+filter (default warn,leasedns::daemon=info: warnings only, as Kea is configured, plus the
+readiness line).
 EOF
 }
 
@@ -96,6 +99,8 @@ CLIENTS=20000       # distinct clients (MACs) per DHCP point
 DROP_LIMIT=1        # percent
 DNS_OUTSTANDING=100 # dnsperf -q
 PERF_THREADS=${PERF_THREADS:-single} # perfdhcp -g: one pinned core, so one thread costs less
+LEASEDNS_DURABILITY=${LEASEDNS_DURABILITY:-fsync}
+export LEASEDNS_LOG=${LEASEDNS_LOG:-warn,leasedns::daemon=info}
 
 # Addresses: a /14 so that 100,000+ leases fit; the relay address is inside the served subnet.
 SRV_IP=10.200.0.1
@@ -214,7 +219,7 @@ write_conf() {
 domain = "lan"
 interfaces = ["vs0"]
 lease_file = "$dir/leases.journal"
-durability = "fsync"
+durability = "$LEASEDNS_DURABILITY"
 
 [dns]
 listen = ["$SRV_IP:53"]
@@ -539,7 +544,7 @@ report() {
     echo "- method: server pinned to CPU 0, load generator to CPU 1, in two network namespaces;"
     echo "  perfdhcp relays (giaddr $RELAY_IP) DORA from $CLIENTS clients; a drop is a DISCOVER"
     echo "  without an ACK within 1 s. Each DHCP point starts a fresh server with an empty lease"
-    echo "  store on disk. leasedns: durability fsync; Kea: memfile, persist, single-threaded, no"
+    echo "  store on disk. leasedns: durability $LEASEDNS_DURABILITY, log $LEASEDNS_LOG; Kea: memfile, persist, single-threaded, no"
     echo "  LFC; dnsmasq: --no-ping, lease file on disk. DNS: dnsperf -q $DNS_OUTSTANDING on A"
     echo "  queries for the names of live leases (h0.lan ...), p99 from a second run with -v."
     echo "  Medians over the repetitions (n shown when > 1)."

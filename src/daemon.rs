@@ -83,7 +83,9 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         ddns_task = Some(tokio::spawn(task.run(stop_rx.clone())));
     }
     let (cfg_tx, cfg_rx) = tokio::sync::watch::channel(cfg.clone());
-    let dhcp_task = tokio::spawn(dhcp.run_with_reload(stop_rx.clone(), cfg_rx));
+    let dhcp_thread = dhcp
+        .spawn_thread(stop_rx.clone(), cfg_rx)
+        .context("starting the DHCP thread")?;
     let http_task = http.map(|h| tokio::spawn(h.run(stop_rx.clone())));
     let dns_task = tokio::spawn(dns.run(stop_rx));
 
@@ -105,7 +107,10 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         }
     }
     let _ = stop_tx.send(true);
-    dhcp_task.await.context("DHCP task")?;
+    let joined = tokio::task::spawn_blocking(move || dhcp_thread.join()).await;
+    if !matches!(joined, Ok(Ok(()))) {
+        anyhow::bail!("the DHCP thread failed");
+    }
     if let Some(task) = ddns_task {
         task.await.context("DDNS task")?;
     }

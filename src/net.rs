@@ -19,6 +19,10 @@ use crate::dhcp::Iface;
 use crate::dhcp::dest::Dest;
 use crate::lease::HwAddr;
 
+/// Receive buffer asked for (bytes; the kernel doubles it for bookkeeping): about 8,000
+/// typical requests, a few seconds of a busy network while a slow disk syncs.
+const RECV_BUFFER: usize = 4 << 20;
+
 /// What came with a received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecvMeta {
@@ -43,10 +47,24 @@ impl DhcpSocket {
         s.set_reuse_address(true)?;
         s.set_broadcast(true)?;
         setsockopt(&s, sockopt::Ipv4PacketInfo, &true)?;
+        // Requests keep arriving while a batch's fdatasync runs: room for a burst of them.
+        // Root may exceed net.core.rmem_max (SO_RCVBUFFORCE); otherwise the kernel caps it.
+        if setsockopt(&s, sockopt::RcvBufForce, &RECV_BUFFER).is_err() {
+            let _ = s.set_recv_buffer_size(RECV_BUFFER);
+        }
         s.set_nonblocking(true)?;
         s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
         let sock = UdpSocket::from_std(s.into())?;
         Ok(DhcpSocket { sock })
+    }
+
+    /// The same socket, registered with the current runtime's reactor instead of the one it was
+    /// bound in (to serve it from another thread's runtime). Must be called inside a runtime.
+    pub fn reregister(self) -> io::Result<DhcpSocket> {
+        let std = self.sock.into_std()?;
+        Ok(DhcpSocket {
+            sock: UdpSocket::from_std(std)?,
+        })
     }
 
     /// The port actually bound (useful after binding port 0).

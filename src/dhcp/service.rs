@@ -1,7 +1,8 @@
-//! The async DHCP loop. Owns the engine, the journal and the socket: receive every datagram that
-//! is ready, decode, run the engine, write the batch's lease changes with one journal write and
-//! one fdatasync (durable before visible), publish names, then send the replies. Holds no lock
-//! across `.await`.
+//! The DHCP loop. Owns the engine, the journal and the socket: receive every datagram that is
+//! ready, decode, run the engine, write the batch's lease changes with one journal write and one
+//! fdatasync (durable before visible), publish names, then send the replies. Holds no lock across
+//! `.await`. The daemon runs it on its own thread (`spawn_thread`): journal writes and fdatasync
+//! block that thread only, and requests that arrive meanwhile make the next batch.
 //!
 //! With durability "batch" the fdatasync is shared by every batch written within
 //! `batch_max_delay_ms`: their grants (ACKs with an address) and names wait in `Pending` until
@@ -127,7 +128,6 @@ impl DhcpService {
         self.stats.clone()
     }
 
-    /// Serve until `shutdown` turns true.
     /// Take the settings of a reloaded config: the engine is rebuilt around the live leases.
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
         let now = self.clock.now();
@@ -137,6 +137,35 @@ impl DhcpService {
         self.cfg = cfg;
     }
 
+    /// Serve on a dedicated OS thread with its own single-threaded runtime, so journal writes
+    /// and fdatasync block only this thread (no hand-off between runtime workers). The thread
+    /// ends when `shutdown` turns true; join it to wait for the last flush.
+    pub fn spawn_thread(
+        mut self,
+        shutdown: crate::Shutdown,
+        reload: tokio::sync::watch::Receiver<Arc<Config>>,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name("dhcp".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    // The socket was registered with the runtime that built it: move it here.
+                    match self.socket.reregister() {
+                        Ok(socket) => self.socket = socket,
+                        Err(e) => {
+                            error!("cannot move the DHCP socket to its thread: {e}");
+                            return;
+                        }
+                    }
+                    self.run_with_reload(shutdown, reload).await
+                })
+            })
+    }
+
+    /// Serve until `shutdown` turns true.
     pub async fn run(self, shutdown: crate::Shutdown) {
         let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
         self.run_with_reload(shutdown, reload).await
@@ -250,8 +279,8 @@ impl DhcpService {
     /// Write the batch's changes; its grants wait for the fdatasync. On failure the engine
     /// forgets every change since the last fdatasync and their grants are dropped.
     fn write(&mut self, now: UnixTime, changes: Vec<LeaseChange>, grants: Vec<Reply>) {
-        let journal = &mut self.journal;
-        let res = tokio::task::block_in_place(|| journal.write(now, &changes));
+        // The service runs on its own thread (`spawn_thread`): blocking here holds up no one else.
+        let res = self.journal.write(now, &changes);
         match res {
             Ok(_) => {
                 self.pending.changes.extend(changes);
@@ -295,8 +324,7 @@ impl DhcpService {
         if pending.changes.is_empty() && pending.grants.is_empty() {
             return;
         }
-        let journal = &mut self.journal;
-        let res = tokio::task::block_in_place(|| journal.sync(Some(now)));
+        let res = self.journal.sync(Some(now));
         self.last_sync = Instant::now();
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = res {
@@ -357,17 +385,26 @@ impl DhcpService {
                 return;
             }
         };
-        let Some(iface) = self.iface(now, meta.ifindex) else {
+        if !self.serves(now, meta.ifindex) {
             self.stats.ignored.fetch_add(1, Ordering::Relaxed);
             debug!(
                 ifindex = meta.ifindex,
                 "request on an interface we do not serve"
             );
             return;
+        }
+        let Some(iface) = self.ifaces.get(&meta.ifindex) else {
+            return;
         };
-        let out = self.engine.handle(now, &req, &iface);
+        let out = self.engine.handle(now, &req, iface);
         debug!(xid = req.xid, mac = %req.hwaddr, msg = ?req.msg_type, reply = out.reply.is_some(), "handled");
-        self.absorb(out, req, iface, changes, replies);
+        if out.ping.is_some() {
+            let iface = iface.clone();
+            self.absorb(out, req, iface, changes, replies);
+        } else {
+            changes.extend(out.changes);
+            replies.extend(out.reply);
+        }
     }
 
     /// Take an engine outcome into the batch; a ping it asks for runs as its own task and
@@ -407,14 +444,15 @@ impl DhcpService {
         });
     }
 
-    /// The interface for an index, if we serve it.
-    fn iface(&mut self, now: UnixTime, ifindex: u32) -> Option<Iface> {
+    /// Whether we serve the interface with this index (the list is re-read, at most once a
+    /// second, when an unknown index shows up).
+    fn serves(&mut self, now: UnixTime, ifindex: u32) -> bool {
         if !self.ifaces.contains_key(&ifindex) && now.0 > self.ifaces_read.0 {
             self.refresh_ifaces(now);
         }
-        let iface = self.ifaces.get(&ifindex)?;
-        let served = self.cfg.interfaces.is_empty() || self.cfg.interfaces.contains(&iface.name);
-        served.then(|| iface.clone())
+        self.ifaces.get(&ifindex).is_some_and(|iface| {
+            self.cfg.interfaces.is_empty() || self.cfg.interfaces.contains(&iface.name)
+        })
     }
 
     fn refresh_ifaces(&mut self, now: UnixTime) {

@@ -388,6 +388,15 @@ pub fn encode_ordered(
     order: &[u8],
 ) -> Result<Vec<u8>, EncodeError> {
     let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
+    if let Some(mut bytes) = encode_direct(msg, order)
+        && bytes.len() <= limit
+    {
+        if bytes.len() < BOOTP_MIN {
+            bytes.resize(BOOTP_MIN, 0);
+        }
+        return Ok(bytes);
+    }
+    // Too long (or a header dhcproto must check): drop options one by one until it fits.
     let mut msg = msg.clone();
     loop {
         let mut bytes = Vec::with_capacity(BOOTP_MIN);
@@ -408,6 +417,57 @@ pub fn encode_ordered(
         tracing::debug!(code = u8::from(code), limit, "dropping option to fit reply");
         msg.opts_mut().remove(code);
     }
+}
+
+/// The common case of `encode_ordered` without copying the message: the header, then each
+/// option written in `rank` order straight into one buffer, then End (no padding yet). None
+/// when a header field is out of range (dhcproto's encoder then reports it) or an option
+/// does not encode.
+fn encode_direct(msg: &Message, order: &[u8]) -> Option<Vec<u8>> {
+    let sname = msg.sname().unwrap_or_default();
+    let fname = msg.fname().unwrap_or_default();
+    if msg.hlen() > 16 || sname.len() > SNAME.len() || fname.len() > FILE.len() {
+        return None;
+    }
+    // dhcproto's Encoder writes from the start of its buffer: the header goes in first.
+    let mut out = Vec::with_capacity(MIN_MAX_SIZE);
+    out.extend_from_slice(&[
+        msg.opcode().into(),
+        msg.htype().into(),
+        msg.hlen(),
+        msg.hops(),
+    ]);
+    out.extend_from_slice(&msg.xid().to_be_bytes());
+    out.extend_from_slice(&msg.secs().to_be_bytes());
+    out.extend_from_slice(&u16::from(msg.flags()).to_be_bytes());
+    for ip in [msg.ciaddr(), msg.yiaddr(), msg.siaddr(), msg.giaddr()] {
+        out.extend_from_slice(&ip.octets());
+    }
+    for (field, end) in [
+        (msg.chaddr(), SNAME.start),
+        (sname, FILE.start),
+        (fname, COOKIE.start),
+    ] {
+        out.extend_from_slice(field);
+        out.resize(end, 0);
+    }
+    out.extend_from_slice(&MAGIC);
+    let mut tail = Vec::with_capacity(MIN_MAX_SIZE - OPTIONS);
+    let mut opts: Vec<(usize, &DhcpOption)> = msg
+        .opts()
+        .iter()
+        .map(|(code, opt)| (u8::from(*code), opt))
+        .filter(|(code, _)| *code != OPT_PAD && *code != OPT_END)
+        .map(|(code, opt)| (rank(code, order), opt))
+        .collect();
+    opts.sort_by_key(|(rank, _)| *rank);
+    let mut e = Encoder::new(&mut tail);
+    for (_, opt) in opts {
+        opt.encode(&mut e).ok()?;
+    }
+    out.extend_from_slice(&tail);
+    out.push(OPT_END);
+    Some(out)
 }
 
 /// The optional option with the longest encoding (ties: the highest code).
@@ -771,6 +831,34 @@ mod tests {
         walk(&bytes[OPTIONS..], |t| tlvs.push(t.code), |_| true).expect("well formed");
         assert_eq!(tlvs.first(), Some(&53));
         assert_eq!(tlvs.last(), Some(&82));
+    }
+
+    /// The direct encoder writes the same bytes as dhcproto's encoder followed by `reorder`
+    /// (before padding): sname and file, a long option split in pieces, an unknown option 82
+    /// (which dhcproto would write twice), and a request order naming absent options.
+    #[test]
+    fn direct_encoding_matches_dhcproto_then_reorder() {
+        let mut m = offer();
+        m.set_sname_str("boot-server").set_fname_str("pxelinux.0");
+        m.opts_mut()
+            .insert(DhcpOption::NtpServers(vec![Ipv4Addr::new(10, 0, 0, 2); 70]));
+        m.opts_mut()
+            .insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+                OptionCode::RelayAgentInformation,
+                vec![1, 3, 9, 9, 9],
+            )));
+        for order in [&[][..], &[15, 42, 6, 3, 1, 99][..]] {
+            let direct = encode_direct(&m, order).expect("encodes directly");
+            let mut via = Vec::new();
+            m.encode(&mut Encoder::new(&mut via))
+                .expect("dhcproto encodes");
+            let via = reorder(via, order);
+            assert_eq!(direct, via[..direct.len()], "order {order:?}");
+            assert!(
+                via[direct.len()..].iter().all(|b| *b == 0),
+                "only padding after End"
+            );
+        }
     }
 
     #[test]
