@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use crate::clock::UnixTime;
 use crate::config::Durability;
-use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
+use crate::lease::{ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
 
 const JOURNAL_KIND: &str = "leasedns-journal";
 const SNAPSHOT_KIND: &str = "leasedns-snapshot";
@@ -1301,16 +1301,21 @@ fn parse_upsert(f: [&str; 7]) -> Result<Lease, String> {
             "d" => LeaseState::Declined,
             _ => return Err(format!("bad state {state:?}")),
         },
-        hwaddr: HwAddr {
-            htype: number(htype, "hardware type")?,
-            bytes: hex_field(hw, ':')?,
-        },
-        client: ClientId(hex_field(client, '\0')?),
+        hwaddr: hw_addr(number(htype, "hardware type")?, hex_field(hw, ':')?)?,
+        client: ClientId::from(hex_field(client, '\0')?),
         hostname: match host {
             "-" => None,
-            escaped => Some(unescape(escaped)?),
+            escaped => Some(unescape(escaped)?.into()),
         },
     })
+}
+
+/// A hardware address of at most 16 bytes (the size of chaddr).
+fn hw_addr(htype: u8, bytes: Vec<u8>) -> Result<HwAddr, String> {
+    if bytes.len() > HW_MAX {
+        return Err(format!("hardware address of {} bytes", bytes.len()));
+    }
+    Ok(HwAddr::new(htype, &bytes))
 }
 
 fn number<T: std::str::FromStr>(field: &str, what: &str) -> Result<T, String> {
@@ -1362,7 +1367,7 @@ fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
         LeaseState::Offered => return None,
     };
     let host = lease.hostname.as_deref().unwrap_or("").as_bytes();
-    let (hw, client) = (&lease.hwaddr.bytes, &lease.client.0);
+    let (hw, client) = (lease.hwaddr.bytes(), lease.client.as_bytes());
     let mut out = Vec::with_capacity(18 + hw.len() + client.len() + host.len());
     out.extend_from_slice(&expires.0.to_le_bytes());
     out.extend_from_slice(&[state, lease.hwaddr.htype]);
@@ -1394,9 +1399,9 @@ fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
     };
     Some(Lease {
         ip,
-        client: ClientId(client),
-        hwaddr: HwAddr { htype, bytes: hw },
-        hostname,
+        client: ClientId::from(client),
+        hwaddr: hw_addr(htype, hw).ok()?,
+        hostname: hostname.map(Arc::from),
         expires: UnixTime(u64::from_le_bytes(*expires)),
         state: match state {
             b'b' => LeaseState::Bound,
@@ -1424,9 +1429,9 @@ fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> b
         "U {} {} {state} {} ",
         lease.ip, expires.0, lease.hwaddr.htype
     );
-    push_hex(out, &lease.hwaddr.bytes, true);
+    push_hex(out, lease.hwaddr.bytes(), true);
     out.push(' ');
-    push_hex(out, &lease.client.0, false);
+    push_hex(out, lease.client.as_bytes(), false);
     out.push(' ');
     match &lease.hostname {
         // An empty name is no name.
@@ -1590,28 +1595,24 @@ fn parse_dnsmasq_line(line: &str) -> Result<Option<Lease>, String> {
         t => UnixTime(t),
     };
     let hwaddr = match mac.split_once('-') {
-        Some((htype, bytes)) => HwAddr {
-            htype: u8::from_str_radix(htype, 16)
-                .map_err(|_| format!("bad hardware type {htype:?}"))?,
-            bytes: if bytes.is_empty() {
+        Some((htype, bytes)) => hw_addr(
+            u8::from_str_radix(htype, 16).map_err(|_| format!("bad hardware type {htype:?}"))?,
+            if bytes.is_empty() {
                 Vec::new()
             } else {
                 hex_field(bytes, ':')?
             },
-        },
-        None => HwAddr {
-            htype: 1,
-            bytes: hex_field(mac, ':')?,
-        },
+        )?,
+        None => hw_addr(1, hex_field(mac, ':')?)?,
     };
     let client = match *client {
         "*" => ClientId::from_hw(&hwaddr),
-        hex => ClientId(hex_field(hex, ':')?),
+        hex => ClientId::from(hex_field(hex, ':')?),
     };
     let ip: Ipv4Addr = number(ip, "address")?;
     let hostname = match *host {
         "*" => None,
-        name if is_dns_label(name) => Some(name.to_ascii_lowercase()),
+        name if is_dns_label(name) => Some(name.to_ascii_lowercase().into()),
         name => {
             tracing::warn!(%ip, hostname = name, "dnsmasq lease hostname is not a DNS label; dropped");
             None
@@ -1653,7 +1654,7 @@ mod tests {
             ip: ip(n),
             client: ClientId::from_hw(&hwaddr),
             hwaddr,
-            hostname: host.map(str::to_string),
+            hostname: host.map(Arc::from),
             expires: UnixTime(expires),
             state: LeaseState::Bound,
         }
@@ -1703,8 +1704,8 @@ mod tests {
 
         let mut odd = lease(6, u64::MAX, Some("a b%c\nd-é"));
         odd.state = LeaseState::Declined;
-        odd.hwaddr.bytes.clear();
-        odd.client = ClientId(vec![]);
+        odd.hwaddr = HwAddr::new(1, &[]);
+        odd.client = ClientId::new(&[]);
         let mut dash = lease(7, 1, Some("-"));
         dash.hwaddr.htype = 6;
         for l in [odd, dash, lease(8, 2, None)] {
@@ -1961,8 +1962,8 @@ mod tests {
     fn packed_leases_round_trip_and_bad_ones_are_refused() {
         let mut odd = lease(6, u64::MAX, Some("é-x"));
         odd.state = LeaseState::Declined;
-        odd.hwaddr.bytes.clear();
-        odd.client = ClientId(vec![0; 300]);
+        odd.hwaddr = HwAddr::new(1, &[]);
+        odd.client = ClientId::new(&[0; 300]);
         for l in [lease(5, 1000, Some("laptop")), lease(7, 1, None), odd] {
             let packed = pack(&l, l.expires).expect("packed");
             assert_eq!(unpack(l.ip, &packed), Some(l));
@@ -2299,15 +2300,12 @@ duid 00:01:00:01:2c:1f:2a:3b:02:00:00:00:00:01
         fs::write(&path, sample).expect("write");
         let leases = import_dnsmasq(&path).expect("import");
         let mut first = lease(1, 1_700_000_100, Some("laptop"));
-        first.client = ClientId(vec![1, 2, 0, 0, 0, 0, 1]);
+        first.client = ClientId::new(&[1, 2, 0, 0, 0, 0, 1]);
         let second = lease(2, 1_700_000_200, None);
-        let hwaddr = HwAddr {
-            htype: 6,
-            bytes: vec![0xaa, 0xbb],
-        };
+        let hwaddr = HwAddr::new(6, &[0xaa, 0xbb]);
         let third = Lease {
             ip: ip(3),
-            client: ClientId(vec![6, 0xaa, 0xbb]),
+            client: ClientId::new(&[6, 0xaa, 0xbb]),
             hwaddr,
             hostname: None,
             expires: UnixTime(u64::MAX),
