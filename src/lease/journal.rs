@@ -176,10 +176,11 @@ pub struct Journal {
     journal_records: u64,
     synced_records: u64,
     /// The lease state a replay would produce from the written records, each lease packed
-    /// (see `pack`: one small allocation, exact).
-    on_disk: HashMap<Ipv4Addr, Box<[u8]>>,
-    /// `on_disk` entries replaced since the last sync, to restore if the sync fails.
-    undo: Vec<(Ipv4Addr, Option<Box<[u8]>>)>,
+    /// (see `pack`) into one arena.
+    on_disk: PackedLeases,
+    /// `on_disk` entries replaced since the last sync (their arena offsets), to restore if the
+    /// sync fails.
+    undo: Vec<(Ipv4Addr, Option<u32>)>,
     /// A write failed and the file is not repaired: the time of the last repair attempt.
     failed: Option<UnixTime>,
     compactor: Compactor,
@@ -213,7 +214,7 @@ impl Journal {
             synced_len: 0,
             journal_records: 0,
             synced_records: 0,
-            on_disk: HashMap::new(),
+            on_disk: PackedLeases::default(),
             undo: Vec::new(),
             failed: None,
             compactor: Compactor::idle(),
@@ -236,9 +237,10 @@ impl Journal {
         journal.on_disk.reserve(live.len());
         for lease in &live {
             if let Some(packed) = pack(lease, lease.expires) {
-                journal.on_disk.insert(lease.ip, packed);
+                journal.on_disk.insert(lease.ip, &packed);
             }
         }
+        journal.on_disk.arena.shrink_to_fit();
         journal.compactor = Compactor::start(journal.paths.clone(), durability, now);
         Ok((journal, live))
     }
@@ -295,6 +297,7 @@ impl Journal {
         self.synced_len = self.len;
         self.synced_records = self.journal_records;
         self.undo.clear();
+        self.on_disk.maybe_shrink();
         self.maybe_compact();
         Ok(())
     }
@@ -306,7 +309,7 @@ impl Journal {
 
     /// The lease on `ip` as the disk holds it (after every written record), if any.
     pub fn durable(&self, ip: Ipv4Addr) -> Option<Lease> {
-        unpack(ip, self.on_disk.get(&ip)?)
+        unpack(ip, self.on_disk.get(ip)?)
     }
 
     /// Rotate and start a background snapshot when the journal holds more than
@@ -426,8 +429,8 @@ impl Journal {
             }
         };
         let old = match new {
-            Some(payload) => self.on_disk.insert(ip, payload),
-            None => self.on_disk.remove(&ip),
+            Some(payload) => self.on_disk.insert(ip, &payload),
+            None => self.on_disk.remove(ip),
         };
         self.undo.push((ip, old));
         true
@@ -437,7 +440,7 @@ impl Journal {
     fn covered(&self, lease: &Lease) -> bool {
         self.renew_write_fraction > 0.0
             && lease.state == LeaseState::Bound
-            && self.on_disk.get(&lease.ip).is_some_and(|stored| {
+            && self.on_disk.get(lease.ip).is_some_and(|stored| {
                 pack(lease, lease.expires).is_some_and(|wanted| covers(stored, &wanted))
             })
     }
@@ -457,10 +460,7 @@ impl Journal {
     fn fail(&mut self, now: Option<UnixTime>) {
         self.stats.failures += 1;
         while let Some((ip, old)) = self.undo.pop() {
-            match old {
-                Some(payload) => self.on_disk.insert(ip, payload),
-                None => self.on_disk.remove(&ip),
-            };
+            self.on_disk.restore(ip, old);
         }
         self.journal_records = self.synced_records;
         self.len = self.synced_len;
@@ -1357,6 +1357,103 @@ fn covers(stored: &[u8], wanted: &[u8]) -> bool {
     }
 }
 
+/// The packed leases of `Journal::on_disk` in one growing arena, each record a u32 length and
+/// the packed bytes, and an index from address to record offset. 100,000 leases take about
+/// 5 MB this way, against 8 MB as one boxed slice each (allocator overhead and fat pointers).
+/// A replaced record stays in the arena (the undo of a failed sync points at it) until
+/// `maybe_shrink` copies the live records into a fresh arena, once most of it is garbage.
+#[derive(Debug, Default)]
+struct PackedLeases {
+    index: HashMap<Ipv4Addr, u32>,
+    arena: Vec<u8>,
+    /// Bytes of the arena that live records take (with their length prefixes).
+    live: usize,
+}
+
+impl PackedLeases {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Room in the index for `leases` more (the arena grows by doubling; its untouched tail
+    /// takes no memory).
+    fn reserve(&mut self, leases: usize) {
+        self.index.reserve(leases);
+    }
+
+    fn record(&self, offset: u32) -> Option<&[u8]> {
+        let at = usize::try_from(offset).ok()?;
+        let (len, rest) = self.arena.get(at..)?.split_first_chunk::<4>()?;
+        rest.get(..usize::try_from(u32::from_le_bytes(*len)).ok()?)
+    }
+
+    fn size(&self, offset: Option<u32>) -> usize {
+        offset
+            .and_then(|o| self.record(o))
+            .map_or(0, |r| r.len() + 4)
+    }
+
+    fn get(&self, ip: Ipv4Addr) -> Option<&[u8]> {
+        self.record(*self.index.get(&ip)?)
+    }
+
+    /// Store `packed` for `ip`; returns the offset of the record it replaces. A record that
+    /// does not fit a u32 length or offset (a 4 GB arena) is not stored.
+    fn insert(&mut self, ip: Ipv4Addr, packed: &[u8]) -> Option<u32> {
+        let (Ok(offset), Ok(len)) = (u32::try_from(self.arena.len()), u32::try_from(packed.len()))
+        else {
+            return self.remove(ip);
+        };
+        self.arena.extend_from_slice(&len.to_le_bytes());
+        self.arena.extend_from_slice(packed);
+        self.live += packed.len() + 4;
+        let old = self.index.insert(ip, offset);
+        self.live = self.live.saturating_sub(self.size(old));
+        old
+    }
+
+    /// Forget `ip`; returns the offset of its record.
+    fn remove(&mut self, ip: Ipv4Addr) -> Option<u32> {
+        let old = self.index.remove(&ip);
+        self.live = self.live.saturating_sub(self.size(old));
+        old
+    }
+
+    /// Point `ip` back at an earlier record (`None`: no lease), as an undo does.
+    fn restore(&mut self, ip: Ipv4Addr, offset: Option<u32>) {
+        let current = match offset {
+            Some(o) => self.index.insert(ip, o),
+            None => self.index.remove(&ip),
+        };
+        self.live = self.live.saturating_sub(self.size(current)) + self.size(offset);
+    }
+
+    /// Copy the live records into a fresh arena when garbage is most of it (call only with no
+    /// undo pending: the offsets change).
+    fn maybe_shrink(&mut self) {
+        let garbage = self.arena.len().saturating_sub(self.live);
+        if garbage <= self.live || garbage < 1 << 20 {
+            return;
+        }
+        let mut arena = Vec::with_capacity(self.live);
+        let old = std::mem::take(&mut self.arena);
+        for offset in self.index.values_mut() {
+            let Some(at) = usize::try_from(*offset).ok() else {
+                continue;
+            };
+            let len = old
+                .get(at..at + 4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map_or(0, u32::from_le_bytes);
+            let end = at + 4 + usize::try_from(len).unwrap_or(0);
+            *offset = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+            arena.extend_from_slice(old.get(at..end).unwrap_or_default());
+        }
+        self.arena = arena;
+        self.live = self.arena.len();
+    }
+}
+
 /// A bound or declined lease packed for `on_disk`, written with expiry `expires`: expiry (u64),
 /// state, hardware type, hardware address and client id (each after a u32 length), then the
 /// host name (the rest; empty for none). About 40 bytes; `None` for an offer.
@@ -1956,6 +2053,37 @@ mod tests {
             !covers(&stored[..7], &stored),
             "too short to hold an expiry"
         );
+    }
+
+    #[test]
+    fn the_packed_arena_replaces_restores_and_shrinks() {
+        let mut store = PackedLeases::default();
+        // t0: two leases stored; replacing one keeps the old record for an undo.
+        assert_eq!(store.insert(ip(1), b"one"), None);
+        assert_eq!(store.insert(ip(2), b"two"), None);
+        let old = store.insert(ip(1), b"uno");
+        assert_eq!(old, Some(0));
+        assert_eq!((store.get(ip(1)), store.live), (Some(&b"uno"[..]), 14));
+        // t1: the undo puts the first record back; removing and restoring works the same.
+        store.restore(ip(1), old);
+        assert_eq!(store.get(ip(1)), Some(&b"one"[..]));
+        let gone = store.remove(ip(2));
+        assert_eq!((store.get(ip(2)), store.len()), (None, 1));
+        store.restore(ip(2), gone);
+        assert_eq!(store.get(ip(2)), Some(&b"two"[..]));
+        assert_eq!(store.live, 14);
+        // t2: after many renewals the garbage is dropped and every lease reads the same.
+        let big = vec![7u8; 4096];
+        for _ in 0..600 {
+            store.insert(ip(3), &big);
+        }
+        assert!(store.arena.len() > 2 << 20);
+        store.maybe_shrink();
+        assert_eq!(store.arena.len(), store.live);
+        assert_eq!(store.live, 14 + 4100);
+        assert_eq!(store.get(ip(1)), Some(&b"one"[..]));
+        assert_eq!(store.get(ip(2)), Some(&b"two"[..]));
+        assert_eq!(store.get(ip(3)), Some(&big[..]));
     }
 
     #[test]
