@@ -61,8 +61,6 @@ struct Claim {
     expires: UnixTime,
     /// Claim order across the index: a smaller number asked for its name earlier.
     seq: u64,
-    /// When the claim last started waiting (meaningful only while it waits).
-    since: UnixTime,
 }
 
 /// One lease name: the lease that holds it, and the leases waiting for it in claim order.
@@ -77,11 +75,12 @@ struct Slot {
 #[derive(Clone, Debug, Default)]
 // The box is the point: an empty `BTreeMap` is 24 bytes inline, `Option<Box<..>>` is 8.
 #[allow(clippy::box_collection)]
-struct Waiters(Option<Box<BTreeMap<u64, Ipv4Addr>>>);
+/// Each waiter: its address and when it started waiting (kept here, not in every claim).
+struct Waiters(Option<Box<BTreeMap<u64, (Ipv4Addr, UnixTime)>>>);
 
 impl Waiters {
-    fn insert(&mut self, seq: u64, ip: Ipv4Addr) {
-        self.0.get_or_insert_default().insert(seq, ip);
+    fn insert(&mut self, seq: u64, ip: Ipv4Addr, since: UnixTime) {
+        self.0.get_or_insert_default().insert(seq, (ip, since));
     }
 
     fn remove(&mut self, seq: u64) {
@@ -95,7 +94,7 @@ impl Waiters {
 
     fn pop_first(&mut self) -> Option<Ipv4Addr> {
         let map = self.0.as_mut()?;
-        let first = map.pop_first().map(|(_, ip)| ip);
+        let first = map.pop_first().map(|(_, (ip, _))| ip);
         if map.is_empty() {
             self.0 = None;
         }
@@ -106,7 +105,7 @@ impl Waiters {
         self.0.is_none()
     }
 
-    fn values(&self) -> impl Iterator<Item = &Ipv4Addr> {
+    fn values(&self) -> impl Iterator<Item = &(Ipv4Addr, UnixTime)> {
         self.0.iter().flat_map(|map| map.values())
     }
 }
@@ -474,7 +473,7 @@ impl Names {
                 (false, Some(ip)) => Holder::Lease(ip),
                 (false, None) => continue,
             };
-            for ip in slot.waiting.values() {
+            for (ip, since) in slot.waiting.values() {
                 if holder == Holder::Static(Some(IpAddr::V4(*ip))) {
                     continue;
                 }
@@ -482,7 +481,7 @@ impl Names {
                     name: fqdn.clone(),
                     holder: holder.clone(),
                     loser: *ip,
-                    since: self.claims.get(ip).map_or(self.now, |c| c.since),
+                    since: *since,
                 });
             }
         }
@@ -567,7 +566,6 @@ impl Names {
             label: label.clone(),
             expires,
             seq,
-            since: self.now,
         };
         self.claims.insert(ip, claim);
         let fqdn = self.fqdn_of(&label);
@@ -579,12 +577,12 @@ impl Names {
                 true
             }
             (false, Some(holder)) => {
-                slot.waiting.insert(seq, ip);
+                slot.waiting.insert(seq, ip, self.now);
                 info!(%fqdn, %ip, %holder, "name conflict: the name is held by another live lease; this lease waits for it");
                 false
             }
             (true, _) => {
-                slot.waiting.insert(seq, ip);
+                slot.waiting.insert(seq, ip, self.now);
                 if self.statics.first_a(&fqdn) == Some(ip) {
                     debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
                 } else {
@@ -646,13 +644,11 @@ impl Names {
             return false;
         };
         let now = self.now;
-        let Some(claim) = self.claims.get_mut(&ip) else {
+        let Some(seq) = self.claims.get(&ip).map(|c| c.seq) else {
             return true;
         };
-        claim.since = now;
-        let seq = claim.seq;
         if let Some(slot) = self.slots.get_mut(label) {
-            slot.waiting.insert(seq, ip);
+            slot.waiting.insert(seq, ip, now);
         }
         let fqdn = self.fqdn_of(label);
         info!(%fqdn, %ip, "name conflict: a static record now owns this lease name; withdrawn");
