@@ -1454,9 +1454,13 @@ impl PackedLeases {
     }
 }
 
+/// The client-id length in a packed lease whose id is its hardware type and address.
+const IMPLIED_ID: u32 = u32::MAX;
+
 /// A bound or declined lease packed for `on_disk`, written with expiry `expires`: expiry (u64),
-/// state, hardware type, hardware address and client id (each after a u32 length), then the
-/// host name (the rest; empty for none). About 40 bytes; `None` for an offer.
+/// state, hardware type, hardware address (after a u8 length), client id (after a u32 length;
+/// `IMPLIED_ID` and no bytes when it is type + hardware address), then the host name (the
+/// rest; empty for none). About 25 bytes; `None` for an offer.
 fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
     let state = match lease.state {
         LeaseState::Bound => b'b',
@@ -1464,15 +1468,21 @@ fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
         LeaseState::Offered => return None,
     };
     let host = lease.hostname.as_deref().unwrap_or("").as_bytes();
-    let (hw, client) = (lease.hwaddr.bytes(), lease.client.as_bytes());
-    let mut out = Vec::with_capacity(18 + hw.len() + client.len() + host.len());
+    let hw = lease.hwaddr.bytes();
+    // The usual client id (type + hardware address) is implied, not stored.
+    let client = match lease.client == ClientId::from_hw(&lease.hwaddr) {
+        true => None,
+        false => Some(lease.client.as_bytes()),
+    };
+    let client_len = client.map_or(0, <[u8]>::len);
+    let mut out = Vec::with_capacity(15 + hw.len() + client_len + host.len());
     out.extend_from_slice(&expires.0.to_le_bytes());
     out.extend_from_slice(&[state, lease.hwaddr.htype]);
-    for field in [hw, client] {
-        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(field);
-    }
+    out.push(hw.len() as u8); // at most 16
+    out.extend_from_slice(hw);
+    let len = client.map_or(IMPLIED_ID, |c| u32::try_from(c.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(client.unwrap_or_default());
     out.extend_from_slice(host);
     Some(out.into_boxed_slice())
 }
@@ -1480,24 +1490,29 @@ fn pack(lease: &Lease, expires: UnixTime) -> Option<Box<[u8]>> {
 /// The lease on `ip` from its packed form (see `pack`).
 fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
     let (expires, rest) = packed.split_first_chunk::<8>()?;
-    let ([state, htype], mut rest) = rest.split_first_chunk::<2>().map(|(h, r)| (*h, r))?;
-    let mut field = || -> Option<Vec<u8>> {
-        let (len, tail) = rest.split_first_chunk::<4>()?;
-        let len = usize::try_from(u32::from_le_bytes(*len)).ok()?;
-        let (bytes, tail) = (tail.get(..len)?, tail.get(len..)?);
-        rest = tail;
-        Some(bytes.to_vec())
+    let ([state, htype, hw_len], rest) = rest.split_first_chunk::<3>().map(|(h, r)| (*h, r))?;
+    let hw_len = usize::from(hw_len);
+    let (hw, rest) = (rest.get(..hw_len)?, rest.get(hw_len..)?);
+    if hw.len() > HW_MAX {
+        return None;
+    }
+    let hwaddr = HwAddr::new(htype, hw);
+    let (len, rest) = rest.split_first_chunk::<4>()?;
+    let (client, rest) = match u32::from_le_bytes(*len) {
+        IMPLIED_ID => (ClientId::from_hw(&hwaddr), rest),
+        len => {
+            let len = usize::try_from(len).ok()?;
+            (ClientId::new(rest.get(..len)?), rest.get(len..)?)
+        }
     };
-    let hw = field()?;
-    let client = field()?;
     let hostname = match rest {
         [] => None,
         name => Some(String::from_utf8(name.to_vec()).ok()?),
     };
     Some(Lease {
         ip,
-        client: ClientId::from(client),
-        hwaddr: hw_addr(htype, hw).ok()?,
+        client,
+        hwaddr,
         hostname: hostname.map(Arc::from),
         expires: UnixTime(u64::from_le_bytes(*expires)),
         state: match state {

@@ -35,8 +35,8 @@ pub struct LeaseTable {
     client_hash: RandomState,
     by_expiry: BTreeSet<(UnixTime, Ipv4Addr)>,
     previous: Previous,
-    /// Addresses that have had a bound or declined lease since the table was built (at most
-    /// one entry per address the pools hold).
+    /// Addresses whose bound or declined lease ended since the table was built (at most one
+    /// entry per address the pools hold); a live lease is history enough by itself.
     used: HashSet<Ipv4Addr>,
 }
 
@@ -67,7 +67,6 @@ impl LeaseTable {
     pub fn reserve(&mut self, additional: usize) {
         self.by_ip.reserve(additional);
         self.by_client.reserve(additional);
-        self.used.reserve(additional);
     }
 
     pub fn len(&self) -> usize {
@@ -91,9 +90,6 @@ impl LeaseTable {
             self.remember(o);
         }
         self.by_expiry.insert((lease.expires, lease.ip));
-        if lease.state != LeaseState::Offered {
-            self.used.insert(lease.ip);
-        }
         if lease.state != LeaseState::Declined {
             let key = self.client_hash.hash_one(&lease.client);
             match self.by_client.entry(key) {
@@ -164,6 +160,9 @@ impl LeaseTable {
     fn unindex(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         let old = self.by_ip.take(&ip)?.0;
         self.by_expiry.remove(&(old.expires, ip));
+        if old.state != LeaseState::Offered {
+            self.used.insert(ip);
+        }
         let key = self.client_hash.hash_one(&old.client);
         if let Some(ips) = self.by_client.get_mut(&key)
             && ips.remove(ip)
