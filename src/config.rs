@@ -1487,9 +1487,9 @@ mod validate {
             let hr = h.get_ref();
             let field = |f: &str| format!("host[{i}].{f}");
             let hwaddr = match &hr.mac {
-                Some(m) => Some(HwAddr {
-                    htype: 1,
-                    bytes: hex_bytes(m.get_ref())
+                Some(m) => Some(HwAddr::new(
+                    1,
+                    &hex_bytes(m.get_ref())
                         .filter(|b| b.len() == 6)
                         .ok_or_else(|| {
                             cx.err(
@@ -1498,11 +1498,11 @@ mod validate {
                                 format!("`{}` is not a MAC like 52:54:00:12:34:56", m.get_ref()),
                             )
                         })?,
-                }),
+                )),
                 None => None,
             };
             let client_id = match &hr.client_id {
-                Some(c) => Some(ClientId(
+                Some(c) => Some(ClientId::from(
                     hex_bytes(c.get_ref())
                         .filter(|b| !b.is_empty())
                         .ok_or_else(|| {

@@ -179,7 +179,7 @@ fn fill(dst: &mut [libc::c_char], src: &[u8]) {
 /// Write a complete ARP entry `ip` -> `hwaddr` on interface `ifindex` (SIOCSARP), so a unicast
 /// reaches a client that has no address yet. Needs CAP_NET_ADMIN and an Ethernet address.
 fn set_arp(fd: RawFd, ip: Ipv4Addr, hwaddr: &HwAddr, ifindex: u32) -> io::Result<()> {
-    if hwaddr.htype != 1 || hwaddr.bytes.len() != 6 {
+    if hwaddr.htype != 1 || hwaddr.bytes().len() != 6 {
         return Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "not an Ethernet address",
@@ -193,7 +193,7 @@ fn set_arp(fd: RawFd, ip: Ipv4Addr, hwaddr: &HwAddr, ifindex: u32) -> io::Result
     req.arp_pa.sa_family = libc::AF_INET as libc::sa_family_t;
     fill(&mut req.arp_pa.sa_data[2..6], &ip.octets());
     req.arp_ha.sa_family = libc::ARPHRD_ETHER;
-    fill(&mut req.arp_ha.sa_data, &hwaddr.bytes);
+    fill(&mut req.arp_ha.sa_data, hwaddr.bytes());
     req.arp_flags = libc::ATF_COM;
     // Leave the last byte zero: the name must stay NUL-terminated.
     let name = dev.as_bytes();
@@ -328,10 +328,7 @@ mod tests {
     #[test]
     fn arp_refuses_non_ethernet_addresses() {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let hw = HwAddr {
-            htype: 6,
-            bytes: vec![1, 2, 3, 4, 5, 6],
-        };
+        let hw = HwAddr::new(6, &[1, 2, 3, 4, 5, 6]);
         let err = set_arp(s.as_raw_fd(), Ipv4Addr::new(127, 0, 0, 9), &hw, 1).expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::Unsupported);
     }
@@ -505,10 +502,7 @@ mod tests {
         );
 
         // t3: a direct reply for a non-Ethernet address falls back to broadcast.
-        let odd = HwAddr {
-            htype: 6,
-            bytes: vec![1, 2, 3, 4, 5, 6],
-        };
+        let odd = HwAddr::new(6, &[1, 2, 3, 4, 5, 6]);
         let direct = Dest::Direct {
             ip: Ipv4Addr::new(10, 77, 0, 3),
             hwaddr: odd,

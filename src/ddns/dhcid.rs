@@ -29,9 +29,9 @@ pub fn rdata(id_type: u16, identifier: &[u8], fqdn: &str) -> Vec<u8> {
 /// a client whose option 61 equals htype+chaddr is taken as type 0.
 pub fn for_lease(lease: &Lease, fqdn: &str) -> Vec<u8> {
     if lease.client == ClientId::from_hw(&lease.hwaddr) {
-        rdata(ID_HWADDR, &lease.client.0, fqdn)
+        rdata(ID_HWADDR, lease.client.as_bytes(), fqdn)
     } else {
-        rdata(ID_CLIENT_ID, &lease.client.0, fqdn)
+        rdata(ID_CLIENT_ID, lease.client.as_bytes(), fqdn)
     }
 }
 
@@ -102,7 +102,7 @@ mod tests {
     fn option_61_client_is_identifier_type_1_and_case_does_not_matter() {
         let lease = Lease {
             ip: "192.0.2.2".parse().expect("ip"),
-            client: ClientId(vec![1, 7, 8, 9, 0x0a, 0x0b, 0x0c]),
+            client: ClientId::new(&[1, 7, 8, 9, 0x0a, 0x0b, 0x0c]),
             // A client id that is not htype+chaddr (here: another MAC than the one it uses).
             hwaddr: HwAddr::ethernet([2, 0, 0, 0, 0, 9]),
             hostname: Some("chi".into()),

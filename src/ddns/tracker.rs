@@ -119,7 +119,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, last),
             client: ClientId::from_hw(&hw),
             hwaddr: hw,
-            hostname: name.map(str::to_string),
+            hostname: name.map(std::sync::Arc::from),
             expires: UnixTime(expires),
             state: LeaseState::Bound,
         }

@@ -40,8 +40,7 @@ pub fn choose(req: &Request, yiaddr: Ipv4Addr, nak: bool, ifindex: u32, ports: P
     if !req.ciaddr.is_unspecified() {
         return Dest::Unicast(SocketAddrV4::new(req.ciaddr, ports.client));
     }
-    let hlen = req.hwaddr.bytes.len();
-    if req.broadcast || hlen == 0 || hlen > 16 || yiaddr.is_unspecified() {
+    if req.broadcast || req.hwaddr.bytes().is_empty() || yiaddr.is_unspecified() {
         return Dest::Broadcast { ifindex };
     }
     Dest::Direct {
@@ -129,13 +128,7 @@ mod tests {
             Dest::Broadcast { ifindex: 4 }
         );
         let mut r = req();
-        r.hwaddr.bytes.clear();
-        assert_eq!(
-            choose(&r, YI, false, 4, PORTS),
-            Dest::Broadcast { ifindex: 4 }
-        );
-        let mut r = req();
-        r.hwaddr.bytes = vec![1; 17];
+        r.hwaddr = HwAddr::new(1, &[]);
         assert_eq!(
             choose(&r, YI, false, 4, PORTS),
             Dest::Broadcast { ifindex: 4 }

@@ -210,7 +210,7 @@ impl Engine {
                 && c.matches(
                     req.vendor_class.as_deref(),
                     req.user_class.as_deref(),
-                    &req.hwaddr.bytes,
+                    req.hwaddr.bytes(),
                 )
         });
         Some(Ctx {
@@ -554,7 +554,7 @@ impl Engine {
 
     /// The name for the client's lease: its reservation's, else the one it sent in option 12,
     /// else the first label of its option 81, if valid.
-    fn hostname(&self, cx: &Ctx<'_>) -> Option<String> {
+    fn hostname(&self, cx: &Ctx<'_>) -> Option<Arc<str>> {
         let fqdn_label = || {
             let f = wire::parse_fqdn(cx.req.fqdn.as_deref()?)?;
             valid_hostname(f.labels.first()?)
@@ -563,6 +563,7 @@ impl Engine {
             .and_then(|r| r.name.clone())
             .or_else(|| cx.req.hostname.as_deref().and_then(valid_hostname))
             .or_else(fqdn_label)
+            .map(Arc::from)
     }
 
     /// The lease time to grant: the host's, else the class's, else the subnet's; lowered to
@@ -720,7 +721,7 @@ impl Engine {
 /// The client's identity: option 61 when it sent a non-empty one, else type + chaddr.
 pub fn client_id(req: &Request) -> ClientId {
     match &req.client_id {
-        Some(id) if !id.is_empty() => ClientId(id.clone()),
+        Some(id) if !id.is_empty() => ClientId::new(id),
         _ => ClientId::from_hw(&req.hwaddr),
     }
 }
@@ -779,7 +780,7 @@ fn reply_header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> Message {
         .set_ciaddr(ciaddr)
         .set_yiaddr(yiaddr)
         .set_giaddr(req.giaddr)
-        .set_chaddr(&req.hwaddr.bytes);
+        .set_chaddr(req.hwaddr.bytes());
     msg
 }
 
@@ -1010,7 +1011,7 @@ mod tests {
         let r = offer.reply.as_ref().expect("offer");
         assert_eq!(r.msg.opcode(), Opcode::BootReply);
         assert_eq!(r.msg.xid(), d.xid);
-        assert_eq!(r.msg.chaddr(), &mac(1).bytes[..]);
+        assert_eq!(r.msg.chaddr(), mac(1).bytes());
         assert_eq!(r.max_size, 576);
         let direct = Dest::Direct {
             ip: ip(100),
@@ -1468,7 +1469,7 @@ mod tests {
         let ack = at(&mut e, 0, &r);
         match ack.changes.as_slice() {
             [LeaseChange::Upsert(l)] => {
-                assert_eq!(l.client, ClientId(vec![0, b'h', b'o', b's', b't']))
+                assert_eq!(l.client, ClientId::new(&[0, b'h', b'o', b's', b't']))
             }
             other => panic!("unexpected changes {other:?}"),
         }
@@ -2127,10 +2128,10 @@ mod tests {
             r.giaddr = rng.pick(&[UNSPEC, UNSPEC, UNSPEC, GIADDR, ip(7)]);
             r.hostname = rng.pick(&names).map(<[u8]>::to_vec);
             r.client_id = rng.pick(&[None, Some(vec![]), Some(vec![n])]);
-            r.hwaddr.bytes = match rng.next() % 8 {
-                0 => vec![],
-                1 => vec![n; 20],
-                _ => r.hwaddr.bytes,
+            r.hwaddr = match rng.next() % 8 {
+                0 => HwAddr::new(1, &[]),
+                1 => HwAddr::new(1, &[n; 20]),
+                _ => r.hwaddr,
             };
             r.max_size = rng.pick(&[None, Some(0), Some(u16::MAX)]);
             r.rapid_commit = rng.next().is_multiple_of(4);

@@ -338,10 +338,10 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
         yiaddr: ip(YIADDR),
         siaddr: ip(SIADDR),
         giaddr: ip(GIADDR),
-        hwaddr: HwAddr {
-            htype: byte(HTYPE),
-            bytes: buf.get(CHADDR..CHADDR + hlen).unwrap_or_default().to_vec(),
-        },
+        hwaddr: HwAddr::new(
+            byte(HTYPE),
+            buf.get(CHADDR..CHADDR + hlen).unwrap_or_default(),
+        ),
         msg_type: message_type(&mut raw)?,
         client_id: at_least(&mut raw, 61, 2)?,
         requested_ip: fixed::<4>(&mut raw, 50)?.map(Ipv4Addr::from),
@@ -663,7 +663,7 @@ mod tests {
         assert_eq!(decode(&p), Err(DecodeError::NotRequest(2)));
         let mut p = discover();
         p[HLEN] = 16;
-        assert_eq!(decode(&p).map(|r| r.hwaddr.bytes.len()), Ok(16));
+        assert_eq!(decode(&p).map(|r| r.hwaddr.bytes().len()), Ok(16));
     }
 
     #[test]

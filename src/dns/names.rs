@@ -22,7 +22,9 @@
 //! A lease change costs O(log n): two HashMaps (claims by address, name slots by name) and a
 //! BTreeMap of waiting claimants per contested name. The statics are one map rebuilt only when
 //! the config or the hosts file is (re)read; that rebuild visits every contested name once.
-//! Memory: a claim and its name's slot share one `Arc<str>`; a slot without waiters is 16 bytes.
+//! Memory: lease names are kept by host label (every lease name is `label.<domain>`); a claim,
+//! its name's slot and the lease itself share one `Arc<str>`; a slot without waiters is 16
+//! bytes.
 //!
 //! # Serial
 //! The SOA serial increases with every batch that publishes, withdraws or moves a name, and
@@ -53,13 +55,12 @@ pub struct Found<T> {
 /// A bound lease that asks for a valid name: it holds the name or waits for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Claim {
-    /// Shared with the name's key in `slots`: one allocation per name, not two.
-    fqdn: Arc<str>,
+    /// The host label (lowercase), shared with the name's key in `slots` and with the lease's
+    /// `hostname`: one allocation per name for the lease table and the index together.
+    label: Arc<str>,
     expires: UnixTime,
     /// Claim order across the index: a smaller number asked for its name earlier.
     seq: u64,
-    /// When the claim last started waiting (meaningful only while it waits).
-    since: UnixTime,
 }
 
 /// One lease name: the lease that holds it, and the leases waiting for it in claim order.
@@ -74,11 +75,12 @@ struct Slot {
 #[derive(Clone, Debug, Default)]
 // The box is the point: an empty `BTreeMap` is 24 bytes inline, `Option<Box<..>>` is 8.
 #[allow(clippy::box_collection)]
-struct Waiters(Option<Box<BTreeMap<u64, Ipv4Addr>>>);
+/// Each waiter: its address and when it started waiting (kept here, not in every claim).
+struct Waiters(Option<Box<BTreeMap<u64, (Ipv4Addr, UnixTime)>>>);
 
 impl Waiters {
-    fn insert(&mut self, seq: u64, ip: Ipv4Addr) {
-        self.0.get_or_insert_default().insert(seq, ip);
+    fn insert(&mut self, seq: u64, ip: Ipv4Addr, since: UnixTime) {
+        self.0.get_or_insert_default().insert(seq, (ip, since));
     }
 
     fn remove(&mut self, seq: u64) {
@@ -92,7 +94,7 @@ impl Waiters {
 
     fn pop_first(&mut self) -> Option<Ipv4Addr> {
         let map = self.0.as_mut()?;
-        let first = map.pop_first().map(|(_, ip)| ip);
+        let first = map.pop_first().map(|(_, (ip, _))| ip);
         if map.is_empty() {
             self.0 = None;
         }
@@ -103,7 +105,7 @@ impl Waiters {
         self.0.is_none()
     }
 
-    fn values(&self) -> impl Iterator<Item = &Ipv4Addr> {
+    fn values(&self) -> impl Iterator<Item = &(Ipv4Addr, UnixTime)> {
         self.0.iter().flat_map(|map| map.values())
     }
 }
@@ -218,7 +220,8 @@ pub struct Names {
     statics: Statics,
     /// Every bound lease asking for a valid name, published or waiting, by address.
     claims: HashMap<Ipv4Addr, Claim>,
-    /// Every name some lease asks for: its holder (the published lease) and who waits.
+    /// Every name some lease asks for, by host label: its holder (the published lease) and
+    /// who waits.
     slots: HashMap<Arc<str>, Slot>,
     /// The next claim number.
     next_seq: u64,
@@ -323,11 +326,11 @@ impl Names {
         let mut changed = statics.by_name != self.statics.by_name;
         self.statics = statics;
         let contested: Vec<Arc<str>> = self.slots.keys().cloned().collect();
-        for fqdn in contested {
-            changed |= if self.statics.by_name.contains_key(&*fqdn) {
-                self.demote(&fqdn)
+        for label in contested {
+            changed |= if self.is_static(&label) {
+                self.demote(&label)
             } else {
-                self.promote(&fqdn)
+                self.promote(&label)
             };
         }
         if changed {
@@ -382,7 +385,7 @@ impl Names {
                 expires: None,
             });
         }
-        let ip = self.slots.get(fqdn)?.holder?;
+        let ip = self.slots.get(self.label_of(fqdn)?)?.holder?;
         let claim = self.claims.get(&ip)?;
         Some(Found {
             value: ip,
@@ -405,7 +408,10 @@ impl Names {
     pub fn has_static_or_lease(&self, fqdn: &str) -> bool {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
         self.statics.by_name.contains_key(fqdn)
-            || self.slots.get(fqdn).is_some_and(|s| s.holder.is_some())
+            || self
+                .label_of(fqdn)
+                .and_then(|label| self.slots.get(label))
+                .is_some_and(|s| s.holder.is_some())
     }
 
     /// The dynamic records (RFC 2136 UPDATE, DynDNS2).
@@ -441,7 +447,7 @@ impl Names {
         }
         let claim = self.published(ip)?;
         Some(Found {
-            value: claim.fqdn.to_string(),
+            value: self.fqdn_of(&claim.label),
             expires: Some(claim.expires),
         })
     }
@@ -460,21 +466,22 @@ impl Names {
     /// first. A lease asking for the static name of its own address is not a conflict.
     pub fn conflicts(&self) -> Vec<Conflict> {
         let mut out = Vec::new();
-        for (fqdn, slot) in &self.slots {
-            let holder = match (self.statics.by_name.contains_key(&**fqdn), slot.holder) {
-                (true, _) => Holder::Static(self.statics.first_addr(fqdn)),
+        for (label, slot) in &self.slots {
+            let fqdn = self.fqdn_of(label);
+            let holder = match (self.statics.by_name.contains_key(&fqdn), slot.holder) {
+                (true, _) => Holder::Static(self.statics.first_addr(&fqdn)),
                 (false, Some(ip)) => Holder::Lease(ip),
                 (false, None) => continue,
             };
-            for ip in slot.waiting.values() {
+            for (ip, since) in slot.waiting.values() {
                 if holder == Holder::Static(Some(IpAddr::V4(*ip))) {
                     continue;
                 }
                 out.push(Conflict {
-                    name: fqdn.to_string(),
+                    name: fqdn.clone(),
                     holder: holder.clone(),
                     loser: *ip,
-                    since: self.claims.get(ip).map_or(self.now, |c| c.since),
+                    since: *since,
                 });
             }
         }
@@ -482,18 +489,41 @@ impl Names {
         out
     }
 
-    /// `label.domain` for a valid RFC 1123 label, lowercased.
-    fn fqdn(&self, label: &str) -> Option<String> {
-        if !is_valid_label(label) {
+    /// The label a lease asks for: its own (shared, no copy) when it is a valid lowercase
+    /// RFC 1123 label, a lowercased copy of a valid one in other case, None for an invalid one.
+    fn label(hostname: &Arc<str>) -> Option<Arc<str>> {
+        if !is_valid_label(hostname) {
             return None;
         }
-        Some(format!("{}.{}", label.to_ascii_lowercase(), self.domain))
+        if hostname.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Some(Arc::from(hostname.to_ascii_lowercase()));
+        }
+        Some(hostname.clone())
+    }
+
+    /// `label.domain`.
+    fn fqdn_of(&self, label: &str) -> String {
+        let mut fqdn = String::with_capacity(label.len() + 1 + self.domain.len());
+        fqdn.push_str(label);
+        fqdn.push('.');
+        fqdn.push_str(&self.domain);
+        fqdn
+    }
+
+    /// The label part of a lease name `label.domain` (lowercase, no trailing dot).
+    fn label_of<'a>(&self, fqdn: &'a str) -> Option<&'a str> {
+        fqdn.strip_suffix(self.domain.as_str())?.strip_suffix('.')
+    }
+
+    /// Whether a static record owns the lease name of `label`.
+    fn is_static(&self, label: &str) -> bool {
+        self.statics.by_name.contains_key(&self.fqdn_of(label))
     }
 
     /// The claim of `ip` if it holds its name.
     fn published(&self, ip: Ipv4Addr) -> Option<&Claim> {
         let claim = self.claims.get(&ip)?;
-        let slot = self.slots.get(&claim.fqdn)?;
+        let slot = self.slots.get(&claim.label)?;
         (slot.holder == Some(ip)).then_some(claim)
     }
 
@@ -505,54 +535,54 @@ impl Names {
     /// Returns whether the published set changed.
     fn upsert(&mut self, lease: &Lease) -> bool {
         let wanted = match (&lease.state, &lease.hostname) {
-            (LeaseState::Bound, Some(label)) => self.fqdn(label),
+            (LeaseState::Bound, Some(hostname)) => Names::label(hostname),
             _ => None,
         };
-        let Some(fqdn) = wanted else {
+        let Some(label) = wanted else {
             return self.release(lease.ip);
         };
         if let Some(claim) = self.claims.get_mut(&lease.ip)
-            && *claim.fqdn == *fqdn
+            && *claim.label == *label
         {
             // A renewal: same name, published or still waiting; only the expiry moves.
             claim.expires = lease.expires;
             return false;
         }
         let released = self.release(lease.ip);
-        released | self.claim(lease.ip, fqdn, lease.expires)
+        released | self.claim(lease.ip, label, lease.expires)
     }
 
-    /// `ip` asks for `fqdn`: it gets the name if nobody holds it, else it waits (a conflict,
+    /// `ip` asks for `label`: it gets the name if nobody holds it, else it waits (a conflict,
     /// logged here, once). Returns whether the name was published.
-    fn claim(&mut self, ip: Ipv4Addr, fqdn: String, expires: UnixTime) -> bool {
+    fn claim(&mut self, ip: Ipv4Addr, label: Arc<str>, expires: UnixTime) -> bool {
         // A contested name shares the key its slot already has.
-        let fqdn: Arc<str> = match self.slots.get_key_value(fqdn.as_str()) {
+        let label: Arc<str> = match self.slots.get_key_value(&*label) {
             Some((key, _)) => key.clone(),
-            None => Arc::from(fqdn),
+            None => label,
         };
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let claim = Claim {
-            fqdn: fqdn.clone(),
+            label: label.clone(),
             expires,
             seq,
-            since: self.now,
         };
         self.claims.insert(ip, claim);
-        let is_static = self.statics.by_name.contains_key(&*fqdn);
-        let slot = self.slots.entry(fqdn.clone()).or_default();
+        let fqdn = self.fqdn_of(&label);
+        let is_static = self.statics.by_name.contains_key(&fqdn);
+        let slot = self.slots.entry(label).or_default();
         match (is_static, slot.holder) {
             (false, None) => {
                 slot.holder = Some(ip);
                 true
             }
             (false, Some(holder)) => {
-                slot.waiting.insert(seq, ip);
+                slot.waiting.insert(seq, ip, self.now);
                 info!(%fqdn, %ip, %holder, "name conflict: the name is held by another live lease; this lease waits for it");
                 false
             }
             (true, _) => {
-                slot.waiting.insert(seq, ip);
+                slot.waiting.insert(seq, ip, self.now);
                 if self.statics.first_a(&fqdn) == Some(ip) {
                     debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
                 } else {
@@ -570,26 +600,26 @@ impl Names {
         let Some(claim) = self.claims.remove(&ip) else {
             return false;
         };
-        let Some(slot) = self.slots.get_mut(&claim.fqdn) else {
+        let Some(slot) = self.slots.get_mut(&claim.label) else {
             return false;
         };
         if slot.holder == Some(ip) {
             slot.holder = None;
-            self.promote(&claim.fqdn);
+            self.promote(&claim.label);
             return true;
         }
         slot.waiting.remove(claim.seq);
         if slot.holder.is_none() && slot.waiting.is_empty() {
-            self.slots.remove(&claim.fqdn);
+            self.slots.remove(&claim.label);
         }
         false
     }
 
     /// Give a free, non-static name to its earliest waiting lease; drop the slot if nobody
     /// asks for it any more. Returns whether a lease was published.
-    fn promote(&mut self, fqdn: &str) -> bool {
-        let is_static = self.statics.by_name.contains_key(fqdn);
-        let Some(slot) = self.slots.get_mut(fqdn) else {
+    fn promote(&mut self, label: &str) -> bool {
+        let is_static = self.is_static(label);
+        let Some(slot) = self.slots.get_mut(label) else {
             return false;
         };
         if slot.holder.is_none()
@@ -597,30 +627,30 @@ impl Names {
             && let Some(ip) = slot.waiting.pop_first()
         {
             slot.holder = Some(ip);
+            let fqdn = self.fqdn_of(label);
             info!(%fqdn, %ip, "name conflict resolved: the name passes to the lease that waited longest");
             return true;
         }
         if slot.holder.is_none() && slot.waiting.is_empty() {
-            self.slots.remove(fqdn);
+            self.slots.remove(label);
         }
         false
     }
 
     /// A static name now owns `fqdn`: its lease holder (if any) is withdrawn and waits first in
     /// line, in its original claim order. Returns whether a lease was withdrawn.
-    fn demote(&mut self, fqdn: &str) -> bool {
-        let Some(ip) = self.slots.get_mut(fqdn).and_then(|s| s.holder.take()) else {
+    fn demote(&mut self, label: &str) -> bool {
+        let Some(ip) = self.slots.get_mut(label).and_then(|s| s.holder.take()) else {
             return false;
         };
         let now = self.now;
-        let Some(claim) = self.claims.get_mut(&ip) else {
+        let Some(seq) = self.claims.get(&ip).map(|c| c.seq) else {
             return true;
         };
-        claim.since = now;
-        let seq = claim.seq;
-        if let Some(slot) = self.slots.get_mut(fqdn) {
-            slot.waiting.insert(seq, ip);
+        if let Some(slot) = self.slots.get_mut(label) {
+            slot.waiting.insert(seq, ip, now);
         }
+        let fqdn = self.fqdn_of(label);
         info!(%fqdn, %ip, "name conflict: a static record now owns this lease name; withdrawn");
         true
     }
@@ -713,7 +743,7 @@ mod tests {
             ip: ip(last),
             client: ClientId::from_hw(&hw),
             hwaddr: hw,
-            hostname: name.map(str::to_string),
+            hostname: name.map(Arc::from),
             expires: UnixTime(expires),
             state: LeaseState::Bound,
         })
@@ -1235,7 +1265,7 @@ mod tests {
                 ip: Ipv4Addr::from(0x0a00_0000 + i),
                 client: ClientId::from_hw(&hw),
                 hwaddr: hw,
-                hostname: name.map(str::to_string),
+                hostname: name.map(Arc::from),
                 expires: UnixTime(5000),
                 state: LeaseState::Bound,
             })

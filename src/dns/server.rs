@@ -525,7 +525,7 @@ mod tests {
             ip: LAPTOP,
             client: ClientId::from_hw(&hw),
             hwaddr: hw,
-            hostname: Some("laptop".to_string()),
+            hostname: Some("laptop".into()),
             expires: UnixTime(expires),
             state: LeaseState::Bound,
         })

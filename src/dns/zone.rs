@@ -505,7 +505,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 9),
             client: ClientId::from_hw(&hw),
             hwaddr: hw,
-            hostname: Some("laptop".to_string()),
+            hostname: Some("laptop".into()),
             expires: UnixTime(expires),
             state: LeaseState::Bound,
         })]);
@@ -714,7 +714,7 @@ mod tests {
                 ip: Ipv4Addr::new(10, 0, 0, 10),
                 client: ClientId::from_hw(&hw),
                 hwaddr: hw.clone(),
-                hostname: Some(name.to_string()),
+                hostname: Some(name.into()),
                 expires: UnixTime(5000),
                 state: LeaseState::Bound,
             })

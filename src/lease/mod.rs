@@ -9,25 +9,81 @@ pub mod table;
 use crate::clock::UnixTime;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// Who a lease belongs to: option 61 (client identifier) bytes when the client sent one,
 /// otherwise the hardware type byte followed by chaddr (as RFC 2132 suggests for option 61).
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ClientId(pub Vec<u8>);
+///
+/// Memory: 24 bytes; up to 22 bytes (every type-plus-MAC id, most DUID-based ones) are kept
+/// inline, longer ones in one heap allocation.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClientId(IdRepr);
+
+/// Inline bytes (unused ones zero, so derived equality and hashing see only the id), or a
+/// boxed slice for an id longer than `INLINE_ID`.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum IdRepr {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<[u8]>),
+}
+
+const INLINE_ID: usize = 22;
 
 impl ClientId {
+    pub fn new(bytes: &[u8]) -> Self {
+        ClientId(match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_ID => {
+                let mut inline = [0; INLINE_ID];
+                inline[..bytes.len()].copy_from_slice(bytes);
+                IdRepr::Inline { len, bytes: inline }
+            }
+            _ => IdRepr::Heap(bytes.into()),
+        })
+    }
+
     /// The identity of a client that sent no option 61.
     pub fn from_hw(hw: &HwAddr) -> Self {
-        let mut v = Vec::with_capacity(1 + hw.bytes.len());
-        v.push(hw.htype);
-        v.extend_from_slice(&hw.bytes);
-        ClientId(v)
+        let mut v = [0u8; 17];
+        v[0] = hw.htype;
+        let bytes = hw.bytes();
+        v[1..=bytes.len()].copy_from_slice(bytes);
+        ClientId::new(&v[..=bytes.len()])
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            IdRepr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            IdRepr::Heap(b) => b,
+        }
+    }
+}
+
+impl From<Vec<u8>> for ClientId {
+    fn from(v: Vec<u8>) -> Self {
+        ClientId::new(&v)
+    }
+}
+
+impl From<&[u8]> for ClientId {
+    fn from(v: &[u8]) -> Self {
+        ClientId::new(v)
+    }
+}
+
+impl PartialOrd for ClientId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ClientId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
     }
 }
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        write_hex(f, self.as_bytes())
     }
 }
 impl fmt::Debug for ClientId {
@@ -36,25 +92,55 @@ impl fmt::Debug for ClientId {
     }
 }
 
-/// Hardware address from chaddr: type (1 = Ethernet) and up to 16 bytes.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+/// Hardware address from chaddr: type (1 = Ethernet) and up to 16 bytes, inline (18 bytes, no
+/// heap). Unused bytes are zero, so derived equality and hashing see only the address.
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct HwAddr {
     pub htype: u8,
-    pub bytes: Vec<u8>,
+    len: u8,
+    buf: [u8; HW_MAX],
 }
 
+/// The size of chaddr: no hardware address is longer.
+pub const HW_MAX: usize = 16;
+
 impl HwAddr {
-    pub fn ethernet(mac: [u8; 6]) -> Self {
+    /// Type `htype` and address `bytes`, cut to 16 bytes (the size of chaddr).
+    pub fn new(htype: u8, bytes: &[u8]) -> Self {
+        let bytes = bytes.get(..HW_MAX).unwrap_or(bytes);
+        let mut buf = [0; HW_MAX];
+        buf[..bytes.len()].copy_from_slice(bytes);
         HwAddr {
-            htype: 1,
-            bytes: mac.to_vec(),
+            htype,
+            len: bytes.len() as u8,
+            buf,
         }
+    }
+
+    pub fn ethernet(mac: [u8; 6]) -> Self {
+        HwAddr::new(1, &mac)
+    }
+
+    /// The address bytes (chaddr cut to hlen).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len).min(HW_MAX)]
+    }
+}
+
+impl PartialOrd for HwAddr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for HwAddr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.htype, self.bytes()).cmp(&(other.htype, other.bytes()))
     }
 }
 
 impl fmt::Display for HwAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.bytes.iter().enumerate() {
+        for (i, b) in self.bytes().iter().enumerate() {
             if i > 0 {
                 f.write_str(":")?;
             }
@@ -93,7 +179,8 @@ pub struct Lease {
     pub hwaddr: HwAddr,
     /// The client's host name as a validated DNS label (lowercase), if it sent a usable one
     /// or a reservation gives one.
-    pub hostname: Option<String>,
+    /// Shared (one allocation) with the DNS name index that publishes it.
+    pub hostname: Option<Arc<str>>,
     pub expires: UnixTime,
     pub state: LeaseState,
 }
@@ -114,4 +201,46 @@ pub enum LeaseChange {
     Upsert(Lease),
     /// The lease on `ip` ended.
     Remove { ip: Ipv4Addr, reason: RemoveReason },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_addresses_are_inline_and_compare_by_their_bytes() {
+        // t0: a type-plus-MAC id and a 22-byte id stay inline; a 23-byte one goes to the heap.
+        let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 9]);
+        let id = ClientId::from_hw(&hw);
+        assert_eq!(id.as_bytes(), &[1, 2, 0, 0, 0, 0, 9]);
+        assert!(matches!(id.0, IdRepr::Inline { len: 7, .. }));
+        assert!(matches!(ClientId::new(&[7; 22]).0, IdRepr::Inline { .. }));
+        let long = ClientId::new(&[7; 23]);
+        assert!(matches!(long.0, IdRepr::Heap(_)));
+        assert_eq!(long.as_bytes(), &[7; 23]);
+        assert_eq!(ClientId::new(&[0; 300]).as_bytes().len(), 300);
+        // t1: equality and order see the bytes only, not the padding.
+        assert_ne!(ClientId::new(&[1]), ClientId::new(&[1, 0]));
+        assert!(ClientId::new(&[1]) < ClientId::new(&[1, 0]));
+        assert!(ClientId::new(&[2]) > ClientId::new(&[1; 30]));
+        assert_eq!(ClientId::from(vec![1, 2]), ClientId::new(&[1, 2]));
+        assert_eq!(format!("{id}"), "01020000000009");
+        // t2: a hardware address keeps at most the 16 bytes of chaddr.
+        assert_eq!(HwAddr::new(1, &[5; 20]).bytes(), &[5; 16]);
+        assert_ne!(HwAddr::new(1, &[]), HwAddr::new(1, &[0]));
+        assert!(HwAddr::new(1, &[9]) < HwAddr::new(2, &[]));
+        assert_eq!(format!("{hw}"), "02:00:00:00:00:09");
+    }
+
+    #[test]
+    fn a_lease_is_small() {
+        // The lease table holds one per address: 100,000 of them in the perf test.
+        assert!(std::mem::size_of::<HwAddr>() <= 18);
+        assert!(std::mem::size_of::<ClientId>() <= 24);
+        assert!(
+            std::mem::size_of::<Lease>() <= 72,
+            "{}",
+            std::mem::size_of::<Lease>()
+        );
+    }
 }

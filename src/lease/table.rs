@@ -7,10 +7,11 @@
 //! the client id, not a copy of it, and holds one address inline; a lookup checks the client of
 //! each address it finds, so two clients whose hashes collide only share a bucket.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 
 use crate::clock::UnixTime;
@@ -26,15 +27,16 @@ pub fn held_by(lease: &Lease, client: &ClientId) -> bool {
 
 #[derive(Debug)]
 pub struct LeaseTable {
-    by_ip: HashMap<Ipv4Addr, Lease>,
+    /// A set keyed by each lease's own address: the address is not stored twice.
+    by_ip: HashSet<ByIp>,
     /// Offered and bound leases of each client (usually one, at most a few), by the hash of the
     /// client id (see the module doc). Declined: not here.
     by_client: HashMap<u64, Addrs>,
     client_hash: RandomState,
     by_expiry: BTreeSet<(UnixTime, Ipv4Addr)>,
     previous: Previous,
-    /// Addresses that have had a bound or declined lease since the table was built (at most
-    /// one entry per address the pools hold).
+    /// Addresses whose bound or declined lease ended since the table was built (at most one
+    /// entry per address the pools hold); a live lease is history enough by itself.
     used: HashSet<Ipv4Addr>,
 }
 
@@ -52,7 +54,7 @@ impl LeaseTable {
     /// A table that remembers the previous address of at most `memory` clients.
     pub fn with_memory(memory: usize) -> Self {
         LeaseTable {
-            by_ip: HashMap::new(),
+            by_ip: HashSet::new(),
             by_client: HashMap::new(),
             client_hash: RandomState::new(),
             by_expiry: BTreeSet::new(),
@@ -65,7 +67,6 @@ impl LeaseTable {
     pub fn reserve(&mut self, additional: usize) {
         self.by_ip.reserve(additional);
         self.by_client.reserve(additional);
-        self.used.reserve(additional);
     }
 
     pub fn len(&self) -> usize {
@@ -77,7 +78,7 @@ impl LeaseTable {
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.by_ip.get(&ip)
+        self.by_ip.get(&ip).map(|l| &l.0)
     }
 
     /// Insert `lease`, replacing (and returning) whatever lease held its address.
@@ -89,9 +90,6 @@ impl LeaseTable {
             self.remember(o);
         }
         self.by_expiry.insert((lease.expires, lease.ip));
-        if lease.state != LeaseState::Offered {
-            self.used.insert(lease.ip);
-        }
         if lease.state != LeaseState::Declined {
             let key = self.client_hash.hash_one(&lease.client);
             match self.by_client.entry(key) {
@@ -101,7 +99,7 @@ impl LeaseTable {
                 }
             }
         }
-        self.by_ip.insert(lease.ip, lease);
+        self.by_ip.insert(ByIp(lease));
         old
     }
 
@@ -118,7 +116,7 @@ impl LeaseTable {
         let key = self.client_hash.hash_one(client);
         let ips = self.by_client.get(&key).map_or(&[][..], Addrs::as_slice);
         ips.iter()
-            .filter_map(|ip| self.by_ip.get(ip))
+            .filter_map(|ip| self.get(*ip))
             .filter(move |l| l.client == *client)
     }
 
@@ -130,7 +128,7 @@ impl LeaseTable {
     /// Whether `ip` has a lease now or had a bound or declined one since the table was built.
     /// An address without history may be in use by a host that never asked us (ping check).
     pub fn has_history(&self, ip: Ipv4Addr) -> bool {
-        self.by_ip.contains_key(&ip) || self.used.contains(&ip)
+        self.by_ip.contains(&ip) || self.used.contains(&ip)
     }
 
     /// The earliest expiry of any lease (offers and declines included).
@@ -143,7 +141,7 @@ impl LeaseTable {
         self.by_expiry
             .iter()
             .take_while(move |(t, _)| *t <= now)
-            .filter_map(|(_, ip)| self.by_ip.get(ip))
+            .filter_map(|(_, ip)| self.get(*ip))
     }
 
     /// Remove and return the oldest lease whose time is up at `now`.
@@ -156,12 +154,15 @@ impl LeaseTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Lease> + '_ {
-        self.by_ip.values()
+        self.by_ip.iter().map(|l| &l.0)
     }
 
     fn unindex(&mut self, ip: Ipv4Addr) -> Option<Lease> {
-        let old = self.by_ip.remove(&ip)?;
+        let old = self.by_ip.take(&ip)?.0;
         self.by_expiry.remove(&(old.expires, ip));
+        if old.state != LeaseState::Offered {
+            self.used.insert(ip);
+        }
         let key = self.client_hash.hash_one(&old.client);
         if let Some(ips) = self.by_client.get_mut(&key)
             && ips.remove(ip)
@@ -178,26 +179,49 @@ impl LeaseTable {
     }
 }
 
+/// A lease in `by_ip`: equal, hashed and looked up by its address alone.
+#[derive(Debug)]
+struct ByIp(Lease);
+
+impl PartialEq for ByIp {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.ip == other.0.ip
+    }
+}
+impl Eq for ByIp {}
+impl Hash for ByIp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.ip.hash(state);
+    }
+}
+impl Borrow<Ipv4Addr> for ByIp {
+    fn borrow(&self) -> &Ipv4Addr {
+        &self.0.ip
+    }
+}
+
 /// The addresses of one client-index bucket: one inline (the usual case, no allocation), or
-/// more in a vector.
+/// more in a boxed vector (which keeps a bucket at 16 bytes).
 #[derive(Clone, Debug, PartialEq, Eq)]
+// The box is the point: a `Vec` inline would make every bucket 24 bytes.
+#[allow(clippy::box_collection)]
 enum Addrs {
     One(Ipv4Addr),
-    Many(Vec<Ipv4Addr>),
+    Many(Box<Vec<Ipv4Addr>>),
 }
 
 impl Addrs {
     fn as_slice(&self) -> &[Ipv4Addr] {
         match self {
             Addrs::One(ip) => std::slice::from_ref(ip),
-            Addrs::Many(ips) => ips,
+            Addrs::Many(ips) => ips.as_slice(),
         }
     }
 
     /// Add `ip` unless it is there already.
     fn insert(&mut self, ip: Ipv4Addr) {
         match self {
-            Addrs::One(first) if *first != ip => *self = Addrs::Many(vec![*first, ip]),
+            Addrs::One(first) if *first != ip => *self = Addrs::Many(Box::new(vec![*first, ip])),
             Addrs::One(_) => {}
             Addrs::Many(ips) => {
                 if !ips.contains(&ip) {
@@ -289,6 +313,13 @@ mod tests {
             expires: UnixTime(expires),
             state,
         }
+    }
+
+    #[test]
+    fn index_entries_stay_small() {
+        // 100,000 leases: every byte of an entry is 100 kB (more with the tables' headroom).
+        assert!(std::mem::size_of::<Addrs>() <= 16);
+        assert_eq!(std::mem::size_of::<ByIp>(), std::mem::size_of::<Lease>());
     }
 
     #[test]

@@ -335,7 +335,7 @@ fn write_leases(lease_file: &Path, n: u32, now: UnixTime) -> Result<()> {
                 ip: Ipv4Addr::from(base + i),
                 client: leasedns::lease::ClientId::from_hw(&hwaddr),
                 hwaddr,
-                hostname: Some(format!("h{i}")),
+                hostname: Some(format!("h{i}").into()),
                 expires: now.plus(3600),
                 state: LeaseState::Bound,
             })
