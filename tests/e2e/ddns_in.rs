@@ -12,7 +12,7 @@ use anyhow::{Context, Result, ensure};
 use crate::dig;
 use crate::netns::{Host, Lan};
 use crate::proc::{Output, run};
-use crate::server::{Reservation, Server, ServerOptions, leasedns_bin};
+use crate::server::{Reservation, Server, ServerOptions, leasedns_bin, logged};
 
 /// base64 of "a shared secret for the e2e tests!" and another one.
 const SECRET: &str = "YSBzaGFyZWQgc2VjcmV0IGZvciB0aGUgZTJlIHRlc3RzIQ==";
@@ -63,10 +63,6 @@ fn rand_suffix() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     N.fetch_add(1, Ordering::Relaxed)
-}
-
-fn logged<T>(server: &Server, step: Result<T>) -> Result<T> {
-    step.with_context(|| format!("leasedns log:\n{}", server.log()))
 }
 
 fn ensure_ok(out: &Output, what: &str) -> Result<()> {

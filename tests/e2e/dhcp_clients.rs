@@ -11,23 +11,7 @@ use anyhow::{Context, Result, ensure};
 use crate::clients::{Dhclient, Dhcpcd, Udhcpc, field};
 use crate::dig;
 use crate::netns::{IFACE, Lan, ip};
-use crate::server::{Server, ServerOptions};
-
-/// Runs `step`; on failure, adds the server's log to the error.
-pub fn logged<T>(server: &Server, step: Result<T>) -> Result<T> {
-    step.with_context(|| format!("leasedns log:\n{}", server.log()))
-}
-
-/// SIGTERM must end the daemon cleanly (exit 0).
-pub fn stop_cleanly(server: &mut Server) -> Result<()> {
-    let status = server.stop()?;
-    ensure!(
-        status.success(),
-        "leasedns exited with {status} on SIGTERM; log:\n{}",
-        server.log()
-    );
-    Ok(())
-}
+use crate::server::{Server, ServerOptions, logged, stop_cleanly};
 
 /// A lease short enough that dhclient renews by itself (T1 = 10 s) within the test.
 const SHORT_LEASE: u32 = 20;

@@ -11,25 +11,10 @@ use crate::clients::{Dhclient, Udhcpc};
 use crate::dig;
 use crate::netns::Lan;
 use crate::proc::{poll, run};
-use crate::server::{Server, ServerOptions, Upstream};
+use crate::server::{Server, ServerOptions, Upstream, logged, stop_cleanly};
 
 /// The address the upstream gives every name under `example.test`.
 const FORWARDED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 7);
-
-/// Runs `step`; on failure, adds the server's log to the error.
-fn logged<T>(server: &Server, step: Result<T>) -> Result<T> {
-    step.with_context(|| format!("leasedns log:\n{}", server.log()))
-}
-
-fn stop_cleanly(server: &mut Server) -> Result<()> {
-    let status = server.stop()?;
-    ensure!(
-        status.success(),
-        "leasedns exited with {status} on SIGTERM; log:\n{}",
-        server.log()
-    );
-    Ok(())
-}
 
 /// Options with `upstreams` and a total forwarding budget of `budget_ms`.
 fn forwarding(upstreams: &[Ipv4Addr], budget_ms: u32) -> ServerOptions {

@@ -10,10 +10,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 
 use crate::clients::Udhcpc;
-use crate::dhcp_clients::{logged, stop_cleanly};
 use crate::dig;
 use crate::netns::Lan;
 use crate::server::{Server, ServerOptions};
+use crate::server::{logged, stop_cleanly};
 
 const COOKIE: [u8; 4] = [99, 130, 83, 99];
 

@@ -9,26 +9,10 @@ use anyhow::{Context, Result, ensure};
 use crate::clients::{Dhclient, Udhcpc};
 use crate::dig;
 use crate::netns::Lan;
-use crate::server::{Reservation, Server, ServerOptions};
+use crate::server::{Reservation, Server, ServerOptions, logged, stop_cleanly};
 
 /// How long a released name may linger in DNS.
 const GONE_WAIT: Duration = Duration::from_secs(3);
-
-/// Runs `step`; on failure, adds the server's log to the error.
-fn logged<T>(server: &Server, step: Result<T>) -> Result<T> {
-    step.with_context(|| format!("leasedns log:\n{}", server.log()))
-}
-
-/// SIGTERM must end the daemon cleanly (exit 0).
-fn stop_cleanly(server: &mut Server) -> Result<()> {
-    let status = server.stop()?;
-    ensure!(
-        status.success(),
-        "leasedns exited with {status} on SIGTERM; log:\n{}",
-        server.log()
-    );
-    Ok(())
-}
 
 #[test]
 fn leasedns_dhclient_name_resolves_and_release_removes_it() -> Result<()> {

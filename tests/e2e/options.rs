@@ -8,11 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::clients::{Dhclient, Udhcpc};
-use crate::dhcp_clients::{logged, stop_cleanly};
 use crate::dig;
 use crate::netns::{IFACE, Lan};
 use crate::proc::run;
 use crate::server::{Server, ServerOptions};
+use crate::server::{logged, stop_cleanly};
 
 /// dhclient config asking for 42, 26, 119 and 121 (which dhclient does not define itself).
 const ASK_MORE: &str = "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\

@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 
 use crate::clients::Dhclient;
-use crate::dhcp_clients::{logged, stop_cleanly};
 use crate::dig;
 use crate::netns::{IFACE, Lan, ROUTER_DOWN, Segment, ip, netns_exec};
 use crate::proc::{Daemon, run};
 use crate::server::{Server, ServerOptions};
+use crate::server::{logged, stop_cleanly};
 
 /// The `[[subnet]]` of a relayed segment: pool .100 to .150, DNS on the server.
 fn segment_subnet(lan: &Lan, seg: &Segment) -> String {

@@ -189,6 +189,23 @@ impl Server {
     }
 }
 
+/// Runs `step`; on failure, adds the server's log to the error.
+pub fn logged<T>(server: &Server, step: Result<T>) -> Result<T> {
+    step.with_context(|| format!("leasedns log:\n{}", server.log()))
+}
+
+/// SIGTERM must end the daemon cleanly (exit 0).
+pub fn stop_cleanly(server: &mut Server) -> Result<()> {
+    let status = server.stop()?;
+    if !status.success() {
+        bail!(
+            "leasedns exited with {status} on SIGTERM; log:\n{}",
+            server.log()
+        );
+    }
+    Ok(())
+}
+
 /// How many reloads the log shows as done and as rejected.
 fn count_reloads(log: &str) -> (usize, usize) {
     (
