@@ -25,7 +25,15 @@
 //! Replay applies the snapshot, then `.prev`, then the journal, in order into a map by address
 //! (last record wins). A line with a bad checksum, an unparsable payload or no final newline ends
 //! the journal: the file is cut there (with a warning naming file and offset) and the records
-//! before it are kept.
+//! before it are kept. A NUL byte where a record would start is the end of the records (see
+//! "Preallocation"): the file is cut there quietly.
+//!
+//! # Preallocation
+//! With durability `fsync` or `batch`, the journal is extended with written zeros, `PREALLOC`
+//! bytes at a time, ahead of its records, and records are written in place over the zeros. An
+//! fdatasync then writes only the data: the file's size does not change, so its inode is not
+//! written, which saves one of the two disk writes per commit (and flash wear). When there is no
+//! room for the zeros the journal simply grows as it is written.
 //!
 //! # Compaction without stopping the service
 //! When the journal holds more than max(1000, 4 x live) records, the service thread *rotates*
@@ -75,6 +83,8 @@ const VERSION: u32 = 1;
 const MIN_COMPACT_RECORDS: u64 = 1000;
 /// A journal file shorter than this without any newline is a header torn at creation.
 const MAX_HEADER_LEN: usize = 64;
+/// Zeros written ahead of the records at a time (durability `fsync` and `batch`).
+const PREALLOC: u64 = 1 << 20;
 /// After a failed write, the next attempt to repair the file waits this long (seconds).
 const RETRY_AFTER: u64 = 1;
 /// The background snapshot writer retries a failed snapshot this often.
@@ -173,6 +183,8 @@ pub struct Journal {
     len: u64,
     /// Length known to be on disk (fsynced, or written in mode `none`).
     synced_len: u64,
+    /// Length of the file: `len` plus the zeros written ahead of the records (`PREALLOC`).
+    allocated: u64,
     journal_records: u64,
     synced_records: u64,
     /// The lease state a replay would produce from the written records, each lease packed
@@ -203,7 +215,7 @@ impl Journal {
         let (covered, mut leases) = read_snapshot(&paths.snapshot)?;
         let (last, had_prev) = read_prev(&paths.prev, covered, &mut leases)?;
         let existing = open_if_exists(path)?;
-        let file = open_append(path)?;
+        let file = open_write(path)?;
         let mut journal = Journal {
             paths,
             file,
@@ -212,6 +224,7 @@ impl Journal {
             generation: last + 1,
             len: 0,
             synced_len: 0,
+            allocated: 0,
             journal_records: 0,
             synced_records: 0,
             on_disk: PackedLeases::default(),
@@ -392,16 +405,45 @@ impl Journal {
         if records == 0 {
             return Ok(0);
         }
-        if let Err(e) = self.file.write_all(buf.as_bytes()) {
+        self.preallocate(buf.len() as u64);
+        if let Err(e) = self.file.write_all_at(buf.as_bytes(), self.len) {
             self.fail(now);
             return Err(io_err(&self.paths.journal)(e));
         }
+        self.allocated = self.allocated.max(self.len + buf.len() as u64);
         self.len += buf.len() as u64;
         self.journal_records += records;
         self.stats.bytes_written += buf.len() as u64;
         self.stats.commits += 1;
         self.stats.records += records;
         Ok(records)
+    }
+
+    /// Make room for `more` bytes of records by writing zeros ahead of them (`PREALLOC` at a
+    /// time), so that syncing them does not change the file's size. Best effort: when the zeros
+    /// cannot be written (a full disk), the file is put back and grows as records are written.
+    fn preallocate(&mut self, more: u64) {
+        if self.durability == Durability::None || self.len + more <= self.allocated {
+            return;
+        }
+        let end = self.len + more + PREALLOC;
+        let zeros = vec![0u8; (end - self.allocated) as usize];
+        match self.file.write_all_at(&zeros, self.allocated) {
+            Ok(()) => {
+                self.stats.bytes_written += zeros.len() as u64;
+                self.allocated = end;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot preallocate the lease journal");
+                let _ = self.file.set_len(self.allocated);
+            }
+        }
+    }
+
+    /// Cut the file to `len` (dropping the zeros ahead of the records, if any).
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.allocated = len;
+        self.file.set_len(len)
     }
 
     /// Serialize one change into `buf` and apply it to `on_disk`; false when nothing is written.
@@ -465,7 +507,7 @@ impl Journal {
         self.journal_records = self.synced_records;
         self.len = self.synced_len;
         // Whatever the cut achieves, the next write repairs first (after RETRY_AFTER).
-        let _ = self.file.set_len(self.synced_len);
+        let _ = self.truncate(self.synced_len);
         self.failed = Some(now.unwrap_or_default());
     }
 
@@ -475,17 +517,15 @@ impl Journal {
         let Some(since) = self.failed else {
             return Ok(());
         };
-        let broken = || JournalError::Broken {
-            path: self.paths.journal.display().to_string(),
-        };
+        let path = self.paths.journal.display().to_string();
+        let broken = || JournalError::Broken { path: path.clone() };
         if let Some(now) = now
             && now < since.plus(RETRY_AFTER)
         {
             return Err(broken());
         }
         let repaired = self
-            .file
-            .set_len(self.synced_len)
+            .truncate(self.synced_len)
             .and_then(|()| self.file.sync_data())
             .and_then(|()| File::open(&self.paths.dir).and_then(|d| d.sync_all()));
         match repaired {
@@ -533,6 +573,9 @@ impl Journal {
         self.synced_len = self.len;
         if let Some(damage) = &lines.damage {
             self.cut(damage)?;
+        } else {
+            // Zeros written ahead of the records (or nothing): written again as needed.
+            self.truncate(self.len).map_err(io_err(&path))?;
         }
         Ok(())
     }
@@ -561,9 +604,7 @@ impl Journal {
                 tracing::warn!(file = %saved.display(), error = %e, "cannot save damaged journal tail");
             }
         }
-        self.file
-            .set_len(damage.offset as u64)
-            .map_err(io_err(&path))?;
+        self.truncate(damage.offset as u64).map_err(io_err(&path))?;
         self.sync_journal()
     }
 
@@ -571,15 +612,15 @@ impl Journal {
     fn reset(&mut self, generation: u64) -> Result<(), JournalError> {
         let header = journal_header(generation);
         let written = self
-            .file
-            .set_len(0)
-            .and_then(|()| self.file.write_all(header.as_bytes()))
+            .truncate(0)
+            .and_then(|()| self.file.write_all_at(header.as_bytes(), 0))
             .map_err(io_err(&self.paths.journal))
             .and_then(|()| self.sync_journal());
         written?;
         self.generation = generation;
         self.len = header.len() as u64;
         self.synced_len = self.len;
+        self.allocated = self.len;
         self.journal_records = 0;
         self.synced_records = 0;
         self.stats.bytes_written += header.len() as u64;
@@ -609,7 +650,7 @@ impl Journal {
         let p = self.paths.clone();
         let header = journal_header(self.generation + 1);
         let _ = fs::remove_file(&p.next);
-        let created = open_new_append(&p.next).and_then(|mut f| {
+        let created = open_new(&p.next).and_then(|mut f| {
             f.write_all(header.as_bytes()).map_err(io_err(&p.next))?;
             if self.durability != Durability::None {
                 f.sync_data().map_err(io_err(&p.next))?;
@@ -634,6 +675,7 @@ impl Journal {
         self.generation += 1;
         self.len = header.len() as u64;
         self.synced_len = self.len;
+        self.allocated = self.len;
         self.journal_records = 0;
         self.synced_records = 0;
         self.stats.bytes_written += header.len() as u64;
@@ -846,8 +888,12 @@ fn index_file(
     };
     let mut reader = io::BufReader::with_capacity(1 << 16, &file);
     let mut buf = Vec::with_capacity(256);
+    // The next line; none where zeros written ahead of the records begin.
     let mut read_line = |buf: &mut Vec<u8>| {
         buf.clear();
+        if reader.fill_buf().map_err(io_err(path))?.first() == Some(&0) {
+            return Ok(0);
+        }
         reader.read_until(b'\n', buf).map_err(io_err(path))
     };
     let mut offset = read_line(&mut buf)? as u64;
@@ -975,18 +1021,21 @@ fn sync_dir(dir: &Path) -> Result<(), JournalError> {
         .map_err(io_err(dir))
 }
 
-fn open_append(path: &Path) -> Result<File, JournalError> {
+/// The journal, for writing at given offsets (records go over the zeros written ahead).
+fn open_write(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .write(true)
         .open(path)
         .map_err(io_err(path))
 }
 
-fn open_new_append(path: &Path) -> Result<File, JournalError> {
+/// A new file (written from its start: the next journal's header).
+fn open_new(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io_err(path))
 }
@@ -1179,6 +1228,15 @@ impl<R: io::BufRead> Iterator for Lines<R> {
         }
         let pos = self.good_len;
         self.buf.clear();
+        match self.reader.fill_buf() {
+            // Zeros written ahead of the records: the end of them.
+            Ok([0, ..]) => return None,
+            Ok(_) => {}
+            Err(e) => {
+                self.error = Some(e);
+                return None;
+            }
+        }
         match self.reader.read_until(b'\n', &mut self.buf) {
             Ok(0) => return None,
             Ok(_) => {}
@@ -2355,8 +2413,63 @@ mod tests {
         j.commit(&[]).expect("empty commit");
         assert_eq!((s1.fsyncs - s0.fsyncs, s2.fsyncs - s1.fsyncs), (1, 1));
         assert_eq!(j.stats(), s2, "an empty commit does nothing");
-        assert_eq!(s2.journal_bytes, len(&path));
-        assert_eq!(s2.bytes_written, len(&path));
+        // The records, then the zeros written ahead of them (counted as written).
+        let bytes = fs::read(&path).expect("read");
+        assert_eq!(bytes.len() as u64, s1.journal_bytes + PREALLOC);
+        assert!(bytes[..s2.journal_bytes as usize].ends_with(b"\n"));
+        assert!(bytes[s2.journal_bytes as usize..].iter().all(|b| *b == 0));
+        let records = s2.journal_bytes - s0.journal_bytes;
+        assert_eq!(
+            s2.bytes_written,
+            len(&path) + records,
+            "zeros, then records over them"
+        );
+    }
+
+    #[test]
+    fn commits_land_inside_the_zeros_written_ahead() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases");
+        let (mut j, _) = Journal::open(&path, Durability::Fsync, UnixTime(0)).expect("open");
+        j.commit(&[up(&lease(1, 10, None))]).expect("commit");
+        let allocated = len(&path);
+        assert!(allocated >= PREALLOC, "zeros written ahead");
+        for n in 2..=200 {
+            j.commit(&[up(&lease(n, 10, Some("a-host")))])
+                .expect("commit");
+        }
+        assert_eq!(len(&path), allocated, "the file's size did not change");
+        drop(j);
+        // Reopened: every record, nothing called damaged, the zeros dropped until needed.
+        let (mut j, leases) = Journal::open(&path, Durability::Fsync, UnixTime(1)).expect("reopen");
+        assert_eq!(leases.len(), 200);
+        assert!(!with_suffix(&path, ".damaged").exists());
+        assert_eq!(len(&path), j.stats().journal_bytes);
+        j.commit(&[up(&lease(201, 10, None))]).expect("commit");
+        drop(j);
+        assert_eq!(open(&path, 1).1.len(), 201);
+    }
+
+    #[test]
+    fn records_after_unwritten_zeros_are_not_replayed() {
+        // Batch mode, crash: a later page reached the disk, an earlier one did not.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("leases");
+        let batch = Durability::Batch { max_delay_ms: 10 };
+        let (mut j, _) = Journal::open(&path, batch, UnixTime(0)).expect("open");
+        j.commit(&[up(&lease(1, 10, None))]).expect("commit");
+        let good = j.stats().journal_bytes as usize;
+        j.commit(&[up(&lease(2, 10, None)), up(&lease(3, 10, None))])
+            .expect("commit");
+        let end = j.stats().journal_bytes as usize;
+        drop(j);
+        let mut bytes = fs::read(&path).expect("read");
+        let second = good + (end - good) / 2;
+        bytes[good..second].fill(0);
+        fs::write(&path, &bytes).expect("write");
+        let leases = open(&path, 1).1;
+        assert_eq!(leases.iter().map(|l| l.ip).collect::<Vec<_>>(), [ip(1)]);
+        assert!(!with_suffix(&path, ".damaged").exists());
     }
 
     #[test]
