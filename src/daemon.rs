@@ -86,7 +86,8 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone());
+    let mut dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone())
+        .context("starting the DHCP service")?;
     let mut ddns_task = None;
     if !cfg.ddns.zones.is_empty() {
         let (tx, task) =

@@ -1,19 +1,20 @@
-//! Socket building for DHCP: one wildcard UDP socket with SO_BROADCAST and IP_PKTINFO, replies
-//! sent out of the receiving interface, ARP entries for clients without an address, and the
-//! host's interface list. Contains no protocol logic. The one module allowed `unsafe` (ioctl).
+//! Socket building for DHCP: one wildcard UDP socket with SO_BROADCAST and IP_PKTINFO, read a
+//! batch at a time (recvmmsg), replies sent out of the receiving interface, ARP entries for
+//! clients without an address, a wake-up file descriptor for the DHCP thread's blocking wait,
+//! and the host's interface list. Contains no protocol logic. The one module allowed `unsafe`
+//! (ioctl, recvmmsg, poll).
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Duration;
 
 use nix::net::if_::{if_indextoname, if_nametoindex};
+use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg, sendmsg, sendto,
-    setsockopt, sockopt,
+    ControlMessage, MsgFlags, SockaddrIn, sendmsg, sendto, setsockopt, sockopt,
 };
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
 
 use crate::dhcp::Iface;
 use crate::dhcp::dest::Dest;
@@ -22,6 +23,9 @@ use crate::lease::HwAddr;
 /// Receive buffer asked for (bytes; the kernel doubles it for bookkeeping): about 8,000
 /// typical requests, a few seconds of a busy network while a slow disk syncs.
 const RECV_BUFFER: usize = 4 << 20;
+
+/// Largest datagram read (longer ones are cut, and then fail to decode).
+pub const DATAGRAM_MAX: usize = 1500;
 
 /// What came with a received datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,16 +36,92 @@ pub struct RecvMeta {
 }
 
 /// The DHCP server socket: bound to 0.0.0.0, so it hears broadcasts on every interface, and
-/// told by IP_PKTINFO which interface each datagram came in on.
+/// told by IP_PKTINFO which interface each datagram came in on. Nonblocking; the DHCP thread
+/// waits on it with `wait` and reads what is ready with `recv_batch`.
 pub struct DhcpSocket {
-    sock: UdpSocket,
+    sock: std::net::UdpSocket,
+}
+
+/// Room for a batch of datagrams and what came with each (`DhcpSocket::recv_batch`).
+pub struct RecvBatch {
+    bufs: Vec<[u8; DATAGRAM_MAX]>,
+    addrs: Vec<libc::sockaddr_in>,
+    cmsgs: Vec<[u64; CMSG_WORDS]>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    metas: Vec<RecvMeta>,
+}
+
+/// Control-message room for one IP_PKTINFO, in u64 words (so it is aligned for cmsghdr).
+const CMSG_WORDS: usize = 8;
+
+impl RecvBatch {
+    /// Room for `n` datagrams (at least one).
+    pub fn new(n: usize) -> RecvBatch {
+        let n = n.max(1);
+        // SAFETY: sockaddr_in is a plain C struct of integers, valid when all zero.
+        let addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        RecvBatch {
+            bufs: vec![[0u8; DATAGRAM_MAX]; n],
+            addrs: vec![addr; n],
+            cmsgs: vec![[0u64; CMSG_WORDS]; n],
+            iovs: Vec::with_capacity(n),
+            hdrs: Vec::with_capacity(n),
+            metas: Vec::with_capacity(n),
+        }
+    }
+
+    /// The datagrams read by the last `recv_batch`, each with its metadata.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &RecvMeta)> {
+        self.metas
+            .iter()
+            .zip(&self.bufs)
+            .map(|(m, b)| (&b[..m.len.min(DATAGRAM_MAX)], m))
+    }
+
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+}
+
+/// What `DhcpSocket::wait` saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// The socket has a datagram.
+    pub socket: bool,
+    /// The wake-up descriptor was signalled.
+    pub woken: bool,
+}
+
+/// Wakes the DHCP thread from `DhcpSocket::wait`, from any thread (an eventfd).
+#[derive(Debug)]
+pub struct Wake(EventFd);
+
+impl Wake {
+    pub fn new() -> io::Result<Wake> {
+        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
+        Ok(Wake(EventFd::from_value_and_flags(0, flags)?))
+    }
+
+    /// Make the next (or current) wait return.
+    pub fn wake(&self) {
+        let _ = self.0.write(1);
+    }
+
+    /// Forget earlier wake-ups (called after a wait saw one).
+    pub fn reset(&self) {
+        let _ = self.0.read();
+    }
 }
 
 nix::ioctl_write_ptr_bad!(siocsarp, libc::SIOCSARP, libc::arpreq);
 
 impl DhcpSocket {
     /// Bind 0.0.0.0:`port` with SO_REUSEADDR, SO_BROADCAST and IP_PKTINFO.
-    /// Must be called inside a tokio runtime (the socket is registered with its reactor).
     pub fn bind(port: u16) -> io::Result<DhcpSocket> {
         let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_address(true)?;
@@ -54,17 +134,7 @@ impl DhcpSocket {
         }
         s.set_nonblocking(true)?;
         s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
-        let sock = UdpSocket::from_std(s.into())?;
-        Ok(DhcpSocket { sock })
-    }
-
-    /// The same socket, registered with the current runtime's reactor instead of the one it was
-    /// bound in (to serve it from another thread's runtime). Must be called inside a runtime.
-    pub fn reregister(self) -> io::Result<DhcpSocket> {
-        let std = self.sock.into_std()?;
-        Ok(DhcpSocket {
-            sock: UdpSocket::from_std(std)?,
-        })
+        Ok(DhcpSocket { sock: s.into() })
     }
 
     /// The port actually bound (useful after binding port 0).
@@ -72,25 +142,101 @@ impl DhcpSocket {
         Ok(self.sock.local_addr()?.port())
     }
 
-    /// Wait for a datagram.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let fd = self.sock.as_raw_fd();
-        self.sock
-            .async_io(Interest::READABLE, || recv_now(fd, buf))
-            .await
+    /// Block until a datagram is ready, `wake` is signalled, or `timeout` passes (rounded up to
+    /// a millisecond; `None` waits for ever). An interrupted wait returns nothing ready.
+    pub fn wait(&self, wake: &Wake, timeout: Option<Duration>) -> io::Result<Ready> {
+        let ms = timeout.map_or(-1, |t| {
+            let ms = t.as_micros().div_ceil(1000);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        });
+        let mut fds = [
+            libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.0.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call, and both
+        // descriptors stay open (owned by `self` and `wake`, borrowed here).
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::Interrupted => Ok(Ready::default()),
+                _ => Err(e),
+            };
+        }
+        let hit = |p: &libc::pollfd| p.revents & (libc::POLLIN | libc::POLLERR) != 0;
+        Ok(Ready {
+            socket: hit(&fds[0]),
+            woken: hit(&fds[1]),
+        })
     }
 
-    /// A datagram if one is ready now, without waiting (to drain a batch).
-    ///
-    /// This asks the kernel directly rather than tokio's cached readiness, so a datagram that
-    /// arrived since the last poll is seen; a later `recv` still waits correctly, because
-    /// tokio re-checks the socket before it sleeps.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<RecvMeta>> {
-        match recv_now(self.sock.as_raw_fd(), buf) {
-            Ok(meta) => Ok(Some(meta)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
+    /// Read every datagram ready now, up to the batch's room, in one recvmmsg without waiting;
+    /// returns how many (0 when none is ready).
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        batch.metas.clear();
+        batch.iovs.clear();
+        batch.hdrs.clear();
+        for buf in batch.bufs.iter_mut() {
+            batch.iovs.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
         }
+        let n = batch.bufs.len();
+        for i in 0..n {
+            // SAFETY: msghdr is a plain C struct, valid when all zero; the pointers set below
+            // point into `batch`'s vectors, which are not resized until recvmmsg returns.
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_name = (&raw mut batch.addrs[i]).cast();
+            hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            hdr.msg_hdr.msg_iov = &raw mut batch.iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = batch.cmsgs[i].as_mut_ptr().cast();
+            hdr.msg_hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
+            batch.hdrs.push(hdr);
+        }
+        let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
+        // SAFETY: `hdrs` holds `n` initialised mmsghdr whose buffers, addresses and control
+        // areas live in `batch` for the whole call; MSG_DONTWAIT makes it return at once.
+        let rc = unsafe {
+            libc::recvmmsg(
+                self.sock.as_raw_fd(),
+                batch.hdrs.as_mut_ptr(),
+                vlen,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        let got = usize::try_from(rc).unwrap_or(0).min(n);
+        for i in 0..got {
+            let hdr = &batch.hdrs[i];
+            let addr = &batch.addrs[i];
+            let src = SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
+                u16::from_be(addr.sin_port),
+            );
+            batch.metas.push(RecvMeta {
+                len: (hdr.msg_len as usize).min(DATAGRAM_MAX),
+                src,
+                ifindex: pktinfo_ifindex(&hdr.msg_hdr),
+            });
+        }
+        Ok(got)
     }
 
     /// Send a reply: `src` is the server address to send from, `client_port` is 68 normally.
@@ -119,26 +265,23 @@ impl DhcpSocket {
     }
 }
 
-/// One nonblocking `recvmsg`, reading the receiving interface from IP_PKTINFO.
-fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<RecvMeta> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut cmsg = nix::cmsg_space!(libc::in_pktinfo);
-    let msg = recvmsg::<SockaddrIn>(fd, &mut iov, Some(&mut cmsg), MsgFlags::MSG_DONTWAIT)?;
-    let mut ifindex = 0;
-    for c in msg.cmsgs()? {
-        if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
-            ifindex = u32::try_from(pi.ipi_ifindex).unwrap_or(0);
+/// The receiving interface from a received message's IP_PKTINFO (0 when absent).
+fn pktinfo_ifindex(msg: &libc::msghdr) -> u32 {
+    // SAFETY: `msg` was filled by recvmmsg: its control pointer and the length the kernel set
+    // describe the control area it wrote, and the CMSG_* helpers stay inside that area.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                let pi = libc::CMSG_DATA(c)
+                    .cast::<libc::in_pktinfo>()
+                    .read_unaligned();
+                return u32::try_from(pi.ipi_ifindex).unwrap_or(0);
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
         }
     }
-    let src = msg
-        .address
-        .map(SocketAddrV4::from)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without source"))?;
-    Ok(RecvMeta {
-        len: msg.bytes,
-        src,
-        ifindex,
-    })
+    0
 }
 
 /// `sendmsg` to `dst` out of interface `ifindex`, from `src` (0.0.0.0: the kernel chooses).
@@ -251,17 +394,23 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(5);
 
-    #[tokio::test]
-    async fn loopback_recv_reports_source_and_lo_then_unicast_reply_arrives() {
+    /// Wait for one datagram on `server` and read it (with whatever else is ready).
+    fn recv_one(server: &DhcpSocket, batch: &mut RecvBatch) -> RecvMeta {
+        let wake = Wake::new().expect("eventfd");
+        let ready = server.wait(&wake, Some(WAIT)).expect("wait");
+        assert!(ready.socket, "a datagram within {WAIT:?}");
+        assert_eq!(server.recv_batch(batch).expect("recv_batch"), 1);
+        *batch.iter().next().expect("one datagram").1
+    }
+
+    #[test]
+    fn loopback_recv_reports_source_and_lo_then_unicast_reply_arrives() {
         let server = DhcpSocket::bind(0).expect("bind");
         let port = server.local_port().expect("port");
         assert_ne!(port, 0);
-        let mut buf = [0u8; 1500];
-        assert_eq!(
-            server.try_recv(&mut buf).expect("try_recv"),
-            None,
-            "nothing sent yet"
-        );
+        let mut batch = RecvBatch::new(8);
+        assert_eq!(server.recv_batch(&mut batch).expect("nothing yet"), 0);
+        assert!(batch.is_empty());
 
         let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client bind");
         client.set_read_timeout(Some(WAIT)).expect("timeout");
@@ -273,10 +422,7 @@ mod tests {
             .send_to(b"discover", ("127.0.0.1", port))
             .expect("send");
 
-        let meta = tokio::time::timeout(WAIT, server.recv(&mut buf))
-            .await
-            .expect("in time");
-        let meta = meta.expect("recv");
+        let meta = recv_one(&server, &mut batch);
         let lo = if_nametoindex("lo").expect("lo exists");
         assert_eq!(
             meta,
@@ -286,7 +432,7 @@ mod tests {
                 ifindex: lo
             }
         );
-        assert_eq!(&buf[..meta.len], b"discover");
+        assert_eq!(batch.iter().next().expect("datagram").0, b"discover");
 
         server
             .send(
@@ -301,20 +447,59 @@ mod tests {
         assert_eq!(&got[..n], b"offer");
         assert_eq!(from.port(), port);
 
-        // try_recv drains what is waiting, then reports None again.
-        client
-            .send_to(b"request", ("127.0.0.1", port))
-            .expect("send");
-        let deadline = std::time::Instant::now() + WAIT;
-        let meta = loop {
-            if let Some(meta) = server.try_recv(&mut buf).expect("try_recv") {
-                break meta;
+        // Three datagrams waiting are one batch, in order; then nothing is ready.
+        for msg in [&b"one"[..], b"two", b"three"] {
+            client.send_to(msg, ("127.0.0.1", port)).expect("send");
+        }
+        let wake = Wake::new().expect("eventfd");
+        assert!(server.wait(&wake, Some(WAIT)).expect("wait").socket);
+        assert_eq!(server.recv_batch(&mut batch).expect("batch"), 3);
+        let got: Vec<(&[u8], u32)> = batch.iter().map(|(b, m)| (b, m.ifindex)).collect();
+        assert_eq!(got, [(&b"one"[..], lo), (b"two", lo), (b"three", lo)]);
+        assert_eq!(server.recv_batch(&mut batch).expect("drained"), 0);
+
+        // A batch smaller than what waits takes its room, the rest stays for the next read.
+        for msg in [&b"a"[..], b"b", b"c"] {
+            client.send_to(msg, ("127.0.0.1", port)).expect("send");
+        }
+        let mut two = RecvBatch::new(2);
+        assert!(server.wait(&wake, Some(WAIT)).expect("wait").socket);
+        assert_eq!(server.recv_batch(&mut two).expect("batch"), 2);
+        assert_eq!(server.recv_batch(&mut two).expect("batch"), 1);
+        assert_eq!(two.iter().next().expect("c").0, b"c");
+    }
+
+    #[test]
+    fn wait_returns_on_a_wake_from_another_thread_or_the_timeout() {
+        let server = DhcpSocket::bind(0).expect("bind");
+        let wake = std::sync::Arc::new(Wake::new().expect("eventfd"));
+        let t0 = std::time::Instant::now();
+        let ready = server
+            .wait(&wake, Some(Duration::from_millis(30)))
+            .expect("wait");
+        assert_eq!(ready, Ready::default(), "timed out with nothing ready");
+        assert!(t0.elapsed() >= Duration::from_millis(30));
+
+        let waker = wake.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        let ready = server.wait(&wake, Some(WAIT)).expect("wait");
+        assert_eq!(
+            ready,
+            Ready {
+                socket: false,
+                woken: true
             }
-            assert!(std::time::Instant::now() < deadline, "datagram never seen");
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        assert_eq!((meta.len, meta.ifindex), (7, lo));
-        assert_eq!(server.try_recv(&mut buf).expect("try_recv"), None);
+        );
+        assert!(t0.elapsed() < WAIT);
+        t.join().expect("waker thread");
+        wake.reset();
+        let ready = server
+            .wait(&wake, Some(Duration::from_millis(10)))
+            .expect("wait");
+        assert!(!ready.woken, "reset forgets the wake-up");
     }
 
     #[test]
@@ -437,11 +622,7 @@ mod tests {
             enter_netns(&cli);
             let client = client_socket(6868);
             enter_netns(&srv);
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            rt.expect("runtime")
-                .block_on(netns_timeline(client, &srv, &cli));
+            netns_timeline(client, &srv, &cli);
         });
         let result = body.join();
         drop(pair);
@@ -450,7 +631,7 @@ mod tests {
         }
     }
 
-    async fn netns_timeline(client: std::net::UdpSocket, srv: &str, cli: &str) {
+    fn netns_timeline(client: std::net::UdpSocket, srv: &str, cli: &str) {
         let server = DhcpSocket::bind(6767).expect("bind in netns");
         let veth_s = if_nametoindex("veth-s").expect("veth-s index");
         let server_ip = Ipv4Addr::new(10, 77, 0, 1);
@@ -460,11 +641,7 @@ mod tests {
         client
             .send_to(b"discover", (Ipv4Addr::BROADCAST, 6767))
             .expect("client broadcast");
-        let mut buf = [0u8; 1500];
-        let meta = tokio::time::timeout(WAIT, server.recv(&mut buf))
-            .await
-            .expect("in time");
-        let meta = meta.expect("recv");
+        let meta = recv_one(&server, &mut RecvBatch::new(4));
         assert_eq!(meta.ifindex, veth_s);
         assert_eq!(meta.src, SocketAddrV4::new(client_ip, 6868));
 

@@ -1,8 +1,16 @@
 //! The DHCP loop. Owns the engine, the journal and the socket: receive every datagram that is
-//! ready, decode, run the engine, write the batch's lease changes with one journal write and one
-//! fdatasync (durable before visible), publish names, then send the replies. Holds no lock across
-//! `.await`. The daemon runs it on its own thread (`spawn_thread`): journal writes and fdatasync
-//! block that thread only, and requests that arrive meanwhile make the next batch.
+//! ready (one recvmmsg), decode, run the engine, write the batch's lease changes with one journal
+//! write and one fdatasync (durable before visible), publish names, then send the replies. The
+//! daemon runs it on its own OS thread (`spawn_thread`), a plain blocking loop without an async
+//! runtime: it sleeps in poll(2) on the socket and a wake-up eventfd (shutdown, reload, finished
+//! ping checks). Journal writes and fdatasync block that thread only; requests that arrive
+//! meanwhile make the next batch.
+//!
+//! Under load the loop reads the socket at most once per `HOLD` (1 ms): when the last batches
+//! came less than two `HOLD`s apart it sleeps until `HOLD` after the last batch began instead of
+//! waking for every datagram, so one wake-up, one recvmmsg and one fdatasync serve everything
+//! that arrived in that millisecond. A reply waits at most `HOLD` longer; a quiet network (one
+//! request now and then) is answered at once.
 //!
 //! With durability "batch" the fdatasync is shared by every batch written within
 //! `batch_max_delay_ms`: their grants (ACKs with an address) and names wait in `Pending` until
@@ -27,12 +35,12 @@ use crate::dhcp::{ping, wire};
 use crate::dns::names::SharedNames;
 use crate::lease::LeaseChange;
 use crate::lease::journal::{Journal, JournalError};
-use crate::net::{DhcpSocket, RecvMeta};
+use crate::net::{DhcpSocket, RecvBatch, RecvMeta, Wake};
 
 /// Most datagrams taken in one batch (one journal commit).
 const MAX_BATCH: usize = 256;
-/// Largest datagram we read.
-const BUF_SIZE: usize = 1500;
+/// Under load, the socket is read at most this often (see the module documentation).
+const HOLD: Duration = Duration::from_millis(1);
 
 /// Counters, readable from any thread.
 #[derive(Debug, Default)]
@@ -59,10 +67,13 @@ pub struct DhcpService {
     ifaces_read: UnixTime,
     /// The journal failed last time: refuse grants until a write works again.
     journal_broken: bool,
-    /// Ping checks report here when done (`ping_check`); requests wait in their tasks.
+    /// Ping checks report here when done (`ping_check`); requests wait in their tasks, which
+    /// run on `runtime` and signal `wake`.
     pings_tx: tokio::sync::mpsc::UnboundedSender<PingDone>,
     pings_rx: tokio::sync::mpsc::UnboundedReceiver<PingDone>,
     ping_seq: u16,
+    runtime: Option<tokio::runtime::Handle>,
+    wake: Arc<Wake>,
     /// Outbound DDNS: durable batches are handed over here (never waits).
     ddns: Option<crate::ddns::DdnsSender>,
     /// Written, not yet fsynced (durability "batch").
@@ -94,11 +105,11 @@ impl DhcpService {
         names: SharedNames,
         socket: DhcpSocket,
         clock: Arc<dyn Clock>,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let (pings_tx, pings_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut journal = journal;
         journal.set_renew_write_fraction(cfg.renew_write_fraction);
-        DhcpService {
+        Ok(DhcpService {
             cfg,
             engine,
             journal,
@@ -112,10 +123,12 @@ impl DhcpService {
             pings_tx,
             pings_rx,
             ping_seq: 0,
+            runtime: None,
+            wake: Arc::new(Wake::new()?),
             ddns: None,
             pending: Pending::default(),
             last_sync: Instant::now(),
-        }
+        })
     }
 
     /// Hands every durable batch of lease changes to the outbound DDNS task.
@@ -137,75 +150,69 @@ impl DhcpService {
         self.cfg = cfg;
     }
 
-    /// Serve on a dedicated OS thread with its own single-threaded runtime, so journal writes
-    /// and fdatasync block only this thread (no hand-off between runtime workers). The thread
-    /// ends when `shutdown` turns true; join it to wait for the last flush.
+    /// Serve on a dedicated OS thread (a blocking loop, see the module documentation) until
+    /// `shutdown` changes; a new config on `reload` replaces the engine's settings between
+    /// batches (leases are kept). Must be called inside a tokio runtime: a small task there turns
+    /// the two channels into wake-ups, and ping checks run there. Join the thread to wait for
+    /// the last flush.
     pub fn spawn_thread(
         mut self,
         shutdown: crate::Shutdown,
         reload: tokio::sync::watch::Receiver<Arc<Config>>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = tokio::runtime::Handle::current();
+        runtime.spawn(forward_wakes(
+            shutdown.clone(),
+            reload.clone(),
+            self.wake.clone(),
+        ));
+        self.runtime = Some(runtime);
         std::thread::Builder::new()
             .name("dhcp".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    // The socket was registered with the runtime that built it: move it here.
-                    match self.socket.reregister() {
-                        Ok(socket) => self.socket = socket,
-                        Err(e) => {
-                            error!("cannot move the DHCP socket to its thread: {e}");
-                            return;
-                        }
-                    }
-                    self.run_with_reload(shutdown, reload).await
-                })
-            })
+            .spawn(move || self.serve(shutdown, reload))
     }
 
-    /// Serve until `shutdown` turns true.
-    pub async fn run(self, shutdown: crate::Shutdown) {
-        let (_keep, reload) = tokio::sync::watch::channel(self.cfg.clone());
-        self.run_with_reload(shutdown, reload).await
-    }
-
-    /// Serve until `shutdown` turns true; a new config on `reload` replaces the engine's
-    /// settings between batches (leases are kept).
-    pub async fn run_with_reload(
+    /// The loop: wait, read a batch, process it; until `shutdown` changes.
+    fn serve(
         mut self,
-        mut shutdown: crate::Shutdown,
+        shutdown: crate::Shutdown,
         mut reload: tokio::sync::watch::Receiver<Arc<Config>>,
     ) {
         self.refresh_ifaces(self.clock.now());
-        let mut bufs: Vec<Vec<u8>> = (0..MAX_BATCH).map(|_| vec![0u8; BUF_SIZE]).collect();
-        let mut metas: Vec<RecvMeta> = Vec::with_capacity(MAX_BATCH);
+        let mut batch = RecvBatch::new(MAX_BATCH);
         let mut pings: Vec<PingDone> = Vec::new();
+        // When the last two batches with datagrams began.
+        let (mut last, mut before) = (None::<Instant>, None::<Instant>);
         loop {
-            metas.clear();
-            pings.clear();
-            let wait = self.until_next_expiry().min(self.until_sync());
-            tokio::select! {
-                r = self.socket.recv(&mut bufs[0]) => match r {
-                    Ok(meta) => metas.push(meta),
-                    Err(e) => { error!("DHCP receive failed: {e}"); tokio::time::sleep(Duration::from_millis(100)).await; }
-                },
-                Some(done) = self.pings_rx.recv() => pings.push(done),
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => break,
-                Ok(()) = reload.changed() => {
-                    let cfg = reload.borrow_and_update().clone();
-                    self.reconfigure(cfg);
-                }
+            if !matches!(shutdown.has_changed(), Ok(false)) {
+                break;
             }
-            if !metas.is_empty() {
-                self.drain(&mut bufs, &mut metas);
+            if reload.has_changed().unwrap_or(false) {
+                let cfg = reload.borrow_and_update().clone();
+                self.reconfigure(cfg);
+            }
+            let busy = matches!((last, before), (Some(l), Some(b)) if l - b < 2 * HOLD);
+            let read = match last.filter(|_| busy) {
+                Some(l) => {
+                    std::thread::sleep((l + HOLD).saturating_duration_since(Instant::now()));
+                    true
+                }
+                None => self.wait(),
+            };
+            let started = Instant::now();
+            let n = if read { self.receive(&mut batch) } else { 0 };
+            if n > 0 {
+                (last, before) = (Some(started), last);
+            } else {
+                (last, before) = (None, None);
             }
             while let Ok(done) = self.pings_rx.try_recv() {
                 pings.push(done);
             }
-            self.process(&bufs, &metas, std::mem::take(&mut pings));
+            if n > 0 || !pings.is_empty() || !read {
+                let got = if n > 0 { Some(&batch) } else { None };
+                self.process(got, std::mem::take(&mut pings));
+            }
         }
         self.flush(self.clock.now());
         let st = &self.stats;
@@ -221,6 +228,37 @@ impl DhcpService {
         );
     }
 
+    /// Sleep until a datagram, a wake-up, the next lease expiry or a sync falls due; true when
+    /// the socket has a datagram.
+    fn wait(&self) -> bool {
+        let timeout = self.until_next_expiry().min(self.until_sync());
+        match self.socket.wait(&self.wake, Some(timeout)) {
+            Ok(ready) => {
+                if ready.woken {
+                    self.wake.reset();
+                }
+                ready.socket
+            }
+            Err(e) => {
+                error!("DHCP wait failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                false
+            }
+        }
+    }
+
+    /// Read what is ready into `batch`; how many datagrams.
+    fn receive(&self, batch: &mut RecvBatch) -> usize {
+        match self.socket.recv_batch(batch) {
+            Ok(n) => n,
+            Err(e) => {
+                error!("DHCP receive failed: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                0
+            }
+        }
+    }
+
     fn until_next_expiry(&self) -> Duration {
         let now = self.clock.now();
         match self.engine.poll_at() {
@@ -231,34 +269,15 @@ impl DhcpService {
         }
     }
 
-    /// Take every datagram that is ready now, up to the batch size.
-    fn drain(&self, bufs: &mut [Vec<u8>], metas: &mut Vec<RecvMeta>) {
-        while metas.len() < bufs.len() {
-            match self.socket.try_recv(&mut bufs[metas.len()]) {
-                Ok(Some(meta)) => metas.push(meta),
-                Ok(None) => break,
-                Err(e) => {
-                    debug!("DHCP receive failed while draining: {e}");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// One batch: engine, one journal write, then (when due) one fdatasync, names and grants.
-    fn process(&mut self, bufs: &[Vec<u8>], metas: &[RecvMeta], pings: Vec<PingDone>) {
+    /// One batch (datagrams, finished pings, or only timers): expiries, engine, one journal
+    /// write, then (when due) one fdatasync, names and grants.
+    fn process(&mut self, batch: Option<&RecvBatch>, pings: Vec<PingDone>) {
         let now = self.clock.now();
         let mut changes = self.engine.expire(now);
         let mut replies: Vec<Reply> = Vec::new();
-        for (buf, meta) in bufs.iter().zip(metas) {
+        for (bytes, meta) in batch.into_iter().flat_map(RecvBatch::iter) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.handle_one(
-                now,
-                &buf[..meta.len.min(buf.len())],
-                meta,
-                &mut changes,
-                &mut replies,
-            );
+            self.handle_one(now, bytes, meta, &mut changes, &mut replies);
         }
         for p in pings {
             let out = self
@@ -426,7 +445,18 @@ impl DhcpService {
         let (seq, id) = (self.ping_seq, (std::process::id() & 0xffff) as u16);
         let timeout = self.cfg.dhcp.ping_timeout;
         let tx = self.pings_tx.clone();
-        tokio::spawn(async move {
+        let wake = self.wake.clone();
+        let Some(runtime) = &self.runtime else {
+            warn!(%ip, "no runtime for the ping check; offering without it");
+            let _ = tx.send(PingDone {
+                req,
+                iface,
+                ip,
+                answered: false,
+            });
+            return;
+        };
+        runtime.spawn(async move {
             let answered = match ping::ping(ip, timeout, id, seq).await {
                 Ok(answered) => answered,
                 Err(e) => {
@@ -441,6 +471,7 @@ impl DhcpService {
                 ip,
                 answered,
             });
+            wake.wake();
         });
     }
 
@@ -484,6 +515,34 @@ impl DhcpService {
             Err(e) => {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                 warn!(dest = ?r.dest, "DHCP send failed: {e}");
+            }
+        }
+    }
+}
+
+/// Turn a change on either channel (or its end) into a wake-up of the DHCP thread, which reads
+/// the channels itself.
+async fn forward_wakes(
+    mut shutdown: crate::Shutdown,
+    mut reload: tokio::sync::watch::Receiver<Arc<Config>>,
+    wake: Arc<Wake>,
+) {
+    loop {
+        tokio::select! {
+            r = shutdown.changed() => {
+                wake.wake();
+                if r.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+            r = reload.changed() => {
+                wake.wake();
+                if r.is_err() {
+                    // No more reloads: wait for the shutdown only.
+                    let _ = shutdown.changed().await;
+                    wake.wake();
+                    return;
+                }
             }
         }
     }

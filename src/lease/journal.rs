@@ -84,7 +84,7 @@ const MIN_COMPACT_RECORDS: u64 = 1000;
 /// A journal file shorter than this without any newline is a header torn at creation.
 const MAX_HEADER_LEN: usize = 64;
 /// Zeros written ahead of the records at a time (durability `fsync` and `batch`).
-const PREALLOC: u64 = 1 << 20;
+const PREALLOC: u64 = 256 << 10;
 /// After a failed write, the next attempt to repair the file waits this long (seconds).
 const RETRY_AFTER: u64 = 1;
 /// The background snapshot writer retries a failed snapshot this often.
