@@ -42,7 +42,9 @@ pub struct DhcpSocket {
     sock: std::net::UdpSocket,
 }
 
-/// Room for a batch of datagrams and what came with each (`DhcpSocket::recv_batch`).
+/// Room for a batch of datagrams and what came with each (`DhcpSocket::recv_batch`). The
+/// headers point into the buffers, address and control areas: every vector is allocated once at
+/// its full size and never resized, so the pointers stay valid when the batch is moved.
 pub struct RecvBatch {
     bufs: Vec<[u8; DATAGRAM_MAX]>,
     addrs: Vec<libc::sockaddr_in>,
@@ -61,14 +63,31 @@ impl RecvBatch {
         let n = n.max(1);
         // SAFETY: sockaddr_in is a plain C struct of integers, valid when all zero.
         let addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        RecvBatch {
+        let mut b = RecvBatch {
             bufs: vec![[0u8; DATAGRAM_MAX]; n],
             addrs: vec![addr; n],
             cmsgs: vec![[0u64; CMSG_WORDS]; n],
             iovs: Vec::with_capacity(n),
             hdrs: Vec::with_capacity(n),
             metas: Vec::with_capacity(n),
+        };
+        for buf in b.bufs.iter_mut() {
+            b.iovs.push(libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            });
         }
+        for i in 0..n {
+            // SAFETY: msghdr is a plain C struct, valid when all zero; the pointers set here
+            // point into the vectors above, which are never resized (see the type's comment).
+            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            hdr.msg_hdr.msg_name = (&raw mut b.addrs[i]).cast();
+            hdr.msg_hdr.msg_iov = &raw mut b.iovs[i];
+            hdr.msg_hdr.msg_iovlen = 1;
+            hdr.msg_hdr.msg_control = b.cmsgs[i].as_mut_ptr().cast();
+            b.hdrs.push(hdr);
+        }
+        b
     }
 
     /// The datagrams read by the last `recv_batch`, each with its metadata.
@@ -182,30 +201,18 @@ impl DhcpSocket {
     /// returns how many (0 when none is ready).
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.metas.clear();
-        batch.iovs.clear();
-        batch.hdrs.clear();
-        for buf in batch.bufs.iter_mut() {
-            batch.iovs.push(libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: buf.len(),
-            });
-        }
-        let n = batch.bufs.len();
-        for i in 0..n {
-            // SAFETY: msghdr is a plain C struct, valid when all zero; the pointers set below
-            // point into `batch`'s vectors, which are not resized until recvmmsg returns.
-            let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            hdr.msg_hdr.msg_name = (&raw mut batch.addrs[i]).cast();
+        let n = batch.hdrs.len();
+        // The kernel shortens these to what it wrote: give each header its full room again.
+        for hdr in batch.hdrs.iter_mut() {
             hdr.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            hdr.msg_hdr.msg_iov = &raw mut batch.iovs[i];
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = batch.cmsgs[i].as_mut_ptr().cast();
             hdr.msg_hdr.msg_controllen = std::mem::size_of::<[u64; CMSG_WORDS]>() as _;
-            batch.hdrs.push(hdr);
+            hdr.msg_hdr.msg_flags = 0;
+            hdr.msg_len = 0;
         }
         let vlen = libc::c_uint::try_from(n).unwrap_or(libc::c_uint::MAX);
         // SAFETY: `hdrs` holds `n` initialised mmsghdr whose buffers, addresses and control
-        // areas live in `batch` for the whole call; MSG_DONTWAIT makes it return at once.
+        // areas live in `batch` (never resized) for the whole call; MSG_DONTWAIT makes it
+        // return at once.
         let rc = unsafe {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
