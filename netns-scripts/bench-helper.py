@@ -191,8 +191,8 @@ def probe(server, giaddr, deadline_s):
 
 METRICS = [
     ("dhcp_max_rate", "DHCP: highest offered rate with <1% drops (DORA/s)", "higher"),
-    ("dhcp_cpu_us", "DHCP: server CPU per DORA at fixed rate (us)", "lower"),
-    ("dhcp_fixed_done", "DHCP: DORA completed at fixed rate (per s)", "higher"),
+    ("dhcp_cpu_us", "DHCP: server CPU per DORA at {rate}/s offered (us)", "lower"),
+    ("dhcp_fixed_done", "DHCP: DORA completed at {rate}/s offered (per s)", "higher"),
     ("dns_qps", "DNS: queries/s, lease names (dnsperf)", "higher"),
     ("dns_avg_ms", "DNS: average latency (ms)", "lower"),
     ("dns_p99_ms", "DNS: p99 latency (ms)", "lower"),
@@ -234,7 +234,15 @@ def table(raw, servers, notes_path):
     head += [f"leasedns/{s}" for s in others]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    rows = []
     for key, label, _ in METRICS:
+        if "{rate}" not in label:
+            rows.append((key, label))
+            continue
+        # One row per fixed rate, recorded as key@rate.
+        rates = sorted({int(m.split("@")[1]) for (_, m) in vals if m.startswith(key + "@")})
+        rows += [(f"{key}@{r}", label.format(rate=f"{r:,}")) for r in rates]
+    for key, label in rows:
         med = {}
         for s in servers:
             v = vals.get((s, key))

@@ -23,7 +23,8 @@ bench.sh [options]   (run as root)
   --no-build           do not run cargo build --release (the binary must exist)
   --reps N             repetitions of each point (default 3; --quick: 1)
   --period S           seconds per DHCP point and per DNS run (default 10; --quick: 3)
-  --fixed-rate R       offered DORA/s for the CPU-per-DORA measurement (default 2000)
+  --fixed-rate R[,R..] offered DORA/s for the CPU-per-DORA measurement, one row each
+                       (default 2000,4000: rates every server here sustains)
   --mem-leases N       leases to grant for the memory test (default 100000; --quick: 20000)
   --mem-rate R         offered DORA/s while granting them (default: 80 % of the server's
                        highest rate found by the DHCP part in this run, else 2000)
@@ -47,7 +48,7 @@ OUT=bench-results.md
 BUILD=1
 REPS=""
 PERIOD=""
-FIXED_RATE=2000
+FIXED_RATE=2000,4000
 MEM_LEASES=""
 MEM_RATE=""
 MEM_CAP=""
@@ -404,22 +405,26 @@ search() {
   fi
 }
 
-# cpu_per_dora SERVER: server CPU time per completed DORA at FIXED_RATE, REPS times.
+# cpu_per_dora SERVER: server CPU time (user + system, all threads) per completed DORA at each
+# rate of FIXED_RATE, REPS times each.
 cpu_per_dora() {
-  local name=$1 r before after tck
+  local name=$1 r rate before after tck
   tck=$(getconf CLK_TCK)
-  for ((r = 1; r <= REPS; r++)); do
-    fresh_server "$name"
-    before=$(cpu_ticks "$SRV_PID")
-    perf "$FIXED_RATE" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.fixed.$r"
-    after=$(cpu_ticks "$SRV_PID")
-    stop_server
-    if [ "$P_ACKS" -gt 0 ]; then
-      record "$name" dhcp_cpu_us "$(awk -v t=$((after - before)) -v k="$tck" -v n="$P_ACKS" \
-        'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
-    fi
-    record "$name" dhcp_fixed_done "$(awk -v n="$P_ACKS" -v p="$PERIOD" 'BEGIN { printf "%.1f", n / p }')"
-    log "$name at $FIXED_RATE/s: $P_ACKS DORA completed, server CPU $((after - before)) ticks"
+  for rate in ${FIXED_RATE//,/ }; do
+    for ((r = 1; r <= REPS; r++)); do
+      fresh_server "$name"
+      before=$(cpu_ticks "$SRV_PID")
+      perf "$rate" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.fixed.$rate.$r"
+      after=$(cpu_ticks "$SRV_PID")
+      stop_server
+      if [ "$P_ACKS" -gt 0 ]; then
+        record "$name" "dhcp_cpu_us@$rate" "$(awk -v t=$((after - before)) -v k="$tck" \
+          -v n="$P_ACKS" 'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
+      fi
+      record "$name" "dhcp_fixed_done@$rate" \
+        "$(awk -v n="$P_ACKS" -v p="$PERIOD" 'BEGIN { printf "%.1f", n / p }')"
+      log "$name at $rate/s: $P_ACKS DORA completed, server CPU $((after - before)) ticks"
+    done
   done
 }
 
