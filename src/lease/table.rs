@@ -135,9 +135,10 @@ impl LeaseTable {
             return None;
         };
         let new_client = (lease.state != LeaseState::Declined).then_some(&lease.client);
-        let old_client = self.leases.get(i).map(|old| {
-            (old.state != LeaseState::Declined).then_some(&old.client)
-        });
+        let old_client = self
+            .leases
+            .get(i)
+            .map(|old| (old.state != LeaseState::Declined).then_some(&old.client));
         // The client index keeps its entry when the lease stays with the same client.
         let reindex = old_client != Some(new_client);
         if reindex {
@@ -151,7 +152,11 @@ impl LeaseTable {
             self.index_client(i);
         }
         self.ended(&old);
-        if self.leases.get(i).is_some_and(|new| new.client != old.client) {
+        if self
+            .leases
+            .get(i)
+            .is_some_and(|new| new.client != old.client)
+        {
             self.remember(&old);
         }
         Some(old)
@@ -261,7 +266,11 @@ impl LeaseTable {
 
     /// Take the lease at position `i` out of the client index (if it is there).
     fn unindex_client(&mut self, i: usize) {
-        let Some(lease) = self.leases.get(i).filter(|l| l.state != LeaseState::Declined) else {
+        let Some(lease) = self
+            .leases
+            .get(i)
+            .filter(|l| l.state != LeaseState::Declined)
+        else {
             return;
         };
         let hash = self.hasher.hash_one(&lease.client);
@@ -308,9 +317,7 @@ impl LeaseTable {
 
 /// The address-index hash of the lease at position `i` (for rehashing).
 fn ip_hash(hasher: &RandomState, leases: &[Lease], i: u32) -> u64 {
-    leases
-        .get(i as usize)
-        .map_or(0, |l| hasher.hash_one(l.ip))
+    leases.get(i as usize).map_or(0, |l| hasher.hash_one(l.ip))
 }
 
 /// The client-index hash of the lease at position `i` (for rehashing).
@@ -499,7 +506,10 @@ mod tests {
             }
             let mut order: Vec<_> = model.values().map(|l| (l.expires, l.ip)).collect();
             order.sort();
-            let got: Vec<_> = t.expired(UnixTime(u64::MAX)).map(|l| (l.expires, l.ip)).collect();
+            let got: Vec<_> = t
+                .expired(UnixTime(u64::MAX))
+                .map(|l| (l.expires, l.ip))
+                .collect();
             assert_eq!(got, order, "step {step}");
         }
     }
@@ -515,7 +525,10 @@ mod tests {
         assert_eq!(t.next_expiry(), Some(UnixTime(u64::MAX)));
         assert!(t.pop_expired(UnixTime(u64::MAX - 1)).is_none());
         assert_eq!(t.expired(UnixTime(1 << 40)).count(), 0);
-        assert_eq!(t.pop_expired(UnixTime(u64::MAX)).map(|l| l.ip), Some(ip(10)));
+        assert_eq!(
+            t.pop_expired(UnixTime(u64::MAX)).map(|l| l.ip),
+            Some(ip(10))
+        );
     }
 
     #[test]
