@@ -2262,7 +2262,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let n = (x % 40) as u8;
-            if (x >> 8) % 3 == 0 {
+            if (x >> 8).is_multiple_of(3) {
                 replayed.remove(ip(n));
                 model.remove(&ip(n));
             } else {

@@ -486,7 +486,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let addr = (x % 64) as u8;
-            if (x >> 8) % 4 == 0 {
+            if (x >> 8).is_multiple_of(4) {
                 assert_eq!(t.remove(ip(addr)), model.remove(&ip(addr)), "step {step}");
             } else {
                 let state = states[((x >> 16) % 3) as usize];
