@@ -1185,22 +1185,30 @@ struct Replayed {
 }
 
 impl Replayed {
+    #[cfg(test)]
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.position_hashed(self.hasher.hash_one(ip), ip)
+    }
+
+    fn position_hashed(&self, hash: u64, ip: Ipv4Addr) -> Option<usize> {
         let leases = &self.leases;
-        let found = self.index.find(self.hasher.hash_one(ip), |&i| {
+        let found = self.index.find(hash, |&i| {
             leases.get(i as usize).is_some_and(|l| l.ip == ip)
         });
         found.map(|&i| i as usize)
     }
 
     fn upsert(&mut self, lease: Lease) {
-        if let Some(old) = self.position(lease.ip).and_then(|i| self.leases.get_mut(i)) {
+        let hash = self.hasher.hash_one(lease.ip);
+        if let Some(old) = self
+            .position_hashed(hash, lease.ip)
+            .and_then(|i| self.leases.get_mut(i))
+        {
             *old = lease;
             return;
         }
         // One lease per address: fewer than 2^32 positions.
         let i = u32::try_from(self.leases.len()).unwrap_or(u32::MAX);
-        let hash = self.hasher.hash_one(lease.ip);
         self.leases.push(lease);
         let Replayed {
             leases,

@@ -130,8 +130,9 @@ impl LeaseTable {
     /// Insert `lease`, replacing (and returning) whatever lease held its address.
     pub fn insert(&mut self, lease: Lease) -> Option<Lease> {
         self.by_expiry.insert(expiry_key(&lease));
-        let Some(i) = self.position(lease.ip) else {
-            self.push(lease);
+        let hash = self.hasher.hash_one(lease.ip);
+        let Some(i) = self.position_hashed(hash, lease.ip) else {
+            self.push(hash, lease);
             return None;
         };
         let new_client = (lease.state != LeaseState::Declined).then_some(&lease.client);
@@ -227,17 +228,21 @@ impl LeaseTable {
 
     /// The position of the lease on `ip` in `leases`.
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.position_hashed(self.hasher.hash_one(ip), ip)
+    }
+
+    /// `position` with the address's hash already known.
+    fn position_hashed(&self, hash: u64, ip: Ipv4Addr) -> Option<usize> {
         let leases = &self.leases;
-        let found = self.by_ip.find(self.hasher.hash_one(ip), |&i| {
+        let found = self.by_ip.find(hash, |&i| {
             leases.get(i as usize).is_some_and(|l| l.ip == ip)
         });
         found.map(|&i| i as usize)
     }
 
-    /// Append a lease for an address that has none.
-    fn push(&mut self, lease: Lease) {
+    /// Append a lease for an address that has none (`hash`: its address's).
+    fn push(&mut self, hash: u64, lease: Lease) {
         let i = self.leases.len();
-        let hash = self.hasher.hash_one(lease.ip);
         self.leases.push(lease);
         let LeaseTable {
             leases,
