@@ -34,7 +34,7 @@
 //! `apply_at` (seconds since the epoch, as a u32), so it also increases across restarts.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
@@ -126,14 +126,28 @@ struct Statics {
     by_name: HashMap<String, Vec<RecordData>>,
     /// PTR target of an address: the first static name given an A or AAAA for it.
     by_ip: HashMap<IpAddr, String>,
+    /// The label part of every static name `label.<domain>`: a lease label is checked here
+    /// without building its full name.
+    labels: HashSet<String>,
 }
 
 impl Statics {
-    fn build(reservations: &[DnsRecord], config: &[DnsRecord], hosts: &[DnsRecord]) -> Statics {
+    fn build(
+        domain: &str,
+        reservations: &[DnsRecord],
+        config: &[DnsRecord],
+        hosts: &[DnsRecord],
+    ) -> Statics {
         let mut statics = Statics::default();
         for r in reservations.iter().chain(config).chain(hosts) {
             statics.add(r);
         }
+        let label = |name: &String| {
+            name.strip_suffix(domain)?
+                .strip_suffix('.')
+                .map(String::from)
+        };
+        statics.labels = statics.by_name.keys().filter_map(label).collect();
         statics
     }
 
@@ -228,7 +242,7 @@ impl Names {
                 data: RecordData::A(*ip),
             });
         }
-        let statics = Statics::build(&reservations, &[], &[]);
+        let statics = Statics::build(&domain, &reservations, &[], &[]);
         Names {
             domain,
             reservations,
@@ -298,6 +312,7 @@ impl Names {
     /// serial if the statics or the published lease names changed.
     fn rebuild_statics(&mut self) {
         let statics = Statics::build(
+            &self.domain,
             &self.reservations,
             &self.config_records,
             &self.hosts_records,
@@ -507,7 +522,7 @@ impl Names {
 
     /// Whether a static record owns the lease name of `label`.
     fn is_static(&self, label: &str) -> bool {
-        self.statics.by_name.contains_key(&self.fqdn_of(label))
+        self.statics.labels.contains(label)
     }
 
     /// The claim of `ip` if it holds its name.
@@ -636,20 +651,20 @@ impl Names {
         let hasher = &self.hasher;
         self.claims
             .insert_unique(hasher.hash_one(ip), claim, |c| hasher.hash_one(c.ip));
-        let fqdn = self.fqdn_of(&label);
-        let is_static = self.statics.by_name.contains_key(&fqdn);
-        match (is_static, self.holder(&label)) {
+        match (self.is_static(&label), self.holder(&label)) {
             (false, None) => {
                 self.set_holder(&label, ip);
                 true
             }
             (false, Some(holder)) => {
                 self.add_waiter(&label, seq, ip, self.now);
+                let fqdn = self.fqdn_of(&label);
                 info!(%fqdn, %ip, %holder, "name conflict: the name is held by another live lease; this lease waits for it");
                 false
             }
             (true, _) => {
                 self.add_waiter(&label, seq, ip, self.now);
+                let fqdn = self.fqdn_of(&label);
                 if self.statics.first_a(&fqdn) == Some(ip) {
                     debug!(%fqdn, %ip, "lease name is the static name of its address; served as static");
                 } else {
