@@ -217,9 +217,10 @@ fn granting_100k_leases_through_the_server_peak_memory() -> Result<()> {
     let acked = granted.len() as u32;
     let took = t.elapsed();
     let (hwm, rss) = memory_kb(pid)?;
+    let cpu = cpu_time(pid)?;
     println!(
-        "granted {acked} of {N} leases through the server in {took:?}; VmHWM {hwm} kB, \
-         VmRSS {rss} kB"
+        "granted {acked} of {N} leases through the server in {took:?} (server CPU {cpu:?}); \
+         VmHWM {hwm} kB, VmRSS {rss} kB"
     );
     ensure!(
         acked >= N * 99 / 100,
