@@ -8,8 +8,9 @@
 //! hole). The address and client indexes hold only a 4-byte position in that vector (plus
 //! hashbrown's control byte); a lookup compares the lease it points at, so clients whose hashes
 //! collide only share a probe sequence. The expiry set holds one u64 per lease (expiry seconds
-//! and address). With 100,000 leases that is about 72 + 2 x 6.6 + ~18 bytes a lease, against
-//! 163 for a set of leases, a map of client hashes and a set of (time, address) pairs.
+//! and address). With 100,000 leases that is about 72 + 2 x 6.6 + 20 = 105 bytes a lease
+//! (measured), against 163 for a set of leases, a map of client hashes and a set of
+//! (time, address) pairs.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
