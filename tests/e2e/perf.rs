@@ -32,7 +32,12 @@ const READY_LIMIT: Duration = if cfg!(debug_assertions) {
 } else {
     Duration::from_secs(4)
 };
-const HWM_LIMIT_KB: u64 = if cfg!(debug_assertions) { 100 } else { 80 } * 1024;
+/// The issue's 40 MB in release (the figure is about 30 MB: a 25% margin for a noisy day).
+const HWM_LIMIT_KB: u64 = if cfg!(debug_assertions) {
+    100 * 1024
+} else {
+    40_000
+};
 
 /// Seconds since midnight (UTC) of a time, or of a log line's RFC 3339 timestamp.
 fn day_secs(t: SystemTime) -> f64 {
@@ -212,9 +217,10 @@ fn granting_100k_leases_through_the_server_peak_memory() -> Result<()> {
     let acked = granted.len() as u32;
     let took = t.elapsed();
     let (hwm, rss) = memory_kb(pid)?;
+    let cpu = cpu_time(pid)?;
     println!(
-        "granted {acked} of {N} leases through the server in {took:?}; VmHWM {hwm} kB, \
-         VmRSS {rss} kB"
+        "granted {acked} of {N} leases through the server in {took:?} (server CPU {cpu:?}); \
+         VmHWM {hwm} kB, VmRSS {rss} kB"
     );
     ensure!(
         acked >= N * 99 / 100,
@@ -239,6 +245,7 @@ fn granting_100k_leases_through_the_server_peak_memory() -> Result<()> {
     println!(
         "restart with those leases: `leasedns ready` after {ready:?}; VmHWM {hwm} kB, VmRSS {rss} kB"
     );
+    ensure!(hwm < HWM_LIMIT_KB, "VmHWM {hwm} kB after the restart");
     server.stop()?;
     Ok(())
 }
