@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
+use dhcproto::v4::MessageType;
 use tracing::{debug, info, warn};
 
 use crate::clock::UnixTime;
@@ -22,7 +22,7 @@ use crate::dhcp::Iface;
 use crate::dhcp::alloc::{Pool, Reservations, Want};
 use crate::dhcp::dest::{self, Dest, Ports};
 use crate::dhcp::options::{self, ReplyOptions};
-use crate::dhcp::wire::{self, Request};
+use crate::dhcp::wire::{self, ReplyMsg, Request};
 use crate::lease::table::{LeaseTable, held_by};
 use crate::lease::{ClientId, Lease, LeaseChange, LeaseState, RemoveReason};
 
@@ -33,7 +33,7 @@ pub const MIN_REQUESTED_LEASE: u32 = 60;
 
 #[derive(Debug)]
 pub struct Reply {
-    pub msg: dhcproto::v4::Message,
+    pub msg: ReplyMsg,
     pub dest: Dest,
     /// The most the client accepts (option 57, at least 576).
     pub max_size: usize,
@@ -631,9 +631,9 @@ impl Engine {
         let relayed = !req.giaddr.is_unspecified();
         let mut msg = reply_header(req, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
         if relayed {
-            msg.set_flags(Flags::default().set_broadcast());
+            msg.flags = BROADCAST;
         }
-        msg.set_opts(options::nak(cx.server_id, req.relay_info.as_deref()));
+        msg.opts = options::nak(cx.server_id, req.relay_info.as_deref());
         let dest = dest::choose(
             req,
             Ipv4Addr::UNSPECIFIED,
@@ -687,7 +687,7 @@ impl Engine {
             cx.class.map_or(none, |c| c.options.as_slice()),
             cx.host.map_or(none, |h| h.options.as_slice()),
         ];
-        msg.set_opts(options::reply(&ReplyOptions {
+        msg.opts = options::reply(&ReplyOptions {
             msg_type,
             server_id: cx.server_id,
             subnet: cx.subnet,
@@ -700,7 +700,7 @@ impl Engine {
             hostname: name.as_deref(),
             fqdn: fqdn.as_deref(),
             rapid_commit: msg_type == MessageType::Ack && req.msg_type == MessageType::Discover,
-        }));
+        });
         let dest = dest::choose(req, yiaddr, false, cx.iface.index, self.ports());
         Reply {
             msg,
@@ -765,23 +765,21 @@ pub fn valid_hostname(raw: &[u8]) -> Option<String> {
     )
 }
 
+/// The broadcast bit of the flags field.
+const BROADCAST: u16 = 0x8000;
+
 /// A BOOTREPLY header answering `req`: xid, flags, htype, chaddr and giaddr copied.
-fn reply_header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> Message {
-    let flags = if req.broadcast {
-        Flags::default().set_broadcast()
-    } else {
-        Flags::default()
-    };
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootReply)
-        .set_htype(HType::from(req.htype))
-        .set_xid(req.xid)
-        .set_flags(flags)
-        .set_ciaddr(ciaddr)
-        .set_yiaddr(yiaddr)
-        .set_giaddr(req.giaddr)
-        .set_chaddr(req.hwaddr.bytes());
-    msg
+fn reply_header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> ReplyMsg {
+    ReplyMsg {
+        htype: req.htype,
+        xid: req.xid,
+        flags: if req.broadcast { BROADCAST } else { 0 },
+        ciaddr,
+        yiaddr,
+        giaddr: req.giaddr,
+        chaddr: req.hwaddr.clone(),
+        ..ReplyMsg::default()
+    }
 }
 
 fn max_size(req: &Request) -> usize {
@@ -964,7 +962,7 @@ mod tests {
     fn opt(o: &Outcome, code: OptionCode) -> Option<DhcpOption> {
         o.reply
             .as_ref()
-            .and_then(|r| r.msg.opts().get(code).cloned())
+            .and_then(|r| r.msg.opts().typed(code))
     }
     fn bound(e: &Engine, n: u8) -> Vec<Ipv4Addr> {
         let c = id(n);
@@ -1009,7 +1007,7 @@ mod tests {
             Some(DhcpOption::AddressLeaseTime(3600))
         );
         let r = offer.reply.as_ref().expect("offer");
-        assert_eq!(r.msg.opcode(), Opcode::BootReply);
+        assert_eq!(r.msg.opcode(), dhcproto::v4::Opcode::BootReply);
         assert_eq!(r.msg.xid(), d.xid);
         assert_eq!(r.msg.chaddr(), mac(1).bytes());
         assert_eq!(r.max_size, 576);
@@ -1174,7 +1172,7 @@ mod tests {
         assert!(nak.changes.is_empty());
         let r = nak.reply.as_ref().expect("nak");
         assert_eq!(r.dest, Dest::Broadcast { ifindex: 2 });
-        assert_eq!(r.msg.opts().get(OptionCode::AddressLeaseTime), None);
+        assert!(!r.msg.opts().contains(u8::from(OptionCode::AddressLeaseTime)));
         assert_eq!(
             opt(&nak, OptionCode::ServerIdentifier),
             Some(DhcpOption::ServerIdentifier(SID))
@@ -1369,12 +1367,7 @@ mod tests {
         let r = offer.reply.as_ref().expect("offer");
         assert_eq!(r.dest, Dest::Relay(SocketAddrV4::new(GIADDR, 67)));
         assert_eq!(r.msg.giaddr(), GIADDR);
-        assert!(
-            r.msg
-                .opts()
-                .get(OptionCode::RelayAgentInformation)
-                .is_some()
-        );
+        assert!(r.msg.opts().contains(82));
         let sid = DhcpOption::ServerIdentifier(RELAY_SID);
         assert_eq!(opt(&offer, OptionCode::ServerIdentifier), Some(sid));
         let mask = DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0));
@@ -1535,10 +1528,7 @@ mod tests {
 
     /// The payload of an option the engine sends raw (typed config options, 81, 121, 249).
     fn raw(o: &Outcome, code: u8) -> Option<Vec<u8>> {
-        match opt(o, OptionCode::from(code))? {
-            DhcpOption::Unknown(u) => Some(u.data().to_vec()),
-            other => panic!("option {code} is not raw: {other:?}"),
-        }
+        o.reply.as_ref().and_then(|r| r.msg.opts().raw(code))
     }
     fn lease_time(o: &Outcome) -> Option<u32> {
         match opt(o, OptionCode::AddressLeaseTime)? {

@@ -9,7 +9,7 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
 use dhcproto::{Encodable, Encoder};
 
 use crate::lease::HwAddr;
@@ -36,6 +36,8 @@ pub enum DecodeError {
 pub enum EncodeError {
     #[error("dhcproto could not encode the reply: {0}")]
     Dhcproto(#[from] dhcproto::error::EncodeError),
+    #[error("bad reply header: {0}")]
+    BadHeader(&'static str),
     #[error("reply is {len} bytes even without optional options; limit is {limit}")]
     TooLarge { len: usize, limit: usize },
 }
@@ -360,196 +362,445 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
 
 /// Options `encode` never drops to make a reply fit: message type, server id, lease time,
 /// subnet mask, router, and the relay agent information a relay needs to forward the reply.
-const ESSENTIAL: [OptionCode; 6] = [
-    OptionCode::MessageType,
-    OptionCode::ServerIdentifier,
-    OptionCode::AddressLeaseTime,
-    OptionCode::SubnetMask,
-    OptionCode::Router,
-    OptionCode::RelayAgentInformation,
-];
+const ESSENTIAL: [u8; 6] = [53, 54, 51, 1, 3, 82];
 
-/// Encode a reply.
-///
-/// `max_size` is a datagram size as in the client's option 57 (raised to 576 if smaller); the
-/// DHCP message itself is kept within `max_size - 28` (IP and UDP headers), as dnsmasq does.
-/// If the reply is too long, optional options are dropped, largest first; the options in
-/// `ESSENTIAL` are never dropped. Option 53 is moved first (dhcproto writes options in numeric
-/// order, with 82 last), and the message is zero-padded to BOOTP's 300 bytes.
-pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
-    encode_ordered(msg, max_size, &[])
+/// BOOTREPLY.
+const BOOTREPLY: u8 = 2;
+
+/// A reply ready to encode: the BOOTP header fields and the options in wire form. Built by the
+/// engine without dhcproto's option map; `from_message` takes a dhcproto `Message` instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyMsg {
+    pub op: u8,
+    pub htype: u8,
+    pub hops: u8,
+    pub xid: u32,
+    pub secs: u16,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub giaddr: Ipv4Addr,
+    /// chaddr, cut to `hlen` (at most 16 bytes).
+    pub chaddr: HwAddr,
+    /// Server name and boot file (empty in every reply the engine builds).
+    pub sname: Vec<u8>,
+    pub file: Vec<u8>,
+    pub opts: ReplyOpts,
 }
 
-/// `encode`, with the options in `order` (the client's parameter request list) written right
-/// after 53 and 54, in that order; the others follow in numeric order, and 82 stays last.
-pub fn encode_ordered(
+impl Default for ReplyMsg {
+    fn default() -> Self {
+        ReplyMsg {
+            op: BOOTREPLY,
+            htype: 1,
+            hops: 0,
+            xid: 0,
+            secs: 0,
+            flags: 0,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr: HwAddr::default(),
+            sname: Vec::new(),
+            file: Vec::new(),
+            opts: ReplyOpts::default(),
+        }
+    }
+}
+
+impl ReplyMsg {
+    /// The same reply as a dhcproto `Message` says, options encoded by dhcproto one by one.
+    pub fn from_message(msg: &Message) -> Result<ReplyMsg, EncodeError> {
+        if msg.hlen() > 16 {
+            return Err(EncodeError::BadHeader("hlen > 16"));
+        }
+        let mut opts = ReplyOpts::default();
+        for (_, opt) in msg.opts().iter() {
+            opts.insert(opt)?;
+        }
+        Ok(ReplyMsg {
+            op: msg.opcode().into(),
+            htype: msg.htype().into(),
+            hops: msg.hops(),
+            xid: msg.xid(),
+            secs: msg.secs(),
+            flags: msg.flags().into(),
+            ciaddr: msg.ciaddr(),
+            yiaddr: msg.yiaddr(),
+            siaddr: msg.siaddr(),
+            giaddr: msg.giaddr(),
+            chaddr: HwAddr::new(msg.htype().into(), msg.chaddr()),
+            sname: msg.sname().unwrap_or_default().to_vec(),
+            file: msg.fname().unwrap_or_default().to_vec(),
+            opts,
+        })
+    }
+    pub fn opcode(&self) -> Opcode {
+        Opcode::from(self.op)
+    }
+    pub fn xid(&self) -> u32 {
+        self.xid
+    }
+    pub fn flags(&self) -> Flags {
+        Flags::from(self.flags)
+    }
+    pub fn ciaddr(&self) -> Ipv4Addr {
+        self.ciaddr
+    }
+    pub fn yiaddr(&self) -> Ipv4Addr {
+        self.yiaddr
+    }
+    pub fn giaddr(&self) -> Ipv4Addr {
+        self.giaddr
+    }
+    pub fn chaddr(&self) -> &[u8] {
+        self.chaddr.bytes()
+    }
+    pub fn opts(&self) -> &ReplyOpts {
+        &self.opts
+    }
+    pub fn opts_mut(&mut self) -> &mut ReplyOpts {
+        &mut self.opts
+    }
+
+    /// The fixed 240 bytes: header, sname, file, magic cookie.
+    fn write_header(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        if self.sname.len() > SNAME.len() || self.file.len() > FILE.len() {
+            return Err(EncodeError::BadHeader("sname or file too long"));
+        }
+        let chaddr = self.chaddr.bytes();
+        let hlen = u8::try_from(chaddr.len()).unwrap_or(16);
+        let start = out.len();
+        out.extend_from_slice(&[self.op, self.htype, hlen, self.hops]);
+        out.extend_from_slice(&self.xid.to_be_bytes());
+        out.extend_from_slice(&self.secs.to_be_bytes());
+        out.extend_from_slice(&self.flags.to_be_bytes());
+        for ip in [self.ciaddr, self.yiaddr, self.siaddr, self.giaddr] {
+            out.extend_from_slice(&ip.octets());
+        }
+        for (field, end) in [
+            (chaddr, SNAME.start),
+            (&self.sname[..], FILE.start),
+            (&self.file[..], COOKIE.start),
+        ] {
+            out.extend_from_slice(field);
+            out.resize(start + end, 0);
+        }
+        out.extend_from_slice(&MAGIC);
+        Ok(())
+    }
+}
+
+/// One option of a `ReplyOpts`: its code and where its encoding sits in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    code: u8,
+    start: u32,
+    end: u32,
+}
+
+/// A reply's options, each kept in wire form (code, length, value; split into pieces of at
+/// most 255 bytes when long, RFC 3396) in one byte arena. Setting a code again replaces it.
+/// Options 53 and 54 are also kept typed, for the service (`get`, `msg_type`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplyOpts {
+    entries: Vec<Entry>,
+    bytes: Vec<u8>,
+    msg_type: Option<DhcpOption>,
+    server_id: Option<DhcpOption>,
+}
+
+impl ReplyOpts {
+    pub fn new() -> Self {
+        ReplyOpts {
+            entries: Vec::with_capacity(16),
+            bytes: Vec::with_capacity(128),
+            msg_type: None,
+            server_id: None,
+        }
+    }
+
+    /// Options 53 and 54, typed (the others: see `raw`).
+    pub fn get(&self, code: OptionCode) -> Option<&DhcpOption> {
+        match u8::from(code) {
+            53 => self.msg_type.as_ref(),
+            54 => self.server_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn msg_type(&self) -> Option<MessageType> {
+        match self.msg_type {
+            Some(DhcpOption::MessageType(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The codes present, in the order they were first set.
+    pub fn codes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.entries.iter().map(|e| e.code)
+    }
+
+    pub fn contains(&self, code: u8) -> bool {
+        self.entries.iter().any(|e| e.code == code)
+    }
+
+    /// The value of option `code`, its pieces joined.
+    pub fn raw(&self, code: u8) -> Option<Vec<u8>> {
+        let e = self.entries.iter().find(|e| e.code == code)?;
+        let mut area = self.encoded(e);
+        let mut out = Vec::with_capacity(area.len());
+        while let [_, len, rest @ ..] = area {
+            let n = usize::from(*len).min(rest.len());
+            out.extend_from_slice(&rest[..n]);
+            area = &rest[n..];
+        }
+        Some(out)
+    }
+
+    pub fn remove(&mut self, code: u8) {
+        self.entries.retain(|e| e.code != code);
+        match code {
+            53 => self.msg_type = None,
+            54 => self.server_id = None,
+            _ => {}
+        }
+    }
+
+    pub fn set_msg_type(&mut self, t: MessageType) {
+        self.msg_type = Some(DhcpOption::MessageType(t));
+        self.put_with(53, |b| b.extend_from_slice(&[53, 1, u8::from(t)]));
+    }
+
+    pub fn set_server_id(&mut self, ip: Ipv4Addr) {
+        self.server_id = Some(DhcpOption::ServerIdentifier(ip));
+        self.put_ip(54, ip);
+    }
+
+    /// A 4-byte address (options 1, 28, 54, ...).
+    pub fn put_ip(&mut self, code: u8, ip: Ipv4Addr) {
+        self.put_with(code, |b| {
+            b.extend_from_slice(&[code, 4]);
+            b.extend_from_slice(&ip.octets());
+        });
+    }
+
+    pub fn put_u32(&mut self, code: u8, v: u32) {
+        self.put_with(code, |b| {
+            b.extend_from_slice(&[code, 4]);
+            b.extend_from_slice(&v.to_be_bytes());
+        });
+    }
+
+    pub fn put_u16(&mut self, code: u8, v: u16) {
+        self.put_with(code, |b| {
+            b.extend_from_slice(&[code, 2]);
+            b.extend_from_slice(&v.to_be_bytes());
+        });
+    }
+
+    /// A list of addresses, in pieces of 63 addresses (252 bytes) as dhcproto splits them.
+    pub fn put_ips(&mut self, code: u8, ips: &[Ipv4Addr]) {
+        self.put_with(code, |b| {
+            for chunk in ips.chunks(63) {
+                b.extend_from_slice(&[code, (chunk.len() * 4) as u8]);
+                for ip in chunk {
+                    b.extend_from_slice(&ip.octets());
+                }
+            }
+        });
+    }
+
+    /// Raw bytes, in pieces of 255 (nothing at all for an empty value, as dhcproto does).
+    pub fn put_bytes(&mut self, code: u8, value: &[u8]) {
+        self.put_with(code, |b| {
+            for chunk in value.chunks(255) {
+                b.extend_from_slice(&[code, chunk.len() as u8]);
+                b.extend_from_slice(chunk);
+            }
+        });
+    }
+
+    /// An option without a value (rapid commit).
+    pub fn put_flag(&mut self, code: u8) {
+        self.put_with(code, |b| b.extend_from_slice(&[code, 0]));
+    }
+
+    /// A typed option, encoded by dhcproto (Pad and End are ignored).
+    pub fn insert(&mut self, opt: &DhcpOption) -> Result<(), EncodeError> {
+        let code = u8::from(OptionCode::from(opt));
+        if code == OPT_PAD || code == OPT_END {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        opt.encode(&mut Encoder::new(&mut buf))?;
+        match opt {
+            DhcpOption::MessageType(_) => self.msg_type = Some(opt.clone()),
+            DhcpOption::ServerIdentifier(_) => self.server_id = Some(opt.clone()),
+            _ => {}
+        }
+        self.put_with(code, |b| b.extend_from_slice(&buf));
+        Ok(())
+    }
+
+    /// Option `code` decoded by dhcproto from its encoding alone (tests compare typed values).
+    #[cfg(test)]
+    pub(crate) fn typed(&self, code: OptionCode) -> Option<DhcpOption> {
+        use dhcproto::Decodable;
+        let e = self.entries.iter().find(|e| e.code == u8::from(code))?;
+        let mut bytes = self.encoded(e).to_vec();
+        bytes.push(OPT_END);
+        let opts = dhcproto::v4::DhcpOptions::from_bytes(&bytes).ok()?;
+        opts.get(code).cloned()
+    }
+
+    /// Append `code`'s encoding (written by `write`) and point its entry at it.
+    fn put_with(&mut self, code: u8, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        let (start, end) = (start as u32, self.bytes.len() as u32);
+        match self.entries.iter_mut().find(|e| e.code == code) {
+            Some(e) => (e.start, e.end) = (start, end),
+            None => self.entries.push(Entry { code, start, end }),
+        }
+    }
+
+    fn encoded(&self, e: &Entry) -> &[u8] {
+        self.bytes
+            .get(e.start as usize..e.end as usize)
+            .unwrap_or_default()
+    }
+
+    /// The options area in `rank` order followed by End (no header, no padding).
+    pub fn to_bytes(&self, order: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes.len() + 1);
+        self.write_ordered(&mut out, order, &[]);
+        out
+    }
+
+    /// Write every option not `dropped` (by code) in `rank` order, then End.
+    fn write_ordered(&self, out: &mut Vec<u8>, order: &[u8], dropped: &[u8]) {
+        let mut small = [0u64; 32];
+        let mut big = Vec::new();
+        let keys: &mut [u64] = if self.entries.len() <= small.len() {
+            &mut small[..self.entries.len()]
+        } else {
+            big.resize(self.entries.len(), 0);
+            &mut big
+        };
+        // Sort key: rank, then code (numeric order among the rest), then the entry's index.
+        for (i, (k, e)) in keys.iter_mut().zip(&self.entries).enumerate() {
+            *k = (rank(e.code, order) << 16) | (u64::from(e.code) << 8) | i as u64;
+        }
+        keys.sort_unstable();
+        for k in keys.iter() {
+            let Some(e) = self.entries.get((*k & 0xff) as usize) else {
+                continue;
+            };
+            if !dropped.contains(&e.code) {
+                out.extend_from_slice(self.encoded(e));
+            }
+        }
+        out.push(OPT_END);
+    }
+
+    /// Bytes of the options not `dropped`.
+    fn len_without(&self, dropped: &[u8]) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| !dropped.contains(&e.code))
+            .map(|e| (e.end - e.start) as usize)
+            .sum()
+    }
+
+    /// The optional option, not yet `dropped`, with the longest encoding (ties: the highest
+    /// code).
+    fn largest_optional(&self, dropped: &[u8]) -> Option<u8> {
+        self.entries
+            .iter()
+            .filter(|e| !ESSENTIAL.contains(&e.code) && !dropped.contains(&e.code))
+            .map(|e| (e.end - e.start, e.code))
+            .max()
+            .map(|(_, code)| code)
+    }
+}
+
+/// Encode a dhcproto message (see `encode_ordered`; no request order).
+pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
+    encode_message(msg, max_size, &[])
+}
+
+/// Encode a dhcproto message (see `encode_ordered`).
+pub fn encode_message(
     msg: &Message,
     max_size: usize,
     order: &[u8],
 ) -> Result<Vec<u8>, EncodeError> {
-    let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
-    if let Some(mut bytes) = encode_direct(msg, order)
-        && bytes.len() <= limit
-    {
-        if bytes.len() < BOOTP_MIN {
-            bytes.resize(BOOTP_MIN, 0);
-        }
-        return Ok(bytes);
-    }
-    // Too long (or a header dhcproto must check): drop options one by one until it fits.
-    let mut msg = msg.clone();
-    loop {
-        let mut bytes = Vec::with_capacity(BOOTP_MIN);
-        msg.encode(&mut Encoder::new(&mut bytes))?;
-        if bytes.len() <= limit {
-            let mut bytes = reorder(bytes, order);
-            if bytes.len() < BOOTP_MIN {
-                bytes.resize(BOOTP_MIN, 0);
-            }
-            return Ok(bytes);
-        }
-        let Some(code) = largest_optional(&msg) else {
-            return Err(EncodeError::TooLarge {
-                len: bytes.len(),
-                limit,
-            });
-        };
-        tracing::debug!(code = u8::from(code), limit, "dropping option to fit reply");
-        msg.opts_mut().remove(code);
-    }
+    encode_ordered(&ReplyMsg::from_message(msg)?, max_size, order)
 }
 
-/// The common case of `encode_ordered` without copying the message: the header, then each
-/// option written in `rank` order straight into one buffer, then End (no padding yet). None
-/// when a header field is out of range (dhcproto's encoder then reports it) or an option
-/// does not encode.
-fn encode_direct(msg: &Message, order: &[u8]) -> Option<Vec<u8>> {
-    let sname = msg.sname().unwrap_or_default();
-    let fname = msg.fname().unwrap_or_default();
-    if msg.hlen() > 16 || sname.len() > SNAME.len() || fname.len() > FILE.len() {
-        return None;
-    }
-    // dhcproto's Encoder writes from the start of its buffer: the header goes in first.
+/// Encode a reply, with the options in `order` (the client's parameter request list) written
+/// right after 53 and 54, in that order; the others follow in numeric order, and 82 stays last.
+///
+/// `max_size` is a datagram size as in the client's option 57 (raised to 576 if smaller); the
+/// DHCP message itself is kept within `max_size - 28` (IP and UDP headers), as dnsmasq does.
+/// If the reply is too long, optional options are dropped, largest first; the options in
+/// `ESSENTIAL` are never dropped. The message is zero-padded to BOOTP's 300 bytes.
+pub fn encode_ordered(
+    msg: &ReplyMsg,
+    max_size: usize,
+    order: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
     let mut out = Vec::with_capacity(MIN_MAX_SIZE);
-    out.extend_from_slice(&[
-        msg.opcode().into(),
-        msg.htype().into(),
-        msg.hlen(),
-        msg.hops(),
-    ]);
-    out.extend_from_slice(&msg.xid().to_be_bytes());
-    out.extend_from_slice(&msg.secs().to_be_bytes());
-    out.extend_from_slice(&u16::from(msg.flags()).to_be_bytes());
-    for ip in [msg.ciaddr(), msg.yiaddr(), msg.siaddr(), msg.giaddr()] {
-        out.extend_from_slice(&ip.octets());
-    }
-    for (field, end) in [
-        (msg.chaddr(), SNAME.start),
-        (sname, FILE.start),
-        (fname, COOKIE.start),
-    ] {
-        out.extend_from_slice(field);
-        out.resize(end, 0);
-    }
-    out.extend_from_slice(&MAGIC);
-    let mut tail = Vec::with_capacity(MIN_MAX_SIZE - OPTIONS);
-    let mut opts: Vec<(usize, &DhcpOption)> = msg
-        .opts()
-        .iter()
-        .map(|(code, opt)| (u8::from(*code), opt))
-        .filter(|(code, _)| *code != OPT_PAD && *code != OPT_END)
-        .map(|(code, opt)| (rank(code, order), opt))
-        .collect();
-    opts.sort_by_key(|(rank, _)| *rank);
-    let mut e = Encoder::new(&mut tail);
-    for (_, opt) in opts {
-        opt.encode(&mut e).ok()?;
-    }
-    out.extend_from_slice(&tail);
-    out.push(OPT_END);
-    Some(out)
+    encode_into(msg, max_size, order, &mut out)?;
+    Ok(out)
 }
 
-/// The optional option with the longest encoding (ties: the highest code).
-fn largest_optional(msg: &Message) -> Option<OptionCode> {
-    msg.opts()
-        .iter()
-        .filter(|(code, _)| !ESSENTIAL.contains(code))
-        .map(|(code, opt)| (encoded_len(opt), u8::from(*code), *code))
-        .max_by_key(|&(len, num, _)| (len, num))
-        .map(|(_, _, code)| code)
-}
-
-fn encoded_len(opt: &DhcpOption) -> usize {
-    let mut buf = Vec::new();
-    match opt.encode(&mut Encoder::new(&mut buf)) {
-        Ok(()) => buf.len(),
-        Err(_) => usize::MAX,
+/// `encode_ordered` into `out` (cleared first), so a caller can reuse one buffer.
+pub fn encode_into(
+    msg: &ReplyMsg,
+    max_size: usize,
+    order: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    out.clear();
+    let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
+    let opts = &msg.opts;
+    // Codes dropped to fit (none, nearly always).
+    let mut dropped: Vec<u8> = Vec::new();
+    loop {
+        let len = OPTIONS + opts.len_without(&dropped) + 1;
+        if len <= limit {
+            break;
+        }
+        let Some(code) = opts.largest_optional(&dropped) else {
+            return Err(EncodeError::TooLarge { len, limit });
+        };
+        tracing::debug!(code, limit, "dropping option to fit reply");
+        dropped.push(code);
     }
+    msg.write_header(out)?;
+    opts.write_ordered(out, order, &dropped);
+    if out.len() < BOOTP_MIN {
+        out.resize(BOOTP_MIN, 0);
+    }
+    Ok(())
 }
 
 /// Where option `code` goes: 53, 54, then the codes of `order` in turn, then the rest (in
-/// dhcproto's numeric order, the sort being stable), then 82.
-fn rank(code: u8, order: &[u8]) -> usize {
+/// numeric order), then 82.
+fn rank(code: u8, order: &[u8]) -> u64 {
+    const LAST: u64 = 1 << 40;
     match code {
         53 => 0,
         54 => 1,
-        82 => usize::MAX,
+        82 => LAST,
         _ => order
             .iter()
             .position(|c| *c == code)
-            .map_or(usize::MAX - 1, |p| p + 2),
-    }
-}
-
-/// Rewrite the options of an encoded message in `rank` order. The pieces of a split long
-/// option share a rank, so they stay together and in order. Input is dhcproto's output, so it
-/// is well formed; anything unexpected leaves the bytes unchanged.
-fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
-    let Some(area) = bytes.get(OPTIONS..) else {
-        return bytes;
-    };
-    let mut tlvs = Vec::new();
-    if walk(area, |t| tlvs.push(t), |_| true).is_err() {
-        return bytes;
-    }
-    drop_repeated_relay_info(area, &mut tlvs);
-    tlvs.sort_by_key(|t| rank(t.code, order));
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(bytes.get(..OPTIONS).unwrap_or_default());
-    for t in &tlvs {
-        out.push(t.code);
-        let value = area.get(t.start..t.end).unwrap_or_default();
-        out.push(u8::try_from(value.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(value);
-    }
-    out.push(OPT_END);
-    out.resize(bytes.len().max(out.len()), 0);
-    out
-}
-
-/// dhcproto 0.15 writes an option 82 that it holds as `Unknown` twice (its `OptionCode`
-/// equality and ordering disagree), once in the main pass and once as the final option. When
-/// the option 82 pieces are such a repetition, keep one copy.
-fn drop_repeated_relay_info(area: &[u8], tlvs: &mut Vec<Tlv>) {
-    let value = |t: &Tlv| area.get(t.start..t.end).unwrap_or_default();
-    let pieces: Vec<&Tlv> = tlvs.iter().filter(|t| t.code == 82).collect();
-    let half = pieces.len() / 2;
-    let repeated = half > 0
-        && pieces.len().is_multiple_of(2)
-        && pieces[..half]
-            .iter()
-            .zip(&pieces[half..])
-            .all(|(a, b)| value(a) == value(b));
-    if repeated {
-        let mut seen = 0;
-        tlvs.retain(|t| {
-            if t.code != 82 {
-                return true;
-            }
-            seen += 1;
-            seen <= half
-        });
+            .map_or(LAST - 1, |p| p as u64 + 2),
     }
 }
 
@@ -833,9 +1084,9 @@ mod tests {
         assert_eq!(tlvs.last(), Some(&82));
     }
 
-    /// The direct encoder writes the same bytes as dhcproto's encoder followed by `reorder`
-    /// (before padding): sname and file, a long option split in pieces, an unknown option 82
-    /// (which dhcproto would write twice), and a request order naming absent options.
+    /// The encoder writes the same bytes as dhcproto's encoder followed by `reorder` (up to
+    /// padding): sname and file, a long option split in pieces, an unknown option 82 (which
+    /// dhcproto would write twice), and a request order naming absent options.
     #[test]
     fn direct_encoding_matches_dhcproto_then_reorder() {
         let mut m = offer();
@@ -847,17 +1098,56 @@ mod tests {
                 OptionCode::RelayAgentInformation,
                 vec![1, 3, 9, 9, 9],
             )));
+        let trim = |b: &[u8]| b[..b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1)].to_vec();
         for order in [&[][..], &[15, 42, 6, 3, 1, 99][..]] {
-            let direct = encode_direct(&m, order).expect("encodes directly");
+            let direct = encode_message(&m, 1500, order).expect("encodes directly");
             let mut via = Vec::new();
             m.encode(&mut Encoder::new(&mut via))
                 .expect("dhcproto encodes");
             let via = reorder(via, order);
-            assert_eq!(direct, via[..direct.len()], "order {order:?}");
-            assert!(
-                via[direct.len()..].iter().all(|b| *b == 0),
-                "only padding after End"
-            );
+            assert_eq!(trim(&direct), trim(&via), "order {order:?}");
+        }
+    }
+
+    /// Rewrite the options of a message dhcproto encoded in `rank` order. The pieces of a
+    /// split long option share a rank, so they stay together and in order.
+    fn reorder(bytes: Vec<u8>, order: &[u8]) -> Vec<u8> {
+        let area = &bytes[OPTIONS..];
+        let mut tlvs = Vec::new();
+        walk(area, |t| tlvs.push(t), |_| true).expect("well formed");
+        drop_repeated_relay_info(area, &mut tlvs);
+        tlvs.sort_by_key(|t| rank(t.code, order));
+        let mut out = bytes[..OPTIONS].to_vec();
+        for t in &tlvs {
+            out.push(t.code);
+            out.push((t.end - t.start) as u8);
+            out.extend_from_slice(&area[t.start..t.end]);
+        }
+        out.push(OPT_END);
+        out
+    }
+
+    /// dhcproto 0.15 writes an option 82 that it holds as `Unknown` twice (its `OptionCode`
+    /// equality and ordering disagree): keep one copy.
+    fn drop_repeated_relay_info(area: &[u8], tlvs: &mut Vec<Tlv>) {
+        let value = |t: &Tlv| &area[t.start..t.end];
+        let pieces: Vec<&Tlv> = tlvs.iter().filter(|t| t.code == 82).collect();
+        let half = pieces.len() / 2;
+        let repeated = half > 0
+            && pieces.len().is_multiple_of(2)
+            && pieces[..half]
+                .iter()
+                .zip(&pieces[half..])
+                .all(|(a, b)| value(a) == value(b));
+        if repeated {
+            let mut seen = 0;
+            tlvs.retain(|t| {
+                if t.code != 82 {
+                    return true;
+                }
+                seen += 1;
+                seen <= half
+            });
         }
     }
 
@@ -877,11 +1167,9 @@ mod tests {
             back.opts().get(OptionCode::NtpServers).is_none(),
             "largest dropped first"
         );
-        for code in ESSENTIAL
-            .iter()
-            .filter(|c| **c != OptionCode::RelayAgentInformation)
-        {
-            assert!(back.opts().get(*code).is_some(), "{code:?} kept");
+        for code in ESSENTIAL.iter().filter(|c| **c != 82) {
+            let code = OptionCode::from(*code);
+            assert!(back.opts().get(code).is_some(), "{code:?} kept");
         }
         // A limit below 576 is raised to 576.
         assert_eq!(encode(&m, 100).ok().map(|b| b.len()), Some(small.len()));
@@ -949,7 +1237,7 @@ mod tests {
         relay.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(vec![1]));
         m.opts_mut()
             .insert(DhcpOption::RelayAgentInformation(relay));
-        let bytes = encode_ordered(&m, 1500, &[6, 252, 3, 99]).expect("encodes");
+        let bytes = encode_message(&m, 1500, &[6, 252, 3, 99]).expect("encodes");
         let mut tlvs = Vec::new();
         walk(&bytes[OPTIONS..], |t| tlvs.push(t.code), |_| true).expect("well formed");
         // 53, 54, then the list (252 split in two, kept together), the rest, 82 last.
