@@ -61,7 +61,6 @@
 //! granted, never shorter.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead as _, Write as _};
 use std::net::Ipv4Addr;
@@ -459,14 +458,16 @@ impl Journal {
                     return false;
                 }
                 let expires = self.with_headroom(now, lease);
-                let Some(payload) = upsert_payload_at(lease, expires) else {
+                if !push_record_with(buf, |out| write_upsert_payload(out, lease, expires)) {
                     return false;
-                };
-                push_record(buf, &payload);
+                }
                 (lease.ip, pack(lease, expires))
             }
             LeaseChange::Remove { ip, reason } => {
-                push_record(buf, &remove_payload(*ip, *reason));
+                push_record_with(buf, |out| {
+                    write_remove_payload(out, *ip, *reason);
+                    true
+                });
                 (*ip, None)
             }
         };
@@ -1380,17 +1381,118 @@ fn number<T: std::str::FromStr>(field: &str, what: &str) -> Result<T, String> {
     field.parse().map_err(|_| format!("bad {what} {field:?}"))
 }
 
+#[cfg(test)]
 fn remove_payload(ip: Ipv4Addr, reason: RemoveReason) -> String {
+    let mut out = String::with_capacity(32);
+    write_remove_payload(&mut out, ip, reason);
+    out
+}
+
+/// Append `R <ip> <reason>` to `out`.
+fn write_remove_payload(out: &mut String, ip: Ipv4Addr, reason: RemoveReason) {
     let reason = match reason {
         RemoveReason::Released => "released",
         RemoveReason::Expired => "expired",
         RemoveReason::Superseded => "superseded",
     };
-    format!("R {ip} {reason}")
+    out.push_str("R ");
+    push_ipv4(out, ip);
+    out.push(' ');
+    out.push_str(reason);
 }
 
 pub(crate) fn push_record(out: &mut String, payload: &str) {
-    let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
+    push_crc(out, crc32fast::hash(payload.as_bytes()));
+    out.push(' ');
+    out.push_str(payload);
+    out.push('\n');
+}
+
+/// `push_record` of the payload that `write` appends (no payload string of its own): the CRC
+/// goes in once the payload is there. When `write` says false, `out` is left as it was.
+fn push_record_with(out: &mut String, write: impl FnOnce(&mut String) -> bool) -> bool {
+    let start = out.len();
+    out.push_str("00000000 ");
+    if !write(out) {
+        out.truncate(start);
+        return false;
+    }
+    let crc = crc32fast::hash(out.as_bytes().get(start + 9..).unwrap_or_default());
+    let mut hex = String::with_capacity(8);
+    push_crc(&mut hex, crc);
+    out.replace_range(start..start + 8, &hex);
+    out.push('\n');
+    true
+}
+
+/// A CRC as 8 lowercase hex digits.
+fn push_crc(out: &mut String, crc: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..8).rev() {
+        out.push(char::from(HEX[((crc >> (shift * 4)) & 15) as usize]));
+    }
+}
+
+/// Decimal digits of `n`, without core::fmt.
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(char::from(*d));
+    }
+}
+
+/// Dotted-quad `ip`, as its Display writes it.
+fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        push_u64(out, u64::from(octet));
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn hand_formatting_writes_what_core_fmt_writes() {
+        for n in [0, 7, 9, 10, 99, 100, 255, 1_700_000_000, u64::MAX] {
+            let mut s = String::new();
+            push_u64(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.20", "255.255.255.255"] {
+            let ip: Ipv4Addr = ip.parse().expect("address");
+            let mut s = String::new();
+            push_ipv4(&mut s, ip);
+            assert_eq!(s, ip.to_string());
+        }
+        let mut crc = String::new();
+        push_crc(&mut crc, 0x0a1b_2c3d);
+        assert_eq!(crc, format!("{:08x}", 0x0a1b_2c3d));
+        // A record written in place frames exactly as one built from its payload.
+        let payload = remove_payload(Ipv4Addr::new(10, 0, 0, 7), RemoveReason::Superseded);
+        assert_eq!(payload, "R 10.0.0.7 superseded");
+        let (mut a, mut b) = (String::from("x\n"), String::from("x\n"));
+        push_record(&mut a, &payload);
+        assert!(push_record_with(&mut b, |out| {
+            out.push_str(&payload);
+            true
+        }));
+        assert_eq!(a, b);
+        assert!(!push_record_with(&mut b, |_| false));
+        assert_eq!(a, b, "a refused payload leaves nothing behind");
+    }
 }
 
 fn header_payload(kind: &str, generation: u64) -> String {
@@ -1594,11 +1696,15 @@ fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> b
         LeaseState::Declined => 'd',
         LeaseState::Offered => return false,
     };
-    let _ = write!(
-        out,
-        "U {} {} {state} {} ",
-        lease.ip, expires.0, lease.hwaddr.htype
-    );
+    out.push_str("U ");
+    push_ipv4(out, lease.ip);
+    out.push(' ');
+    push_u64(out, expires.0);
+    out.push(' ');
+    out.push(state);
+    out.push(' ');
+    push_u64(out, u64::from(lease.hwaddr.htype));
+    out.push(' ');
     push_hex(out, lease.hwaddr.bytes(), true);
     out.push(' ');
     push_hex(out, lease.client.as_bytes(), false);
@@ -1674,7 +1780,10 @@ fn push_escaped(out: &mut String, name: &str) {
         if safe && name != "-" {
             out.push(char::from(b));
         } else {
-            let _ = write!(out, "%{b:02X}");
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
 }
