@@ -110,7 +110,8 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("dora_cost-{}", std::process::id()));
     let cfg = Arc::new(config(&dir));
     let t0 = UnixTime(1_700_000_000);
-    let (mut journal, leases) = Journal::open(&cfg.lease_file, Durability::None, t0).expect("journal");
+    let (mut journal, leases) =
+        Journal::open(&cfg.lease_file, Durability::None, t0).expect("journal");
     let mut engine = Engine::new(cfg.clone(), leases, t0);
     let iface = Iface {
         index: 2,

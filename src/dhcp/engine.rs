@@ -960,9 +960,7 @@ mod tests {
         o.reply.as_ref().map(|r| r.msg.yiaddr())
     }
     fn opt(o: &Outcome, code: OptionCode) -> Option<DhcpOption> {
-        o.reply
-            .as_ref()
-            .and_then(|r| r.msg.opts().typed(code))
+        o.reply.as_ref().and_then(|r| r.msg.opts().typed(code))
     }
     fn bound(e: &Engine, n: u8) -> Vec<Ipv4Addr> {
         let c = id(n);
@@ -1172,7 +1170,11 @@ mod tests {
         assert!(nak.changes.is_empty());
         let r = nak.reply.as_ref().expect("nak");
         assert_eq!(r.dest, Dest::Broadcast { ifindex: 2 });
-        assert!(!r.msg.opts().contains(u8::from(OptionCode::AddressLeaseTime)));
+        assert!(
+            !r.msg
+                .opts()
+                .contains(u8::from(OptionCode::AddressLeaseTime))
+        );
         assert_eq!(
             opt(&nak, OptionCode::ServerIdentifier),
             Some(DhcpOption::ServerIdentifier(SID))

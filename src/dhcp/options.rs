@@ -99,11 +99,12 @@ fn subnet_options(opts: &mut ReplyOpts, o: &ReplyOptions<'_>) {
     if let Some(r) = s.router.filter(|_| !wants_routes && keep(3)) {
         opts.put_ips(3, &[r]);
     }
-    if !o.params.is_empty() && (keep(ROUTES) || keep(MS_ROUTES)) {
-        if let Some(payload) = route_payload(&set.routes, s.router) {
-            for code in [ROUTES, MS_ROUTES].into_iter().filter(|c| keep(*c)) {
-                opts.put_bytes(code, &payload);
-            }
+    if !o.params.is_empty()
+        && (keep(ROUTES) || keep(MS_ROUTES))
+        && let Some(payload) = route_payload(&set.routes, s.router)
+    {
+        for code in [ROUTES, MS_ROUTES].into_iter().filter(|c| keep(*c)) {
+            opts.put_bytes(code, &payload);
         }
     }
     if !o.dns_servers.is_empty() && keep(6) {
