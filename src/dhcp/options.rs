@@ -50,7 +50,8 @@ pub struct ReplyOptions<'a> {
 /// form. What the client's list leaves out is never built.
 pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
     let mut opts = ReplyOpts::new();
-    let keep = |code: u8| wanted(code, o.params);
+    let wanted = Wanted::new(o.params);
+    let keep = |code: u8| wanted.has(code);
     opts.set_msg_type(o.msg_type);
     opts.set_server_id(o.server_id);
     if let Some(secs) = o.lease_time {
@@ -59,7 +60,7 @@ pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
         opts.put_u32(58, t1);
         opts.put_u32(59, t2);
     }
-    subnet_options(&mut opts, o);
+    subnet_options(&mut opts, o, wanted);
     for spec in o.custom.iter().flat_map(|list| list.iter()) {
         if keep(spec.code) {
             opts.put_bytes(spec.code, &spec.data);
@@ -78,24 +79,50 @@ pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
     opts
 }
 
-/// Whether option `code` goes to a client that sent `params`: what it asked for and the
-/// `ALWAYS` ones; without a list, everything but routes (121/249 go only to clients that ask).
-fn wanted(code: u8, params: &[u8]) -> bool {
-    if params.is_empty() {
-        code != ROUTES && code != MS_ROUTES
-    } else {
-        ALWAYS.contains(&code) || params.contains(&code)
+/// Which options go to a client that sent `params`: what it asked for and the `ALWAYS` ones;
+/// without a list, everything but routes (121/249 go only to clients that ask).
+#[derive(Clone, Copy)]
+struct Wanted([u64; 4]);
+
+impl Wanted {
+    fn new(params: &[u8]) -> Self {
+        let mut w = Wanted([0; 4]);
+        if params.is_empty() {
+            w.0 = [u64::MAX; 4];
+            w.set(ROUTES, false);
+            w.set(MS_ROUTES, false);
+        } else {
+            for c in ALWAYS.iter().chain(params) {
+                w.set(*c, true);
+            }
+        }
+        w
+    }
+    fn set(&mut self, code: u8, on: bool) {
+        let (word, bit) = (usize::from(code / 64), code % 64);
+        if let Some(x) = self.0.get_mut(word) {
+            if on {
+                *x |= 1 << bit;
+            } else {
+                *x &= !(1 << bit);
+            }
+        }
+    }
+    fn has(&self, code: u8) -> bool {
+        let (word, bit) = (usize::from(code / 64), code % 64);
+        self.0.get(word).is_some_and(|x| x & (1 << bit) != 0)
     }
 }
 
 /// The subnet's own options: mask, router or routes, DNS, domain, search list, NTP, MTU,
 /// broadcast address.
-fn subnet_options(opts: &mut ReplyOpts, o: &ReplyOptions<'_>) {
+fn subnet_options(opts: &mut ReplyOpts, o: &ReplyOptions<'_>, wanted: Wanted) {
     let s = o.subnet;
     let set = &s.settings;
-    let keep = |code: u8| wanted(code, o.params);
+    let keep = |code: u8| wanted.has(code);
     opts.put_ip(1, s.mask());
-    let wants_routes = o.params.contains(&ROUTES) && !set.routes.is_empty();
+    // A list that names 121 is never empty, and 121 is not an `ALWAYS` option.
+    let wants_routes = keep(ROUTES) && !o.params.is_empty() && !set.routes.is_empty();
     if let Some(r) = s.router.filter(|_| !wants_routes && keep(3)) {
         opts.put_ips(3, &[r]);
     }

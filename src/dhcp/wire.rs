@@ -172,6 +172,17 @@ const OPT_OVERLOAD: u8 = 52;
 /// The option codes `decode` keeps; every other option is skipped unread.
 const WANTED: [u8; 13] = [53, 50, 54, 61, 12, 55, 57, 51, 82, 60, 81, 77, 80];
 
+/// For each option code, 1 + its place in `WANTED`; 0 when not wanted.
+const SLOTS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < WANTED.len() {
+        t[WANTED[i] as usize] = i as u8 + 1;
+        i += 1;
+    }
+    t
+};
+
 /// Values of the wanted options, each the concatenation of all its instances (RFC 3396):
 /// borrowed from the packet while an option comes once, copied only when it must be joined.
 #[derive(Default)]
@@ -181,7 +192,7 @@ struct RawOptions<'a> {
 
 impl<'a> RawOptions<'a> {
     fn slot(code: u8) -> Option<usize> {
-        WANTED.iter().position(|&c| c == code)
+        usize::from(SLOTS[usize::from(code)]).checked_sub(1)
     }
     fn add(&mut self, code: u8, value: &'a [u8]) {
         if let Some(slot) = Self::slot(code).and_then(|i| self.vals.get_mut(i)) {
@@ -233,7 +244,7 @@ fn walk(area: &[u8], mut visit: impl FnMut(Tlv), wanted: impl Fn(u8) -> bool) ->
 }
 
 fn is_wanted(code: u8) -> bool {
-    code == OPT_OVERLOAD || WANTED.contains(&code)
+    code == OPT_OVERLOAD || SLOTS[usize::from(code)] != 0
 }
 
 /// Collect the wanted options from the options field and, if option 52 says so, from `file`
@@ -483,29 +494,29 @@ impl ReplyMsg {
     fn write_header(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let mut h = [0u8; OPTIONS];
         let chaddr = self.chaddr.bytes();
-        let fields: [(usize, &[u8]); 14] = [
-            (OP, &[self.op, self.htype]),
-            (HLEN, &[u8::try_from(chaddr.len()).unwrap_or(16), self.hops]),
-            (XID, &self.xid.to_be_bytes()),
-            (SECS, &self.secs.to_be_bytes()),
-            (FLAGS, &self.flags.to_be_bytes()),
-            (CIADDR, &self.ciaddr.octets()),
-            (YIADDR, &self.yiaddr.octets()),
-            (SIADDR, &self.siaddr.octets()),
-            (GIADDR, &self.giaddr.octets()),
-            (CHADDR, chaddr),
-            (SNAME.start, &self.sname),
-            (FILE.start, &self.file),
-            (COOKIE.start, &MAGIC),
-            (OPTIONS, &[]),
-        ];
-        for (i, (at, bytes)) in fields.iter().enumerate() {
-            let room = fields.get(i + 1).map_or(0, |(next, _)| next - at);
-            let dst = h
-                .get_mut(*at..*at + bytes.len())
-                .filter(|_| bytes.len() <= room)
-                .ok_or(EncodeError::BadHeader("sname or file too long"))?;
-            dst.copy_from_slice(bytes);
+        h[OP] = self.op;
+        h[HTYPE] = self.htype;
+        h[HLEN] = u8::try_from(chaddr.len()).unwrap_or(16);
+        h[HOPS] = self.hops;
+        h[XID..XID + 4].copy_from_slice(&self.xid.to_be_bytes());
+        h[SECS..SECS + 2].copy_from_slice(&self.secs.to_be_bytes());
+        h[FLAGS..FLAGS + 2].copy_from_slice(&self.flags.to_be_bytes());
+        h[CIADDR..CIADDR + 4].copy_from_slice(&self.ciaddr.octets());
+        h[YIADDR..YIADDR + 4].copy_from_slice(&self.yiaddr.octets());
+        h[SIADDR..SIADDR + 4].copy_from_slice(&self.siaddr.octets());
+        h[GIADDR..GIADDR + 4].copy_from_slice(&self.giaddr.octets());
+        h[COOKIE].copy_from_slice(&MAGIC);
+        for (at, bytes, room) in [
+            (CHADDR, chaddr, SNAME.start - CHADDR),
+            (SNAME.start, &self.sname[..], SNAME.len()),
+            (FILE.start, &self.file[..], FILE.len()),
+        ] {
+            if bytes.len() > room {
+                return Err(EncodeError::BadHeader("sname or file too long"));
+            }
+            if let Some(dst) = h.get_mut(at..at + bytes.len()) {
+                dst.copy_from_slice(bytes);
+            }
         }
         out.extend_from_slice(&h);
         Ok(())

@@ -1445,19 +1445,32 @@ fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for d in &digits[i..] {
-        out.push(char::from(*d));
-    }
+    out.push_str(std::str::from_utf8(digits.get(i..).unwrap_or_default()).unwrap_or_default());
 }
 
 /// Dotted-quad `ip`, as its Display writes it.
 fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut n = 0;
     for (i, octet) in ip.octets().into_iter().enumerate() {
         if i > 0 {
-            out.push('.');
+            text[n] = b'.';
+            n += 1;
         }
-        push_u64(out, u64::from(octet));
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            text[n] = b'0' + d;
+            n += 1;
+        }
     }
+    out.push_str(std::str::from_utf8(text.get(..n).unwrap_or_default()).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -1471,11 +1484,27 @@ mod format_tests {
             push_u64(&mut s, n);
             assert_eq!(s, n.to_string());
         }
-        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.20", "255.255.255.255"] {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "9.99.100.7",
+            "192.168.100.20",
+            "255.255.255.255",
+        ] {
             let ip: Ipv4Addr = ip.parse().expect("address");
             let mut s = String::new();
             push_ipv4(&mut s, ip);
             assert_eq!(s, ip.to_string());
+        }
+        for len in [0usize, 1, 6, 31, 32, 33, 70] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            let (mut colons, mut plain) = (String::new(), String::new());
+            push_hex(&mut colons, &bytes, true);
+            push_hex(&mut plain, &bytes, false);
+            let want: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+            assert_eq!(colons, dash(want.join(":")), "{len} bytes");
+            assert_eq!(plain, dash(want.concat()), "{len} bytes");
         }
         let mut crc = String::new();
         push_crc(&mut crc, 0x0a1b_2c3d);
@@ -1733,12 +1762,20 @@ fn push_hex(out: &mut String, bytes: &[u8], colons: bool) {
     if bytes.is_empty() {
         out.push('-');
     }
-    for (i, b) in bytes.iter().enumerate() {
-        if colons && i > 0 {
-            out.push(':');
+    // In runs of up to 32 bytes through a stack buffer: one copy into `out` per run.
+    let mut text = [0u8; 96];
+    for (run, chunk) in bytes.chunks(32).enumerate() {
+        let mut n = 0;
+        for (i, b) in chunk.iter().enumerate() {
+            if colons && (run > 0 || i > 0) {
+                text[n] = b':';
+                n += 1;
+            }
+            text[n] = HEX[usize::from(b >> 4)];
+            text[n + 1] = HEX[usize::from(b & 15)];
+            n += 2;
         }
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
+        out.push_str(std::str::from_utf8(text.get(..n).unwrap_or_default()).unwrap_or_default());
     }
 }
 
