@@ -1383,95 +1383,167 @@ fn number<T: std::str::FromStr>(field: &str, what: &str) -> Result<T, String> {
 
 #[cfg(test)]
 fn remove_payload(ip: Ipv4Addr, reason: RemoveReason) -> String {
-    let mut out = String::with_capacity(32);
-    write_remove_payload(&mut out, ip, reason);
-    out
+    let mut a = Ascii::new();
+    write_remove_payload(&mut a, ip, reason);
+    a.as_str().to_string()
 }
 
-/// Append `R <ip> <reason>` to `out`.
-fn write_remove_payload(out: &mut String, ip: Ipv4Addr, reason: RemoveReason) {
+/// `R <ip> <reason>`.
+fn write_remove_payload(a: &mut Ascii, ip: Ipv4Addr, reason: RemoveReason) {
     let reason = match reason {
         RemoveReason::Released => "released",
         RemoveReason::Expired => "expired",
         RemoveReason::Superseded => "superseded",
     };
-    out.push_str("R ");
-    push_ipv4(out, ip);
-    out.push(' ');
-    out.push_str(reason);
+    a.extend(b"R ");
+    a.ipv4(ip);
+    a.push(b' ');
+    a.extend(reason.as_bytes());
 }
 
 pub(crate) fn push_record(out: &mut String, payload: &str) {
-    push_crc(out, crc32fast::hash(payload.as_bytes()));
-    out.push(' ');
+    let crc = crc32fast::hash(payload.as_bytes());
+    let mut a = Ascii::new();
+    a.hex_u32(crc);
+    a.push(b' ');
+    out.reserve(payload.len() + 10);
+    out.push_str(a.as_str());
     out.push_str(payload);
     out.push('\n');
 }
 
-/// `push_record` of the payload that `write` appends (no payload string of its own): the CRC
-/// goes in once the payload is there. When `write` says false, `out` is left as it was.
-fn push_record_with(out: &mut String, write: impl FnOnce(&mut String) -> bool) -> bool {
-    let start = out.len();
-    out.push_str("00000000 ");
-    if !write(out) {
-        out.truncate(start);
+/// `push_record` of the payload that `write` writes (into a stack buffer, no string of its
+/// own); when `write` says false, nothing is appended.
+fn push_record_with(out: &mut String, write: impl FnOnce(&mut Ascii) -> bool) -> bool {
+    let mut a = Ascii::new();
+    if !write(&mut a) {
         return false;
     }
-    let crc = crc32fast::hash(out.as_bytes().get(start + 9..).unwrap_or_default());
-    let mut hex = String::with_capacity(8);
-    push_crc(&mut hex, crc);
-    out.replace_range(start..start + 8, &hex);
-    out.push('\n');
+    push_record(out, a.as_str());
     true
 }
 
-/// A CRC as 8 lowercase hex digits.
-fn push_crc(out: &mut String, crc: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..8).rev() {
-        out.push(char::from(HEX[((crc >> (shift * 4)) & 15) as usize]));
-    }
+/// ASCII text written byte by byte without core::fmt: in a stack buffer while it fits, on the
+/// heap past that (a long client id or name).
+struct Ascii {
+    buf: [u8; 160],
+    n: usize,
+    spill: Vec<u8>,
 }
 
-/// Decimal digits of `n`, without core::fmt.
-fn push_u64(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+impl Ascii {
+    fn new() -> Self {
+        Ascii {
+            buf: [0; 160],
+            n: 0,
+            spill: Vec::new(),
         }
     }
-    out.push_str(std::str::from_utf8(digits.get(i..).unwrap_or_default()).unwrap_or_default());
-}
 
-/// Dotted-quad `ip`, as its Display writes it.
-fn push_ipv4(out: &mut String, ip: Ipv4Addr) {
-    let mut text = [0u8; 15];
-    let mut n = 0;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            text[n] = b'.';
-            n += 1;
+    /// Append one byte; callers only ever pass ASCII.
+    fn push(&mut self, b: u8) {
+        if self.spill.is_empty()
+            && let Some(slot) = self.buf.get_mut(self.n)
+        {
+            *slot = b;
+            self.n += 1;
+            return;
         }
-        let digits = [octet / 100, octet / 10 % 10, octet % 10];
-        let skip = if octet >= 100 {
-            0
-        } else if octet >= 10 {
-            1
+        if self.spill.is_empty() {
+            self.spill.extend_from_slice(&self.buf);
+        }
+        self.spill.push(b);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.n..self.n + bytes.len()) {
+            Some(dst) if self.spill.is_empty() => {
+                dst.copy_from_slice(bytes);
+                self.n += bytes.len();
+            }
+            _ => bytes.iter().for_each(|b| self.push(*b)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        let bytes = if self.spill.is_empty() {
+            self.buf.get(..self.n).unwrap_or_default()
         } else {
-            2
+            &self.spill
         };
-        for d in &digits[skip..] {
-            text[n] = b'0' + d;
-            n += 1;
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// Decimal digits of `n`.
+    fn u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.extend(digits.get(i..).unwrap_or_default());
+    }
+
+    /// Dotted-quad `ip`, as its Display writes it.
+    fn ipv4(&mut self, ip: Ipv4Addr) {
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b'.');
+            }
+            if octet >= 100 {
+                self.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                self.push(b'0' + octet / 10 % 10);
+            }
+            self.push(b'0' + octet % 10);
         }
     }
-    out.push_str(std::str::from_utf8(text.get(..n).unwrap_or_default()).unwrap_or_default());
+
+    /// 8 lowercase hex digits (a CRC).
+    fn hex_u32(&mut self, v: u32) {
+        for shift in (0..8).rev() {
+            self.push(LOWER_HEX[((v >> (shift * 4)) & 15) as usize]);
+        }
+    }
+
+    /// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
+    fn hex(&mut self, bytes: &[u8], colons: bool) {
+        if bytes.is_empty() {
+            self.push(b'-');
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            if colons && i > 0 {
+                self.push(b':');
+            }
+            self.push(LOWER_HEX[usize::from(b >> 4)]);
+            self.push(LOWER_HEX[usize::from(b & 15)]);
+        }
+    }
+
+    /// Hostnames are validated labels already; anything else is escaped so a record stays one
+    /// line of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
+    fn escaped(&mut self, name: &str) {
+        const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for b in name.bytes() {
+            let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
+            if safe && name != "-" {
+                self.push(b);
+            } else {
+                self.push(b'%');
+                self.push(UPPER_HEX[usize::from(b >> 4)]);
+                self.push(UPPER_HEX[usize::from(b & 15)]);
+            }
+        }
+    }
 }
+
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod format_tests {
@@ -1479,10 +1551,13 @@ mod format_tests {
 
     #[test]
     fn hand_formatting_writes_what_core_fmt_writes() {
+        let text = |write: &dyn Fn(&mut Ascii)| {
+            let mut a = Ascii::new();
+            write(&mut a);
+            a.as_str().to_string()
+        };
         for n in [0, 7, 9, 10, 99, 100, 255, 1_700_000_000, u64::MAX] {
-            let mut s = String::new();
-            push_u64(&mut s, n);
-            assert_eq!(s, n.to_string());
+            assert_eq!(text(&|a| a.u64(n)), n.to_string());
         }
         for ip in [
             "0.0.0.0",
@@ -1492,30 +1567,32 @@ mod format_tests {
             "255.255.255.255",
         ] {
             let ip: Ipv4Addr = ip.parse().expect("address");
-            let mut s = String::new();
-            push_ipv4(&mut s, ip);
-            assert_eq!(s, ip.to_string());
+            assert_eq!(text(&|a| a.ipv4(ip)), ip.to_string());
         }
-        for len in [0usize, 1, 6, 31, 32, 33, 70] {
+        // Past the stack buffer (160 bytes) too.
+        for len in [0usize, 1, 6, 53, 54, 80, 200] {
             let bytes: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
-            let (mut colons, mut plain) = (String::new(), String::new());
-            push_hex(&mut colons, &bytes, true);
-            push_hex(&mut plain, &bytes, false);
             let want: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
             let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-            assert_eq!(colons, dash(want.join(":")), "{len} bytes");
-            assert_eq!(plain, dash(want.concat()), "{len} bytes");
+            assert_eq!(text(&|a| a.hex(&bytes, true)), dash(want.join(":")));
+            assert_eq!(text(&|a| a.hex(&bytes, false)), dash(want.concat()));
         }
-        let mut crc = String::new();
-        push_crc(&mut crc, 0x0a1b_2c3d);
-        assert_eq!(crc, format!("{:08x}", 0x0a1b_2c3d));
-        // A record written in place frames exactly as one built from its payload.
+        let long = "a-b".repeat(70);
+        assert_eq!(text(&|a| a.escaped(&long)), long);
+        assert_eq!(text(&|a| a.escaped("-")), "%2D");
+        assert_eq!(text(&|a| a.escaped("x y")), "x%20y");
+        assert_eq!(text(&|a| a.hex_u32(0x0a1b_2c3d)), "0a1b2c3d");
+        // A record written through the stack buffer frames exactly as one from its payload.
         let payload = remove_payload(Ipv4Addr::new(10, 0, 0, 7), RemoveReason::Superseded);
         assert_eq!(payload, "R 10.0.0.7 superseded");
         let (mut a, mut b) = (String::from("x\n"), String::from("x\n"));
         push_record(&mut a, &payload);
+        assert_eq!(
+            a,
+            format!("x\n{:08x} {payload}\n", crc32fast::hash(payload.as_bytes()))
+        );
         assert!(push_record_with(&mut b, |out| {
-            out.push_str(&payload);
+            out.extend(payload.as_bytes());
             true
         }));
         assert_eq!(a, b);
@@ -1714,69 +1791,45 @@ fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
 
 /// The upsert payload of `lease` written with expiry `expires`; `None` for an offer.
 fn upsert_payload_at(lease: &Lease, expires: UnixTime) -> Option<String> {
-    let mut out = String::with_capacity(96);
-    write_upsert_payload(&mut out, lease, expires).then_some(out)
+    let mut a = Ascii::new();
+    write_upsert_payload(&mut a, lease, expires).then(|| a.as_str().to_string())
 }
 
-/// Append the upsert payload of `lease` (with expiry `expires`) to `out`; false for an offer.
-fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> bool {
+/// The upsert payload of `lease` (with expiry `expires`); false for an offer.
+fn write_upsert_payload(a: &mut Ascii, lease: &Lease, expires: UnixTime) -> bool {
     let state = match lease.state {
-        LeaseState::Bound => 'b',
-        LeaseState::Declined => 'd',
+        LeaseState::Bound => b'b',
+        LeaseState::Declined => b'd',
         LeaseState::Offered => return false,
     };
-    out.push_str("U ");
-    push_ipv4(out, lease.ip);
-    out.push(' ');
-    push_u64(out, expires.0);
-    out.push(' ');
-    out.push(state);
-    out.push(' ');
-    push_u64(out, u64::from(lease.hwaddr.htype));
-    out.push(' ');
-    push_hex(out, lease.hwaddr.bytes(), true);
-    out.push(' ');
-    push_hex(out, lease.client.as_bytes(), false);
-    out.push(' ');
+    a.extend(b"U ");
+    a.ipv4(lease.ip);
+    a.push(b' ');
+    a.u64(expires.0);
+    a.extend(&[b' ', state, b' ']);
+    a.u64(u64::from(lease.hwaddr.htype));
+    a.push(b' ');
+    a.hex(lease.hwaddr.bytes(), true);
+    a.push(b' ');
+    a.hex(lease.client.as_bytes(), false);
+    a.push(b' ');
     match &lease.hostname {
         // An empty name is no name.
-        Some(name) if !name.is_empty() => push_escaped(out, name),
-        _ => out.push('-'),
+        Some(name) if !name.is_empty() => a.escaped(name),
+        _ => a.push(b'-'),
     }
     true
 }
 
 /// Lowercase hex of `bytes` run together (`sep` "") or separated by `sep`, `-` when empty.
 pub(crate) fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    push_hex(&mut out, bytes, !sep.is_empty());
+    let mut a = Ascii::new();
+    a.hex(bytes, !sep.is_empty());
+    let out = a.as_str();
     if !sep.is_empty() && sep != ":" {
-        out = out.replace(':', sep);
+        return out.replace(':', sep);
     }
-    out
-}
-
-/// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
-fn push_hex(out: &mut String, bytes: &[u8], colons: bool) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    if bytes.is_empty() {
-        out.push('-');
-    }
-    // In runs of up to 32 bytes through a stack buffer: one copy into `out` per run.
-    let mut text = [0u8; 96];
-    for (run, chunk) in bytes.chunks(32).enumerate() {
-        let mut n = 0;
-        for (i, b) in chunk.iter().enumerate() {
-            if colons && (run > 0 || i > 0) {
-                text[n] = b':';
-                n += 1;
-            }
-            text[n] = HEX[usize::from(b >> 4)];
-            text[n + 1] = HEX[usize::from(b & 15)];
-            n += 2;
-        }
-        out.push_str(std::str::from_utf8(text.get(..n).unwrap_or_default()).unwrap_or_default());
-    }
+    out.to_string()
 }
 
 /// Parse hex bytes, either separated by `sep` (one or two digits each) or (with `sep == '\0'`)
@@ -1807,22 +1860,6 @@ pub(crate) fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
         out.push(byte.ok_or_else(bad)?);
     }
     Ok(out)
-}
-
-/// Hostnames are validated labels already; anything else is escaped so a record stays one line
-/// of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
-fn push_escaped(out: &mut String, name: &str) {
-    for b in name.bytes() {
-        let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
-        if safe && name != "-" {
-            out.push(char::from(b));
-        } else {
-            const HEX: &[u8; 16] = b"0123456789ABCDEF";
-            out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
-        }
-    }
 }
 
 fn unescape(field: &str) -> Result<String, String> {
