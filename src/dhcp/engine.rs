@@ -9,6 +9,7 @@
 //! and calls `handle_after_ping` with the answer. An answered address is put aside like a
 //! declined one, and the next address is tried.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -319,9 +320,10 @@ impl Engine {
             return self.ack(cx, ip);
         }
         let mut changes = Vec::new();
-        self.hold_offer(cx, ip, &mut changes);
+        let name = self.hold_offer(cx, ip, &mut changes);
         debug!(xid = cx.req.xid, client = %cx.client, %ip, "offer");
-        let reply = self.positive(cx, MessageType::Offer, ip, Some(self.lease_time(cx)));
+        let lease_time = Some(self.lease_time(cx));
+        let reply = self.positive(cx, MessageType::Offer, ip, lease_time, Some(name));
         Outcome {
             reply: Some(reply),
             changes,
@@ -329,11 +331,19 @@ impl Engine {
         }
     }
     /// Hold `ip` for the client as an offer (a bound lease of its own stays bound). The client's
-    /// other offers are dropped; a lease of another whose time is up is ended.
-    fn hold_offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr, changes: &mut Vec<LeaseChange>) {
+    /// other offers are dropped; a lease of another whose time is up is ended. Returns the name
+    /// of the lease the client now holds on `ip`.
+    fn hold_offer(
+        &mut self,
+        cx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        changes: &mut Vec<LeaseChange>,
+    ) -> Option<Arc<str>> {
         self.drop_offers(&cx.client, Some(ip));
         let old_name = match self.table.get(ip) {
-            Some(l) if held_by(l, &cx.client) && l.state == LeaseState::Bound => return,
+            Some(l) if held_by(l, &cx.client) && l.state == LeaseState::Bound => {
+                return l.hostname.clone();
+            }
             Some(l) if held_by(l, &cx.client) => l.hostname.clone(),
             Some(_) => {
                 self.end_other(ip, RemoveReason::Expired, changes);
@@ -342,14 +352,16 @@ impl Engine {
             None => None,
         };
         let hold = u64::from(self.cfg.offer_hold);
+        let hostname = self.hostname(cx).or(old_name);
         self.table.insert(Lease {
             ip,
             client: cx.client.clone(),
             hwaddr: cx.req.hwaddr.clone(),
-            hostname: self.hostname(cx).or(old_name),
+            hostname: hostname.clone(),
             expires: cx.now.plus(hold),
             state: LeaseState::Offered,
         });
+        hostname
     }
 
     fn request(&mut self, cx: &Ctx<'_>) -> Outcome {
@@ -423,9 +435,10 @@ impl Engine {
     }
 
     fn ack(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
-        let changes = self.bind(cx, ip);
+        let (changes, name) = self.bind(cx, ip);
         info!(xid = cx.req.xid, client = %cx.client, %ip, "ack");
-        let reply = self.positive(cx, MessageType::Ack, ip, Some(self.lease_time(cx)));
+        let lease_time = Some(self.lease_time(cx));
+        let reply = self.positive(cx, MessageType::Ack, ip, lease_time, Some(name));
         Outcome {
             reply: Some(reply),
             changes,
@@ -434,8 +447,8 @@ impl Engine {
     }
 
     /// Bind `ip` to the client: its other leases end (superseded), a lease of another on `ip`
-    /// ends, then the new lease is upserted.
-    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Vec<LeaseChange> {
+    /// ends, then the new lease is upserted. Returns the changes and the lease's name.
+    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> (Vec<LeaseChange>, Option<Arc<str>>) {
         let mut changes = Vec::new();
         let others: Vec<_> = self
             .table
@@ -466,9 +479,10 @@ impl Engine {
             expires: cx.now.plus(u64::from(self.lease_time(cx))),
             state: LeaseState::Bound,
         };
+        let name = lease.hostname.clone();
         self.table.insert(lease.clone());
         changes.push(LeaseChange::Upsert(lease));
-        changes
+        (changes, name)
     }
 
     fn release(&mut self, req: &Request, client: &ClientId) -> Outcome {
@@ -514,7 +528,7 @@ impl Engine {
 
     fn inform(&mut self, cx: &Ctx<'_>) -> Outcome {
         debug!(xid = cx.req.xid, client = %cx.client, ciaddr = %cx.req.ciaddr, "inform");
-        let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
+        let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, None);
         Outcome {
             reply: Some(reply),
             ..Outcome::default()
@@ -582,10 +596,10 @@ impl Engine {
 
     /// DNS servers to announce: the subnet's; when it names none (key absent), our own address
     /// if the DNS server answers on it, port 53 (or on 0.0.0.0:53 / [::]:53).
-    fn dns_servers(&self, cx: &Ctx<'_>) -> Vec<Ipv4Addr> {
+    fn dns_servers<'a>(&self, cx: &Ctx<'a>) -> Cow<'a, [Ipv4Addr]> {
         let s = cx.subnet;
         if !s.dns_servers.is_empty() || !s.settings.dns_servers_default {
-            return s.dns_servers.clone();
+            return Cow::Borrowed(&s.dns_servers);
         }
         let ours = self.cfg.dns.listen.iter().any(|a| {
             a.port() == 53
@@ -594,7 +608,11 @@ impl Engine {
                     IpAddr::V6(ip) => ip.is_unspecified(),
                 }
         });
-        if ours { vec![cx.server_id] } else { Vec::new() }
+        if ours {
+            Cow::Owned(vec![cx.server_id])
+        } else {
+            Cow::Borrowed(&[])
+        }
     }
 
     /// Log that the pool is full, at most once per `exhausted_warn_interval` per subnet.
@@ -654,12 +672,15 @@ impl Engine {
     }
 
     /// An OFFER or ACK for `yiaddr` (unspecified for INFORM, which has no lease time).
+    /// `held_name`: the name of the lease the client holds on `yiaddr`, when the caller knows
+    /// it (else the table is asked).
     fn positive(
         &self,
         cx: &Ctx<'_>,
         msg_type: MessageType,
         yiaddr: Ipv4Addr,
         lease_time: Option<u32>,
+        held_name: Option<Option<Arc<str>>>,
     ) -> Reply {
         let req = cx.req;
         let ciaddr = if msg_type == MessageType::Ack {
@@ -668,12 +689,13 @@ impl Engine {
             Ipv4Addr::UNSPECIFIED
         };
         let mut msg = reply_header(req, ciaddr, yiaddr);
-        let name = self
-            .table
-            .get(yiaddr)
-            .filter(|l| held_by(l, &cx.client))
-            .and_then(|l| l.hostname.clone())
-            .or_else(|| self.hostname(cx));
+        let held = held_name.unwrap_or_else(|| {
+            self.table
+                .get(yiaddr)
+                .filter(|l| held_by(l, &cx.client))
+                .and_then(|l| l.hostname.clone())
+        });
+        let name = held.or_else(|| self.hostname(cx));
         let fqdn = req
             .fqdn
             .as_deref()

@@ -523,6 +523,28 @@ impl ReplyMsg {
     }
 }
 
+/// A set of option codes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CodeSet([u64; 4]);
+
+impl CodeSet {
+    fn set(&mut self, code: u8, on: bool) {
+        if let Some(w) = self.0.get_mut(usize::from(code / 64)) {
+            let bit = 1 << (code % 64);
+            if on {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
+    }
+    fn has(&self, code: u8) -> bool {
+        self.0
+            .get(usize::from(code / 64))
+            .is_some_and(|w| w & (1 << (code % 64)) != 0)
+    }
+}
+
 /// One option of a `ReplyOpts`: its code and where its encoding sits in the arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -537,6 +559,8 @@ struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplyOpts {
     entries: Vec<Entry>,
+    /// The codes in `entries`.
+    present: CodeSet,
     bytes: Vec<u8>,
     msg_type: Option<DhcpOption>,
     server_id: Option<DhcpOption>,
@@ -546,6 +570,7 @@ impl ReplyOpts {
     pub fn new() -> Self {
         ReplyOpts {
             entries: Vec::with_capacity(16),
+            present: CodeSet::default(),
             bytes: Vec::with_capacity(128),
             msg_type: None,
             server_id: None,
@@ -574,7 +599,7 @@ impl ReplyOpts {
     }
 
     pub fn contains(&self, code: u8) -> bool {
-        self.entries.iter().any(|e| e.code == code)
+        self.present.has(code)
     }
 
     /// The value of option `code`, its pieces joined.
@@ -592,6 +617,7 @@ impl ReplyOpts {
 
     pub fn remove(&mut self, code: u8) {
         self.entries.retain(|e| e.code != code);
+        self.present.set(code, false);
         match code {
             53 => self.msg_type = None,
             54 => self.server_id = None,
@@ -691,9 +717,11 @@ impl ReplyOpts {
         let start = self.bytes.len();
         write(&mut self.bytes);
         let (start, end) = (start as u32, self.bytes.len() as u32);
-        match self.entries.iter_mut().find(|e| e.code == code) {
-            Some(e) => (e.start, e.end) = (start, end),
-            None => self.entries.push(Entry { code, start, end }),
+        if !self.present.has(code) {
+            self.present.set(code, true);
+            self.entries.push(Entry { code, start, end });
+        } else if let Some(e) = self.entries.iter_mut().find(|e| e.code == code) {
+            (e.start, e.end) = (start, end);
         }
     }
 
@@ -1143,7 +1171,11 @@ mod tests {
                 vec![1, 3, 9, 9, 9],
             )));
         let trim = |b: &[u8]| b[..b.iter().rposition(|x| *x != 0).map_or(0, |i| i + 1)].to_vec();
-        for order in [&[][..], &[15, 42, 6, 3, 1, 99][..]] {
+        for order in [
+            &[][..],
+            &[15, 42, 6, 3, 1, 99][..],
+            &[82, 6, 54, 6, 53, 42, 42][..],
+        ] {
             let direct = encode_message(&m, 1500, order).expect("encodes directly");
             let mut via = Vec::new();
             m.encode(&mut Encoder::new(&mut via))
