@@ -1403,11 +1403,12 @@ fn write_remove_payload(a: &mut Ascii, ip: Ipv4Addr, reason: RemoveReason) {
 
 pub(crate) fn push_record(out: &mut String, payload: &str) {
     let crc = crc32fast::hash(payload.as_bytes());
-    let mut a = Ascii::new();
-    a.hex_u32(crc);
-    a.push(b' ');
+    let mut head = *b"00000000 ";
+    for (i, d) in head.iter_mut().take(8).enumerate() {
+        *d = LOWER_HEX[((crc >> (28 - 4 * i)) & 15) as usize];
+    }
     out.reserve(payload.len() + 10);
-    out.push_str(a.as_str());
+    out.push_str(std::str::from_utf8(&head).unwrap_or_default());
     out.push_str(payload);
     out.push('\n');
 }
@@ -1505,17 +1506,26 @@ impl Ascii {
         }
     }
 
-    /// 8 lowercase hex digits (a CRC).
-    fn hex_u32(&mut self, v: u32) {
-        for shift in (0..8).rev() {
-            self.push(LOWER_HEX[((v >> (shift * 4)) & 15) as usize]);
-        }
-    }
-
     /// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
     fn hex(&mut self, bytes: &[u8], colons: bool) {
         if bytes.is_empty() {
             self.push(b'-');
+        }
+        let step = if colons { 3 } else { 2 };
+        // Straight into the stack buffer when it has room (a MAC, a client id)...
+        if self.spill.is_empty()
+            && let Some(dst) = self.buf.get_mut(self.n..self.n + bytes.len() * step)
+        {
+            for (d, b) in dst.chunks_exact_mut(step).zip(bytes) {
+                d[0] = LOWER_HEX[usize::from(b >> 4)];
+                d[1] = LOWER_HEX[usize::from(b & 15)];
+                if let Some(colon) = d.get_mut(2) {
+                    *colon = b':';
+                }
+            }
+            // ... with no colon after the last byte.
+            self.n += (bytes.len() * step).saturating_sub(step - 2);
+            return;
         }
         for (i, b) in bytes.iter().enumerate() {
             if colons && i > 0 {
@@ -1581,7 +1591,6 @@ mod format_tests {
         assert_eq!(text(&|a| a.escaped(&long)), long);
         assert_eq!(text(&|a| a.escaped("-")), "%2D");
         assert_eq!(text(&|a| a.escaped("x y")), "x%20y");
-        assert_eq!(text(&|a| a.hex_u32(0x0a1b_2c3d)), "0a1b2c3d");
         // A record written through the stack buffer frames exactly as one from its payload.
         let payload = remove_payload(Ipv4Addr::new(10, 0, 0, 7), RemoveReason::Superseded);
         assert_eq!(payload, "R 10.0.0.7 superseded");
