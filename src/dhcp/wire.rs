@@ -1,11 +1,13 @@
 //! DHCPv4 wire format at the edge: `decode` turns bytes into a `Request` without ever panicking
 //! (dhcproto's owned decoder panics or silently stops on some bad input; see shared notes),
-//! `encode` turns a reply into bytes (BOOTP padding to 300, client max size respected).
-//! No sockets, no clock.
+//! `encode_ordered` turns a `ReplyMsg` into bytes (53 and 54 first, then the client's list,
+//! BOOTP padding to 300, client max size respected). No sockets, no clock.
 //!
 //! Decoding reads the fixed BOOTP header and walks the options itself with bounds checks; it
-//! never hands client bytes to dhcproto's typed option decoders. Encoding uses dhcproto's
-//! encoder and then fixes what it leaves out: option 53 first, padding, and the size limit.
+//! never hands client bytes to dhcproto's typed option decoders, and copies an option's value
+//! only when the `Request` keeps it. A reply's options are kept in wire form as they are set
+//! (`ReplyOpts`), so encoding is a header, the options in order, and End: no option map, no
+//! per-option allocation. `encode`/`encode_message` take a dhcproto `Message` (tests, tools).
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
