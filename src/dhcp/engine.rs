@@ -9,11 +9,12 @@
 //! and calls `handle_after_ping` with the answer. An answered address is put aside like a
 //! declined one, and the next address is tried.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use dhcproto::v4::{Flags, HType, Message, MessageType, Opcode};
+use dhcproto::v4::MessageType;
 use tracing::{debug, info, warn};
 
 use crate::clock::UnixTime;
@@ -22,7 +23,7 @@ use crate::dhcp::Iface;
 use crate::dhcp::alloc::{Pool, Reservations, Want};
 use crate::dhcp::dest::{self, Dest, Ports};
 use crate::dhcp::options::{self, ReplyOptions};
-use crate::dhcp::wire::{self, Request};
+use crate::dhcp::wire::{self, ReplyMsg, Request};
 use crate::lease::table::{LeaseTable, held_by};
 use crate::lease::{ClientId, Lease, LeaseChange, LeaseState, RemoveReason};
 
@@ -33,7 +34,7 @@ pub const MIN_REQUESTED_LEASE: u32 = 60;
 
 #[derive(Debug)]
 pub struct Reply {
-    pub msg: dhcproto::v4::Message,
+    pub msg: ReplyMsg,
     pub dest: Dest,
     /// The most the client accepts (option 57, at least 576).
     pub max_size: usize,
@@ -319,9 +320,10 @@ impl Engine {
             return self.ack(cx, ip);
         }
         let mut changes = Vec::new();
-        self.hold_offer(cx, ip, &mut changes);
+        let name = self.hold_offer(cx, ip, &mut changes);
         debug!(xid = cx.req.xid, client = %cx.client, %ip, "offer");
-        let reply = self.positive(cx, MessageType::Offer, ip, Some(self.lease_time(cx)));
+        let lease_time = Some(self.lease_time(cx));
+        let reply = self.positive(cx, MessageType::Offer, ip, lease_time, Some(name));
         Outcome {
             reply: Some(reply),
             changes,
@@ -329,11 +331,19 @@ impl Engine {
         }
     }
     /// Hold `ip` for the client as an offer (a bound lease of its own stays bound). The client's
-    /// other offers are dropped; a lease of another whose time is up is ended.
-    fn hold_offer(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr, changes: &mut Vec<LeaseChange>) {
+    /// other offers are dropped; a lease of another whose time is up is ended. Returns the name
+    /// of the lease the client now holds on `ip`.
+    fn hold_offer(
+        &mut self,
+        cx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        changes: &mut Vec<LeaseChange>,
+    ) -> Option<Arc<str>> {
         self.drop_offers(&cx.client, Some(ip));
         let old_name = match self.table.get(ip) {
-            Some(l) if held_by(l, &cx.client) && l.state == LeaseState::Bound => return,
+            Some(l) if held_by(l, &cx.client) && l.state == LeaseState::Bound => {
+                return l.hostname.clone();
+            }
             Some(l) if held_by(l, &cx.client) => l.hostname.clone(),
             Some(_) => {
                 self.end_other(ip, RemoveReason::Expired, changes);
@@ -342,14 +352,16 @@ impl Engine {
             None => None,
         };
         let hold = u64::from(self.cfg.offer_hold);
+        let hostname = self.hostname(cx).or(old_name);
         self.table.insert(Lease {
             ip,
             client: cx.client.clone(),
             hwaddr: cx.req.hwaddr.clone(),
-            hostname: self.hostname(cx).or(old_name),
+            hostname: hostname.clone(),
             expires: cx.now.plus(hold),
             state: LeaseState::Offered,
         });
+        hostname
     }
 
     fn request(&mut self, cx: &Ctx<'_>) -> Outcome {
@@ -423,9 +435,10 @@ impl Engine {
     }
 
     fn ack(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
-        let changes = self.bind(cx, ip);
+        let (changes, name) = self.bind(cx, ip);
         info!(xid = cx.req.xid, client = %cx.client, %ip, "ack");
-        let reply = self.positive(cx, MessageType::Ack, ip, Some(self.lease_time(cx)));
+        let lease_time = Some(self.lease_time(cx));
+        let reply = self.positive(cx, MessageType::Ack, ip, lease_time, Some(name));
         Outcome {
             reply: Some(reply),
             changes,
@@ -434,8 +447,8 @@ impl Engine {
     }
 
     /// Bind `ip` to the client: its other leases end (superseded), a lease of another on `ip`
-    /// ends, then the new lease is upserted.
-    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Vec<LeaseChange> {
+    /// ends, then the new lease is upserted. Returns the changes and the lease's name.
+    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> (Vec<LeaseChange>, Option<Arc<str>>) {
         let mut changes = Vec::new();
         let others: Vec<_> = self
             .table
@@ -466,9 +479,10 @@ impl Engine {
             expires: cx.now.plus(u64::from(self.lease_time(cx))),
             state: LeaseState::Bound,
         };
+        let name = lease.hostname.clone();
         self.table.insert(lease.clone());
         changes.push(LeaseChange::Upsert(lease));
-        changes
+        (changes, name)
     }
 
     fn release(&mut self, req: &Request, client: &ClientId) -> Outcome {
@@ -514,7 +528,7 @@ impl Engine {
 
     fn inform(&mut self, cx: &Ctx<'_>) -> Outcome {
         debug!(xid = cx.req.xid, client = %cx.client, ciaddr = %cx.req.ciaddr, "inform");
-        let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None);
+        let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, None);
         Outcome {
             reply: Some(reply),
             ..Outcome::default()
@@ -582,10 +596,10 @@ impl Engine {
 
     /// DNS servers to announce: the subnet's; when it names none (key absent), our own address
     /// if the DNS server answers on it, port 53 (or on 0.0.0.0:53 / [::]:53).
-    fn dns_servers(&self, cx: &Ctx<'_>) -> Vec<Ipv4Addr> {
+    fn dns_servers<'a>(&self, cx: &Ctx<'a>) -> Cow<'a, [Ipv4Addr]> {
         let s = cx.subnet;
         if !s.dns_servers.is_empty() || !s.settings.dns_servers_default {
-            return s.dns_servers.clone();
+            return Cow::Borrowed(&s.dns_servers);
         }
         let ours = self.cfg.dns.listen.iter().any(|a| {
             a.port() == 53
@@ -594,7 +608,11 @@ impl Engine {
                     IpAddr::V6(ip) => ip.is_unspecified(),
                 }
         });
-        if ours { vec![cx.server_id] } else { Vec::new() }
+        if ours {
+            Cow::Owned(vec![cx.server_id])
+        } else {
+            Cow::Borrowed(&[])
+        }
     }
 
     /// Log that the pool is full, at most once per `exhausted_warn_interval` per subnet.
@@ -631,9 +649,9 @@ impl Engine {
         let relayed = !req.giaddr.is_unspecified();
         let mut msg = reply_header(req, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
         if relayed {
-            msg.set_flags(Flags::default().set_broadcast());
+            msg.flags = BROADCAST;
         }
-        msg.set_opts(options::nak(cx.server_id, req.relay_info.as_deref()));
+        msg.opts = options::nak(cx.server_id, req.relay_info.as_deref());
         let dest = dest::choose(
             req,
             Ipv4Addr::UNSPECIFIED,
@@ -654,12 +672,15 @@ impl Engine {
     }
 
     /// An OFFER or ACK for `yiaddr` (unspecified for INFORM, which has no lease time).
+    /// `held_name`: the name of the lease the client holds on `yiaddr`, when the caller knows
+    /// it (else the table is asked).
     fn positive(
         &self,
         cx: &Ctx<'_>,
         msg_type: MessageType,
         yiaddr: Ipv4Addr,
         lease_time: Option<u32>,
+        held_name: Option<Option<Arc<str>>>,
     ) -> Reply {
         let req = cx.req;
         let ciaddr = if msg_type == MessageType::Ack {
@@ -668,12 +689,13 @@ impl Engine {
             Ipv4Addr::UNSPECIFIED
         };
         let mut msg = reply_header(req, ciaddr, yiaddr);
-        let name = self
-            .table
-            .get(yiaddr)
-            .filter(|l| held_by(l, &cx.client))
-            .and_then(|l| l.hostname.clone())
-            .or_else(|| self.hostname(cx));
+        let held = held_name.unwrap_or_else(|| {
+            self.table
+                .get(yiaddr)
+                .filter(|l| held_by(l, &cx.client))
+                .and_then(|l| l.hostname.clone())
+        });
+        let name = held.or_else(|| self.hostname(cx));
         let fqdn = req
             .fqdn
             .as_deref()
@@ -687,7 +709,7 @@ impl Engine {
             cx.class.map_or(none, |c| c.options.as_slice()),
             cx.host.map_or(none, |h| h.options.as_slice()),
         ];
-        msg.set_opts(options::reply(&ReplyOptions {
+        msg.opts = options::reply(&ReplyOptions {
             msg_type,
             server_id: cx.server_id,
             subnet: cx.subnet,
@@ -700,7 +722,7 @@ impl Engine {
             hostname: name.as_deref(),
             fqdn: fqdn.as_deref(),
             rapid_commit: msg_type == MessageType::Ack && req.msg_type == MessageType::Discover,
-        }));
+        });
         let dest = dest::choose(req, yiaddr, false, cx.iface.index, self.ports());
         Reply {
             msg,
@@ -765,23 +787,21 @@ pub fn valid_hostname(raw: &[u8]) -> Option<String> {
     )
 }
 
+/// The broadcast bit of the flags field.
+const BROADCAST: u16 = 0x8000;
+
 /// A BOOTREPLY header answering `req`: xid, flags, htype, chaddr and giaddr copied.
-fn reply_header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> Message {
-    let flags = if req.broadcast {
-        Flags::default().set_broadcast()
-    } else {
-        Flags::default()
-    };
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootReply)
-        .set_htype(HType::from(req.htype))
-        .set_xid(req.xid)
-        .set_flags(flags)
-        .set_ciaddr(ciaddr)
-        .set_yiaddr(yiaddr)
-        .set_giaddr(req.giaddr)
-        .set_chaddr(req.hwaddr.bytes());
-    msg
+fn reply_header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> ReplyMsg {
+    ReplyMsg {
+        htype: req.htype,
+        xid: req.xid,
+        flags: if req.broadcast { BROADCAST } else { 0 },
+        ciaddr,
+        yiaddr,
+        giaddr: req.giaddr,
+        chaddr: req.hwaddr.clone(),
+        ..ReplyMsg::default()
+    }
 }
 
 fn max_size(req: &Request) -> usize {
@@ -962,9 +982,7 @@ mod tests {
         o.reply.as_ref().map(|r| r.msg.yiaddr())
     }
     fn opt(o: &Outcome, code: OptionCode) -> Option<DhcpOption> {
-        o.reply
-            .as_ref()
-            .and_then(|r| r.msg.opts().get(code).cloned())
+        o.reply.as_ref().and_then(|r| r.msg.opts().typed(code))
     }
     fn bound(e: &Engine, n: u8) -> Vec<Ipv4Addr> {
         let c = id(n);
@@ -1009,7 +1027,7 @@ mod tests {
             Some(DhcpOption::AddressLeaseTime(3600))
         );
         let r = offer.reply.as_ref().expect("offer");
-        assert_eq!(r.msg.opcode(), Opcode::BootReply);
+        assert_eq!(r.msg.opcode(), dhcproto::v4::Opcode::BootReply);
         assert_eq!(r.msg.xid(), d.xid);
         assert_eq!(r.msg.chaddr(), mac(1).bytes());
         assert_eq!(r.max_size, 576);
@@ -1174,7 +1192,11 @@ mod tests {
         assert!(nak.changes.is_empty());
         let r = nak.reply.as_ref().expect("nak");
         assert_eq!(r.dest, Dest::Broadcast { ifindex: 2 });
-        assert_eq!(r.msg.opts().get(OptionCode::AddressLeaseTime), None);
+        assert!(
+            !r.msg
+                .opts()
+                .contains(u8::from(OptionCode::AddressLeaseTime))
+        );
         assert_eq!(
             opt(&nak, OptionCode::ServerIdentifier),
             Some(DhcpOption::ServerIdentifier(SID))
@@ -1369,12 +1391,7 @@ mod tests {
         let r = offer.reply.as_ref().expect("offer");
         assert_eq!(r.dest, Dest::Relay(SocketAddrV4::new(GIADDR, 67)));
         assert_eq!(r.msg.giaddr(), GIADDR);
-        assert!(
-            r.msg
-                .opts()
-                .get(OptionCode::RelayAgentInformation)
-                .is_some()
-        );
+        assert!(r.msg.opts().contains(82));
         let sid = DhcpOption::ServerIdentifier(RELAY_SID);
         assert_eq!(opt(&offer, OptionCode::ServerIdentifier), Some(sid));
         let mask = DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0));
@@ -1535,10 +1552,7 @@ mod tests {
 
     /// The payload of an option the engine sends raw (typed config options, 81, 121, 249).
     fn raw(o: &Outcome, code: u8) -> Option<Vec<u8>> {
-        match opt(o, OptionCode::from(code))? {
-            DhcpOption::Unknown(u) => Some(u.data().to_vec()),
-            other => panic!("option {code} is not raw: {other:?}"),
-        }
+        o.reply.as_ref().and_then(|r| r.msg.opts().raw(code))
     }
     fn lease_time(o: &Outcome) -> Option<u32> {
         match opt(o, OptionCode::AddressLeaseTime)? {

@@ -7,10 +7,10 @@
 use std::net::Ipv4Addr;
 
 use dhcproto::Name;
-use dhcproto::v4::{DhcpOption, DhcpOptions, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, MessageType};
 
 use crate::config::{OptionSpec, Route, Subnet};
-use crate::dhcp::wire::ClientFqdn;
+use crate::dhcp::wire::{ClientFqdn, ReplyOpts};
 
 /// Options sent whatever the parameter request list says: message type, server id, lease
 /// times, subnet mask, client FQDN, rapid commit, relay agent information.
@@ -46,99 +46,119 @@ pub struct ReplyOptions<'a> {
     pub rapid_commit: bool,
 }
 
-/// Options for an OFFER or ACK (or the ACK to an INFORM, without lease times).
-pub fn reply(o: &ReplyOptions<'_>) -> DhcpOptions {
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(o.msg_type));
-    opts.insert(DhcpOption::ServerIdentifier(o.server_id));
+/// Options for an OFFER or ACK (or the ACK to an INFORM, without lease times), written in wire
+/// form. What the client's list leaves out is never built.
+pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
+    let mut opts = ReplyOpts::new();
+    let wanted = Wanted::new(o.params);
+    let keep = |code: u8| wanted.has(code);
+    opts.set_msg_type(o.msg_type);
+    opts.set_server_id(o.server_id);
     if let Some(secs) = o.lease_time {
         let (t1, t2) = renew_times(secs);
-        opts.insert(DhcpOption::AddressLeaseTime(secs));
-        opts.insert(DhcpOption::Renewal(t1));
-        opts.insert(DhcpOption::Rebinding(t2));
+        opts.put_u32(51, secs);
+        opts.put_u32(58, t1);
+        opts.put_u32(59, t2);
     }
-    subnet_options(&mut opts, o);
+    subnet_options(&mut opts, o, wanted);
     for spec in o.custom.iter().flat_map(|list| list.iter()) {
-        let code = OptionCode::from(spec.code);
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            code,
-            spec.data.clone(),
-        )));
+        if keep(spec.code) {
+            opts.put_bytes(spec.code, &spec.data);
+        }
     }
-    if let Some(name) = o.hostname {
-        opts.insert(DhcpOption::Hostname(name.to_string()));
+    if let Some(name) = o.hostname.filter(|_| keep(12)) {
+        opts.put_bytes(12, name.as_bytes());
     }
     if let Some(f) = o.fqdn {
-        let raw = UnknownOption::new(OptionCode::ClientFQDN, f.to_vec());
-        opts.insert(DhcpOption::Unknown(raw));
+        opts.put_bytes(81, f);
     }
     if o.rapid_commit {
-        opts.insert(DhcpOption::RapidCommit);
+        opts.put_flag(80);
     }
-    keep_requested(&mut opts, o.params);
     echo_relay_info(&mut opts, o.relay_info);
     opts
 }
 
-/// The subnet's own options: mask, router or routes, DNS, domain, search list, NTP, MTU,
-/// broadcast address.
-fn subnet_options(opts: &mut DhcpOptions, o: &ReplyOptions<'_>) {
-    let s = o.subnet;
-    let set = &s.settings;
-    opts.insert(DhcpOption::SubnetMask(s.mask()));
-    let routes = route_payload(&set.routes, s.router);
-    let wants_routes = o.params.contains(&ROUTES) && routes.is_some();
-    if let Some(r) = s.router.filter(|_| !wants_routes) {
-        opts.insert(DhcpOption::Router(vec![r]));
+/// Which options go to a client that sent `params`: what it asked for and the `ALWAYS` ones;
+/// without a list, everything but routes (121/249 go only to clients that ask).
+#[derive(Clone, Copy)]
+struct Wanted([u64; 4]);
+
+impl Wanted {
+    fn new(params: &[u8]) -> Self {
+        let mut w = Wanted([0; 4]);
+        if params.is_empty() {
+            w.0 = [u64::MAX; 4];
+            w.set(ROUTES, false);
+            w.set(MS_ROUTES, false);
+        } else {
+            for c in ALWAYS.iter().chain(params) {
+                w.set(*c, true);
+            }
+        }
+        w
     }
-    if let Some(payload) = routes.filter(|_| !o.params.is_empty()) {
-        for code in [ROUTES, MS_ROUTES] {
-            let opt = UnknownOption::new(OptionCode::from(code), payload.clone());
-            opts.insert(DhcpOption::Unknown(opt));
+    fn set(&mut self, code: u8, on: bool) {
+        let (word, bit) = (usize::from(code / 64), code % 64);
+        if let Some(x) = self.0.get_mut(word) {
+            if on {
+                *x |= 1 << bit;
+            } else {
+                *x &= !(1 << bit);
+            }
         }
     }
-    if !o.dns_servers.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(o.dns_servers.to_vec()));
+    fn has(&self, code: u8) -> bool {
+        let (word, bit) = (usize::from(code / 64), code % 64);
+        self.0.get(word).is_some_and(|x| x & (1 << bit) != 0)
     }
-    if !o.domain.is_empty() {
-        opts.insert(DhcpOption::DomainName(o.domain.to_string()));
-    }
-    let search: Vec<Name> = set
-        .domain_search
-        .iter()
-        .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
-        .collect();
-    if !search.is_empty() {
-        opts.insert(DhcpOption::DomainSearch(search));
-    }
-    if !set.ntp_servers.is_empty() {
-        opts.insert(DhcpOption::NtpServers(set.ntp_servers.clone()));
-    }
-    if let Some(mtu) = set.mtu {
-        opts.insert(DhcpOption::InterfaceMtu(mtu));
-    }
-    opts.insert(DhcpOption::BroadcastAddr(s.broadcast()));
 }
 
-/// Drop what the client did not ask for (when it sent a list), but never the `ALWAYS` ones.
-/// Routes (121/249) go only to clients that ask for them, list or not.
-fn keep_requested(opts: &mut DhcpOptions, params: &[u8]) {
-    let drop: Vec<OptionCode> = opts
-        .iter()
-        .map(|(code, _)| *code)
-        .filter(|code| {
-            let c = u8::from(*code);
-            let asked = params.contains(&c);
-            let routes = c == ROUTES || c == MS_ROUTES;
-            if params.is_empty() {
-                routes
-            } else {
-                !asked && !ALWAYS.contains(&c)
-            }
-        })
-        .collect();
-    for code in drop {
-        opts.remove(code);
+/// The subnet's own options: mask, router or routes, DNS, domain, search list, NTP, MTU,
+/// broadcast address.
+fn subnet_options(opts: &mut ReplyOpts, o: &ReplyOptions<'_>, wanted: Wanted) {
+    let s = o.subnet;
+    let set = &s.settings;
+    let keep = |code: u8| wanted.has(code);
+    opts.put_ip(1, s.mask());
+    // A list that names 121 is never empty, and 121 is not an `ALWAYS` option.
+    let wants_routes = keep(ROUTES) && !o.params.is_empty() && !set.routes.is_empty();
+    if let Some(r) = s.router.filter(|_| !wants_routes && keep(3)) {
+        opts.put_ips(3, &[r]);
+    }
+    if !o.params.is_empty()
+        && (keep(ROUTES) || keep(MS_ROUTES))
+        && let Some(payload) = route_payload(&set.routes, s.router)
+    {
+        for code in [ROUTES, MS_ROUTES].into_iter().filter(|c| keep(*c)) {
+            opts.put_bytes(code, &payload);
+        }
+    }
+    if !o.dns_servers.is_empty() && keep(6) {
+        opts.put_ips(6, o.dns_servers);
+    }
+    if !o.domain.is_empty() && keep(15) {
+        opts.put_bytes(15, o.domain.as_bytes());
+    }
+    if !set.domain_search.is_empty() && keep(119) {
+        let search: Vec<Name> = set
+            .domain_search
+            .iter()
+            .filter_map(|d| Name::from_ascii(format!("{d}.")).ok())
+            .collect();
+        if !search.is_empty() {
+            // Compressed by dhcproto (RFC 3397); a name that cannot be encoded leaves 119 out.
+            let _ = opts.insert(&DhcpOption::DomainSearch(search));
+        }
+    }
+    if !set.ntp_servers.is_empty() && keep(42) {
+        opts.put_ips(42, &set.ntp_servers);
+    }
+    if let Some(mtu) = set.mtu.filter(|_| keep(26)) {
+        opts.put_u16(26, mtu);
+    }
+    if keep(28) {
+        opts.put_ip(28, s.broadcast());
     }
 }
 
@@ -189,10 +209,10 @@ pub fn fqdn_reply(client: &ClientFqdn, label: &str, domain: &str) -> Vec<u8> {
 }
 
 /// Options for a NAK: message type, server id, and the relay agent echo only (RFC 2131 table 3).
-pub fn nak(server_id: Ipv4Addr, relay_info: Option<&[u8]>) -> DhcpOptions {
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(MessageType::Nak));
-    opts.insert(DhcpOption::ServerIdentifier(server_id));
+pub fn nak(server_id: Ipv4Addr, relay_info: Option<&[u8]>) -> ReplyOpts {
+    let mut opts = ReplyOpts::new();
+    opts.set_msg_type(MessageType::Nak);
+    opts.set_server_id(server_id);
     echo_relay_info(&mut opts, relay_info);
     opts
 }
@@ -206,18 +226,18 @@ pub fn renew_times(lease_secs: u32) -> (u32, u32) {
 }
 
 /// Echo option 82 byte for byte (RFC 3046): kept raw so sub-options we do not know survive.
-/// dhcproto files an unknown option under its code, so it is still encoded last.
-fn echo_relay_info(opts: &mut DhcpOptions, relay_info: Option<&[u8]>) {
+/// The encoder writes it last.
+fn echo_relay_info(opts: &mut ReplyOpts, relay_info: Option<&[u8]>) {
     if let Some(raw) = relay_info {
-        let opt = UnknownOption::new(OptionCode::RelayAgentInformation, raw.to_vec());
-        opts.insert(DhcpOption::Unknown(opt));
+        opts.put_bytes(82, raw);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dhcproto::{Decodable, Encodable};
+    use dhcproto::Decodable;
+    use dhcproto::v4::{DhcpOptions, OptionCode};
 
     fn subnet() -> Subnet {
         Subnet {
@@ -266,7 +286,7 @@ mod tests {
             ..plain(&s)
         });
         assert_eq!(o.msg_type(), Some(MessageType::Ack));
-        let get = |c| o.get(c).cloned();
+        let get = |c| o.typed(c);
         assert_eq!(
             get(OptionCode::ServerIdentifier),
             Some(DhcpOption::ServerIdentifier(sid))
@@ -317,9 +337,9 @@ mod tests {
             OptionCode::DomainNameServer,
             OptionCode::DomainName,
         ] {
-            assert!(o.get(c).is_none(), "{c:?} should be absent");
+            assert!(!o.contains(u8::from(c)), "{c:?} should be absent");
         }
-        assert!(o.get(OptionCode::SubnetMask).is_some());
+        assert!(o.typed(OptionCode::SubnetMask).is_some());
     }
 
     #[test]
@@ -327,8 +347,9 @@ mod tests {
         // Circuit id "eth1" and an unknown sub-option 99.
         let raw = vec![1, 4, b'e', b't', b'h', b'1', 99, 2, 0xab, 0xcd];
         let mut o = nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw));
-        o.insert(DhcpOption::DomainName("lan".into()));
-        let bytes = o.to_vec().expect("encode options");
+        o.insert(&DhcpOption::DomainName("lan".into()))
+            .expect("encode option");
+        let bytes = o.to_bytes(&[]);
         let tail = &bytes[bytes.len() - raw.len() - 3..];
         let mut want = vec![82, raw.len() as u8];
         want.extend_from_slice(&raw);
@@ -376,7 +397,7 @@ mod tests {
             params: &[119],
             ..plain(&s)
         });
-        let bytes = o.to_vec().expect("encode");
+        let bytes = o.to_bytes(&[]);
         let at = bytes.iter().position(|&b| b == 119).expect("option 119");
         let len = usize::from(bytes[at + 1]);
         let value = &bytes[at + 2..at + 2 + len];
@@ -426,7 +447,7 @@ mod tests {
             relay_info: Some(&[1, 1, 0]),
             ..plain(&s)
         });
-        let mut codes: Vec<u8> = o.iter().map(|(c, _)| u8::from(*c)).collect();
+        let mut codes: Vec<u8> = o.codes().collect();
         codes.sort_unstable();
         assert_eq!(codes, vec![1, 6, 42, 51, 53, 54, 58, 59, 80, 81, 82]);
         // Without a list everything configured goes, the host name and 252 included.
@@ -436,7 +457,7 @@ mod tests {
             ..plain(&s)
         });
         for code in [3u8, 6, 12, 15, 28, 42, 252] {
-            assert!(o.get(OptionCode::from(code)).is_some(), "option {code}");
+            assert!(o.contains(code), "option {code}");
         }
     }
 
@@ -452,10 +473,11 @@ mod relay_echo_once {
     #[test]
     fn relay_info_appears_once_in_an_encoded_reply() {
         let raw = vec![1, 4, b'e', b't', b'h', b'1'];
-        let mut msg = dhcproto::v4::Message::default();
-        msg.set_opcode(dhcproto::v4::Opcode::BootReply);
-        msg.set_opts(nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw)));
-        let bytes = crate::dhcp::wire::encode(&msg, 576).expect("encode");
+        let msg = crate::dhcp::wire::ReplyMsg {
+            opts: nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw)),
+            ..Default::default()
+        };
+        let bytes = crate::dhcp::wire::encode_ordered(&msg, 576, &[]).expect("encode");
         let mut i = 240;
         let mut n82 = 0;
         while i < bytes.len() && bytes[i] != 255 {

@@ -62,7 +62,6 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{self, BufRead as _, Write as _};
@@ -462,14 +461,16 @@ impl Journal {
                     return false;
                 }
                 let expires = self.with_headroom(now, lease);
-                let Some(payload) = upsert_payload_at(lease, expires) else {
+                if !push_record_with(buf, |out| write_upsert_payload(out, lease, expires)) {
                     return false;
-                };
-                push_record(buf, &payload);
+                }
                 (lease.ip, pack(lease, expires))
             }
             LeaseChange::Remove { ip, reason } => {
-                push_record(buf, &remove_payload(*ip, *reason));
+                push_record_with(buf, |out| {
+                    write_remove_payload(out, *ip, *reason);
+                    true
+                });
                 (*ip, None)
             }
         };
@@ -1458,17 +1459,233 @@ fn number<T: std::str::FromStr>(field: &str, what: &str) -> Result<T, String> {
     field.parse().map_err(|_| format!("bad {what} {field:?}"))
 }
 
+#[cfg(test)]
 fn remove_payload(ip: Ipv4Addr, reason: RemoveReason) -> String {
+    let mut a = Ascii::new();
+    write_remove_payload(&mut a, ip, reason);
+    a.as_str().to_string()
+}
+
+/// `R <ip> <reason>`.
+fn write_remove_payload(a: &mut Ascii, ip: Ipv4Addr, reason: RemoveReason) {
     let reason = match reason {
         RemoveReason::Released => "released",
         RemoveReason::Expired => "expired",
         RemoveReason::Superseded => "superseded",
     };
-    format!("R {ip} {reason}")
+    a.extend(b"R ");
+    a.ipv4(ip);
+    a.push(b' ');
+    a.extend(reason.as_bytes());
 }
 
 pub(crate) fn push_record(out: &mut String, payload: &str) {
-    let _ = writeln!(out, "{:08x} {payload}", crc32fast::hash(payload.as_bytes()));
+    let crc = crc32fast::hash(payload.as_bytes());
+    let mut head = *b"00000000 ";
+    for (i, d) in head.iter_mut().take(8).enumerate() {
+        *d = LOWER_HEX[((crc >> (28 - 4 * i)) & 15) as usize];
+    }
+    out.reserve(payload.len() + 10);
+    out.push_str(std::str::from_utf8(&head).unwrap_or_default());
+    out.push_str(payload);
+    out.push('\n');
+}
+
+/// `push_record` of the payload that `write` writes (into a stack buffer, no string of its
+/// own); when `write` says false, nothing is appended.
+fn push_record_with(out: &mut String, write: impl FnOnce(&mut Ascii) -> bool) -> bool {
+    let mut a = Ascii::new();
+    if !write(&mut a) {
+        return false;
+    }
+    push_record(out, a.as_str());
+    true
+}
+
+/// ASCII text written byte by byte without core::fmt: in a stack buffer while it fits, on the
+/// heap past that (a long client id or name).
+struct Ascii {
+    buf: [u8; 160],
+    n: usize,
+    spill: Vec<u8>,
+}
+
+impl Ascii {
+    fn new() -> Self {
+        Ascii {
+            buf: [0; 160],
+            n: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    /// Append one byte; callers only ever pass ASCII.
+    fn push(&mut self, b: u8) {
+        if self.spill.is_empty()
+            && let Some(slot) = self.buf.get_mut(self.n)
+        {
+            *slot = b;
+            self.n += 1;
+            return;
+        }
+        if self.spill.is_empty() {
+            self.spill.extend_from_slice(&self.buf);
+        }
+        self.spill.push(b);
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.n..self.n + bytes.len()) {
+            Some(dst) if self.spill.is_empty() => {
+                dst.copy_from_slice(bytes);
+                self.n += bytes.len();
+            }
+            _ => bytes.iter().for_each(|b| self.push(*b)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        let bytes = if self.spill.is_empty() {
+            self.buf.get(..self.n).unwrap_or_default()
+        } else {
+            &self.spill
+        };
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+
+    /// Decimal digits of `n`.
+    fn u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.extend(digits.get(i..).unwrap_or_default());
+    }
+
+    /// Dotted-quad `ip`, as its Display writes it.
+    fn ipv4(&mut self, ip: Ipv4Addr) {
+        for (i, octet) in ip.octets().into_iter().enumerate() {
+            if i > 0 {
+                self.push(b'.');
+            }
+            if octet >= 100 {
+                self.push(b'0' + octet / 100);
+            }
+            if octet >= 10 {
+                self.push(b'0' + octet / 10 % 10);
+            }
+            self.push(b'0' + octet % 10);
+        }
+    }
+
+    /// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
+    fn hex(&mut self, bytes: &[u8], colons: bool) {
+        if bytes.is_empty() {
+            self.push(b'-');
+        }
+        let step = if colons { 3 } else { 2 };
+        // Straight into the stack buffer when it has room (a MAC, a client id)...
+        if self.spill.is_empty()
+            && let Some(dst) = self.buf.get_mut(self.n..self.n + bytes.len() * step)
+        {
+            for (d, b) in dst.chunks_exact_mut(step).zip(bytes) {
+                d[0] = LOWER_HEX[usize::from(b >> 4)];
+                d[1] = LOWER_HEX[usize::from(b & 15)];
+                if let Some(colon) = d.get_mut(2) {
+                    *colon = b':';
+                }
+            }
+            // ... with no colon after the last byte.
+            self.n += (bytes.len() * step).saturating_sub(step - 2);
+            return;
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            if colons && i > 0 {
+                self.push(b':');
+            }
+            self.push(LOWER_HEX[usize::from(b >> 4)]);
+            self.push(LOWER_HEX[usize::from(b & 15)]);
+        }
+    }
+
+    /// Hostnames are validated labels already; anything else is escaped so a record stays one
+    /// line of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
+    fn escaped(&mut self, name: &str) {
+        const UPPER_HEX: &[u8; 16] = b"0123456789ABCDEF";
+        for b in name.bytes() {
+            let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
+            if safe && name != "-" {
+                self.push(b);
+            } else {
+                self.push(b'%');
+                self.push(UPPER_HEX[usize::from(b >> 4)]);
+                self.push(UPPER_HEX[usize::from(b & 15)]);
+            }
+        }
+    }
+}
+
+const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
+
+#[cfg(test)]
+mod format_tests {
+    use super::*;
+
+    #[test]
+    fn hand_formatting_writes_what_core_fmt_writes() {
+        let text = |write: &dyn Fn(&mut Ascii)| {
+            let mut a = Ascii::new();
+            write(&mut a);
+            a.as_str().to_string()
+        };
+        for n in [0, 7, 9, 10, 99, 100, 255, 1_700_000_000, u64::MAX] {
+            assert_eq!(text(&|a| a.u64(n)), n.to_string());
+        }
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "9.99.100.7",
+            "192.168.100.20",
+            "255.255.255.255",
+        ] {
+            let ip: Ipv4Addr = ip.parse().expect("address");
+            assert_eq!(text(&|a| a.ipv4(ip)), ip.to_string());
+        }
+        // Past the stack buffer (160 bytes) too.
+        for len in [0usize, 1, 6, 53, 54, 80, 200] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 37) as u8).collect();
+            let want: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
+            assert_eq!(text(&|a| a.hex(&bytes, true)), dash(want.join(":")));
+            assert_eq!(text(&|a| a.hex(&bytes, false)), dash(want.concat()));
+        }
+        let long = "a-b".repeat(70);
+        assert_eq!(text(&|a| a.escaped(&long)), long);
+        assert_eq!(text(&|a| a.escaped("-")), "%2D");
+        assert_eq!(text(&|a| a.escaped("x y")), "x%20y");
+        // A record written through the stack buffer frames exactly as one from its payload.
+        let payload = remove_payload(Ipv4Addr::new(10, 0, 0, 7), RemoveReason::Superseded);
+        assert_eq!(payload, "R 10.0.0.7 superseded");
+        let (mut a, mut b) = (String::from("x\n"), String::from("x\n"));
+        push_record(&mut a, &payload);
+        assert_eq!(
+            a,
+            format!("x\n{:08x} {payload}\n", crc32fast::hash(payload.as_bytes()))
+        );
+        assert!(push_record_with(&mut b, |out| {
+            out.extend(payload.as_bytes());
+            true
+        }));
+        assert_eq!(a, b);
+        assert!(!push_record_with(&mut b, |_| false));
+        assert_eq!(a, b, "a refused payload leaves nothing behind");
+    }
 }
 
 fn header_payload(kind: &str, generation: u64) -> String {
@@ -1706,57 +1923,45 @@ fn unpack(ip: Ipv4Addr, packed: &[u8]) -> Option<Lease> {
 
 /// The upsert payload of `lease` written with expiry `expires`; `None` for an offer.
 fn upsert_payload_at(lease: &Lease, expires: UnixTime) -> Option<String> {
-    let mut out = String::with_capacity(96);
-    write_upsert_payload(&mut out, lease, expires).then_some(out)
+    let mut a = Ascii::new();
+    write_upsert_payload(&mut a, lease, expires).then(|| a.as_str().to_string())
 }
 
-/// Append the upsert payload of `lease` (with expiry `expires`) to `out`; false for an offer.
-fn write_upsert_payload(out: &mut String, lease: &Lease, expires: UnixTime) -> bool {
+/// The upsert payload of `lease` (with expiry `expires`); false for an offer.
+fn write_upsert_payload(a: &mut Ascii, lease: &Lease, expires: UnixTime) -> bool {
     let state = match lease.state {
-        LeaseState::Bound => 'b',
-        LeaseState::Declined => 'd',
+        LeaseState::Bound => b'b',
+        LeaseState::Declined => b'd',
         LeaseState::Offered => return false,
     };
-    let _ = write!(
-        out,
-        "U {} {} {state} {} ",
-        lease.ip, expires.0, lease.hwaddr.htype
-    );
-    push_hex(out, lease.hwaddr.bytes(), true);
-    out.push(' ');
-    push_hex(out, lease.client.as_bytes(), false);
-    out.push(' ');
+    a.extend(b"U ");
+    a.ipv4(lease.ip);
+    a.push(b' ');
+    a.u64(expires.0);
+    a.extend(&[b' ', state, b' ']);
+    a.u64(u64::from(lease.hwaddr.htype));
+    a.push(b' ');
+    a.hex(lease.hwaddr.bytes(), true);
+    a.push(b' ');
+    a.hex(lease.client.as_bytes(), false);
+    a.push(b' ');
     match &lease.hostname {
         // An empty name is no name.
-        Some(name) if !name.is_empty() => push_escaped(out, name),
-        _ => out.push('-'),
+        Some(name) if !name.is_empty() => a.escaped(name),
+        _ => a.push(b'-'),
     }
     true
 }
 
 /// Lowercase hex of `bytes` run together (`sep` "") or separated by `sep`, `-` when empty.
 pub(crate) fn hex_or_dash(bytes: &[u8], sep: &str) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    push_hex(&mut out, bytes, !sep.is_empty());
+    let mut a = Ascii::new();
+    a.hex(bytes, !sep.is_empty());
+    let out = a.as_str();
     if !sep.is_empty() && sep != ":" {
-        out = out.replace(':', sep);
+        return out.replace(':', sep);
     }
-    out
-}
-
-/// Lowercase hex of `bytes` (colon-separated or run together), `-` when empty.
-fn push_hex(out: &mut String, bytes: &[u8], colons: bool) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    if bytes.is_empty() {
-        out.push('-');
-    }
-    for (i, b) in bytes.iter().enumerate() {
-        if colons && i > 0 {
-            out.push(':');
-        }
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-    }
+    out.to_string()
 }
 
 /// Parse hex bytes, either separated by `sep` (one or two digits each) or (with `sep == '\0'`)
@@ -1787,19 +1992,6 @@ pub(crate) fn hex_field(field: &str, sep: char) -> Result<Vec<u8>, String> {
         out.push(byte.ok_or_else(bad)?);
     }
     Ok(out)
-}
-
-/// Hostnames are validated labels already; anything else is escaped so a record stays one line
-/// of space-separated fields. A lone `-` is escaped too, since `-` means "no hostname".
-fn push_escaped(out: &mut String, name: &str) {
-    for b in name.bytes() {
-        let safe = b.is_ascii_alphanumeric() || b"._-".contains(&b);
-        if safe && name != "-" {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
 }
 
 fn unescape(field: &str) -> Result<String, String> {
