@@ -15,7 +15,7 @@ use crate::lease::{ClientId, HwAddr};
 #[derive(Debug, Default)]
 pub struct Reservations {
     list: Vec<Reservation>,
-    by_ip: HashMap<Ipv4Addr, usize>,
+    by_ip: HashMap<Ipv4Addr, usize, crate::lease::AddrHash>,
     by_hw: HashMap<HwAddr, usize>,
     by_client: HashMap<ClientId, usize>,
 }

@@ -60,10 +60,8 @@
 //! is already durable and is not written. Recovery then keeps an address a little longer than
 //! granted, never shorter.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::hash::BuildHasher;
 use std::io::{self, BufRead as _, Write as _};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::FileExt as _;
@@ -77,7 +75,9 @@ use hashbrown::HashTable;
 
 use crate::clock::UnixTime;
 use crate::config::Durability;
-use crate::lease::{ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
+use crate::lease::{
+    AddrHash, ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason, addr_hash,
+};
 
 const JOURNAL_KIND: &str = "leasedns-journal";
 const SNAPSHOT_KIND: &str = "leasedns-snapshot";
@@ -1182,13 +1182,12 @@ struct Replayed {
     leases: Vec<Lease>,
     /// Positions in `leases`, by the hash of the lease's address.
     index: HashTable<u32>,
-    hasher: RandomState,
 }
 
 impl Replayed {
     #[cfg(test)]
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.position_hashed(self.hasher.hash_one(ip), ip)
+        self.position_hashed(addr_hash(ip), ip)
     }
 
     fn position_hashed(&self, hash: u64, ip: Ipv4Addr) -> Option<usize> {
@@ -1200,7 +1199,7 @@ impl Replayed {
     }
 
     fn upsert(&mut self, lease: Lease) {
-        let hash = self.hasher.hash_one(lease.ip);
+        let hash = addr_hash(lease.ip);
         if let Some(old) = self
             .position_hashed(hash, lease.ip)
             .and_then(|i| self.leases.get_mut(i))
@@ -1211,18 +1210,14 @@ impl Replayed {
         // One lease per address: fewer than 2^32 positions.
         let i = u32::try_from(self.leases.len()).unwrap_or(u32::MAX);
         self.leases.push(lease);
-        let Replayed {
-            leases,
-            index,
-            hasher,
-        } = self;
-        let rehash = |&p: &u32| leases.get(p as usize).map_or(0, |l| hasher.hash_one(l.ip));
+        let Replayed { leases, index } = self;
+        let rehash = |&p: &u32| leases.get(p as usize).map_or(0, |l| addr_hash(l.ip));
         index.insert_unique(hash, i, rehash);
     }
 
     /// Forget the lease on `ip`; the last lease moves into its place.
     fn remove(&mut self, ip: Ipv4Addr) {
-        let hash = self.hasher.hash_one(ip);
+        let hash = addr_hash(ip);
         let leases = &self.leases;
         let found = self.index.find_entry(hash, |&i| {
             leases.get(i as usize).is_some_and(|l| l.ip == ip)
@@ -1234,7 +1229,7 @@ impl Replayed {
         self.leases.swap_remove(i as usize);
         let last = u32::try_from(self.leases.len()).unwrap_or(u32::MAX);
         if let Some(moved) = self.leases.get(i as usize) {
-            let hash = self.hasher.hash_one(moved.ip);
+            let hash = addr_hash(moved.ip);
             if let Some(p) = self.index.find_mut(hash, |&p| p == last) {
                 *p = i;
             }
@@ -1718,7 +1713,7 @@ fn covers(stored: &[u8], wanted: &[u8]) -> bool {
 /// `maybe_shrink` copies the live records into a fresh arena, once most of it is garbage.
 #[derive(Debug, Default)]
 struct PackedLeases {
-    index: HashMap<Ipv4Addr, u32>,
+    index: HashMap<Ipv4Addr, u32, AddrHash>,
     arena: Vec<u8>,
     /// Bytes of the arena that live records take (with their length prefixes).
     live: usize,

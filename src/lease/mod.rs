@@ -16,12 +16,19 @@ use std::sync::Arc;
 ///
 /// Memory: 24 bytes; up to 22 bytes (every type-plus-MAC id, most DUID-based ones) are kept
 /// inline, longer ones in one heap allocation.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientId(IdRepr);
 
-/// Inline bytes (unused ones zero, so derived equality and hashing see only the id), or a
-/// boxed slice for an id longer than `INLINE_ID`.
-#[derive(Clone, PartialEq, Eq, Hash)]
+/// Hashed as its bytes in one write (the client chooses them: maps keep std's keyed hasher).
+impl std::hash::Hash for ClientId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.as_bytes());
+    }
+}
+
+/// Inline bytes (unused ones zero, so derived equality sees only the id), or a boxed slice for
+/// an id longer than `INLINE_ID`.
+#[derive(Clone, PartialEq, Eq)]
 enum IdRepr {
     Inline { len: u8, bytes: [u8; INLINE_ID] },
     Heap(Box<[u8]>),
@@ -203,9 +210,69 @@ pub enum LeaseChange {
     Remove { ip: Ipv4Addr, reason: RemoveReason },
 }
 
+/// A fast hash for keys the server chooses itself: its pool addresses, interface indexes. One
+/// multiply spreads the value over the high bits and a rotate brings them down to the low bits
+/// that pick a bucket. Not for keys a client controls (client ids keep std's keyed SipHash).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddrHasher(u64);
+
+/// Odd, with its bits spread (2^64 / the golden ratio).
+const ADDR_HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl std::hash::Hasher for AddrHasher {
+    fn finish(&self) -> u64 {
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = self.0.wrapping_add(n).wrapping_mul(ADDR_HASH_K);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// Hash maps and sets keyed by addresses or indexes use this (see `AddrHasher`).
+pub type AddrHash = std::hash::BuildHasherDefault<AddrHasher>;
+
+/// The `AddrHasher` hash of an address (for hashbrown tables that take the hash directly).
+pub fn addr_hash(ip: std::net::Ipv4Addr) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = AddrHasher::default();
+    h.write_u32(u32::from(ip));
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_hash_spreads_strided_addresses_over_the_low_bits() {
+        // Addresses 256 apart (one per /24) share their low byte: the bucket bits must not.
+        let ips = (0..4096u32).map(|i| Ipv4Addr::from(0x0a00_0001 + (i << 8)));
+        let buckets: std::collections::HashSet<u64> = ips.map(|ip| addr_hash(ip) & 4095).collect();
+        assert!(
+            buckets.len() > 2400,
+            "{} of 4096 buckets used",
+            buckets.len()
+        );
+        let mut set: std::collections::HashSet<Ipv4Addr, AddrHash> = Default::default();
+        set.extend((1..=1000u32).map(|i| Ipv4Addr::from(0x0a00_0000 + i)));
+        assert!(set.contains(&Ipv4Addr::new(10, 0, 3, 232)));
+        assert!(!set.contains(&Ipv4Addr::new(10, 0, 3, 233)));
+    }
 
     #[test]
     fn ids_and_addresses_are_inline_and_compare_by_their_bytes() {

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use hashbrown::HashTable;
 
 use crate::clock::UnixTime;
-use crate::lease::{ClientId, Lease, LeaseState};
+use crate::lease::{AddrHash, ClientId, Lease, LeaseState, addr_hash};
 
 /// How many "previous address" entries are kept by default.
 pub const DEFAULT_MEMORY: usize = 4096;
@@ -46,7 +46,7 @@ pub struct LeaseTable {
     previous: Previous,
     /// Addresses whose bound or declined lease ended since the table was built (at most one
     /// entry per address the pools hold); a live lease is history enough by itself.
-    used: HashSet<Ipv4Addr>,
+    used: HashSet<Ipv4Addr, AddrHash>,
 }
 
 /// A lease's entry in the expiry set: expiry seconds (saturated to u32, which lasts until 2106)
@@ -87,7 +87,7 @@ impl LeaseTable {
             hasher: RandomState::new(),
             by_expiry: BTreeSet::new(),
             previous: Previous::new(memory),
-            used: HashSet::new(),
+            used: HashSet::default(),
         }
     }
 
@@ -101,7 +101,7 @@ impl LeaseTable {
             ..
         } = self;
         leases.reserve(additional);
-        by_ip.reserve(additional, |&i| ip_hash(hasher, leases, i));
+        by_ip.reserve(additional, |&i| ip_hash(leases, i));
         by_client.reserve(additional, |&i| client_hash(hasher, leases, i));
     }
 
@@ -131,7 +131,7 @@ impl LeaseTable {
     /// Insert `lease`, replacing (and returning) whatever lease held its address.
     pub fn insert(&mut self, lease: Lease) -> Option<Lease> {
         self.by_expiry.insert(expiry_key(&lease));
-        let hash = self.hasher.hash_one(lease.ip);
+        let hash = addr_hash(lease.ip);
         let Some(i) = self.position_hashed(hash, lease.ip) else {
             self.push(hash, lease);
             return None;
@@ -169,7 +169,7 @@ impl LeaseTable {
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         let i = self.position(ip)?;
         self.unindex_client(i);
-        let hash = self.hasher.hash_one(ip);
+        let hash = addr_hash(ip);
         if let Ok(entry) = self.by_ip.find_entry(hash, |&p| p == pos(i)) {
             entry.remove();
         }
@@ -229,7 +229,7 @@ impl LeaseTable {
 
     /// The position of the lease on `ip` in `leases`.
     fn position(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.position_hashed(self.hasher.hash_one(ip), ip)
+        self.position_hashed(addr_hash(ip), ip)
     }
 
     /// `position` with the address's hash already known.
@@ -245,13 +245,8 @@ impl LeaseTable {
     fn push(&mut self, hash: u64, lease: Lease) {
         let i = self.leases.len();
         self.leases.push(lease);
-        let LeaseTable {
-            leases,
-            by_ip,
-            hasher,
-            ..
-        } = self;
-        by_ip.insert_unique(hash, pos(i), |&p| ip_hash(hasher, leases, p));
+        let LeaseTable { leases, by_ip, .. } = self;
+        by_ip.insert_unique(hash, pos(i), |&p| ip_hash(leases, p));
         self.index_client(i);
     }
 
@@ -292,10 +287,7 @@ impl LeaseTable {
             return;
         };
         let (from, to) = (pos(from), pos(to));
-        if let Some(p) = self
-            .by_ip
-            .find_mut(self.hasher.hash_one(lease.ip), |&p| p == from)
-        {
+        if let Some(p) = self.by_ip.find_mut(addr_hash(lease.ip), |&p| p == from) {
             *p = to;
         }
         if lease.state != LeaseState::Declined
@@ -322,8 +314,8 @@ impl LeaseTable {
 }
 
 /// The address-index hash of the lease at position `i` (for rehashing).
-fn ip_hash(hasher: &RandomState, leases: &[Lease], i: u32) -> u64 {
-    leases.get(i as usize).map_or(0, |l| hasher.hash_one(l.ip))
+fn ip_hash(leases: &[Lease], i: u32) -> u64 {
+    leases.get(i as usize).map_or(0, |l| addr_hash(l.ip))
 }
 
 /// The client-index hash of the lease at position `i` (for rehashing).

@@ -291,7 +291,7 @@ fn perfdhcp_as_a_relay_completes_500_clients() -> Result<()> {
 }
 
 /// Under load (2,000 exchanges a second: four datagrams a millisecond) the server reads the
-/// socket once a millisecond, so one journal fdatasync covers several grants; every ACK still
+/// socket once every 2 ms, so one journal fdatasync covers several grants; every ACK still
 /// leaves after its record is durable (the crash tests check that part). Reading every datagram
 /// as it comes gives about one commit per grant.
 #[test]
