@@ -346,7 +346,9 @@ perf() {
 }
 
 # point SERVER RATE: REPS runs on fresh servers; medians into PT_DROP PT_ACH PT_GEN; PT_CAUSE is
-# ok, server (>= DROP_LIMIT % drops) or generator (perfdhcp could not offer the rate).
+# ok (under DROP_LIMIT % drops at the offered rate; "ok, generator saturated" when perfdhcp used
+# its whole core doing it), server (>= DROP_LIMIT % drops while perfdhcp had CPU to spare) or
+# generator (perfdhcp could not offer the rate, or its own core was full when drops appeared).
 point() {
   local name=$1 rate=$2 r drops=() achs=() gens=()
   for ((r = 1; r <= REPS; r++)); do
@@ -358,16 +360,20 @@ point() {
   PT_DROP=$(python3 "$HELPER" median "${drops[@]}")
   PT_ACH=$(python3 "$HELPER" median "${achs[@]}")
   PT_GEN=$(python3 "$HELPER" median "${gens[@]}")
-  if awk -v a="$PT_ACH" -v r="$rate" -v g="$PT_GEN" 'BEGIN { exit !(a < 0.97 * r || g >= 95) }'; then
+  local saturated=0
+  awk -v g="$PT_GEN" 'BEGIN { exit !(g >= 95) }' && saturated=1
+  if awk -v a="$PT_ACH" -v r="$rate" 'BEGIN { exit !(a < 0.97 * r) }'; then
     PT_CAUSE=generator
   elif awk -v d="$PT_DROP" -v l="$DROP_LIMIT" 'BEGIN { exit !(d >= l) }'; then
-    PT_CAUSE=server
+    if [ "$saturated" = 1 ]; then PT_CAUSE=generator; else PT_CAUSE=server; fi
   else
     PT_CAUSE=ok
   fi
+  local verdict=$PT_CAUSE
+  if [ "$saturated" = 1 ] && [ "$PT_CAUSE" = ok ]; then verdict="ok, generator saturated"; fi
   printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$rate" "$PT_ACH" "$PT_DROP" "$PT_GEN" \
-    "$PT_CAUSE" >>"$POINTS"
-  log "$name offered $rate/s: sent $PT_ACH/s, drops $PT_DROP %, perfdhcp CPU $PT_GEN % -> $PT_CAUSE"
+    "$verdict" >>"$POINTS"
+  log "$name offered $rate/s: sent $PT_ACH/s, drops $PT_DROP %, perfdhcp CPU $PT_GEN % -> $verdict"
 }
 
 # search SERVER: the highest offered rate whose median drops stay under DROP_LIMIT.
