@@ -3,8 +3,9 @@
 # a veth pair (never on the host). DHCP load comes from perfdhcp acting as a relay (giaddr), DNS
 # load from dnsperf. Prints a markdown table of medians and writes it to a file.
 # Run as root. Not a test: CI does not run it. Usage: bench.sh --help
-# Duration on a 2-core machine: a full run with Kea and dnsmasq about 13 minutes (most of it the
-# rate searches: 3 repetitions of 10 s a point), leasedns adds about 6; --quick about 4 for all.
+# Duration on a 2-core machine: a full run with Kea and dnsmasq about 22 minutes (most of it the
+# rate searches: 3 repetitions of 10 s a point, and 120 s of dnsmasq granting leases); --quick
+# about 5.
 # The server runs on CPU 0 and the load generator on CPU 1: anything else running on the machine
 # shows up in the figures.
 set -euo pipefail
