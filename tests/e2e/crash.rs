@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use leasedns::clock::{Clock, SystemClock, UnixTime};
+use anyhow::{Context, Result, ensure};
+use leasedns::clock::{Clock, SystemClock};
 use leasedns::config::{Config, Durability};
 use leasedns::lease::journal::Journal;
-use leasedns::lease::{HwAddr, Lease, LeaseChange, LeaseState};
+use leasedns::lease::{HwAddr, Lease, LeaseState};
 
 use crate::dhcp_load::{LoadClient, Mac, macs};
 use crate::dig;
 use crate::netns::Lan;
+use crate::perf::write_leases;
 use crate::proc::{poll, run_ok};
 use crate::server::{Server, ServerOptions, leasedns_bin};
 
@@ -320,34 +321,6 @@ fn dnsmasq_leases_imported_resolve_after_start() -> Result<()> {
     ensure!(load.step(0)?, "log:\n{}", server.log());
     ensure!(load.acked[&beta_mac].ip == beta, "{:?}", load.acked);
     server.stop()?;
-    Ok(())
-}
-
-/// 100,000 leases in the journal (a snapshot plus a short journal).
-fn write_leases(lease_file: &Path, n: u32, now: UnixTime) -> Result<()> {
-    let (mut journal, _) = Journal::open(lease_file, Durability::None, now)?;
-    let base = u32::from(Ipv4Addr::new(10, 64, 0, 0));
-    let changes: Vec<LeaseChange> = (0..n)
-        .map(|i| {
-            let b = i.to_be_bytes();
-            let hwaddr = HwAddr::ethernet([2, 0x1f, b[0], b[1], b[2], b[3]]);
-            LeaseChange::Upsert(Lease {
-                ip: Ipv4Addr::from(base + i),
-                client: leasedns::lease::ClientId::from_hw(&hwaddr),
-                hwaddr,
-                hostname: Some(format!("h{i}").into()),
-                expires: now.plus(3600),
-                state: LeaseState::Bound,
-            })
-        })
-        .collect();
-    for chunk in changes.chunks(1000) {
-        journal.commit(chunk)?;
-    }
-    journal.compact_now();
-    if !journal.wait_compacted(Duration::from_secs(30)) {
-        bail!("the snapshot of {n} leases took over 30 s");
-    }
     Ok(())
 }
 

@@ -100,8 +100,9 @@ fn memory_kb(pid: u32) -> Result<(u64, u64)> {
     Ok((field("VmHWM:")?, field("VmRSS:")?))
 }
 
-/// `n` named leases on 10.64.0.0/15 in a snapshot plus a short journal.
-fn write_leases(lease_file: &Path, n: u32, now: UnixTime) -> Result<()> {
+/// `n` named leases on 10.64.0.0/15 in a snapshot plus a short journal (also used by the
+/// crash tests' restart figures).
+pub fn write_leases(lease_file: &Path, n: u32, now: UnixTime) -> Result<()> {
     let (mut journal, _) = Journal::open(lease_file, Durability::None, now)?;
     let base = u32::from(Ipv4Addr::new(10, 64, 0, 0));
     let changes: Vec<LeaseChange> = (0..n)
