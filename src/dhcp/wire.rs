@@ -12,7 +12,9 @@
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
-use dhcproto::v4::{DhcpOption, Flags, Message, MessageType, Opcode, OptionCode};
+#[cfg(test)]
+use dhcproto::v4::Message;
+use dhcproto::v4::{DhcpOption, Flags, MessageType, Opcode, OptionCode};
 use dhcproto::{Encodable, Encoder};
 
 use crate::lease::HwAddr;
@@ -438,7 +440,9 @@ impl Default for ReplyMsg {
 }
 
 impl ReplyMsg {
-    /// The same reply as a dhcproto `Message` says, options encoded by dhcproto one by one.
+    /// The same reply as a dhcproto `Message` says, options encoded by dhcproto one by one
+    /// (for tests, which build replies as dhcproto messages).
+    #[cfg(test)]
     pub fn from_message(msg: &Message) -> Result<ReplyMsg, EncodeError> {
         if msg.hlen() > 16 {
             return Err(EncodeError::BadHeader("hlen > 16"));
@@ -799,12 +803,15 @@ impl ReplyOpts {
     }
 }
 
-/// Encode a dhcproto message (see `encode_ordered`; no request order).
+/// Encode a dhcproto message (see `encode_ordered`; no request order). Tests build replies
+/// this way; the server builds `ReplyMsg`s directly.
+#[cfg(test)]
 pub fn encode(msg: &Message, max_size: usize) -> Result<Vec<u8>, EncodeError> {
     encode_message(msg, max_size, &[])
 }
 
 /// Encode a dhcproto message (see `encode_ordered`).
+#[cfg(test)]
 pub fn encode_message(
     msg: &Message,
     max_size: usize,

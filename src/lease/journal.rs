@@ -71,12 +71,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hashbrown::HashTable;
-
 use crate::clock::UnixTime;
 use crate::config::Durability;
+use crate::lease::dense::ByAddr;
 use crate::lease::{
-    AddrHash, ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason, addr_hash,
+    AddrHash, ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason,
 };
 
 const JOURNAL_KIND: &str = "leasedns-journal";
@@ -244,7 +243,7 @@ impl Journal {
             }
         }
         // The replay's own vector becomes the result: no second copy of the leases.
-        let live = leases.into_live(now);
+        let live = into_live(leases, now);
         if had_prev {
             journal.compact_at_open(&live)?;
         }
@@ -1156,8 +1155,12 @@ fn header_generation(
 /// Apply one lease record; false for a header (which is not a lease record).
 fn apply_one(leases: &mut Replayed, record: Record) -> bool {
     match record {
-        Record::Upsert(lease) => leases.upsert(lease),
-        Record::Remove(ip) => leases.remove(ip),
+        Record::Upsert(lease) => {
+            leases.upsert(lease);
+        }
+        Record::Remove(ip) => {
+            leases.remove(ip);
+        }
         Record::Header { .. } => return false,
     }
     true
@@ -1174,77 +1177,18 @@ fn apply<R: io::BufRead>(leases: &mut Replayed, lines: &mut Lines<R>) -> u64 {
 }
 
 /// The leases of a replay, last record wins: each lease once in one vector (which `open`
-/// returns as it is, sorted), found by address through a table of 4-byte positions. About
-/// 72 + 7 bytes a lease, against 81 bytes times the headroom of a `HashMap<Ipv4Addr, Lease>`
-/// and then a vector copied out of it.
-#[derive(Default)]
-struct Replayed {
-    leases: Vec<Lease>,
-    /// Positions in `leases`, by the hash of the lease's address.
-    index: HashTable<u32>,
-}
+/// returns as it is, sorted), found by address (`dense::ByAddr`). About 72 + 7 bytes a lease,
+/// against 81 bytes times the headroom of a `HashMap<Ipv4Addr, Lease>` and then a vector copied
+/// out of it.
+type Replayed = ByAddr;
 
-impl Replayed {
-    #[cfg(test)]
-    fn position(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.position_hashed(addr_hash(ip), ip)
-    }
-
-    fn position_hashed(&self, hash: u64, ip: Ipv4Addr) -> Option<usize> {
-        let leases = &self.leases;
-        let found = self.index.find(hash, |&i| {
-            leases.get(i as usize).is_some_and(|l| l.ip == ip)
-        });
-        found.map(|&i| i as usize)
-    }
-
-    fn upsert(&mut self, lease: Lease) {
-        let hash = addr_hash(lease.ip);
-        if let Some(old) = self
-            .position_hashed(hash, lease.ip)
-            .and_then(|i| self.leases.get_mut(i))
-        {
-            *old = lease;
-            return;
-        }
-        // One lease per address: fewer than 2^32 positions.
-        let i = u32::try_from(self.leases.len()).unwrap_or(u32::MAX);
-        self.leases.push(lease);
-        let Replayed { leases, index } = self;
-        let rehash = |&p: &u32| leases.get(p as usize).map_or(0, |l| addr_hash(l.ip));
-        index.insert_unique(hash, i, rehash);
-    }
-
-    /// Forget the lease on `ip`; the last lease moves into its place.
-    fn remove(&mut self, ip: Ipv4Addr) {
-        let hash = addr_hash(ip);
-        let leases = &self.leases;
-        let found = self.index.find_entry(hash, |&i| {
-            leases.get(i as usize).is_some_and(|l| l.ip == ip)
-        });
-        let Ok(entry) = found else {
-            return;
-        };
-        let (i, _) = entry.remove();
-        self.leases.swap_remove(i as usize);
-        let last = u32::try_from(self.leases.len()).unwrap_or(u32::MAX);
-        if let Some(moved) = self.leases.get(i as usize) {
-            let hash = addr_hash(moved.ip);
-            if let Some(p) = self.index.find_mut(hash, |&p| p == last) {
-                *p = i;
-            }
-        }
-    }
-
-    /// The leases that are live at `now`, sorted by address.
-    fn into_live(self, now: UnixTime) -> Vec<Lease> {
-        let mut live = self.leases;
-        drop(self.index);
-        live.retain(|l| l.expires > now);
-        live.sort_unstable_by_key(|l| l.ip);
-        live.shrink_to_fit();
-        live
-    }
+/// The leases of a replay that are live at `now`, sorted by address.
+fn into_live(replayed: Replayed, now: UnixTime) -> Vec<Lease> {
+    let mut live = replayed.into_vec();
+    live.retain(|l| l.expires > now);
+    live.sort_unstable_by_key(|l| l.ip);
+    live.shrink_to_fit();
+    live
 }
 
 /// The records of a file, one line at a time, up to its first damaged line (then `damage` says
@@ -2523,14 +2467,14 @@ mod tests {
                 model.insert(l.ip, l.clone());
                 replayed.upsert(l);
             }
-            assert_eq!(replayed.leases.len(), model.len());
+            assert_eq!(replayed.len(), model.len());
             assert!(model.keys().all(|ip| replayed.position(*ip).is_some()));
         }
         let want: Vec<Lease> = model
             .into_values()
             .filter(|l| l.expires > UnixTime(25))
             .collect();
-        assert_eq!(replayed.into_live(UnixTime(25)), want);
+        assert_eq!(into_live(replayed, UnixTime(25)), want);
     }
 
     #[test]

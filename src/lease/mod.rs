@@ -2,6 +2,7 @@
 //! `table` holds live leases with their indexes; `journal` makes changes durable; `logfile` is
 //! what the other logs on the journal's line framing share (the DNS update journal, the DDNS queue).
 
+pub mod dense;
 pub mod journal;
 pub(crate) mod logfile;
 pub mod table;

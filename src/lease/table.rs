@@ -20,7 +20,8 @@ use std::net::Ipv4Addr;
 use hashbrown::HashTable;
 
 use crate::clock::UnixTime;
-use crate::lease::{AddrHash, ClientId, Lease, LeaseState, addr_hash};
+use crate::lease::dense::{ByAddr, pos};
+use crate::lease::{AddrHash, ClientId, Lease, LeaseState};
 
 /// How many "previous address" entries are kept by default.
 pub const DEFAULT_MEMORY: usize = 4096;
@@ -32,11 +33,9 @@ pub fn held_by(lease: &Lease, client: &ClientId) -> bool {
 
 #[derive(Debug)]
 pub struct LeaseTable {
-    /// Every lease, in no particular order. At most 2^32 (one per IPv4 address), so a position
-    /// fits a u32.
-    leases: Vec<Lease>,
-    /// Positions in `leases` by the lease's address.
-    by_ip: HashTable<u32>,
+    /// Every lease, once, in no particular order, with the address index (positions there are
+    /// what the client index holds).
+    leases: ByAddr,
     /// Positions in `leases` of the offered and bound leases, by client (usually one each, at
     /// most a few). Declined: not here.
     by_client: HashTable<u32>,
@@ -61,12 +60,6 @@ fn key_ip(key: u64) -> Ipv4Addr {
     Ipv4Addr::from(key as u32)
 }
 
-/// A position in `leases` as stored in the indexes.
-fn pos(i: usize) -> u32 {
-    // One lease per IPv4 address: fewer than 2^32 positions.
-    u32::try_from(i).unwrap_or(u32::MAX)
-}
-
 impl Default for LeaseTable {
     fn default() -> Self {
         LeaseTable::new()
@@ -81,8 +74,7 @@ impl LeaseTable {
     /// A table that remembers the previous address of at most `memory` clients.
     pub fn with_memory(memory: usize) -> Self {
         LeaseTable {
-            leases: Vec::new(),
-            by_ip: HashTable::new(),
+            leases: ByAddr::default(),
             by_client: HashTable::new(),
             hasher: RandomState::new(),
             by_expiry: BTreeSet::new(),
@@ -93,16 +85,14 @@ impl LeaseTable {
 
     /// Make room for `additional` more leases (bulk loading at start).
     pub fn reserve(&mut self, additional: usize) {
+        self.leases.reserve(additional);
         let LeaseTable {
             leases,
-            by_ip,
             by_client,
             hasher,
             ..
         } = self;
-        leases.reserve(additional);
-        by_ip.reserve(additional, |&i| ip_hash(leases, i));
-        by_client.reserve(additional, |&i| client_hash(hasher, leases, i));
+        by_client.reserve(additional, |&i| client_hash(hasher, leases.as_slice(), i));
     }
 
     pub fn len(&self) -> usize {
@@ -118,36 +108,33 @@ impl LeaseTable {
     pub fn heap_bytes(&self) -> usize {
         // A B-tree leaf holds up to 11 keys in about 100 bytes; count it half full.
         let expiry = self.by_expiry.len() * 100 / 6;
-        self.leases.capacity() * std::mem::size_of::<Lease>()
-            + self.by_ip.allocation_size()
-            + self.by_client.allocation_size()
-            + expiry
+        self.leases.heap_bytes() + self.by_client.allocation_size() + expiry
     }
 
     pub fn get(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.position(ip).and_then(|i| self.leases.get(i))
+        self.leases.position(ip).and_then(|i| self.leases.at(i))
     }
 
     /// Insert `lease`, replacing (and returning) whatever lease held its address.
     pub fn insert(&mut self, lease: Lease) -> Option<Lease> {
         self.by_expiry.insert(expiry_key(&lease));
-        let hash = addr_hash(lease.ip);
-        let Some(i) = self.position_hashed(hash, lease.ip) else {
-            self.push(hash, lease);
+        let Some(i) = self.leases.position(lease.ip) else {
+            let i = self.leases.push(lease);
+            self.index_client(i);
             return None;
         };
         let new_client = (lease.state != LeaseState::Declined).then_some(&lease.client);
         let old_client = self
             .leases
-            .get(i)
+            .at(i)
             .map(|old| (old.state != LeaseState::Declined).then_some(&old.client));
         // The client index keeps its entry when the lease stays with the same client.
         let reindex = old_client != Some(new_client);
         if reindex {
             self.unindex_client(i);
         }
-        let old = std::mem::replace(self.leases.get_mut(i)?, lease);
-        if expiry_key(&old) != self.leases.get(i).map_or(0, expiry_key) {
+        let old = self.leases.replace(i, lease)?;
+        if expiry_key(&old) != self.leases.at(i).map_or(0, expiry_key) {
             self.by_expiry.remove(&expiry_key(&old));
         }
         if reindex {
@@ -156,7 +143,7 @@ impl LeaseTable {
         self.ended(&old);
         if self
             .leases
-            .get(i)
+            .at(i)
             .is_some_and(|new| new.client != old.client)
         {
             self.remember(&old);
@@ -167,13 +154,9 @@ impl LeaseTable {
     /// Remove the lease on `ip`. A bound lease that ends is remembered as its client's previous
     /// address.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
-        let i = self.position(ip)?;
+        let i = self.leases.position(ip)?;
         self.unindex_client(i);
-        let hash = addr_hash(ip);
-        if let Ok(entry) = self.by_ip.find_entry(hash, |&p| p == pos(i)) {
-            entry.remove();
-        }
-        let old = self.leases.swap_remove(i);
+        let old = self.leases.swap_remove(i)?;
         self.by_expiry.remove(&expiry_key(&old));
         self.moved(self.leases.len(), i);
         self.ended(&old);
@@ -185,7 +168,7 @@ impl LeaseTable {
     pub fn by_client<'a>(&'a self, client: &'a ClientId) -> impl Iterator<Item = &'a Lease> + 'a {
         self.by_client
             .iter_hash(self.hasher.hash_one(client))
-            .filter_map(|&i| self.leases.get(i as usize))
+            .filter_map(|&i| self.leases.at(i as usize))
             .filter(move |l| l.client == *client && l.state != LeaseState::Declined)
     }
 
@@ -197,7 +180,7 @@ impl LeaseTable {
     /// Whether `ip` has a lease now or had a bound or declined one since the table was built.
     /// An address without history may be in use by a host that never asked us (ping check).
     pub fn has_history(&self, ip: Ipv4Addr) -> bool {
-        self.position(ip).is_some() || self.used.contains(&ip)
+        self.leases.position(ip).is_some() || self.used.contains(&ip)
     }
 
     /// The earliest expiry of any lease (offers and declines included).
@@ -224,30 +207,7 @@ impl LeaseTable {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Lease> + '_ {
-        self.leases.iter()
-    }
-
-    /// The position of the lease on `ip` in `leases`.
-    fn position(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.position_hashed(addr_hash(ip), ip)
-    }
-
-    /// `position` with the address's hash already known.
-    fn position_hashed(&self, hash: u64, ip: Ipv4Addr) -> Option<usize> {
-        let leases = &self.leases;
-        let found = self.by_ip.find(hash, |&i| {
-            leases.get(i as usize).is_some_and(|l| l.ip == ip)
-        });
-        found.map(|&i| i as usize)
-    }
-
-    /// Append a lease for an address that has none (`hash`: its address's).
-    fn push(&mut self, hash: u64, lease: Lease) {
-        let i = self.leases.len();
-        self.leases.push(lease);
-        let LeaseTable { leases, by_ip, .. } = self;
-        by_ip.insert_unique(hash, pos(i), |&p| ip_hash(leases, p));
-        self.index_client(i);
+        self.leases.as_slice().iter()
     }
 
     /// Put the lease at position `i` into the client index (unless it is declined).
@@ -258,10 +218,11 @@ impl LeaseTable {
             hasher,
             ..
         } = self;
-        let Some(lease) = leases.get(i).filter(|l| l.state != LeaseState::Declined) else {
+        let Some(lease) = leases.at(i).filter(|l| l.state != LeaseState::Declined) else {
             return;
         };
         let hash = hasher.hash_one(&lease.client);
+        let leases = leases.as_slice();
         by_client.insert_unique(hash, pos(i), |&p| client_hash(hasher, leases, p));
     }
 
@@ -269,7 +230,7 @@ impl LeaseTable {
     fn unindex_client(&mut self, i: usize) {
         let Some(lease) = self
             .leases
-            .get(i)
+            .at(i)
             .filter(|l| l.state != LeaseState::Declined)
         else {
             return;
@@ -280,16 +241,13 @@ impl LeaseTable {
         }
     }
 
-    /// The lease that was at position `from` is now at `to` (after a `swap_remove`): point its
-    /// index entries there.
+    /// The lease that was at position `from` is now at `to` (after a `swap_remove`, which
+    /// moved its address entry): point its client entry there.
     fn moved(&mut self, from: usize, to: usize) {
-        let Some(lease) = self.leases.get(to) else {
+        let Some(lease) = self.leases.at(to) else {
             return;
         };
         let (from, to) = (pos(from), pos(to));
-        if let Some(p) = self.by_ip.find_mut(addr_hash(lease.ip), |&p| p == from) {
-            *p = to;
-        }
         if lease.state != LeaseState::Declined
             && let Some(p) = self
                 .by_client
@@ -311,11 +269,6 @@ impl LeaseTable {
             self.previous.put(old.client.clone(), old.ip);
         }
     }
-}
-
-/// The address-index hash of the lease at position `i` (for rehashing).
-fn ip_hash(leases: &[Lease], i: u32) -> u64 {
-    leases.get(i as usize).map_or(0, |l| addr_hash(l.ip))
 }
 
 /// The client-index hash of the lease at position `i` (for rehashing).
