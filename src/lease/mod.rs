@@ -1,11 +1,12 @@
 //! Lease types shared by the DHCP engine, the journal and the DNS name index.
-//! `table` holds live leases with their indexes; `journal` makes changes durable; `logfile` is
-//! what the other logs on the journal's line framing share (the DNS update journal, the DDNS queue).
+//! `table` holds live leases with their indexes (`tally`: bound and declined per subnet); `journal` makes changes durable (on the
+//! framing of `crate::log`); `store` is the seam the DHCP service commits through.
 
 pub mod dense;
 pub mod journal;
-pub(crate) mod logfile;
+pub mod store;
 pub mod table;
+pub mod tally;
 
 use crate::clock::UnixTime;
 use std::fmt;

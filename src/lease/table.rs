@@ -21,7 +21,8 @@ use hashbrown::HashTable;
 
 use crate::clock::UnixTime;
 use crate::lease::dense::{ByAddr, pos};
-use crate::lease::{AddrHash, ClientId, Lease, LeaseState};
+use crate::lease::tally::Tally;
+use crate::lease::{AddrHash, ClientId, HwAddr, Lease, LeaseState};
 
 /// How many "previous address" entries are kept by default.
 pub const DEFAULT_MEMORY: usize = 4096;
@@ -46,6 +47,26 @@ pub struct LeaseTable {
     /// Addresses whose bound or declined lease ended since the table was built (at most one
     /// entry per address the pools hold); a live lease is history enough by itself.
     used: HashSet<Ipv4Addr, AddrHash>,
+    /// Leases removed since the table was built: an address can only become free when this
+    /// grows (the allocator's "pool full" memo compares it).
+    removals: u64,
+    /// Offered and bound leases whose client id is not the one derived from their hardware
+    /// address, counted by hardware address (only those: the map stays empty for clients that
+    /// send no option 61 or the usual 01:<mac>). Bounds the client ids one chaddr may hold.
+    foreign_ids: HashMap<HwAddr, u32>,
+    /// Bound and declined leases per subnet (for `/metrics`).
+    tally: Tally,
+}
+
+/// Whether `l` counts in `LeaseTable::foreign_ids`.
+fn foreign_id(l: &Lease) -> bool {
+    // `ClientId::from_hw`'s bytes (htype, then the address), compared without building it.
+    let derived = l
+        .client
+        .as_bytes()
+        .split_first()
+        .is_some_and(|(t, rest)| *t == l.hwaddr.htype && rest == l.hwaddr.bytes());
+    l.state != LeaseState::Declined && !derived
 }
 
 /// A lease's entry in the expiry set: expiry seconds (saturated to u32, which lasts until 2106)
@@ -80,6 +101,9 @@ impl LeaseTable {
             by_expiry: BTreeSet::new(),
             previous: Previous::new(memory),
             used: HashSet::default(),
+            removals: 0,
+            foreign_ids: HashMap::new(),
+            tally: Tally::default(),
         }
     }
 
@@ -117,6 +141,9 @@ impl LeaseTable {
 
     /// Insert `lease`, replacing (and returning) whatever lease held its address.
     pub fn insert(&mut self, lease: Lease) -> Option<Lease> {
+        self.tally.count(&lease, true);
+        self.count_foreign(&lease);
+        self.uncount_foreign(lease.ip);
         self.by_expiry.insert(expiry_key(&lease));
         let Some(i) = self.leases.position(lease.ip) else {
             let i = self.leases.push(lease);
@@ -134,6 +161,7 @@ impl LeaseTable {
             self.unindex_client(i);
         }
         let old = self.leases.replace(i, lease)?;
+        self.tally.count(&old, false);
         if expiry_key(&old) != self.leases.at(i).map_or(0, expiry_key) {
             self.by_expiry.remove(&expiry_key(&old));
         }
@@ -155,13 +183,68 @@ impl LeaseTable {
     /// address.
     pub fn remove(&mut self, ip: Ipv4Addr) -> Option<Lease> {
         let i = self.leases.position(ip)?;
+        self.removals += 1;
+        self.uncount_foreign(ip);
         self.unindex_client(i);
         let old = self.leases.swap_remove(i)?;
+        self.tally.count(&old, false);
         self.by_expiry.remove(&expiry_key(&old));
         self.moved(self.leases.len(), i);
         self.ended(&old);
         self.remember(&old);
         Some(old)
+    }
+
+    /// Offered and bound leases on `hw` held under client ids other than the one derived from
+    /// `hw` itself.
+    pub fn foreign_ids_on(&self, hw: &HwAddr) -> u32 {
+        self.foreign_ids.get(hw).copied().unwrap_or(0)
+    }
+
+    /// Count `l` (about to be stored) in `foreign_ids`, if it belongs there.
+    fn count_foreign(&mut self, l: &Lease) {
+        if foreign_id(l) {
+            *self.foreign_ids.entry(l.hwaddr.clone()).or_insert(0) += 1;
+        }
+    }
+
+    /// Take the lease now on `ip` (about to be replaced or removed) out of `foreign_ids`.
+    fn uncount_foreign(&mut self, ip: Ipv4Addr) {
+        if self.foreign_ids.is_empty() {
+            return;
+        }
+        let Some(hw) = self
+            .get(ip)
+            .filter(|l| foreign_id(l))
+            .map(|l| l.hwaddr.clone())
+        else {
+            return;
+        };
+        if let Some(n) = self.foreign_ids.get_mut(&hw) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.foreign_ids.remove(&hw);
+            }
+        }
+    }
+
+    /// Count bound and declined leases per these subnets (network, prefix length) from now on,
+    /// starting with the leases already here.
+    pub fn tally_subnets(&mut self, subnets: &[(Ipv4Addr, u8)]) {
+        self.tally = Tally::new(subnets);
+        for l in self.leases.as_slice() {
+            self.tally.count(l, true);
+        }
+    }
+
+    /// (bound, declined) leases per subnet given to `tally_subnets`.
+    pub fn tally(&self) -> &[(u64, u64)] {
+        self.tally.counts()
+    }
+
+    /// How many leases were removed since the table was built (never decreases).
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// The offered and bound leases of `client`.
