@@ -1,8 +1,8 @@
-//! The DNS fast path: answers the common UDP queries (A and AAAA of names in the local domain,
-//! PTR of known addresses in our reverse zones) straight from the name index by reading and
+//! The DNS fast path: answers the common UDP queries (A and AAAA of lease and static names in
+//! the local domain, PTR of known addresses in our reverse zones) straight from the name index by reading and
 //! writing wire bytes, with the same meaning as the hickory path in `zone` and `server`.
 //! Must not answer anything it is not sure about: every other message (another opcode or
-//! type, static, dynamic or CNAME names, EDNS options or versions it does not know, anything
+//! type, dynamic or CNAME names, EDNS options or versions it does not know, anything
 //! malformed) is left to hickory. Holds the names lock only inside `answer`, never across
 //! `.await`; reads time from the injected `Clock`.
 
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use hickory_server::proto::rr::Name;
 
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, RecordData};
 use crate::dns::names::{Names, SharedNames};
 use crate::dns::zone::{LocalZone, ZoneKind, lease_ttl};
 
@@ -58,6 +58,8 @@ struct Parsed<'a> {
     qtype: u16,
     /// The requester's EDNS payload size, if it sent an OPT record.
     edns: Option<u16>,
+    /// The requester's DO bit (copied into our OPT record, RFC 3225 §3).
+    dnssec_ok: bool,
 }
 
 /// A finished answer: the answer records (already encoded), the rcode, whether the zone's SOA
@@ -85,8 +87,8 @@ impl FastPath {
             .filter(|z| z.kind() == ZoneKind::Reverse)
             .filter_map(|z| name_wire(&Name::from(z.origin_name())))
             .collect();
-        let mname = wire(&cfg.domain);
-        let rname = wire(&format!("hostmaster.{}", cfg.domain));
+        let mname = wire(&cfg.start.domain);
+        let rname = wire(&format!("hostmaster.{}", cfg.start.domain));
         let domain = mname.as_ref().map(|m| m.to_ascii_lowercase()).filter(|d| {
             d.len() > 1
                 && !is_under(d, b"\x04arpa\x00")
@@ -96,7 +98,7 @@ impl FastPath {
         FastPath {
             names,
             clock,
-            ttl: cfg.dns.ttl,
+            ttl: cfg.start.dns.ttl,
             domain,
             mname: mname.unwrap_or_default(),
             rname: rname.unwrap_or_default(),
@@ -111,10 +113,7 @@ impl FastPath {
             return false;
         };
         let reply = {
-            let names = self
-                .names
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let names = self.names.read();
             match &self.domain {
                 Some(domain) if is_strictly_under(&parsed.lower, domain) => {
                     self.forward(&names, &parsed)
@@ -138,8 +137,12 @@ impl FastPath {
             return None;
         }
         let key = key_of(&parsed.lower)?;
-        if !names.static_records(&key).is_empty() || names.dynamic().has(&key) {
+        if names.dynamic().has(&key) || names.is_interior(&key) {
             return None;
+        }
+        let statics = names.static_records(&key);
+        if !statics.is_empty() {
+            return self.static_reply(statics, parsed, names.serial());
         }
         let now = self.clock.now();
         let live = names.lookup_a(&key).and_then(|found| match found.expires {
@@ -163,6 +166,36 @@ impl FastPath {
                 answers: Vec::new(),
                 soa: Some(serial),
             },
+        })
+    }
+
+    /// A or AAAA of a static name (reservation, `[[dns.record]]`, hosts file) with the
+    /// configured TTL, in source order; NODATA if it has none of that type. A CNAME is left to
+    /// hickory (its chain may need following).
+    fn static_reply(
+        &self,
+        statics: &[RecordData],
+        parsed: &Parsed<'_>,
+        serial: u32,
+    ) -> Option<Reply> {
+        if statics.iter().any(|d| matches!(d, RecordData::Cname(_))) {
+            return None;
+        }
+        let answers: Vec<Vec<u8>> = statics
+            .iter()
+            .filter_map(|d| match (d, parsed.qtype) {
+                (RecordData::A(ip), TYPE_A) => Some(record(parsed, TYPE_A, self.ttl, &ip.octets())),
+                (RecordData::Aaaa(ip), TYPE_AAAA) => {
+                    Some(record(parsed, TYPE_AAAA, self.ttl, &ip.octets()))
+                }
+                _ => None,
+            })
+            .collect();
+        let soa = answers.is_empty().then_some(serial);
+        Some(Reply {
+            rcode: 0,
+            answers,
+            soa,
         })
     }
 
@@ -223,11 +256,13 @@ impl FastPath {
             }
         }
         if let Some(payload) = parsed.edns {
-            // Root owner, OPT, our payload (the requester's, at least 512), version 0, no flags.
+            // Root owner, OPT, our payload (the requester's, at least 512), version 0, the
+            // requester's DO bit.
             out.push(0);
             out.extend_from_slice(&TYPE_OPT.to_be_bytes());
             out.extend_from_slice(&payload.max(512).to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            let flags = if parsed.dnssec_ok { 0x80 } else { 0 };
+            out.extend_from_slice(&[0, 0, flags, 0, 0, 0]);
         }
     }
 }
@@ -271,10 +306,11 @@ fn parse(q: &[u8]) -> Option<Parsed<'_>> {
         return None;
     }
     let question_end = end + 4;
-    let edns = if count(10) == 1 {
-        Some(read_opt(&q[question_end..])?)
+    let (edns, dnssec_ok) = if count(10) == 1 {
+        let (payload, dnssec_ok) = read_opt(&q[question_end..])?;
+        (Some(payload), dnssec_ok)
     } else if question_end == q.len() {
-        None
+        (None, false)
     } else {
         return None;
     };
@@ -285,6 +321,7 @@ fn parse(q: &[u8]) -> Option<Parsed<'_>> {
         was_lower,
         qtype,
         edns,
+        dnssec_ok,
     })
 }
 
@@ -317,15 +354,15 @@ fn read_name(q: &[u8], at: usize) -> Option<(Vec<u8>, bool, usize)> {
     }
 }
 
-/// The requester's payload size from an OPT record that ends the message: root owner,
-/// version 0, and no options but DNS cookies.
-fn read_opt(rest: &[u8]) -> Option<u16> {
+/// The requester's payload size and DO bit from an OPT record that ends the message: root
+/// owner, version 0, and no options but DNS cookies.
+fn read_opt(rest: &[u8]) -> Option<(u16, bool)> {
     let head = rest.get(..11)?;
     if head[0] != 0 || u16::from_be_bytes([head[1], head[2]]) != TYPE_OPT {
         return None;
     }
     let payload = u16::from_be_bytes([head[3], head[4]]);
-    // Extended rcode and version must be 0; the flags (DO) do not change our answers.
+    // Extended rcode and version must be 0; DO does not change our answers, only our OPT.
     if head[5] != 0 || head[6] != 0 {
         return None;
     }
@@ -342,7 +379,7 @@ fn read_opt(rest: &[u8]) -> Option<u16> {
         }
         options = &options[4 + len..];
     }
-    Some(payload)
+    Some((payload, head[7] & 0x80 != 0))
 }
 
 /// Whether `name` (wire) is `zone` or a name under it.

@@ -1,9 +1,14 @@
 //! The name index that leases and static records produce: A by name, PTR by address, and the
 //! static records of the config and the hosts file (A, AAAA, CNAME, MX, TXT, SRV).
-//! Shared read-mostly: the DHCP service applies a whole batch of changes under one write lock;
-//! DNS queries take a read lock and never hold it across `.await`. No sockets, no clock: time
-//! is passed in (`apply_at`), the lease expiry is stored and the zone compares it with the time
-//! it reads.
+//! No sockets, no files, no clock: time comes in with each change, the lease expiry is stored
+//! and the zone compares it with the time it reads.
+//!
+//! # One writer
+//! Every change is a `NameChange` (a committed lease batch, the leases recovered at start,
+//! dynamic records already journaled, the static records of a (re)loaded config with its hosts
+//! file already read), applied whole by `Names::change`. Shared, the index is a `NameIndex`:
+//! DNS queries read it, and `NameIndex::apply` is the only way in for the DHCP thread, the
+//! dynamic store and reload.
 //!
 //! # Who owns a name
 //! - **Config beats client.** A static name (a named reservation, a `[[dns.record]]`, the
@@ -16,6 +21,9 @@
 //! - **Our domain, not the client's.** A lease carries a host label (the engine keeps the
 //!   first label of what the client sent); it is published as `label.<domain>`.
 //! - **Invalid labels are not published** (RFC 1123: letters, digits, '-', 1 to 63 bytes).
+//! - **Blocked labels are not published** (`[dns] blocked_names`, by default `wpad`, `isatap`,
+//!   `localhost`): a client asking for one gets its address but no name, so it cannot take
+//!   proxy auto-discovery or `localhost.<domain>` for itself. Static names are not affected.
 //! - **No PTR to an unpublished name:** a lease that waits for its name has no PTR either.
 //!
 //! # Cost
@@ -31,14 +39,17 @@
 //! # Serial
 //! The SOA serial increases with every batch that publishes, withdraws or moves a name, and
 //! with every change of the static records. It never falls behind the time of the latest
-//! `apply_at` (seconds since the epoch, as a u32), so it also increases across restarts.
+//! change that carries one (`NameChange::Leases`, `Recovered`; seconds since the epoch, as a
+//! u32), so it also increases across restarts.
+
+mod view;
+pub use view::NameEntry;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use hashbrown::HashTable;
 use tracing::{debug, info};
@@ -46,9 +57,69 @@ use tracing::{debug, info};
 use crate::clock::UnixTime;
 use crate::config::{Config, DnsRecord, RecordData};
 use crate::dns::dynamic::{DynOp, DynamicRecords};
+use crate::dns::statics::{StaticRecords, Statics, reservation_records};
 use crate::lease::{Lease, LeaseChange, LeaseState};
 
-pub type SharedNames = Arc<RwLock<Names>>;
+/// The index as the services share it.
+pub type SharedNames = Arc<NameIndex>;
+
+/// One change to the index: the only way it changes (`Names::change`, `NameIndex::apply`).
+#[derive(Debug)]
+pub enum NameChange<'a> {
+    /// A committed batch of lease changes at `now` (the DHCP thread, before the batch's ACKs
+    /// leave; or what other nodes committed to a shared store).
+    Leases {
+        now: UnixTime,
+        changes: &'a [LeaseChange],
+    },
+    /// The leases recovered at start (the bound ones are published).
+    Recovered { now: UnixTime, leases: &'a [Lease] },
+    /// Dynamic-record changes, already durable in the update journal.
+    Dynamic(&'a [DynOp]),
+    /// The dynamic records replayed from the update journal at start (replace all).
+    DynamicRecovered(DynamicRecords),
+    /// The static records of a config with its hosts file already read (replace all: a
+    /// reload without `hosts_file` drops the host records). The domain stays.
+    Statics(StaticRecords),
+    /// The named reservations alone, (label, address): the config's merged with those saved
+    /// through the control API (the DHCP thread, after a reservation change).
+    Reservations(Vec<(String, Ipv4Addr)>),
+}
+
+/// The shared index. A std `RwLock`, not tokio's: readers (DNS queries, zone transfers, the
+/// dynamic store's checks) and the one writer API (`apply`) do only synchronous work under it
+/// and never hold it across `.await`; the DHCP thread, which is not async, must apply a
+/// batch's names before the batch's ACKs leave, so it cannot hand the change to a task.
+pub struct NameIndex {
+    names: RwLock<Names>,
+}
+
+impl NameIndex {
+    pub fn new(names: Names) -> SharedNames {
+        Arc::new(NameIndex {
+            names: RwLock::new(names),
+        })
+    }
+
+    /// A consistent view for lookups. A holder that panicked (a bug) poisons the lock; the
+    /// index is still whole (a change never panics half-way: no unwraps or indexing that can
+    /// fail), so the lock is taken anyway, here and in `apply`, the only two places.
+    pub fn read(&self) -> RwLockReadGuard<'_, Names> {
+        self.names
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Apply one change under one short write lock; returns whether anything published
+    /// changed (for `Dynamic`: whether any record changed).
+    pub fn apply(&self, change: NameChange) -> bool {
+        let mut names = self
+            .names
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        names.change(change)
+    }
+}
 
 /// An answer from the index: the address (or name), and when the record ends (None: static).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,87 +181,6 @@ pub struct Conflict {
     pub since: UnixTime,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum HostsError {
-    #[error("hosts file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-}
-
-/// The static records, merged from their three sources in precedence order.
-#[derive(Default)]
-struct Statics {
-    /// Owner name (lowercase, no trailing dot) to its records, in source order.
-    by_name: HashMap<String, Vec<RecordData>>,
-    /// PTR target of an address: the first static name given an A or AAAA for it.
-    by_ip: HashMap<IpAddr, String>,
-    /// The label part of every static name `label.<domain>`: a lease label is checked here
-    /// without building its full name.
-    labels: HashSet<String>,
-}
-
-impl Statics {
-    fn build(
-        domain: &str,
-        reservations: &[DnsRecord],
-        config: &[DnsRecord],
-        hosts: &[DnsRecord],
-    ) -> Statics {
-        let mut statics = Statics::default();
-        for r in reservations.iter().chain(config).chain(hosts) {
-            statics.add(r);
-        }
-        let label = |name: &String| {
-            name.strip_suffix(domain)?
-                .strip_suffix('.')
-                .map(String::from)
-        };
-        statics.labels = statics.by_name.keys().filter_map(label).collect();
-        statics
-    }
-
-    fn add(&mut self, r: &DnsRecord) {
-        let list = self.by_name.entry(r.name.clone()).or_default();
-        let has_cname = list.iter().any(|d| matches!(d, RecordData::Cname(_)));
-        let is_cname = matches!(r.data, RecordData::Cname(_));
-        if (has_cname || (is_cname && !list.is_empty())) && list.first() != Some(&r.data) {
-            info!(name = %r.name, "a CNAME cannot share its name with other records; ignored");
-            return;
-        }
-        if list.contains(&r.data) {
-            return;
-        }
-        // A host name given to two addresses keeps the first (as reservations always did).
-        let ip = match r.data {
-            RecordData::A(ip) => Some(IpAddr::V4(ip)),
-            RecordData::Aaaa(ip) => Some(IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = ip {
-            self.by_ip.entry(ip).or_insert_with(|| r.name.clone());
-        }
-        list.push(r.data.clone());
-    }
-
-    /// The first address (A or AAAA) of a static name.
-    fn first_addr(&self, fqdn: &str) -> Option<IpAddr> {
-        self.by_name.get(fqdn)?.iter().find_map(|d| match d {
-            RecordData::A(ip) => Some(IpAddr::V4(*ip)),
-            RecordData::Aaaa(ip) => Some(IpAddr::V6(*ip)),
-            _ => None,
-        })
-    }
-
-    fn first_a(&self, fqdn: &str) -> Option<Ipv4Addr> {
-        self.by_name.get(fqdn)?.iter().find_map(|d| match d {
-            RecordData::A(ip) => Some(*ip),
-            _ => None,
-        })
-    }
-}
-
 pub struct Names {
     /// The local domain, lowercase, without trailing dot.
     domain: String,
@@ -220,28 +210,15 @@ pub struct Names {
     /// Records written by RFC 2136 UPDATE and DynDNS2 (see `dns::dynamic`).
     dynamic: DynamicRecords,
     serial: u32,
+    /// Labels no lease may publish (lowercase): `[dns] blocked_names`.
+    blocked: HashSet<Box<str>>,
 }
 
 impl Names {
     /// `domain` without trailing dot; `statics` are (label, address) from config reservations.
     pub fn new(domain: &str, statics: &[(String, Ipv4Addr)]) -> Self {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-        let mut reservations: Vec<DnsRecord> = Vec::new();
-        for (label, ip) in statics {
-            if !is_valid_label(label) {
-                info!(label = %label, %ip, "static name is not a valid DNS label; not published");
-                continue;
-            }
-            let name = format!("{}.{}", label.to_ascii_lowercase(), domain);
-            if let Some(other) = reservations.iter().find(|r| r.name == name) {
-                info!(fqdn = %name, %ip, other = ?other.data, "static name already given to another address; first wins");
-                continue;
-            }
-            reservations.push(DnsRecord {
-                name,
-                data: RecordData::A(*ip),
-            });
-        }
+        let reservations = reservation_records(&domain, statics);
         let statics = Statics::build(&domain, &reservations, &[], &[]);
         Names {
             domain,
@@ -258,28 +235,56 @@ impl Names {
             now: UnixTime(0),
             dynamic: DynamicRecords::default(),
             serial: 1,
+            blocked: crate::config::DEFAULT_BLOCKED_NAMES
+                .iter()
+                .map(|n| Box::from(*n))
+                .collect(),
         }
     }
 
-    /// The static (label, address) pairs of the config's named reservations.
-    pub fn statics_from(cfg: &Config) -> Vec<(String, Ipv4Addr)> {
-        cfg.reservations
-            .iter()
-            .filter_map(|r| r.name.clone().map(|n| (n, r.ip)))
-            .collect()
-    }
-
-    /// A ready-to-share index for `cfg`: its domain, named reservations and `[[dns.record]]`s.
-    /// The hosts file is not read here: see `load_hosts_file`.
-    pub fn shared_from(cfg: &Config) -> SharedNames {
-        Arc::new(RwLock::new(Names::from_config(cfg)))
-    }
-
-    /// The index for `cfg` (domain, named reservations, `[[dns.record]]`s), not yet shared.
-    pub fn from_config(cfg: &Config) -> Names {
-        let mut names = Names::new(&cfg.domain, &Names::statics_from(cfg));
-        names.set_config_records(cfg.dns.records.clone());
+    /// The index for `cfg` (domain, named reservations, `[[dns.record]]`s, blocked names) and
+    /// the hosts file's `hosts` records.
+    pub fn from_config(cfg: &Config, hosts: Vec<DnsRecord>) -> Names {
+        let mut names = Names::new(&cfg.start.domain, &[]);
+        names.change(NameChange::Statics(StaticRecords::of(cfg, hosts)));
         names
+    }
+
+    /// Apply one change whole: the one writer API (shared, through `NameIndex::apply`).
+    /// Returns whether anything published changed (for `Dynamic`: whether any record did).
+    pub fn change(&mut self, change: NameChange) -> bool {
+        let serial = self.serial;
+        match change {
+            NameChange::Leases { now, changes } => self.apply_at(now, changes),
+            NameChange::Recovered { now, leases } => self.load_leases(now, leases),
+            NameChange::Dynamic(ops) => return self.apply_dynamic(ops),
+            NameChange::DynamicRecovered(records) => self.set_dynamic(records),
+            NameChange::Statics(statics) => self.set_statics(statics),
+            NameChange::Reservations(named) => {
+                self.reservations = reservation_records(&self.domain, &named);
+                self.rebuild_statics();
+            }
+        }
+        self.serial != serial
+    }
+
+    /// Labels no lease may publish from now on (lowercase labels; leases already published
+    /// under a newly blocked label keep it until their next change).
+    fn set_blocked_names(&mut self, labels: &[String]) {
+        self.blocked = labels
+            .iter()
+            .map(|l| l.to_ascii_lowercase().into_boxed_str())
+            .collect();
+    }
+
+    /// Take the static names of a (re)loaded config in one step (one rebuild, one serial
+    /// bump at most); the domain stays (it needs a restart). Leases keep their claims.
+    fn set_statics(&mut self, statics: StaticRecords) {
+        self.reservations = reservation_records(&self.domain, &statics.reservations);
+        self.set_blocked_names(&statics.blocked);
+        self.config_records = statics.records;
+        self.hosts_records = statics.hosts;
+        self.rebuild_statics();
     }
 
     /// The local domain, lowercase, without trailing dot.
@@ -287,22 +292,16 @@ impl Names {
         &self.domain
     }
 
-    /// Take the static names of a reloaded config (named reservations and `[[dns.record]]`s)
-    /// in one step; the domain stays (it needs a restart). Leases keep their claims.
-    pub fn reconfigure(&mut self, cfg: &Config) {
-        let fresh = Names::new(&self.domain, &Names::statics_from(cfg));
-        self.reservations = fresh.reservations;
-        self.set_config_records(cfg.dns.records.clone());
-    }
-
     /// Replace the `[[dns.record]]` statics.
-    pub fn set_config_records(&mut self, records: Vec<DnsRecord>) {
+    #[cfg(test)]
+    fn set_config_records(&mut self, records: Vec<DnsRecord>) {
         self.config_records = records;
         self.rebuild_statics();
     }
 
-    /// Replace the hosts-file statics (at start and on reload).
-    pub fn set_hosts_records(&mut self, records: Vec<DnsRecord>) {
+    /// Replace the hosts-file statics.
+    #[cfg(test)]
+    fn set_hosts_records(&mut self, records: Vec<DnsRecord>) {
         self.hosts_records = records;
         self.rebuild_statics();
     }
@@ -340,14 +339,14 @@ impl Names {
 
     /// `apply` at time `now`: conflicts that start in this batch are stamped with `now`, and
     /// the serial does not fall behind it.
-    pub fn apply_at(&mut self, now: UnixTime, changes: &[LeaseChange]) {
+    fn apply_at(&mut self, now: UnixTime, changes: &[LeaseChange]) {
         self.now = now;
         self.apply(changes);
     }
 
     /// The leases recovered at start: like `apply_at` with an upsert of each bound one, without
     /// copying them into changes.
-    pub fn load_leases(&mut self, now: UnixTime, leases: &[Lease]) {
+    fn load_leases(&mut self, now: UnixTime, leases: &[Lease]) {
         self.now = now;
         let Names {
             claims,
@@ -369,7 +368,7 @@ impl Names {
     /// Apply a batch of lease changes in order, at the time of the latest `apply_at`; bumps the
     /// serial once if any name or address was published, withdrawn or moved (an expiry-only
     /// renewal does not change the serial).
-    pub fn apply(&mut self, changes: &[LeaseChange]) {
+    fn apply(&mut self, changes: &[LeaseChange]) {
         let mut changed = false;
         for change in changes {
             changed |= match change {
@@ -410,6 +409,13 @@ impl Names {
         self.has_static_or_lease(fqdn) || self.dynamic.has(fqdn)
     }
 
+    /// Whether a name is the ancestor of static or dynamic names (an empty non-terminal when
+    /// it has no records of its own).
+    pub fn is_interior(&self, fqdn: &str) -> bool {
+        let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
+        self.statics.interior.contains(fqdn) || self.dynamic.is_ancestor(fqdn)
+    }
+
     /// Whether the config or a published lease holds a name.
     pub fn has_static_or_lease(&self, fqdn: &str) -> bool {
         let fqdn = fqdn.strip_suffix('.').unwrap_or(fqdn);
@@ -425,13 +431,13 @@ impl Names {
     }
 
     /// Replace the dynamic records (at start, from the update journal); bumps the serial.
-    pub fn set_dynamic(&mut self, records: DynamicRecords) {
+    fn set_dynamic(&mut self, records: DynamicRecords) {
         self.dynamic = records;
         self.bump_serial();
     }
 
     /// Apply dynamic-record changes in order; bumps the serial once if any changed anything.
-    pub fn apply_dynamic(&mut self, ops: &[DynOp]) -> bool {
+    fn apply_dynamic(&mut self, ops: &[DynOp]) -> bool {
         let mut changed = false;
         for op in ops {
             changed |= self.dynamic.apply(op);
@@ -460,6 +466,22 @@ impl Names {
     /// PTR target of a static IPv6 address (from an AAAA record or the hosts file).
     pub fn lookup_ptr_v6(&self, ip: std::net::Ipv6Addr) -> Option<String> {
         self.statics.by_ip.get(&IpAddr::V6(ip)).cloned()
+    }
+
+    /// Every owner name that may have records (static, published lease, dynamic), and every
+    /// address with a static or lease PTR, unsorted and possibly repeated: what a zone
+    /// transfer walks (each name is then answered as a query for it would be). O(n).
+    pub fn owner_names(&self) -> (Vec<String>, Vec<IpAddr>) {
+        let mut names: Vec<String> = self.statics.by_name.keys().cloned().collect();
+        let mut addrs: Vec<IpAddr> = self.statics.by_ip.keys().copied().collect();
+        for ip in self.holders.iter() {
+            if let Some(claim) = self.claim_of(*ip) {
+                names.push(self.fqdn_of(&claim.label));
+                addrs.push(IpAddr::V4(*ip));
+            }
+        }
+        names.extend(self.dynamic.names().map(String::from));
+        (names, addrs)
     }
 
     /// SOA serial; increases on every change.
@@ -620,6 +642,13 @@ impl Names {
             (LeaseState::Bound, Some(hostname)) => Names::label(hostname),
             _ => None,
         };
+        let wanted = wanted.filter(|label| {
+            let blocked = self.blocked.contains(&**label);
+            if blocked {
+                info!(ip = %lease.ip, label = %label, "client asked for a blocked name; not published");
+            }
+            !blocked
+        });
         let Some(label) = wanted else {
             return self.release(lease.ip);
         };
@@ -750,68 +779,6 @@ fn holder_hash(hasher: &RandomState, claims: &HashTable<Claim>, ip: Ipv4Addr) ->
     claim_in(hasher, claims, ip).map_or(0, |c| hasher.hash_one(&*c.label))
 }
 
-/// Parse /etc/hosts text: "ADDRESS NAME [ALIAS...]", '#' starts a comment. A name without a
-/// dot is a host of `domain`; a dotted name is taken as fully qualified. Bad lines are skipped
-/// (and logged). Each name gets an A or AAAA; the first name of a line is its address's PTR.
-pub fn parse_hosts(text: &str, domain: &str) -> Vec<DnsRecord> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("");
-        let mut words = line.split_whitespace();
-        let Some(addr) = words.next() else { continue };
-        let Ok(ip) = addr.parse::<IpAddr>() else {
-            debug!(
-                line = n + 1,
-                addr, "hosts file: not an address; line skipped"
-            );
-            continue;
-        };
-        for word in words {
-            let as_written = if word.contains('.') {
-                format!("{}.", word.trim_end_matches('.'))
-            } else {
-                word.to_string()
-            };
-            let Some(name) = crate::config::qualify(&as_written, domain) else {
-                debug!(
-                    line = n + 1,
-                    name = word,
-                    "hosts file: not a valid name; skipped"
-                );
-                continue;
-            };
-            let data = match ip {
-                IpAddr::V4(v4) => RecordData::A(v4),
-                IpAddr::V6(v6) => RecordData::Aaaa(v6),
-            };
-            out.push(DnsRecord { name, data });
-        }
-    }
-    out
-}
-
-/// Read the configured hosts file (if any) and install its records; returns how many. Reads
-/// outside the lock, then swaps under one short write lock. Call at start and on reload.
-pub fn load_hosts_file(names: &SharedNames, path: &Path) -> Result<usize, HostsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HostsError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let domain = names
-        .read()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .domain()
-        .to_string();
-    let records = parse_hosts(&text, &domain);
-    let count = records.len();
-    names
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .set_hosts_records(records);
-    info!(path = %path.display(), records = count, "hosts file loaded");
-    Ok(count)
-}
-
 /// RFC 1123 host label: 1 to 63 letters, digits and hyphens, not starting or ending with '-'.
 pub fn is_valid_label(label: &str) -> bool {
     let b = label.as_bytes();
@@ -825,6 +792,7 @@ pub fn is_valid_label(label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dns::statics::StaticRecords;
     use crate::lease::{ClientId, HwAddr, RemoveReason};
 
     fn ip(last: u8) -> Ipv4Addr {
@@ -967,6 +935,34 @@ mod tests {
     }
 
     #[test]
+    fn blocked_names_are_never_published_for_a_lease() {
+        let mut n = names();
+        n.apply(&[
+            bound(10, Some("wpad"), 1000),
+            bound(11, Some("LocalHost"), 1000),
+            bound(12, Some("isatap"), 1000),
+            bound(13, Some("laptop"), 1000),
+        ]);
+        for blocked in ["wpad.lan", "localhost.lan", "isatap.lan"] {
+            assert_eq!(a(&n, blocked), None, "{blocked}");
+        }
+        assert_eq!((ptr(&n, 10), ptr(&n, 11)), (None, None));
+        assert_eq!(a(&n, "laptop.lan"), Some(ip(13)));
+        // A configured list replaces the defaults; it applies to the next change of a lease.
+        n.set_blocked_names(&["Laptop".to_string()]);
+        n.apply(&[
+            bound(14, Some("wpad"), 1000),
+            bound(13, Some("laptop"), 2000),
+        ]);
+        assert_eq!(a(&n, "wpad.lan"), Some(ip(14)));
+        n.apply(&[
+            bound(13, Some("other"), 2000),
+            bound(15, Some("laptop"), 2000),
+        ]);
+        assert_eq!(a(&n, "laptop.lan"), None);
+    }
+
+    #[test]
     fn losing_the_hostname_or_declining_unpublishes() {
         let mut n = names();
         n.apply(&[
@@ -1064,26 +1060,6 @@ mod tests {
     }
 
     #[test]
-    fn hosts_text_parses_into_records() {
-        let text = "# a comment\n\n10.0.0.30  tv  TV-Alias # trailing\nfd00::1 nas6\n\
-                    192.0.2.1 www.example.org.\nnot-an-ip foo\n10.0.0.31 bad_name! ok\n";
-        let r = parse_hosts(text, "lan");
-        assert_eq!(
-            r,
-            vec![
-                rec("tv.lan", RecordData::A(ip(30))),
-                rec("tv-alias.lan", RecordData::A(ip(30))),
-                rec("nas6.lan", RecordData::Aaaa("fd00::1".parse().unwrap())),
-                rec(
-                    "www.example.org",
-                    RecordData::A(Ipv4Addr::new(192, 0, 2, 1))
-                ),
-                rec("ok.lan", RecordData::A(ip(31))),
-            ]
-        );
-    }
-
-    #[test]
     fn static_records_give_ptr_to_the_first_name_and_beat_leases() {
         let mut n = names();
         n.set_config_records(vec![
@@ -1139,18 +1115,61 @@ mod tests {
         assert!(n.serial() > serial);
     }
 
+    /// The statics of `names()` (printer at .2) with `records` and `hosts`.
+    fn statics(records: Vec<DnsRecord>, hosts: Vec<DnsRecord>) -> NameChange<'static> {
+        NameChange::Statics(StaticRecords {
+            reservations: vec![("printer".to_string(), ip(2))],
+            records,
+            hosts,
+            blocked: vec!["wpad".to_string()],
+        })
+    }
+
     #[test]
-    fn load_hosts_file_reads_and_reports_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("hosts");
-        std::fs::write(&path, "10.0.0.40 cam\n").expect("write");
-        let shared: SharedNames = Arc::new(RwLock::new(names()));
-        assert_eq!(load_hosts_file(&shared, &path).expect("load"), 1);
-        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
-        let err = load_hosts_file(&shared, &dir.path().join("missing")).unwrap_err();
-        assert!(err.to_string().contains("missing"), "{err}");
-        // A failed reload keeps what was loaded.
-        assert_eq!(a(&shared.read().expect("lock"), "cam.lan"), Some(ip(40)));
+    fn a_statics_change_replaces_every_static_record_in_one_step() {
+        let mut n = names();
+        let leases = [bound(10, Some("cam"), 1000), bound(11, Some("tv"), 1000)];
+        n.change(NameChange::Leases {
+            now: UnixTime(100),
+            changes: &leases,
+        });
+        // Start: the hosts file names cam (the lease waits), the config names www.
+        let www = rec("www.lan", RecordData::A(ip(50)));
+        let cam = rec("cam.lan", RecordData::A(ip(40)));
+        assert!(n.change(statics(vec![www.clone()], vec![cam])));
+        assert_eq!(
+            (a(&n, "cam.lan"), a(&n, "www.lan")),
+            (Some(ip(40)), Some(ip(50)))
+        );
+        assert_eq!(a(&n, "tv.lan"), Some(ip(11)));
+        // A reload without the hosts file: its records go, the lease gets cam back, one bump.
+        let serial = n.serial();
+        assert!(n.change(statics(vec![www.clone()], Vec::new())));
+        assert_eq!(n.serial(), serial.wrapping_add(1).max(100));
+        assert_eq!(a(&n, "cam.lan"), Some(ip(10)));
+        assert_eq!(ptr(&n, 40), None);
+        // The same statics again change nothing.
+        assert!(!n.change(statics(vec![www], Vec::new())));
+        assert_eq!(a(&n, "printer.lan"), Some(ip(2)), "reservations stay");
+    }
+
+    #[test]
+    fn the_shared_index_applies_changes_and_reads_them_back() {
+        let shared = NameIndex::new(names());
+        let changes = [bound(10, Some("laptop"), 1000)];
+        let change = || NameChange::Leases {
+            now: UnixTime(1_700_000_000),
+            changes: &changes,
+        };
+        assert!(shared.apply(change()));
+        assert!(!shared.apply(change()), "a renewal publishes nothing new");
+        let names = shared.read();
+        assert_eq!(a(&names, "laptop.lan"), Some(ip(10)));
+        assert_eq!(
+            names.serial(),
+            1_700_000_000,
+            "the serial follows the time passed in"
+        );
     }
 
     fn expired(last: u8) -> LeaseChange {

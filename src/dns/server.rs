@@ -1,20 +1,18 @@
-//! DNS sockets (UDP and TCP per listen address) and the hickory catalog.
-//! Owns binding, the catalog of local zones, the serve/shutdown lifecycle, and the UDP loop
-//! that gives each query to the fast path (`fast`) or relays it to hickory over loopback.
-//! Must not answer queries itself (that is `zone` and `fast`) nor touch the lease table.
+//! DNS sockets (UDP and TCP per listen address), the request handler and the hickory catalog.
+//! Owns binding, the catalog of local zones, the serve/shutdown lifecycle, and the handler's
+//! policy: UPDATE to `update`, foreign names to the forwarder for clients allowed to recurse,
+//! REFUSED for other classes, zone transfers and everyone else's foreign names. The listeners
+//! themselves are `listen`. Must not build answers itself (that is `zone`, `fast`, `forward`)
+//! nor touch the lease table.
 
 use std::io;
 use std::iter;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hickory_server::Server;
 use hickory_server::net::runtime::Time;
-use hickory_server::proto::op::{
-    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
-};
-use hickory_server::proto::rr::{LowerName, RecordType};
+use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::{DNSClass, LowerName, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder, ZoneHandler};
 use tokio::net::{TcpListener, UdpSocket};
@@ -25,22 +23,24 @@ use crate::config::Config;
 use crate::dns::dynamic::DynamicStore;
 use crate::dns::fast::FastPath;
 use crate::dns::forward::{EDNS_PAYLOAD, Forwarder};
-use crate::dns::names::{SharedNames, load_hosts_file};
-use crate::dns::update::UpdateHandler;
-use crate::dns::zone::{LocalZone, ZoneKind, zones_for};
-use tokio::sync::Semaphore;
+use crate::dns::listen::{Counters, Door, serve_tcp, serve_udp};
+use crate::dns::names::SharedNames;
+use crate::dns::notify::Notifier;
+use crate::dns::tsig::{Check, Keyring, Rejected, Verified};
+use crate::dns::update::{UpdateHandler, tsig_key};
+use crate::dns::wire::serve_failed;
+use crate::dns::xfr::Transfers;
+use crate::dns::zone::{LocalZone, ZoneKind, reverse_zone, zones_for};
+use hickory_server::proto::rr::rdata::tsig::TsigError;
+use hickory_server::proto::serialize::binary::BinEncoder;
 use tokio::task::JoinSet;
-use tokio::time::timeout;
 
-/// A TCP client that sends no query for this long is disconnected.
-const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Responses queued per TCP connection.
-const TCP_RESPONSE_QUEUE: usize = 32;
 /// Attempts to find a port free for both UDP and TCP when the config asks for port 0.
 const PORT_ZERO_ATTEMPTS: usize = 16;
 
 pub struct DnsServer {
     front: Front,
+    counters: Arc<Counters>,
     /// Answers the common UDP queries before hickory sees them (if `fast_on`).
     fast: Arc<FastPath>,
     fast_on: bool,
@@ -48,22 +48,31 @@ pub struct DnsServer {
     tcp: Vec<TcpListener>,
     /// One per listen address, with the real port (UDP and TCP share it).
     addrs: Vec<SocketAddr>,
+    /// NOTIFY to `dns.transfer_to` when the serial changes (None: no secondaries).
+    notifier: Option<Notifier>,
 }
 
 /// The request handler: names in our zones (and static overrides) go to the catalog of local
-/// zones; every other query goes to the forwarder, or is REFUSED by the catalog if there is
-/// none.
-struct Front {
+/// zones; every other query goes to the forwarder if the client may recurse, or is REFUSED.
+pub struct Front {
     catalog: Catalog,
     overrides: Option<Arc<LocalZone>>,
     forwarder: Option<Arc<Forwarder>>,
     /// RFC 2136 UPDATE (every UPDATE goes here, never to the catalog).
     updates: UpdateHandler,
+    /// Networks whose clients may have foreign names forwarded.
+    recursion_from: Vec<(IpAddr, u8)>,
+    counters: Arc<Counters>,
+    /// The TSIG keys, to answer a query signed with an unknown key BADKEY (RFC 8945 §5.2).
+    keyring: Keyring,
+    clock: Arc<dyn Clock>,
+    /// AXFR/IXFR to the configured secondaries.
+    transfers: Transfers,
 }
 
 impl DnsServer {
-    /// Read the hosts file (if configured), bind every listen address (UDP and TCP) and build
-    /// the catalog. Logs one line per listener: "listening for DNS on udp 127.0.0.1:5353".
+    /// Bind every listen address (UDP and TCP) and build the catalog over `names` (which
+    /// already holds the hosts file's records: `dns::hosts::load`). Logs one line per listener: "listening for DNS on udp 127.0.0.1:5353".
     pub async fn bind(
         cfg: &Config,
         names: SharedNames,
@@ -79,22 +88,22 @@ impl DnsServer {
         clock: Arc<dyn Clock>,
         store: Option<Arc<DynamicStore>>,
     ) -> std::io::Result<DnsServer> {
-        if let Some(path) = &cfg.dns.hosts_file {
-            load_hosts_file(&names, path)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        }
         let zones = zones_for(cfg, names.clone(), clock.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let notifier = notifier(cfg, &zones, names.clone(), clock.clone());
         let fast = FastPath::new(cfg, &zones, names, clock.clone());
+        let counters = Arc::new(Counters::default());
         let mut server = DnsServer {
-            front: Front::new(cfg, zones, clock, store),
+            front: Front::new(cfg, zones, clock, store, counters.clone()),
+            counters,
             fast: Arc::new(fast),
             fast_on: true,
             udp: Vec::new(),
             tcp: Vec::new(),
             addrs: Vec::new(),
+            notifier,
         };
-        for addr in &cfg.dns.listen {
+        for addr in &cfg.start.dns.listen {
             let (udp, tcp) = bind_pair(*addr).await?;
             let real = udp.local_addr()?;
             info!("listening for DNS on udp {real}");
@@ -110,8 +119,18 @@ impl DnsServer {
         self.addrs.clone()
     }
 
-    /// Turn the UDP fast path off (hickory answers every query) or back on. For comparing
-    /// the two paths; a daemon keeps it on.
+    /// What the server has done so far (shared: read it while the server runs).
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
+    /// Upstream answer times (when forwarding), for `/metrics`.
+    pub fn upstream_latency(&self) -> Option<Arc<crate::metrics::Histogram>> {
+        self.front.forwarder().map(|f| f.latency())
+    }
+
+    /// Turn the lease fast path off (hickory answers every local query) or back on. For
+    /// comparing the two paths; a daemon keeps it on.
     pub fn set_fast_path(&mut self, on: bool) {
         self.fast_on = on;
     }
@@ -123,36 +142,27 @@ impl DnsServer {
             wait_for(&mut shutdown).await;
             return Ok(());
         }
-        let mut server = Server::new(self.front);
-        let mut fast_tasks = JoinSet::new();
+        let door = Arc::new(Door::new(
+            self.front,
+            self.fast,
+            self.fast_on,
+            self.counters,
+        ));
+        let mut tasks = JoinSet::new();
         for socket in self.udp {
-            if self.fast_on {
-                let inner = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-                let relay = Relay {
-                    inner: inner.local_addr()?,
-                    public: Arc::new(socket),
-                    permits: Arc::new(Semaphore::new(MAX_RELAYED)),
-                };
-                server.register_socket(inner);
-                fast_tasks.spawn(serve_udp(relay, self.fast.clone()));
-            } else {
-                server.register_socket(socket);
-            }
+            tasks.spawn(serve_udp(door.clone(), Arc::new(socket)));
         }
         for listener in self.tcp {
-            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_QUEUE);
+            tasks.spawn(serve_tcp(door.clone(), listener));
         }
-        let ended = tokio::select! {
-            result = server.block_until_done() => Some(result),
-            () = wait_for(&mut shutdown) => None,
-        };
-        fast_tasks.abort_all();
-        let result = match ended {
-            Some(result) => result,
-            None => server.shutdown_gracefully().await,
-        };
+        if let Some(notifier) = self.notifier {
+            tasks.spawn(notifier.run());
+        }
+        wait_for(&mut shutdown).await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
         info!("DNS server stopped");
-        result.map_err(io::Error::other)
+        Ok(())
     }
 }
 
@@ -162,6 +172,7 @@ impl Front {
         zones: Vec<Arc<LocalZone>>,
         clock: Arc<dyn Clock>,
         store: Option<Arc<DynamicStore>>,
+        counters: Arc<Counters>,
     ) -> Front {
         let mut catalog = Catalog::new();
         let updatable = zones
@@ -169,7 +180,20 @@ impl Front {
             .filter(|z| matches!(z.kind(), ZoneKind::Forward | ZoneKind::Reverse))
             .map(|z| z.origin().clone())
             .collect();
-        let updates = UpdateHandler::new(&cfg.dns.tsig_keys, updatable, store, clock);
+        let updates = UpdateHandler::new(&cfg.start.dns.tsig_keys, updatable, store, clock.clone());
+        let keyring = Keyring::new(
+            cfg.start
+                .dns
+                .tsig_keys
+                .iter()
+                .filter_map(tsig_key)
+                .collect(),
+        );
+        let transfers = Transfers::new(
+            &zones,
+            cfg.start.dns.transfer_to.clone(),
+            &cfg.start.dns.transfer_keys,
+        );
         let mut overrides = None;
         for zone in zones {
             let origin = zone.origin().clone();
@@ -179,20 +203,178 @@ impl Front {
             }
             catalog.upsert(origin, vec![zone as Arc<dyn ZoneHandler>]);
         }
-        let forwarder = (!cfg.dns.upstreams.is_empty()).then(|| {
-            info!(upstreams = ?cfg.dns.upstreams, timeout = ?cfg.dns.upstream_timeout, "forwarding other names");
+        let forwarder = (!cfg.start.dns.upstreams.is_empty()).then(|| {
+            info!(upstreams = ?cfg.start.dns.upstreams, timeout = ?cfg.start.dns.upstream_timeout, "forwarding other names");
             Arc::new(Forwarder::new(
-                cfg.dns.upstreams.clone(),
-                cfg.dns.upstream_timeout,
-                cfg.dns.cache_size,
+                cfg.start.dns.upstreams.clone(),
+                cfg.start.dns.upstream_timeout,
+                cfg.start.dns.cache_size,
             ))
+        });
+        let recursion_from = cfg.start.dns.recursion_from.clone().unwrap_or_else(|| {
+            let mut nets: Vec<(IpAddr, u8)> = cfg
+                .subnets
+                .iter()
+                .map(|s| (IpAddr::V4(s.network), s.prefix_len))
+                .collect();
+            nets.push((IpAddr::V4(Ipv4Addr::LOCALHOST), 8));
+            nets.push((IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 128));
+            nets
         });
         Front {
             catalog,
             overrides,
             forwarder,
             updates,
+            recursion_from,
+            counters,
+            keyring,
+            clock,
+            transfers,
         }
+    }
+
+    /// The responses to an allowed zone transfer over TCP (see `xfr`); None for any other
+    /// message and for clients not allowed (the handler REFUSES them).
+    pub fn transfer(&self, q: &[u8], client: IpAddr) -> Option<Vec<Vec<u8>>> {
+        self.transfers
+            .answer(q, client, &self.keyring, self.clock.now().0)
+    }
+
+    /// The TSIG state of a query (not an UPDATE: `update` checks its own): unsigned (or
+    /// malformed: the handler answers as if unsigned), verified (its answers get signed,
+    /// RFC 8945 §5.3), or rejected (NOTAUTH, `reject_tsig`). Checks the MAC once: a second
+    /// check of the same request would see a replay.
+    pub fn query_tsig(&self, q: &[u8]) -> Option<Check> {
+        let is_update = q.get(2).is_some_and(|b| (b >> 3) & 0x0f == 5);
+        if is_update || !crate::dns::wire::is_signed(q) {
+            return None;
+        }
+        match self.keyring.check(q, self.clock.now().0) {
+            Check::Unsigned | Check::Malformed(_) => None,
+            checked => Some(checked),
+        }
+    }
+
+    /// `reply` signed for the verified request `v` (unchanged if it cannot be signed).
+    pub fn sign_reply(&self, v: &Verified, reply: Vec<u8>) -> Vec<u8> {
+        match self
+            .keyring
+            .sign_response_bytes(v, &reply, self.clock.now().0)
+        {
+            Some(signed) => signed,
+            None => {
+                debug!("cannot sign an answer to a signed query; sent unsigned");
+                reply
+            }
+        }
+    }
+
+    /// NOTAUTH with an unsigned TSIG error record, for a query signed with a key we do not
+    /// know (BADKEY), a MAC that does not verify (BADSIG) or a truncated one (BADTRUNC); a query
+    /// outside its time window (BADTIME) gets a signed NOTAUTH.
+    pub async fn reject_tsig<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rejected: &Rejected,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let now = self.clock.now().0;
+        debug!(client = %request.src(), ?rejected, "query with a bad TSIG: NOTAUTH");
+        let record = match rejected {
+            Rejected::BadTime(v) => {
+                let mut metadata = Metadata::response_from_request(&request.metadata);
+                metadata.response_code = ResponseCode::NotAuth;
+                let mut unsigned = Vec::with_capacity(512);
+                let tbs =
+                    MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+                let encoded = tbs.destructive_emit(&mut BinEncoder::new(&mut unsigned));
+                encoded.ok().and_then(|_| {
+                    self.keyring
+                        .sign_response(v, &unsigned, now, Some(TsigError::BadTime))
+                })
+            }
+            _ => self.keyring.error_record(rejected, now),
+        };
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = ResponseCode::NotAuth;
+        let mut response =
+            MessageResponseBuilder::new(&request.queries, None).build_no_records(metadata);
+        if let Some(record) = record {
+            response.set_signature(Box::new(record));
+        }
+        response_handle
+            .send_response(response)
+            .await
+            .unwrap_or_else(|_| serve_failed(request))
+    }
+
+    /// Whether `client` may have foreign names forwarded (and sees RA set).
+    pub fn may_recurse(&self, client: IpAddr) -> bool {
+        self.forwarder.is_some() && self.recursion_from.iter().any(|n| in_network(client, *n))
+    }
+
+    pub fn forwarder(&self) -> Option<&Forwarder> {
+        self.forwarder.as_deref()
+    }
+
+    /// REFUSED, for queries we will not answer (EDNS echoed).
+    async fn refuse<R: ResponseHandler>(request: &Request, mut response_handle: R) -> ResponseInfo {
+        let edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
+            edns
+        });
+        let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+        let response = builder.error_msg(&request.metadata, ResponseCode::Refused);
+        response_handle
+            .send_response(response)
+            .await
+            .unwrap_or_else(|_| serve_failed(request))
+    }
+
+    /// NOTIMP for an opcode we do not serve (STATUS, DSO, ...) and BADVERS for an EDNS version
+    /// above 0 (RFC 6891 §6.1.3), answered here at debug: hickory's catalog answers them the same
+    /// but with a warn line per message, which any sender could use to flood the log.
+    async fn unserved<R: ResponseHandler>(
+        request: &Request,
+        response_handle: &mut R,
+    ) -> Option<ResponseInfo> {
+        let mut edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().clamp(512, EDNS_PAYLOAD));
+            edns
+        });
+        let code = if !matches!(request.metadata.op_code, OpCode::Query | OpCode::Update) {
+            ResponseCode::NotImp
+        } else if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            ResponseCode::BADVERS
+        } else {
+            return None;
+        };
+        debug!(client = %request.src(), op = ?request.metadata.op_code, %code, "message not served");
+        if let Some(edns) = edns.as_mut() {
+            edns.set_rcode_high(code.high());
+        }
+        let response = MessageResponseBuilder::new(&request.queries, edns.as_ref())
+            .error_msg(&request.metadata, code);
+        Some(
+            response_handle
+                .send_response(response)
+                .await
+                .unwrap_or_else(|_| serve_failed(request)),
+        )
+    }
+
+    /// A query we refuse whoever asks: another class than IN (RFC 1034 §4.3.2: our data is
+    /// class IN; CHAOS version.bind included, never forwarded), or a zone transfer that `xfr`
+    /// did not answer (over UDP, RFC 5936 §4.2; from a client not allowed; not our zone).
+    fn always_refused(request: &Request) -> bool {
+        request.metadata.op_code == OpCode::Query
+            && request.queries.queries().iter().any(|q| {
+                q.query_class() != DNSClass::IN
+                    || matches!(q.query_type(), RecordType::AXFR | RecordType::IXFR)
+            })
     }
 
     /// A plain query for a name that no local zone serves and no static name claims.
@@ -210,6 +392,11 @@ impl Front {
         if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) {
             return false;
         }
+        self.is_foreign_name(name)
+    }
+
+    /// Whether no local zone serves `name` and no static name claims it.
+    pub fn is_foreign_name(&self, name: &LowerName) -> bool {
         let in_local_zone = self
             .catalog
             .find(name)
@@ -231,8 +418,19 @@ impl RequestHandler for Front {
         {
             return self.updates.handle(request, response_handle).await;
         }
+        let mut response_handle = response_handle;
+        if let Some(sent) = Front::unserved(request, &mut response_handle).await {
+            return sent;
+        }
+        if Front::always_refused(request) {
+            return Front::refuse(request, response_handle).await;
+        }
         match &self.forwarder {
             Some(forwarder) if self.is_foreign(request) => {
+                if !self.may_recurse(request.src().ip()) {
+                    return Front::refuse(request, response_handle).await;
+                }
+                Counters::bump(&self.counters.forwarded);
                 forward(forwarder, request, response_handle).await
             }
             _ => {
@@ -288,135 +486,72 @@ async fn forward<R: ResponseHandler>(
     })
 }
 
-/// What we report for a response that could not be sent (hickory's own is crate-private).
-pub(crate) fn serve_failed(request: &Request) -> ResponseInfo {
-    let mut metadata = Metadata::new(
-        request.metadata.id,
-        MessageType::Response,
-        request.metadata.op_code,
-    );
-    metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
+/// The NOTIFY sender for `dns.transfer_to`: the local domain and the subnets' own reverse
+/// zones (not the RFC 1918 catch-all zones, which secondaries refresh on the SOA timers),
+/// signed with the first `dns.transfer_keys` key. None without secondaries.
+fn notifier(
+    cfg: &Config,
+    zones: &[Arc<LocalZone>],
+    names: SharedNames,
+    clock: Arc<dyn Clock>,
+) -> Option<Notifier> {
+    if cfg.start.dns.transfer_to.is_empty() {
+        return None;
+    }
+    let own_reverse: Vec<String> = cfg
+        .subnets
+        .iter()
+        .map(|s| format!("{}.", reverse_zone(s)))
+        .collect();
+    let zones = zones
+        .iter()
+        .filter(|z| match z.kind() {
+            ZoneKind::Forward => true,
+            ZoneKind::Reverse => own_reverse.contains(&z.origin_name().to_string()),
+            ZoneKind::Overrides => false,
+        })
+        .cloned()
+        .collect();
+    let key = cfg.start.dns.transfer_keys.first().and_then(|name| {
+        cfg.start
+            .dns
+            .tsig_keys
+            .iter()
+            .find(|k| &k.name == name)
+            .and_then(tsig_key)
+    });
+    Some(Notifier {
+        zones,
+        secondaries: cfg.start.dns.transfer_to.clone(),
+        key,
+        names,
+        clock,
     })
+}
+
+/// Whether `ip` is inside `network` (address, prefix length).
+pub(crate) fn in_network(ip: IpAddr, (net, prefix): (IpAddr, u8)) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let mask = crate::config::prefix_mask(prefix);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V4(_)) => ip
+            .to_ipv4_mapped()
+            .is_some_and(|v4| in_network(IpAddr::V4(v4), (net, prefix))),
+        _ => false,
+    }
 }
 
 async fn wait_for(shutdown: &mut crate::Shutdown) {
     // An Err means the sender is gone: nobody can ask us to stop any more, so stop now.
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Largest UDP datagram we read.
-const MAX_DATAGRAM: usize = 65535;
-/// Datagrams read from one socket before the loop looks at the other.
-const BATCH: usize = 64;
-
-/// Relayed queries waiting for hickory's answer, at most (more are dropped, as a busy
-/// server drops UDP).
-const MAX_RELAYED: usize = 512;
-/// How long a relayed query waits for hickory's answer (forwarding has its own, shorter
-/// timeout; hickory sends nothing for some messages).
-const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The queries the fast path leaves to hickory go to hickory's own UDP socket on loopback,
-/// each from a socket of its own, so that the answer (TSIG-signed ones included) comes back
-/// unchanged and goes out from the public socket.
-#[derive(Clone)]
-struct Relay {
-    inner: SocketAddr,
-    public: Arc<UdpSocket>,
-    permits: Arc<Semaphore>,
-}
-
-impl Relay {
-    /// Relay one query in a task of its own.
-    fn spawn(&self, query: Vec<u8>, client: SocketAddr) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            debug!(%client, "too many DNS queries waiting for hickory; dropped");
-            return;
-        };
-        let relay = self.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match timeout(RELAY_TIMEOUT, relay.exchange(&query)).await {
-                Ok(Ok(reply)) => send_to(&relay.public, &reply, client).await,
-                Ok(Err(e)) => debug!(error = %e, "cannot relay a DNS query"),
-                Err(_) => debug!(%client, "no answer from hickory"),
-            }
-        });
-    }
-
-    async fn exchange(&self, query: &[u8]) -> io::Result<Vec<u8>> {
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        socket.connect(self.inner).await?;
-        socket.send(query).await?;
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        let n = socket.recv(&mut buf).await?;
-        buf.truncate(n);
-        Ok(buf)
-    }
-}
-
-/// One UDP listener: answer what the fast path can, relay the rest to hickory. Runs until
-/// aborted.
-async fn serve_udp(relay: Relay, fast: Arc<FastPath>) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out = Vec::with_capacity(512);
-    loop {
-        if let Err(e) = relay.public.readable().await {
-            debug!(error = %e, "DNS socket gone; fast path stopped");
-            return;
-        }
-        if serve_batch(&relay, &fast, &mut buf, &mut out).await {
-            // A full batch: let the other tasks (DHCP, TCP, relays) run before the next one.
-            tokio::task::yield_now().await;
-        }
-    }
-}
-
-/// Answer or relay the queries waiting on the public socket, up to `BATCH`; true if there
-/// may be more.
-async fn serve_batch(relay: &Relay, fast: &FastPath, buf: &mut [u8], out: &mut Vec<u8>) -> bool {
-    for _ in 0..BATCH {
-        let (n, client) = match relay.public.try_recv_from(buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-            Err(e) => {
-                debug!(error = %e, "cannot read a DNS query");
-                return false;
-            }
-        };
-        // hickory ignores what has no full header, and what cannot be answered.
-        if n < 12 || !can_answer(client) {
-            continue;
-        }
-        let query = &buf[..n];
-        if fast.answer(query, out) {
-            send_to(&relay.public, out, client).await;
-        } else {
-            relay.spawn(query.to_vec(), client);
-        }
-    }
-    true
-}
-
-async fn send_to(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
-    let sent = match socket.try_send_to(bytes, to) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, to).await,
-        other => other,
-    };
-    if let Err(e) = sent {
-        debug!(error = %e, %to, "cannot send a DNS answer");
-    }
-}
-
-/// hickory's rule: no answers to port 0, the unspecified or the broadcast address.
-fn can_answer(client: SocketAddr) -> bool {
-    let ip = client.ip();
-    client.port() != 0
-        && !ip.is_unspecified()
-        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// UDP and TCP on the same address and port. For port 0, UDP picks the port and TCP follows;
@@ -426,12 +561,17 @@ async fn bind_pair(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
         io::Error::new(e.kind(), format!("DNS {proto} {at}: {e}"))
     };
     if addr.port() != 0 {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| context("udp", addr, e))?;
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|e| context("tcp", addr, e))?;
+        // Bound before the privilege drop (`privdrop`) if we started as root.
+        let udp = match crate::privdrop::take_udp(addr) {
+            Some(s) => UdpSocket::from_std(s),
+            None => UdpSocket::bind(addr).await,
+        };
+        let udp = udp.map_err(|e| context("udp", addr, e))?;
+        let tcp = match crate::privdrop::take_tcp(addr) {
+            Some(s) => TcpListener::from_std(s),
+            None => TcpListener::bind(addr).await,
+        };
+        let tcp = tcp.map_err(|e| context("tcp", addr, e))?;
         return Ok((udp, tcp));
     }
     let mut last = io::Error::new(
@@ -458,7 +598,7 @@ mod tests {
     use crate::clock::{TestClock, UnixTime};
     use crate::config::{DnsConfig, Durability, Reservation, Subnet};
     use crate::config::{DnsRecord, RecordData};
-    use crate::dns::names::Names;
+    use crate::dns::names::{NameChange, NameIndex, Names};
     use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
     use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
     use hickory_server::proto::rr::rdata::{A, SOA};
@@ -466,35 +606,42 @@ mod tests {
     use std::net::Ipv4Addr;
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Instant;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tokio::sync::watch;
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
-    const WAIT: Duration = Duration::from_secs(3);
+    /// How long a test client waits for a reply: long past every budget, so a loaded machine
+    /// only makes a test slower, never failing.
+    const WAIT: Duration = Duration::from_secs(10);
     const LAPTOP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 50);
     const PRINTER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 5);
 
     fn config() -> Config {
         Config {
             path: PathBuf::from("test.toml"),
+            start: crate::config::Startup {
+                domain: "lan".to_string(),
+                dhcp_port: 0,
+                client_port: 0,
+                lease_file: PathBuf::from("/nonexistent/leases"),
+                durability: Durability::None,
+                dns: crate::config::DnsStartup {
+                    listen: vec!["127.0.0.1:0".parse().expect("addr")],
+                    ttl: 300,
+                    ..Default::default()
+                },
+                ddns: Default::default(),
+                run_as: Default::default(),
+                dhcp_script: None,
+            },
             interfaces: vec![],
-            domain: "lan".to_string(),
-            dhcp_port: 0,
-            client_port: 0,
-            lease_file: PathBuf::from("/nonexistent/leases"),
-            durability: Durability::None,
             renew_write_fraction: 0.5,
             offer_hold: 30,
             decline_hold: 600,
-            ddns: Default::default(),
-            dns: DnsConfig {
-                listen: vec!["127.0.0.1:0".parse().expect("addr")],
-                ttl: 300,
-                ..DnsConfig::default()
-            },
+            dns: DnsConfig::default(),
             subnets: vec![Subnet {
                 network: Ipv4Addr::new(10, 0, 0, 0),
                 prefix_len: 24,
@@ -533,6 +680,7 @@ mod tests {
 
     struct Running {
         addr: SocketAddr,
+        counters: Arc<Counters>,
         names: SharedNames,
         clock: TestClock,
         stop: watch::Sender<bool>,
@@ -551,11 +699,13 @@ mod tests {
 
     /// Like `start_with`; `fast` false: hickory answers every query.
     async fn start_paths(cfg: Config, lease_left: u64, fast: bool) -> Running {
-        let names = Names::shared_from(&cfg);
-        names
-            .write()
-            .expect("lock")
-            .apply(&[laptop_lease(1000 + lease_left)]);
+        let statics = crate::dns::hosts::load(&cfg).await.expect("hosts file");
+        let names = NameIndex::new(Names::new(&cfg.start.domain, &[]));
+        names.apply(NameChange::Statics(statics));
+        names.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[laptop_lease(1000 + lease_left)],
+        });
         let clock = TestClock::at(1000);
         let mut server = DnsServer::bind(&cfg, names.clone(), Arc::new(clock.clone()))
             .await
@@ -565,9 +715,11 @@ mod tests {
         assert_eq!(addrs.len(), 1);
         assert_ne!(addrs[0].port(), 0, "the real port is reported");
         let (stop, shutdown) = watch::channel(false);
+        let counters = server.counters();
         let task = tokio::spawn(server.run(shutdown));
         Running {
             addr: addrs[0],
+            counters,
             names,
             clock,
             stop,
@@ -696,7 +848,7 @@ mod tests {
         let s = start(3600).await;
         let reply = udp_query(s.addr, "ghost.lan.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-        let serial = s.names.read().expect("lock").serial();
+        let serial = s.names.read().serial();
         let soa = reply.authorities.iter().find_map(|r| {
             if let RData::SOA(soa) = &r.data {
                 Some(soa.serial)
@@ -715,10 +867,13 @@ mod tests {
             a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
             vec![LAPTOP]
         );
-        s.names.write().expect("lock").apply(&[LeaseChange::Remove {
-            ip: LAPTOP,
-            reason: RemoveReason::Released,
-        }]);
+        s.names.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[LeaseChange::Remove {
+                ip: LAPTOP,
+                reason: RemoveReason::Released,
+            }],
+        });
         let reply = udp_query(s.addr, "laptop.lan.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
         let reply = udp_query(s.addr, "50.0.0.10.in-addr.arpa.", RecordType::PTR).await;
@@ -768,10 +923,13 @@ mod tests {
     async fn soa_at_apex_answers_with_current_serial() {
         let s = start(3600).await;
         let before = udp_query(s.addr, "lan.", RecordType::SOA).await;
-        s.names.write().expect("lock").apply(&[LeaseChange::Remove {
-            ip: LAPTOP,
-            reason: RemoveReason::Expired,
-        }]);
+        s.names.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[LeaseChange::Remove {
+                ip: LAPTOP,
+                reason: RemoveReason::Expired,
+            }],
+        });
         let after = udp_query(s.addr, "lan.", RecordType::SOA).await;
         let serial = |m: &Message| {
             m.answers.iter().find_map(|r| {
@@ -855,8 +1013,8 @@ mod tests {
     #[tokio::test]
     async fn shutdown_with_no_listeners_returns() {
         let mut cfg = config();
-        cfg.dns.listen.clear();
-        let names = Names::shared_from(&cfg);
+        cfg.start.dns.listen.clear();
+        let names = NameIndex::new(Names::from_config(&cfg, Vec::new()));
         let server = DnsServer::bind(&cfg, names, Arc::new(TestClock::at(0)))
             .await
             .expect("bind");
@@ -875,10 +1033,14 @@ mod tests {
     async fn port_already_taken_is_an_error_naming_the_address() {
         let taken = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let mut cfg = config();
-        cfg.dns.listen = vec![taken.local_addr().expect("addr")];
-        let err = DnsServer::bind(&cfg, Names::shared_from(&cfg), Arc::new(TestClock::at(0)))
-            .await
-            .err();
+        cfg.start.dns.listen = vec![taken.local_addr().expect("addr")];
+        let err = DnsServer::bind(
+            &cfg,
+            NameIndex::new(Names::from_config(&cfg, Vec::new())),
+            Arc::new(TestClock::at(0)),
+        )
+        .await
+        .err();
         let err = err.expect("bind must fail");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         assert!(err.to_string().contains("udp 127.0.0.1:"), "{err}");
@@ -1020,7 +1182,7 @@ mod tests {
     #[tokio::test]
     async fn bare_names_expand_into_the_domain_when_enabled() {
         let mut cfg = config();
-        cfg.dns.expand_bare_names = true;
+        cfg.start.dns.expand_bare_names = true;
         let s = start_with(cfg, 3600).await;
         let reply = udp_query(s.addr, "laptop.", RecordType::A).await;
         assert_eq!(a_records(&reply), vec![LAPTOP]);
@@ -1049,7 +1211,7 @@ mod tests {
         .expect("write hosts");
         let mut cfg = config();
         cfg.dns.hosts_file = Some(hosts.clone());
-        let s = start_with(cfg, 3600).await;
+        let s = start_with(cfg.clone(), 3600).await;
         assert_eq!(dig(s.addr, &["tv.lan", "+short"]).await, "10.0.0.30");
         assert_eq!(dig(s.addr, &["tv-alias.lan", "+short"]).await, "10.0.0.30");
         assert_eq!(dig(s.addr, &["-x", "10.0.0.30", "+short"]).await, "tv.lan.");
@@ -1075,25 +1237,15 @@ mod tests {
         let reply = udp_query(s.addr, "10.113.0.203.in-addr.arpa.", RecordType::PTR).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         // Re-read after an edit: the new name appears, the old one is gone, serial moves.
-        let serial = s.names.read().expect("lock").serial();
+        let serial = s.names.read().serial();
         std::fs::write(&hosts, "10.0.0.31 radio\n").expect("rewrite hosts");
-        crate::dns::names::load_hosts_file(&s.names, &hosts).expect("reload");
-        assert!(s.names.read().expect("lock").serial() > serial);
+        let statics = crate::dns::hosts::load(&cfg).await.expect("reload");
+        s.names.apply(NameChange::Statics(statics));
+        assert!(s.names.read().serial() > serial);
         assert_eq!(dig(s.addr, &["radio.lan", "+short"]).await, "10.0.0.31");
         let reply = udp_query(s.addr, "tv.lan.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
         stop(s).await;
-    }
-
-    #[tokio::test]
-    async fn missing_hosts_file_fails_bind_naming_it() {
-        let mut cfg = config();
-        cfg.dns.hosts_file = Some(PathBuf::from("/nonexistent/hosts"));
-        let err = DnsServer::bind(&cfg, Names::shared_from(&cfg), Arc::new(TestClock::at(0)))
-            .await
-            .err()
-            .expect("bind must fail");
-        assert!(err.to_string().contains("/nonexistent/hosts"), "{err}");
     }
 
     /// An upstream on loopback that answers A queries with 192.0.2.7 (TTL 60) and anything
@@ -1152,10 +1304,67 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn counters_follow_what_the_front_door_did() {
+        let up = fake_upstream("127.0.0.26").await;
+        let s = start_with(forwarding_config(vec![up.addr], 2000), 3600).await;
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("socket");
+        // Eleven bytes, a response, and a query whose name runs off the end: dropped.
+        let mut response = query_bytes("laptop.lan.", RecordType::A);
+        response[2] |= 0x80;
+        for junk in [
+            vec![0u8; 11],
+            response,
+            vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 40, b'a'],
+        ] {
+            sock.send_to(&junk, s.addr).await.expect("send");
+        }
+        // Forwarded once, then answered from the cache; a CHAOS query is refused.
+        for _ in 0..2 {
+            let reply = udp_query(s.addr, "www.example.com.", RecordType::A).await;
+            assert!(reply.metadata.recursion_available);
+        }
+        let mut chaos = Message::new(9, MessageType::Query, OpCode::Query);
+        let mut q = Query::query(
+            Name::from_ascii("version.bind.").expect("n"),
+            RecordType::TXT,
+        );
+        q.set_query_class(hickory_server::proto::rr::DNSClass::CH);
+        chaos.add_query(q);
+        let reply = Message::from_vec(&udp_exchange(s.addr, &chaos.to_vec().expect("e")).await)
+            .expect("decode");
+        assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
+        let c = &s.counters;
+        assert_eq!(count(&c.dropped), 3);
+        assert_eq!(count(&c.forwarded), 1);
+        assert_eq!(count(&c.cached), 1);
+        assert_eq!(count(&c.refused), 1);
+        assert_eq!(count(&c.answered), 3);
+        assert_eq!(up.queries.load(Ordering::SeqCst), 1);
+        stop(s).await;
+    }
+
+    #[tokio::test]
+    async fn idle_tcp_connections_are_closed_and_busy_ones_served() {
+        let s = start(3600).await;
+        let mut idle = TcpStream::connect(s.addr).await.expect("connect");
+        // A client on the same connection keeps being answered while it asks.
+        let reply = tcp_query(s.addr, "laptop.lan.", RecordType::A).await;
+        assert_eq!(a_records(&reply), vec![LAPTOP]);
+        // The idle one is closed by the server (after its idle timeout): EOF, not a hang.
+        let mut byte = [0u8; 1];
+        let read = timeout(Duration::from_secs(20), idle.read(&mut byte))
+            .await
+            .expect("the server closes an idle connection");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        stop(s).await;
+    }
+
     fn forwarding_config(upstreams: Vec<SocketAddr>, timeout_ms: u64) -> Config {
         let mut cfg = config();
-        cfg.dns.upstreams = upstreams;
-        cfg.dns.upstream_timeout = Duration::from_millis(timeout_ms);
+        cfg.start.dns.upstreams = upstreams;
+        cfg.start.dns.upstream_timeout = Duration::from_millis(timeout_ms);
         cfg
     }
 
@@ -1207,8 +1416,17 @@ mod tests {
         stop(s).await;
     }
 
+    /// How many datagrams `sock` has received so far (reads them all without waiting).
+    fn datagrams(sock: &UdpSocket) -> usize {
+        let mut buf = [0u8; 512];
+        std::iter::from_fn(|| sock.try_recv(&mut buf).ok()).count()
+    }
+
+    /// Failover is a property, not a stopwatch reading: the answer comes from the live
+    /// upstream (the client's own wait, WAIT, is longer than the 1.5 s budget), and from then
+    /// on the upstream that answered is asked first: the silent one sees no second question.
     #[tokio::test]
-    async fn dead_first_upstream_fails_over_within_the_timeout() {
+    async fn dead_first_upstream_fails_over_and_the_live_one_is_asked_first() {
         let up = fake_upstream("127.0.0.22").await;
         // A port that refuses (nothing bound): fails over at once.
         let refused: SocketAddr = {
@@ -1222,37 +1440,26 @@ mod tests {
             1500,
         );
         let s = start_with(cfg, 3600).await;
-        let t0 = Instant::now();
         let reply = udp_query(s.addr, "a.example.org.", RecordType::A).await;
-        let first = t0.elapsed();
         assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
-        assert!(first < Duration::from_millis(1500), "answered in {first:?}");
-        // The upstream that answered is tried first from now on: no wait at all.
-        let t1 = Instant::now();
+        let asked_silent = datagrams(&silent);
+        assert!(asked_silent >= 1, "the silent upstream was never tried");
         let reply = udp_query(s.addr, "b.example.org.", RecordType::A).await;
         assert_eq!(a_records(&reply), vec![Ipv4Addr::new(192, 0, 2, 7)]);
-        assert!(
-            t1.elapsed() < Duration::from_millis(600),
-            "took {:?}",
-            t1.elapsed()
-        );
+        assert_eq!(datagrams(&silent), 0, "the silent upstream was asked again");
         assert_eq!(up.queries.load(Ordering::SeqCst), 2);
         stop(s).await;
     }
 
+    /// SERVFAIL when no upstream answers: it comes at all (within the client's WAIT, longer
+    /// than the 400 ms budget), and local names are still answered.
     #[tokio::test]
-    async fn no_upstream_answering_is_servfail_within_the_timeout() {
+    async fn no_upstream_answering_is_servfail() {
         let silent = UdpSocket::bind("127.0.0.23:0").await.expect("bind silent");
         let cfg = forwarding_config(vec![silent.local_addr().expect("addr")], 400);
         let s = start_with(cfg, 3600).await;
-        let t0 = Instant::now();
         let reply = udp_query(s.addr, "slow.example.org.", RecordType::A).await;
         assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
-        assert!(
-            t0.elapsed() < Duration::from_millis(1000),
-            "{:?}",
-            t0.elapsed()
-        );
         // Local names are unaffected by a dead upstream.
         assert_eq!(
             a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
@@ -1306,7 +1513,9 @@ mod tests {
             0,
             "nothing malformed was forwarded"
         );
-        assert!(formerr >= 2, "only {formerr} FORMERR replies");
+        // Malformed datagrams and responses are dropped unanswered (and counted); only the
+        // well-formed two-question query gets an answer, FORMERR.
+        assert_eq!(formerr, 1, "{formerr} FORMERR replies");
         assert_eq!(
             a_records(&udp_query(s.addr, "laptop.lan.", RecordType::A).await),
             vec![LAPTOP]
@@ -1433,7 +1642,7 @@ mod tests {
     fn update_config() -> Config {
         use crate::config::{NameMatch, TsigKeyConfig, UpdateRule};
         let mut cfg = config();
-        cfg.dns.tsig_keys = vec![TsigKeyConfig {
+        cfg.start.dns.tsig_keys = vec![TsigKeyConfig {
             name: "ddns".into(),
             algorithm: hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha256,
             secret: b"a shared secret for the test key".to_vec(),
@@ -1455,11 +1664,11 @@ mod tests {
 
     /// A server with an update journal in `dir`, its clock at `now`.
     async fn start_updatable(cfg: &Config, dir: &std::path::Path, now: u64) -> Running {
-        let names = Names::shared_from(cfg);
+        let names = NameIndex::new(Names::from_config(cfg, Vec::new()));
         let (journal, records) =
             crate::dns::journal::UpdateJournal::open(&dir.join("leases.dns"), Durability::None)
                 .expect("journal");
-        names.write().expect("lock").set_dynamic(records);
+        names.apply(NameChange::DynamicRecovered(records));
         let store = crate::dns::dynamic::DynamicStore::new(journal, names.clone());
         let clock = TestClock::at(now);
         let server =
@@ -1468,9 +1677,11 @@ mod tests {
                 .expect("bind");
         let addr = server.local_addrs()[0];
         let (stop, shutdown) = watch::channel(false);
+        let counters = server.counters();
         let task = tokio::spawn(server.run(shutdown));
         Running {
             addr,
+            counters,
             names,
             clock,
             stop,
@@ -1515,10 +1726,10 @@ mod tests {
         use crate::dns::tsig::{sign_request, verify_response};
         use hickory_server::proto::rr::rdata::TXT;
         let cfg = update_config();
-        let key = crate::dns::update::tsig_key(&cfg.dns.tsig_keys[0]).expect("key");
+        let key = crate::dns::update::tsig_key(&cfg.start.dns.tsig_keys[0]).expect("key");
         let dir = tempfile::tempdir().expect("tempdir");
         let s = start_updatable(&cfg, dir.path(), 50_000).await;
-        let serial = s.names.read().expect("lock").serial();
+        let serial = s.names.read().serial();
         let update_in = |zone: &str, id: u16, name: &str, rdata: RData| {
             let mut m = Message::new(id, MessageType::Query, OpCode::Update);
             m.add_query(Query::query(
@@ -1571,10 +1782,10 @@ mod tests {
             dig(s.addr, &["_acme-challenge.box.lan", "TXT", "+short"]).await,
             "\"tok\""
         );
-        assert!(s.names.read().expect("lock").serial() > serial);
+        assert!(s.names.read().serial() > serial);
         let soa = dig(s.addr, &["lan", "SOA", "+short"]).await;
         assert!(
-            soa.contains(&format!(" {} ", s.names.read().expect("lock").serial())),
+            soa.contains(&format!(" {} ", s.names.read().serial())),
             "{soa}"
         );
         // A PTR in the subnet's reverse zone.
@@ -1616,17 +1827,225 @@ mod tests {
     }
 
     /// BIND's nsupdate as the client, with SHA-1 and SHA-512 keys (the clock is real here).
+    /// The record types of a `dig AXFR`/`IXFR` output, in order (TSIG left out), or None for a
+    /// failed transfer.
+    fn transfer_types(out: &str) -> Option<Vec<String>> {
+        if out.contains("Transfer failed") {
+            return None;
+        }
+        let types = out
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+            .filter(|t| t != "TSIG")
+            .collect();
+        Some(types)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn secondaries_get_notify_axfr_and_ixfr_others_are_refused() {
+        // The secondary is a socket of the test's own on 127.0.0.2: it sees the NOTIFY.
+        let secondary = UdpSocket::bind("127.0.0.2:0")
+            .await
+            .expect("bind 127.0.0.2");
+        let mut cfg = config();
+        cfg.start.dns.transfer_to = vec![secondary.local_addr().expect("addr")];
+        let s = start_with(cfg, 600).await;
+        let serial = s.names.read().serial();
+        let mut buf = vec![0u8; 1024];
+        let (n, from) = timeout(WAIT, secondary.recv_from(&mut buf))
+            .await
+            .expect("a NOTIFY at start")
+            .expect("recv");
+        let notify = Message::from_vec(&buf[..n]).expect("decode");
+        assert_eq!(notify.metadata.op_code, OpCode::Notify);
+        assert!(notify.metadata.authoritative);
+        let soa = notify.answers.first().expect("SOA in the NOTIFY");
+        assert!(matches!(&soa.data, RData::SOA(s) if s.serial == serial));
+        // Answered: no retry of this one. (Others, one per zone, may still come.)
+        let mut ack = buf[..n].to_vec();
+        ack[2] |= 0x80;
+        secondary.send_to(&ack, from).await.expect("ack");
+
+        let from_secondary = ["-b", "127.0.0.2", "+nocmd", "+nostats"];
+        let axfr = dig(s.addr, &[&from_secondary[..], &["lan", "AXFR"]].concat()).await;
+        let types = transfer_types(&axfr).expect("allowed");
+        assert_eq!(types, ["SOA", "NS", "A", "A", "SOA"], "{axfr}");
+        assert!(
+            axfr.contains("laptop.lan.") && axfr.contains("printer.lan."),
+            "{axfr}"
+        );
+        let rev = dig(
+            s.addr,
+            &[&from_secondary[..], &["0.0.10.in-addr.arpa", "AXFR"]].concat(),
+        )
+        .await;
+        assert_eq!(transfer_types(&rev).expect("allowed").len(), 5, "{rev}");
+        // IXFR from an older serial: the whole zone; from the current one: the SOA alone.
+        let old = format!("IXFR={}", serial - 1);
+        let ixfr = dig(
+            s.addr,
+            &[&from_secondary[..], &["lan", &old, "+tcp"]].concat(),
+        )
+        .await;
+        assert_eq!(transfer_types(&ixfr).expect("allowed").len(), 5, "{ixfr}");
+        let now = format!("IXFR={serial}");
+        let ixfr = dig(
+            s.addr,
+            &[&from_secondary[..], &["lan", &now, "+tcp"]].concat(),
+        )
+        .await;
+        assert_eq!(transfer_types(&ixfr).expect("allowed"), ["SOA"], "{ixfr}");
+        // Anyone else, and a zone we do not serve: refused.
+        let other = dig(s.addr, &["+nocmd", "lan", "AXFR"]).await;
+        assert_eq!(transfer_types(&other), None, "{other}");
+        let foreign = dig(
+            s.addr,
+            &[&from_secondary[..], &["example.com", "AXFR"]].concat(),
+        )
+        .await;
+        assert_eq!(transfer_types(&foreign), None, "{foreign}");
+        // A lease change moves the serial: a new NOTIFY carries it.
+        s.names.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[LeaseChange::Remove {
+                ip: LAPTOP,
+                reason: crate::lease::RemoveReason::Released,
+            }],
+        });
+        let next = s.names.read().serial();
+        assert!(next > serial);
+        let carried = timeout(Duration::from_secs(15), async {
+            loop {
+                let (n, _) = secondary.recv_from(&mut buf).await.expect("recv");
+                let m = Message::from_vec(&buf[..n]).expect("decode");
+                if m.answers
+                    .iter()
+                    .any(|r| matches!(&r.data, RData::SOA(s) if s.serial == next))
+                {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(carried.is_ok(), "no NOTIFY with serial {next}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_query_gets_a_signed_answer_that_dig_verifies() {
+        use crate::clock::Clock as _;
+        let mut cfg = update_config();
+        let mut xfr = cfg.start.dns.tsig_keys[0].clone();
+        xfr.name = "xfr".into();
+        cfg.start.dns.tsig_keys.push(xfr);
+        cfg.start.dns.transfer_keys = vec!["xfr".into()];
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = start_updatable(&cfg, dir.path(), crate::clock::SystemClock.now().0).await;
+        let key = format!(
+            "hmac-sha256:ddns:{}",
+            data_encoding::BASE64.encode(&cfg.start.dns.tsig_keys[0].secret)
+        );
+        // A static name (hickory's path), the SOA, a name that does not exist; UDP and TCP.
+        for (name, rtype) in [("printer.lan", "A"), ("lan", "SOA"), ("ghost.lan", "A")] {
+            for transport in ["+notcp", "+tcp"] {
+                let out = dig(s.addr, &["-y", &key, name, rtype, transport]).await;
+                assert!(
+                    out.contains("TSIG\thmac-sha256.") && !out.contains("verify"),
+                    "{name} {rtype} {transport}: {out}"
+                );
+            }
+        }
+        // Transfers: the transfer key may, the update key (valid, but not a transfer key) may not.
+        let secret = data_encoding::BASE64.encode(&cfg.start.dns.tsig_keys[0].secret);
+        let xfr = dig(
+            s.addr,
+            &["-y", &format!("hmac-sha256:xfr:{secret}"), "lan", "AXFR"],
+        )
+        .await;
+        let types = transfer_types(&xfr).expect("the transfer key may");
+        assert_eq!(types.first().map(String::as_str), Some("SOA"), "{xfr}");
+        assert!(!xfr.contains("verify"), "{xfr}");
+        let other = dig(s.addr, &["-y", &key, "lan", "AXFR"]).await;
+        assert_eq!(transfer_types(&other), None, "{other}");
+    }
+
+    #[tokio::test]
+    async fn unserved_opcodes_get_notimp_and_newer_edns_badvers_with_our_opt() {
+        let s = start(600).await;
+        let mut status = query_bytes("laptop.lan.", RecordType::A);
+        status[2] = (status[2] & 0x87) | (2 << 3); // opcode STATUS
+        let reply = Message::from_vec(&udp_exchange(s.addr, &status).await).expect("decode");
+        assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+        assert_eq!(
+            reply.metadata.id,
+            u16::from_be_bytes([status[0], status[1]])
+        );
+        for name in ["laptop.lan", "printer.lan"] {
+            let out = dig(s.addr, &[name, "A", "+edns=1", "+noednsneg"]).await;
+            assert!(out.contains("status: BADVERS"), "{name}: {out}");
+            assert!(out.contains("EDNS: version: 0"), "{name}: {out}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_added_by_nsupdate_makes_its_parent_an_empty_non_terminal() {
+        use crate::clock::Clock as _;
+        let cfg = update_config();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = start_updatable(&cfg, dir.path(), crate::clock::SystemClock.now().0).await;
+        let secret = data_encoding::BASE64.encode(&cfg.start.dns.tsig_keys[0].secret);
+        let addr = s.addr;
+        let script = format!(
+            "server {} {}\nzone lan.\nupdate add _x._tcp.lan. 120 SRV 0 0 80 printer.lan.\nsend\n",
+            addr.ip(),
+            addr.port()
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            let mut child = std::process::Command::new("nsupdate")
+                .args(["-y", &format!("hmac-sha256:ddns:{secret}"), "-t", "3"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("nsupdate runs");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(script.as_bytes())
+                .expect("write script");
+            child.wait_with_output().expect("nsupdate ends")
+        })
+        .await
+        .expect("join");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for transport in ["+notcp", "+tcp"] {
+            let ent = dig(addr, &["_tcp.lan", "A", "+noall", "+comments", transport]).await;
+            assert!(
+                ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"),
+                "_tcp.lan over {transport}: {ent}"
+            );
+            let nx = dig(addr, &["_udp.lan", "A", "+noall", "+comments", transport]).await;
+            assert!(nx.contains("status: NXDOMAIN"), "_udp.lan: {nx}");
+        }
+    }
+
     #[tokio::test]
     async fn nsupdate_adds_and_deletes_with_sha1_and_sha512_keys() {
         use crate::clock::Clock as _;
         let mut cfg = update_config();
-        let mut sha1 = cfg.dns.tsig_keys[0].clone();
+        let mut sha1 = cfg.start.dns.tsig_keys[0].clone();
         sha1.name = "old".into();
         sha1.algorithm = hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha1;
         let mut sha512 = sha1.clone();
         sha512.name = "big".into();
         sha512.algorithm = hickory_server::proto::rr::rdata::tsig::TsigAlgorithm::HmacSha512;
-        cfg.dns.tsig_keys = vec![sha1.clone(), sha512.clone()];
+        cfg.start.dns.tsig_keys = vec![sha1.clone(), sha512.clone()];
         let dir = tempfile::tempdir().expect("tempdir");
         let s = start_updatable(&cfg, dir.path(), crate::clock::SystemClock.now().0).await;
         let secret = data_encoding::BASE64.encode(&sha1.secret);
@@ -1822,9 +2241,17 @@ mod tests {
         let fast = fast_path_of(&s, &cfg);
         let rd = [1, 0];
         let update = raw_query("lan", 6, [0x28, 0], None);
+        // Static A and AAAA names are the fast path's too, with hickory's meaning.
+        let hickory = start_paths(cfg.clone(), 3600, false).await;
         for query in [
             raw_query("printer.lan", T_A, rd, None),
-            raw_query("nas.lan", T_A, rd, None),
+            raw_query("nas.lan", T_A, rd, Some((1232, 0, COOKIE))),
+            raw_query("NAS.lan", T_AAAA, rd, None),
+        ] {
+            assert_same_answer(&hickory, &fast, &query).await;
+        }
+        stop(hickory).await;
+        for query in [
             raw_query("www.lan", T_A, rd, None),
             raw_query("laptop.lan", T_MX, rd, None),
             raw_query("lan", 6, rd, None),
@@ -1859,7 +2286,6 @@ mod tests {
             raw_query("printer.lan", T_A, [1, 0], None),
             raw_query("50.0.0.10.in-addr.arpa", T_PTR, [1, 0], None),
             raw_query("lan", T_MX, [1, 0], None),
-            vec![0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'],
         ] {
             let a = Message::from_vec(&udp_exchange(with.addr, &query).await).expect("decode");
             let b = Message::from_vec(&udp_exchange(without.addr, &query).await).expect("decode");

@@ -1,11 +1,12 @@
 //! TSIG (RFC 8945), both sides. Server (inbound UPDATE): verifying a request's MAC against the
-//! configured keys, the time check (BADTIME), a replay check, and signing the response. Client
+//! configured keys (a truncated MAC gets BADTRUNC), the time check (BADTIME), a replay check
+//! that never forgets a request inside its time window, and signing the response. Client
 //! (outbound DDNS, tests, tools): signing a request and checking the response's MAC, error and
 //! time. HMAC-SHA1/256/384/512 via `ring` (hickory's own TSigner has no SHA-1 and needs its
 //! DNSSEC features, which change how the catalog answers every query). No sockets; time is
 //! passed in.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use hickory_server::proto::ProtoError;
@@ -16,86 +17,13 @@ use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder, NameEncoding,
 };
-use ring::hmac;
 
-/// How many (key, time, MAC) triples the replay check remembers at most.
-const REPLAY_CAPACITY: usize = 4096;
+/// How many (key, time, MAC) triples the replay check remembers at most (about 8 MB). An entry
+/// is dropped only when its time window has passed; when every entry is still live, new
+/// requests are refused (BADTIME) rather than an old one forgotten.
+const REPLAY_CAPACITY: usize = 65_536;
 
-/// Seconds of clock difference accepted when a key does not say (RFC 8945 recommends 300).
-pub const FUDGE: u16 = 300;
-
-/// One shared secret.
-#[derive(Clone, PartialEq, Eq)]
-pub struct TsigKey {
-    /// Lowercase, fully qualified.
-    pub name: Name,
-    pub algorithm: TsigAlgorithm,
-    pub secret: Vec<u8>,
-    /// Allowed difference between the signer's clock and ours, in seconds.
-    pub fudge: u16,
-}
-
-impl std::fmt::Debug for TsigKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TsigKey({} {} fudge {}, secret hidden)",
-            self.name, self.algorithm, self.fudge
-        )
-    }
-}
-
-/// The algorithms we sign and verify with.
-pub fn supported(algorithm: &TsigAlgorithm) -> bool {
-    ring_algorithm(algorithm).is_some()
-}
-
-/// The algorithm of a config name: hmac-sha1, hmac-sha256, hmac-sha384, hmac-sha512 (any case).
-pub fn algorithm(name: &str) -> Option<TsigAlgorithm> {
-    let alg = TsigAlgorithm::from_name(Name::from_ascii(name.to_ascii_lowercase()).ok()?);
-    supported(&alg).then_some(alg)
-}
-
-fn ring_algorithm(algorithm: &TsigAlgorithm) -> Option<hmac::Algorithm> {
-    Some(match algorithm {
-        TsigAlgorithm::HmacSha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        TsigAlgorithm::HmacSha256 => hmac::HMAC_SHA256,
-        TsigAlgorithm::HmacSha384 => hmac::HMAC_SHA384,
-        TsigAlgorithm::HmacSha512 => hmac::HMAC_SHA512,
-        _ => return None,
-    })
-}
-
-impl TsigKey {
-    /// A key named as in config ("ddns", "rev.key."; any case), with the default fudge; None
-    /// for a name that is not a DNS name.
-    pub fn new(name: &str, algorithm: TsigAlgorithm, secret: Vec<u8>) -> Option<TsigKey> {
-        let fqdn = format!("{}.", name.trim_end_matches('.'));
-        Some(TsigKey {
-            name: Name::from_ascii(fqdn).ok()?.to_lowercase(),
-            algorithm,
-            secret,
-            fudge: FUDGE,
-        })
-    }
-
-    fn hmac_key(&self) -> Option<hmac::Key> {
-        ring_algorithm(&self.algorithm).map(|a| hmac::Key::new(a, &self.secret))
-    }
-
-    /// The MAC of `data` (empty for an unsupported algorithm, which config refuses).
-    pub fn mac(&self, data: &[u8]) -> Vec<u8> {
-        self.hmac_key()
-            .map(|k| hmac::sign(&k, data).as_ref().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// Constant-time check of a full-length MAC.
-    fn verify(&self, data: &[u8], mac: &[u8]) -> bool {
-        self.hmac_key()
-            .is_some_and(|k| hmac::verify(&k, data, mac).is_ok())
-    }
-}
+pub use crate::keys::{FUDGE, TsigKey, algorithm, supported};
 
 /// A request whose MAC and time are good: what signing the response needs.
 #[derive(Clone, Debug)]
@@ -119,7 +47,11 @@ pub enum Rejected {
     },
     /// The MAC does not match: an unsigned BADSIG answer.
     BadSig { key: usize, request_id: u16 },
-    /// Signed outside the fudge window, or seen before: a signed BADTIME answer.
+    /// A truncated MAC that matches (RFC 8945 §5.2.2.1), shorter than our policy (the full
+    /// length; we accept no truncation): an unsigned BADTRUNC answer.
+    BadTrunc { key: usize, request_id: u16 },
+    /// Signed outside the fudge window, seen before, or the replay memory is full of live
+    /// entries: a signed BADTIME answer.
     BadTime(Verified),
 }
 
@@ -140,21 +72,42 @@ pub struct Keyring {
     seen: Mutex<Seen>,
 }
 
-/// A verified request: (key index, Time Signed, MAC).
-type SeenEntry = (usize, u64, Vec<u8>);
+/// A verified request: (key index, Time Signed, MAC prefix).
+/// The MAC is kept by its first 16 bytes (every accepted MAC is a full HMAC, 20 bytes or more):
+/// distinct requests share a prefix with probability 2^-128, and an entry needs no allocation
+/// (32 + 40 bytes in the two sets plus their overhead: 65,536 of them take about 8 MB).
+type SeenEntry = (usize, u64, [u8; 16]);
 
-#[derive(Default)]
 struct Seen {
     set: HashSet<SeenEntry>,
-    /// (forget after, entry) in insertion order.
-    order: VecDeque<(u64, SeenEntry)>,
+    /// (last second it could be replayed, entry), soonest first.
+    by_expiry: BTreeSet<(u64, SeenEntry)>,
+    capacity: usize,
+}
+
+/// What the replay memory says about a verified request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sight {
+    First,
+    Replay,
+    /// Every remembered request is still inside its window: refuse rather than forget one.
+    Full,
 }
 
 impl Keyring {
     pub fn new(keys: Vec<TsigKey>) -> Keyring {
+        Keyring::with_replay_capacity(keys, REPLAY_CAPACITY)
+    }
+
+    /// A keyring whose replay memory holds at most `capacity` requests (tests use small ones).
+    pub fn with_replay_capacity(keys: Vec<TsigKey>, capacity: usize) -> Keyring {
         Keyring {
             keys,
-            seen: Mutex::new(Seen::default()),
+            seen: Mutex::new(Seen {
+                set: HashSet::new(),
+                by_expiry: BTreeSet::new(),
+                capacity: capacity.max(1),
+            }),
         }
     }
 
@@ -184,8 +137,19 @@ impl Keyring {
         };
         let key = &self.keys[index];
         let full = key.mac(b"").len();
-        if tsig.mac.len() != full || !key.verify(&tbv, &tsig.mac) {
+        let len = tsig.mac.len();
+        // RFC 8945 §5.2.2.1: longer than the hash, or shorter than max(10, half of it): FORMERR.
+        if len > full || len < (full / 2).max(10) {
+            return Check::Malformed(format!("TSIG MAC of {len} bytes (full length {full})"));
+        }
+        if !key.verify_truncated(&tbv, &tsig.mac) {
             return Check::Rejected(Rejected::BadSig {
+                key: index,
+                request_id,
+            });
+        }
+        if len < full {
+            return Check::Rejected(Rejected::BadTrunc {
                 key: index,
                 request_id,
             });
@@ -196,34 +160,50 @@ impl Keyring {
             request_id,
             time: tsig.time,
         };
-        if now.abs_diff(tsig.time) > u64::from(key.fudge) || !self.first_sight(&verified, now) {
+        if now.abs_diff(tsig.time) > u64::from(key.fudge) {
             return Check::Rejected(Rejected::BadTime(verified));
         }
-        Check::Valid(verified)
+        match self.first_sight(&verified, now) {
+            Sight::First => Check::Valid(verified),
+            Sight::Replay => Check::Rejected(Rejected::BadTime(verified)),
+            Sight::Full => {
+                tracing::warn!(
+                    "TSIG replay memory full of requests inside their time window: refusing (BADTIME)"
+                );
+                Check::Rejected(Rejected::BadTime(verified))
+            }
+        }
     }
 
-    /// Remember a verified (key, time, MAC) until it falls out of the fudge window; false if
-    /// it was seen already (a replay).
-    fn first_sight(&self, v: &Verified, now: u64) -> bool {
+    /// Remember a verified (key, time, MAC) until it falls out of its window (Time Signed +
+    /// fudge): entries whose window has passed are forgotten, no other.
+    fn first_sight(&self, v: &Verified, now: u64) -> Sight {
         let fudge = self.keys.get(v.key).map_or(0, |k| u64::from(k.fudge));
         let mut seen = self
             .seen
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        while let Some((until, _)) = seen.order.front() {
-            if *until >= now && seen.order.len() < REPLAY_CAPACITY {
+        while let Some(first) = seen.by_expiry.first() {
+            if first.0 >= now {
                 break;
             }
-            if let Some((_, entry)) = seen.order.pop_front() {
+            if let Some((_, entry)) = seen.by_expiry.pop_first() {
                 seen.set.remove(&entry);
             }
         }
-        let entry = (v.key, v.time, v.request_mac.clone());
-        if !seen.set.insert(entry.clone()) {
-            return false;
+        let mut prefix = [0u8; 16];
+        let n = v.request_mac.len().min(16);
+        prefix[..n].copy_from_slice(&v.request_mac[..n]);
+        let entry = (v.key, v.time, prefix);
+        if seen.set.contains(&entry) {
+            return Sight::Replay;
         }
-        seen.order.push_back((v.time.saturating_add(fudge), entry));
-        true
+        if seen.set.len() >= seen.capacity {
+            return Sight::Full;
+        }
+        seen.set.insert(entry);
+        seen.by_expiry.insert((v.time.saturating_add(fudge), entry));
+        Sight::First
     }
 
     /// The TSIG record for a response to a verified request: `response` is the encoded
@@ -261,6 +241,51 @@ impl Keyring {
         Some(make_tsig_record(key.name.clone(), stub.set_mac(mac)))
     }
 
+    /// `response` (a complete message without TSIG) signed as the answer to the verified
+    /// request `v`: its TSIG record appended (names uncompressed) and counted in ARCOUNT. None if
+    /// it cannot be signed.
+    pub fn sign_response_bytes(&self, v: &Verified, response: &[u8], now: u64) -> Option<Vec<u8>> {
+        let record = self.sign_response(v, response, now, None)?;
+        let arcount =
+            u16::from_be_bytes([*response.get(10)?, *response.get(11)?]).checked_add(1)?;
+        let mut bytes = response.to_vec();
+        let mut encoder = BinEncoder::with_offset(&mut bytes, u32::try_from(response.len()).ok()?);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        record.emit(&mut encoder).ok()?;
+        bytes[10..12].copy_from_slice(&arcount.to_be_bytes());
+        Some(bytes)
+    }
+
+    /// The TSIG record of a later message of a multi-message response (RFC 8945 §5.3.1, a
+    /// zone transfer): its MAC covers the prior message's MAC, this message without TSIG and
+    /// the TSIG timers (Time Signed, Fudge) only.
+    pub fn sign_continuation(
+        &self,
+        v: &Verified,
+        prior_mac: &[u8],
+        message: &[u8],
+        now: u64,
+    ) -> Option<Record<TSIG>> {
+        let key = self.keys.get(v.key)?;
+        let mut tbs = Vec::with_capacity(message.len() + prior_mac.len() + 10);
+        tbs.extend_from_slice(&u16::try_from(prior_mac.len()).ok()?.to_be_bytes());
+        tbs.extend_from_slice(prior_mac);
+        tbs.extend_from_slice(message);
+        tbs.extend_from_slice(&now.to_be_bytes()[2..]);
+        tbs.extend_from_slice(&key.fudge.to_be_bytes());
+        let mac = key.mac(&tbs);
+        let tsig = TSIG::new(
+            key.algorithm.clone(),
+            now,
+            key.fudge,
+            mac,
+            v.request_id,
+            None,
+            Vec::new(),
+        );
+        Some(make_tsig_record(key.name.clone(), tsig))
+    }
+
     /// The unsigned TSIG record of a BADKEY or BADSIG answer.
     pub fn error_record(&self, rejected: &Rejected, now: u64) -> Option<Record<TSIG>> {
         let (name, algorithm, id, error) = match rejected {
@@ -274,14 +299,13 @@ impl Keyring {
                 *request_id,
                 TsigError::BadKey,
             ),
-            Rejected::BadSig { key, request_id } => {
+            Rejected::BadSig { key, request_id } | Rejected::BadTrunc { key, request_id } => {
                 let key = self.keys.get(*key)?;
-                (
-                    key.name.clone(),
-                    key.algorithm.clone(),
-                    *request_id,
-                    TsigError::BadSig,
-                )
+                let error = match rejected {
+                    Rejected::BadTrunc { .. } => TsigError::BadTrunc,
+                    _ => TsigError::BadSig,
+                };
+                (key.name.clone(), key.algorithm.clone(), *request_id, error)
             }
             Rejected::BadTime(_) => return None,
         };
@@ -483,6 +507,7 @@ pub fn check_response(
 mod tests {
     use super::*;
     use hickory_server::proto::op::{Message, MessageType, OpCode};
+    use ring::hmac;
 
     fn key(alg: TsigAlgorithm) -> TsigKey {
         TsigKey {
@@ -790,5 +815,99 @@ mod tests {
             sign(&[0x12, 0x34], &k, 0),
             Err(ClientError::Malformed(_))
         ));
+    }
+
+    /// `msg` signed by `key` at `now`, with the MAC cut to its first `len` bytes.
+    fn signed_with_mac_len(msg: &[u8], key: &TsigKey, now: u64, len: usize) -> Vec<u8> {
+        let full = sign(msg, key, now).expect("signs");
+        let stub = TSIG::new(
+            key.algorithm.clone(),
+            now,
+            key.fudge,
+            Vec::new(),
+            1,
+            None,
+            Vec::new(),
+        );
+        let mut bytes = msg.to_vec();
+        let mut encoder = BinEncoder::with_offset(&mut bytes, msg.len() as u32);
+        encoder.set_name_encoding(NameEncoding::Uncompressed);
+        make_tsig_record(key.name.clone(), stub.set_mac(full.mac[..len].to_vec()))
+            .emit(&mut encoder)
+            .expect("emit");
+        bytes[10..12].copy_from_slice(&1u16.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_truncated_mac_gets_badtrunc_a_wrong_one_badsig_and_a_too_short_one_formerr() {
+        let k = key(TsigAlgorithm::HmacSha256);
+        let ring = Keyring::new(vec![k.clone()]);
+        let msg = update(1).to_vec().expect("encode");
+        // 16 of 32 bytes, correct: below our policy (full length only): BADTRUNC, unsigned.
+        let raw = signed_with_mac_len(&msg, &k, 1000, 16);
+        let Check::Rejected(rejected @ Rejected::BadTrunc { .. }) = ring.check(&raw, 1000) else {
+            panic!("expected BADTRUNC");
+        };
+        let record = ring.error_record(&rejected, 1000).expect("record");
+        assert_eq!(record.data.error, Some(TsigError::BadTrunc));
+        assert!(record.data.mac.is_empty(), "not signed");
+        // The same 16 bytes with one flipped: BADSIG.
+        let mut wrong = raw.clone();
+        let at = wrong.len() - 6 - 16; // the MAC, before original ID, error, other length
+        wrong[at] ^= 1;
+        assert!(matches!(
+            ring.check(&wrong, 1000),
+            Check::Rejected(Rejected::BadSig { .. })
+        ));
+        // Below max(10, half the hash), or none at all: FORMERR.
+        assert!(matches!(
+            ring.check(&signed_with_mac_len(&msg, &k, 1000, 15), 1000),
+            Check::Malformed(_)
+        ));
+        assert!(matches!(
+            ring.check(&signed_with_mac_len(&msg, &k, 1000, 0), 1000),
+            Check::Malformed(_)
+        ));
+        // The full MAC is still fine.
+        assert!(matches!(
+            ring.check(&signed_with_mac_len(&msg, &k, 1000, 32), 1000),
+            Check::Valid(_)
+        ));
+    }
+
+    #[test]
+    fn replay_memory_forgets_only_expired_requests_and_refuses_when_full_of_live_ones() {
+        let k = key(TsigAlgorithm::HmacSha256);
+        let ring = Keyring::with_replay_capacity(vec![k.clone()], 4);
+        let req = |id: u16, t: u64| sign_request(&update(id), &k, t).expect("sign");
+        let captured = req(1, 1000);
+        assert!(matches!(ring.check(&captured, 1000), Check::Valid(_)));
+        for id in 2..=4 {
+            assert!(matches!(ring.check(&req(id, 1010), 1010), Check::Valid(_)));
+        }
+        // Full of live requests: a new one is refused, and nothing is forgotten.
+        assert!(matches!(
+            ring.check(&req(5, 1020), 1020),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+        // The captured request inside its window (signed 1000, fudge 300) is still a replay.
+        assert!(matches!(
+            ring.check(&captured, 1300),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+        // At 1301 the captured one's window has passed (and it is outside the fudge anyway):
+        // its place is free for a new request; the three signed at 1010 are still remembered.
+        assert!(matches!(ring.check(&req(6, 1301), 1301), Check::Valid(_)));
+        assert!(matches!(
+            ring.check(&req(7, 1301), 1301),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+        assert!(matches!(
+            ring.check(&req(2, 1010), 1301),
+            Check::Rejected(Rejected::BadTime(_))
+        ));
+        // At 1311 the 1010 ones have passed too.
+        assert!(matches!(ring.check(&req(7, 1311), 1311), Check::Valid(_)));
     }
 }

@@ -4,6 +4,7 @@
 //! (journaled before they are visible). All or nothing: a refused update changes nothing.
 //! Must not hold a lock across `.await`; time comes from the injected `Clock`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_server::proto::op::{MessageType, Metadata, OpCode, ResponseCode};
@@ -21,6 +22,7 @@ use crate::dns::dynamic::{
     self, DynOp, DynamicStore, SUPPORTED_TYPES, StoreError, owned_by_config_or_lease, view,
 };
 use crate::dns::names::Names;
+use crate::dns::ratelog::{RateLog, Say};
 use crate::dns::tsig::{Check, Keyring, Rejected, TsigKey, Verified};
 
 /// What one key may change.
@@ -69,6 +71,11 @@ pub enum ReplyTsig {
     Unsigned(Box<hickory_server::proto::rr::Record<TSIG>>),
 }
 
+/// How often refused UPDATEs from one source are summarised at info (seconds).
+const REFUSAL_LOG_WINDOW: u64 = 60;
+/// Sources whose refusals are counted for the summary at once (about 300 KB at most).
+const REFUSAL_LOG_SOURCES: usize = 4096;
+
 pub struct UpdateHandler {
     keyring: Keyring,
     /// Parallel to the keyring's keys.
@@ -78,6 +85,8 @@ pub struct UpdateHandler {
     /// None: updates are refused (no journal to keep them in).
     store: Option<Arc<DynamicStore>>,
     clock: Arc<dyn Clock>,
+    /// Refused UPDATEs are logged at debug each, at info once a minute per source.
+    refusals: RateLog,
 }
 
 /// The TSIG key of a key config (None for a name that is not a DNS name).
@@ -115,16 +124,33 @@ impl UpdateHandler {
             zones,
             store,
             clock,
+            refusals: RateLog::new(REFUSAL_LOG_WINDOW, REFUSAL_LOG_SOURCES),
         }
     }
 
-    /// Check, apply and answer one UPDATE (synchronous: no lock outlives it).
-    pub fn decide(&self, request: &Request) -> Reply {
+    /// A refused UPDATE from `src`: one debug line, and an info line for the first from a
+    /// source and then at most one summary a minute (a client retrying in a loop, or a flood
+    /// of spoofed sources, cannot fill the log).
+    fn refused(&self, src: SocketAddr, now: UnixTime, why: &str) {
+        debug!(%src, why, "UPDATE refused");
+        match self.refusals.note(src.ip(), now.0) {
+            Say::First => {
+                info!(%src, why, "UPDATE refused (more from this source are summarised once a minute)")
+            }
+            Say::Summary { count, since } => {
+                info!(%src, count, seconds = now.0.saturating_sub(since), last = why, "UPDATEs refused from this source")
+            }
+            Say::Quiet => {}
+        }
+    }
+
+    /// Check, apply and answer one UPDATE (no lock is held across the journal write's await).
+    pub async fn decide(&self, request: &Request) -> Reply {
         let now = self.clock.now();
         let reply = |rcode, tsig| Reply { rcode, tsig };
         match self.keyring.check(request.as_slice(), now.0) {
             Check::Unsigned => {
-                info!(src = %request.src(), "unsigned UPDATE refused");
+                self.refused(request.src(), now, "unsigned");
                 reply(ResponseCode::Refused, ReplyTsig::None)
             }
             Check::Malformed(reason) => {
@@ -132,14 +158,16 @@ impl UpdateHandler {
                 reply(ResponseCode::FormErr, ReplyTsig::None)
             }
             Check::Rejected(Rejected::BadTime(v)) => {
-                info!(src = %request.src(), signed = v.time, now = now.0, "UPDATE outside the TSIG time window or replayed: BADTIME");
+                debug!(src = %request.src(), signed = v.time, now = now.0, "UPDATE outside the TSIG time window or replayed");
+                self.refused(request.src(), now, "BADTIME");
                 reply(
                     ResponseCode::NotAuth,
                     ReplyTsig::Sign(v, Some(TsigError::BadTime)),
                 )
             }
             Check::Rejected(rejected) => {
-                info!(src = %request.src(), ?rejected, "UPDATE with a bad TSIG");
+                debug!(src = %request.src(), ?rejected, "UPDATE with a bad TSIG");
+                self.refused(request.src(), now, "bad TSIG");
                 let tsig = match self.keyring.error_record(&rejected, now.0) {
                     Some(record) => ReplyTsig::Unsigned(Box::new(record)),
                     None => ReplyTsig::None,
@@ -147,7 +175,7 @@ impl UpdateHandler {
                 reply(ResponseCode::NotAuth, tsig)
             }
             Check::Valid(v) => {
-                let rcode = self.apply(request, v.key, now);
+                let rcode = self.apply(request, v.key, now).await;
                 reply(rcode, ReplyTsig::Sign(v, None))
             }
         }
@@ -159,7 +187,7 @@ impl UpdateHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        let reply = self.decide(request);
+        let reply = self.decide(request).await;
         let metadata = || {
             let mut m = Metadata::new(request.metadata.id, MessageType::Response, OpCode::Update);
             m.response_code = reply.rcode;
@@ -190,12 +218,12 @@ impl UpdateHandler {
             .await
             .unwrap_or_else(|e| {
                 debug!(error = %e, "cannot send an UPDATE response");
-                crate::dns::server::serve_failed(request)
+                crate::dns::wire::serve_failed(request)
             })
     }
 
     /// The update itself, for a request signed by key `key`.
-    fn apply(&self, request: &Request, key: usize, now: UnixTime) -> ResponseCode {
+    async fn apply(&self, request: &Request, key: usize, now: UnixTime) -> ResponseCode {
         let zone = match self.zone(request) {
             Ok(zone) => zone,
             Err(rcode) => return rcode,
@@ -208,21 +236,25 @@ impl UpdateHandler {
             .key(key)
             .map(|k| k.name.to_string())
             .unwrap_or_default();
-        let result = store.transaction(|names| {
-            check_prerequisites(names, &zone, &request.answers, now)?;
-            let ops = plan_updates(names, &zone, policy, &request.authorities, now)?;
-            Ok((ops, ()))
-        });
+        let result = store
+            .transaction(|names| {
+                check_prerequisites(names, &zone, &request.answers, now)?;
+                let ops = plan_updates(names, &zone, policy, &request.authorities, now)?;
+                Ok((ops, ()))
+            })
+            .await;
         match result {
             Ok(((), changed)) => {
                 info!(key = %key_name, %zone, changed, "UPDATE applied");
                 ResponseCode::NoError
             }
             Err(StoreError::Refused(rcode)) => {
-                info!(key = %key_name, %zone, %rcode, "UPDATE not applied");
+                let rcode: ResponseCode = rcode;
+                debug!(key = %key_name, %zone, %rcode, "UPDATE not applied");
+                self.refused(request.src(), now, rcode.to_str());
                 rcode
             }
-            Err(StoreError::Journal(e)) => {
+            Err(e @ (StoreError::Journal(_) | StoreError::Stopped)) => {
                 warn!(error = %e, "cannot journal an UPDATE; not applied");
                 ResponseCode::ServFail
             }
@@ -345,7 +377,7 @@ pub fn plan_updates(
         let name = dynamic::key(&rr.name);
         let rtype = rr.record_type();
         if !policy.may_override && owned_by_config_or_lease(names, &rr.name, now) {
-            info!(%name, "UPDATE of a name the config or a lease holds; refused (may_override)");
+            debug!(%name, "UPDATE of a name the config or a lease holds; refused (may_override)");
             return Err(ResponseCode::Refused);
         }
         let allowed = match (rr.dns_class, rtype) {
@@ -354,7 +386,7 @@ pub fn plan_updates(
             (_, t) => policy.allows(&name, t),
         };
         if !allowed {
-            info!(%name, %rtype, "UPDATE outside the key's policy; refused");
+            debug!(%name, %rtype, "UPDATE outside the key's policy; refused");
             return Err(ResponseCode::Refused);
         }
         match (rr.dns_class, rtype) {
@@ -362,6 +394,7 @@ pub fn plan_updates(
                 name,
                 ttl: rr.ttl,
                 rdata: rr.data.clone(),
+                overrides: policy.may_override,
             }),
             (DNSClass::ANY, RecordType::ANY) => {
                 for rtype in policy.types_at(&name) {
@@ -394,7 +427,6 @@ mod tests {
     use hickory_server::proto::rr::rdata::tsig::TsigAlgorithm;
     use hickory_server::proto::rr::rdata::{A, TXT};
     use std::net::Ipv4Addr;
-    use std::sync::RwLock;
 
     const SECRET: &[u8] = b"an acme secret, 32 bytes long!!!";
 
@@ -426,13 +458,15 @@ mod tests {
         clock: TestClock,
         keys: Vec<TsigKey>,
         _dir: tempfile::TempDir,
+        /// Runs the async handler (its journal write goes to a blocking thread).
+        rt: tokio::runtime::Runtime,
     }
 
     /// Keys: "acme" (TXT under the _acme-challenge prefix), "admin" (everything, may
     /// override), "home" (A and AAAA of home.lan only). The config holds printer.lan and an
     /// apex TXT.
     fn fixture() -> Fixture {
-        let names = Arc::new(RwLock::new(crate::dns::dynamic::tests::config_names()));
+        let names = crate::dns::names::NameIndex::new(crate::dns::dynamic::tests::config_names());
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, _) = UpdateJournal::open(&dir.path().join("dns.journal"), Durability::None)
             .expect("journal");
@@ -476,6 +510,9 @@ mod tests {
             names,
             clock,
             _dir: dir,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime"),
         }
     }
 
@@ -520,7 +557,7 @@ mod tests {
         fn send_raw(&self, raw: Vec<u8>) -> Reply {
             let src = "127.0.0.1:5300".parse().expect("addr");
             let request = Request::from_bytes(raw, src, Protocol::Udp).expect("decodes");
-            self.handler.decide(&request)
+            self.rt.block_on(self.handler.decide(&request))
         }
 
         fn rcode(&self, m: &Message, key: usize) -> ResponseCode {
@@ -528,7 +565,7 @@ mod tests {
         }
 
         fn at(&self, name: &str) -> Vec<RData> {
-            let names = self.names.read().expect("lock");
+            let names = self.names.read();
             view(&names, &n(name), self.clock.now())
                 .into_iter()
                 .map(|(d, _)| d)
@@ -543,7 +580,7 @@ mod tests {
     #[test]
     fn signed_add_then_delete_bumps_the_serial_and_answers() {
         let f = fixture();
-        let serial = f.names.read().expect("lock").serial();
+        let serial = f.names.read().serial();
         let mut m = message("lan.");
         m.add_authority(add("_acme-challenge.www.lan.", 60, txt("token")));
         let reply = f.send(&m, Some(ACME));
@@ -553,7 +590,7 @@ mod tests {
             "signed reply"
         );
         assert_eq!(f.at("_acme-challenge.www.lan."), vec![txt("token")]);
-        assert!(f.names.read().expect("lock").serial() > serial);
+        assert!(f.names.read().serial() > serial);
         // Delete the RRset (class ANY, type TXT).
         let mut m = message("lan.");
         m.add_authority(meta(

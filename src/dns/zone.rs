@@ -74,11 +74,11 @@ pub fn zones_for(
     names: SharedNames,
     clock: Arc<dyn Clock>,
 ) -> Result<Vec<Arc<LocalZone>>, ZoneError> {
-    let domain = parse_name(&cfg.domain)?;
-    let rname = parse_name(&format!("hostmaster.{}", cfg.domain))?;
+    let domain = parse_name(&cfg.start.domain)?;
+    let rname = parse_name(&format!("hostmaster.{}", cfg.start.domain))?;
     let mut reverse: BTreeSet<String> = cfg.subnets.iter().map(reverse_zone).collect();
     reverse.extend(private_reverse_zones());
-    let origins = std::iter::once((cfg.domain.clone(), ZoneKind::Forward))
+    let origins = std::iter::once((cfg.start.domain.clone(), ZoneKind::Forward))
         .chain(reverse.into_iter().map(|z| (z, ZoneKind::Reverse)))
         .chain(std::iter::once((".".to_string(), ZoneKind::Overrides)));
     let mut zones = Vec::new();
@@ -88,11 +88,11 @@ pub fn zones_for(
             kind,
             names: names.clone(),
             clock: clock.clone(),
-            ttl: cfg.dns.ttl,
+            ttl: cfg.start.dns.ttl,
             mname: domain.clone(),
             rname: rname.clone(),
-            domain: cfg.domain.clone(),
-            expand_bare_names: cfg.dns.expand_bare_names,
+            domain: cfg.start.domain.clone(),
+            expand_bare_names: cfg.start.dns.expand_bare_names,
         }));
     }
     Ok(zones)
@@ -187,8 +187,15 @@ impl LocalZone {
         if apex && self.kind == ZoneKind::Overrides && rtype == RecordType::SOA {
             return Ok(AuthLookup::Empty);
         }
-        if apex && matches!(rtype, RecordType::SOA | RecordType::ANY) {
-            return Ok(self.records(vec![self.soa_record()]));
+        if apex && self.kind != ZoneKind::Overrides {
+            match rtype {
+                RecordType::SOA => return Ok(self.records(vec![self.soa_record()])),
+                RecordType::NS => return Ok(self.records(vec![self.ns_record()])),
+                RecordType::ANY => {
+                    return Ok(self.records(vec![self.soa_record(), self.ns_record()]));
+                }
+                _ => {}
+            }
         }
         let mut records = Vec::new();
         let mut owner_name = Name::from(name);
@@ -238,6 +245,44 @@ impl LocalZone {
         Ok(self.records(records))
     }
 
+    /// The zone's contents for a transfer (RFC 5936 §2.2), without the closing SOA: the SOA,
+    /// the apex NS, then every record of every owner name in the zone for which `belongs`
+    /// holds (it excludes names of a more specific zone we also serve), each answered exactly
+    /// as a query for it would be (leases past their end are left out). None for the
+    /// overrides zone, which is not a zone of its own.
+    pub fn transfer_records(&self, belongs: impl Fn(&LowerName) -> bool) -> Option<Vec<Record>> {
+        if self.kind == ZoneKind::Overrides {
+            return None;
+        }
+        let (names, addrs) = self.names_read().owner_names();
+        let mut owners: BTreeSet<LowerName> = names
+            .iter()
+            .filter_map(|n| parse_name(n).ok())
+            .chain(addrs.into_iter().map(Name::from))
+            .map(|n| LowerName::new(&n))
+            .filter(|n| self.origin.zone_of(n) && *n != self.origin && belongs(n))
+            .collect();
+        owners.insert(self.origin.clone());
+        let mut records = vec![self.soa_record(), self.ns_record()];
+        for owner in owners {
+            let apex = owner == self.origin;
+            if let Owner::Has(data) = self.owner(&owner, apex) {
+                let name = Name::from(&owner);
+                records.extend(
+                    data.into_iter()
+                        .map(|(d, ttl)| Record::from_rdata(name.clone(), ttl, d)),
+                );
+            }
+        }
+        Some(records)
+    }
+
+    /// The SOA record of this zone (for IXFR's answer to a secondary that is up to date and
+    /// for the end of a transfer), with the current serial.
+    pub fn soa(&self) -> Record {
+        self.soa_record()
+    }
+
     /// Whether a CNAME target is in a zone backed by this index (then the chain is followed).
     fn serves(&self, target: &Name) -> bool {
         let domain = parse_name(&self.domain).map(|d| LowerName::new(&d));
@@ -277,6 +322,9 @@ impl LocalZone {
             }
         }
         let data = names.dynamic().overlay(&key, data);
+        if data.is_empty() && names.is_interior(&key) {
+            return Owner::Exists;
+        }
         Owner::of(data)
     }
 
@@ -333,10 +381,7 @@ impl LocalZone {
     }
 
     fn names_read(&self) -> std::sync::RwLockReadGuard<'_, Names> {
-        // A writer that panicked left a consistent index (apply changes maps one at a time).
-        self.names
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.names.read()
     }
 
     fn soa_record(&self) -> Record {
@@ -352,6 +397,15 @@ impl LocalZone {
             self.ttl,
         );
         Record::from_rdata(Name::from(&self.origin), self.ttl, RData::SOA(soa))
+    }
+
+    /// The apex NS record (RFC 1034 §4.2.1): this server, named by the SOA MNAME.
+    fn ns_record(&self) -> Record {
+        Record::from_rdata(
+            Name::from(&self.origin),
+            self.ttl,
+            RData::NS(hickory_server::proto::rr::rdata::NS(self.mname.clone())),
+        )
     }
 
     /// An answer made of records that may differ in owner and type (CNAME chains).
@@ -458,9 +512,10 @@ impl ZoneHandler for LocalZone {
 mod tests {
     use super::*;
     use crate::clock::TestClock;
+    use crate::dns::names::{NameChange, NameIndex};
+    use crate::dns::statics::StaticRecords;
     use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState};
     use std::net::Ipv4Addr;
-    use std::sync::RwLock;
 
     fn subnet(network: [u8; 4], prefix_len: u8) -> Subnet {
         Subnet {
@@ -495,21 +550,37 @@ mod tests {
         }
     }
 
+    /// The static records of `shared_with_lease` (printer.lan) with `records` and `hosts`.
+    fn statics(
+        records: Vec<crate::config::DnsRecord>,
+        hosts: Vec<crate::config::DnsRecord>,
+    ) -> NameChange<'static> {
+        NameChange::Statics(StaticRecords {
+            reservations: vec![("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
+            records,
+            hosts,
+            ..StaticRecords::default()
+        })
+    }
+
     fn shared_with_lease(expires: u64) -> SharedNames {
         let mut names = Names::new(
             "lan",
             &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
         );
         let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 9]);
-        names.apply(&[LeaseChange::Upsert(Lease {
-            ip: Ipv4Addr::new(10, 0, 0, 9),
-            client: ClientId::from_hw(&hw),
-            hwaddr: hw,
-            hostname: Some("laptop".into()),
-            expires: UnixTime(expires),
-            state: LeaseState::Bound,
-        })]);
-        Arc::new(RwLock::new(names))
+        names.change(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[LeaseChange::Upsert(Lease {
+                ip: Ipv4Addr::new(10, 0, 0, 9),
+                client: ClientId::from_hw(&hw),
+                hwaddr: hw,
+                hostname: Some("laptop".into()),
+                expires: UnixTime(expires),
+                state: LeaseState::Bound,
+            })],
+        });
+        NameIndex::new(names)
     }
 
     fn records(result: Result<AuthLookup, LookupError>) -> Vec<Record> {
@@ -545,6 +616,79 @@ mod tests {
         assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(1001)), Some(1));
         assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(1000)), None);
         assert_eq!(lease_ttl(300, UnixTime(1000), UnixTime(10)), None);
+    }
+
+    #[test]
+    fn a_dynamic_name_makes_its_ancestors_empty_non_terminals_until_it_goes() {
+        use crate::dns::dynamic::DynOp;
+        let clock = TestClock::at(1000);
+        let names = shared_with_lease(5000);
+        let z = zone(ZoneKind::Forward, "lan.", names.clone(), &clock);
+        let nx = |name: &str| {
+            z.answer(&lower(name), RecordType::A)
+                .err()
+                .is_some_and(|e| e.is_nx_domain())
+        };
+        assert!(nx("_tcp.lan."));
+        let srv = RData::SRV(SRV::new(
+            0,
+            0,
+            80,
+            Name::from_ascii("printer.lan.").expect("n"),
+        ));
+        names.apply(NameChange::Dynamic(&[DynOp::Add {
+            name: "_x._tcp.lan".into(),
+            ttl: 60,
+            rdata: srv,
+            overrides: false,
+        }]));
+        // RFC 8020: `_tcp.lan` exists (NODATA), `_udp.lan` does not.
+        assert!(matches!(
+            z.answer(&lower("_tcp.lan."), RecordType::A),
+            Err(LookupError::NameExists)
+        ));
+        assert!(nx("_udp.lan.") && nx("y._tcp.lan."));
+        names.apply(NameChange::Dynamic(&[DynOp::DeleteName {
+            name: "_x._tcp.lan".into(),
+        }]));
+        assert!(nx("_tcp.lan."), "gone with the last name below it");
+    }
+
+    #[test]
+    fn a_transfer_holds_soa_ns_and_every_live_name_of_the_zone_once() {
+        let clock = TestClock::at(1000);
+        let names = shared_with_lease(1100);
+        let z = zone(ZoneKind::Forward, "lan.", names.clone(), &clock);
+        let owners = |z: &LocalZone| -> Vec<(String, RecordType)> {
+            z.transfer_records(|_| true)
+                .expect("a zone")
+                .iter()
+                .map(|r| (r.name.to_string(), r.record_type()))
+                .collect()
+        };
+        let want = |extra: &[(&str, RecordType)]| -> Vec<(String, RecordType)> {
+            [("lan.", RecordType::SOA), ("lan.", RecordType::NS)]
+                .iter()
+                .chain(extra)
+                .map(|(n, t)| (n.to_string(), *t))
+                .collect()
+        };
+        assert_eq!(
+            owners(&z),
+            want(&[
+                ("laptop.lan.", RecordType::A),
+                ("printer.lan.", RecordType::A)
+            ])
+        );
+        let rev = zone(ZoneKind::Reverse, "0.0.10.in-addr.arpa.", names, &clock);
+        assert_eq!(rev.transfer_records(|_| true).expect("zone").len(), 4);
+        // Names of a more specific zone are left to it.
+        assert_eq!(rev.transfer_records(|_| false).expect("zone").len(), 2);
+        // The lease has ended: its name leaves the transfer with it.
+        clock.set(1100);
+        assert_eq!(owners(&z), want(&[("printer.lan.", RecordType::A)]));
+        let overrides = zone(ZoneKind::Overrides, ".", shared_with_lease(1100), &clock);
+        assert!(overrides.transfer_records(|_| true).is_none());
     }
 
     #[test]
@@ -649,12 +793,13 @@ mod tests {
     fn cname_chains_stop_at_loops_and_foreign_targets() {
         let clock = TestClock::at(1000);
         let shared = shared_with_lease(5000);
-        shared.write().expect("lock").set_config_records(vec![
+        let chain = vec![
             cname("a.lan", "b.lan"),
             cname("b.lan", "a.lan"),
             cname("out.lan", "www.example.com"),
             cname("lap.lan", "laptop.lan"),
-        ]);
+        ];
+        shared.apply(statics(chain, Vec::new()));
         let z = zone(ZoneKind::Forward, "lan.", shared, &clock);
         let looped = records(z.answer(&lower("a.lan."), RecordType::A));
         assert_eq!(looped.len(), MAX_CNAME_CHAIN);
@@ -671,13 +816,11 @@ mod tests {
     fn overrides_zone_claims_static_names_and_bare_names_only() {
         let clock = TestClock::at(1000);
         let shared = shared_with_lease(5000);
-        shared
-            .write()
-            .expect("lock")
-            .set_config_records(vec![crate::config::DnsRecord {
-                name: "router.example.net".to_string(),
-                data: RecordData::A(Ipv4Addr::new(10, 0, 0, 1)),
-            }]);
+        let router = crate::config::DnsRecord {
+            name: "router.example.net".to_string(),
+            data: RecordData::A(Ipv4Addr::new(10, 0, 0, 1)),
+        };
+        shared.apply(statics(vec![router], Vec::new()));
         let mut z = zone(ZoneKind::Overrides, ".", shared, &clock);
         assert!(z.claims(&lower("ROUTER.example.net.")));
         assert!(!z.claims(&lower("www.example.net.")));
@@ -720,29 +863,34 @@ mod tests {
             })
         };
         let mut seen = vec![soa_serial(&z)];
-        let mut step = |change: &dyn Fn(&mut Names)| {
-            change(&mut shared.write().expect("lock"));
+        let mut step = |change: NameChange| {
+            shared.apply(change);
             seen.push(soa_serial(&z));
         };
         // A new lease name, a rename, a name taken by a new static record, the static record
         // reloaded away (the lease gets its name back), a release.
-        step(&|n| n.apply_at(UnixTime(1000), &[lease("desk")]));
-        step(&|n| n.apply_at(UnixTime(1001), &[lease("desk2")]));
-        step(&|n| {
-            n.set_hosts_records(vec![crate::config::DnsRecord {
-                name: "desk2.lan".to_string(),
-                data: RecordData::A(Ipv4Addr::new(10, 0, 0, 40)),
-            }])
+        let (desk, desk2) = ([lease("desk")], [lease("desk2")]);
+        step(NameChange::Leases {
+            now: UnixTime(1000),
+            changes: &desk,
         });
-        step(&|n| n.set_hosts_records(vec![]));
-        step(&|n| {
-            n.apply_at(
-                UnixTime(1002),
-                &[LeaseChange::Remove {
-                    ip: Ipv4Addr::new(10, 0, 0, 10),
-                    reason: crate::lease::RemoveReason::Released,
-                }],
-            )
+        step(NameChange::Leases {
+            now: UnixTime(1001),
+            changes: &desk2,
+        });
+        let hosts = vec![crate::config::DnsRecord {
+            name: "desk2.lan".to_string(),
+            data: RecordData::A(Ipv4Addr::new(10, 0, 0, 40)),
+        }];
+        step(statics(Vec::new(), hosts));
+        step(statics(Vec::new(), Vec::new()));
+        let release = [LeaseChange::Remove {
+            ip: Ipv4Addr::new(10, 0, 0, 10),
+            reason: crate::lease::RemoveReason::Released,
+        }];
+        step(NameChange::Leases {
+            now: UnixTime(1002),
+            changes: &release,
         });
         assert!(
             seen.windows(2).all(|w| w[1] > w[0]),
@@ -750,9 +898,15 @@ mod tests {
         );
         // A renewal that changes nothing but the expiry keeps the serial.
         let before = soa_serial(&z);
-        shared.write().expect("lock").apply(&[lease("desk2")]);
+        shared.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[lease("desk2")],
+        });
         let renewed = soa_serial(&z);
-        shared.write().expect("lock").apply(&[lease("desk2")]);
+        shared.apply(NameChange::Leases {
+            now: UnixTime(0),
+            changes: &[lease("desk2")],
+        });
         assert!(renewed > before);
         assert_eq!(soa_serial(&z), renewed);
     }
