@@ -88,6 +88,9 @@ pub struct Pool<'a> {
     pub range: (Ipv4Addr, Ipv4Addr),
     /// Ranges inside `range` kept for client classes this client is not in.
     pub excluded: &'a [(Ipv4Addr, Ipv4Addr)],
+    /// The free-address scan is known to find nothing (no lease was removed since the last
+    /// scan of this range found none): skip it.
+    pub known_full: bool,
 }
 
 impl<'a> Pool<'a> {
@@ -105,6 +108,7 @@ impl<'a> Pool<'a> {
             now,
             range: (subnet.pool_start, subnet.pool_end),
             excluded: &[],
+            known_full: false,
         }
     }
 
@@ -132,7 +136,9 @@ impl<'a> Pool<'a> {
         {
             return Some(ip);
         }
-        if let Some(ip) = self.scan(w, cursor) {
+        if !self.known_full
+            && let Some(ip) = self.scan(w, cursor)
+        {
             return Some(ip);
         }
         self.table

@@ -2,24 +2,11 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use crate::dhcp::wire::Request;
-use crate::lease::HwAddr;
+use dhcproto::v4::MessageType;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Dest {
-    /// To the relay agent (giaddr) on the server port.
-    Relay(SocketAddrV4),
-    /// To a client that has an address (ciaddr) on the client port.
-    Unicast(SocketAddrV4),
-    /// To 255.255.255.255 on the client port, out of this interface.
-    Broadcast { ifindex: u32 },
-    /// To `ip` on the client port at `hwaddr`, after writing an ARP entry, out of this interface.
-    Direct {
-        ip: Ipv4Addr,
-        hwaddr: HwAddr,
-        ifindex: u32,
-    },
-}
+use crate::dhcp::wire::Request;
+
+pub use crate::net::Dest;
 
 /// The ports replies go to: the server port for relays, the client port for clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +24,10 @@ pub fn choose(req: &Request, yiaddr: Ipv4Addr, nak: bool, ifindex: u32, ports: P
     if nak {
         return Dest::Broadcast { ifindex };
     }
-    if !req.ciaddr.is_unspecified() {
+    // ciaddr decides only for INFORM and REQUEST (RENEWING, REBINDING): a DISCOVER's is 0
+    // (RFC 2131 table 5) and must not steer the OFFER.
+    let by_ciaddr = matches!(req.msg_type, MessageType::Inform | MessageType::Request);
+    if by_ciaddr && !req.ciaddr.is_unspecified() {
         return Dest::Unicast(SocketAddrV4::new(req.ciaddr, ports.client));
     }
     if req.broadcast || req.hwaddr.bytes().is_empty() || yiaddr.is_unspecified() {
@@ -53,6 +43,7 @@ pub fn choose(req: &Request, yiaddr: Ipv4Addr, nak: bool, ifindex: u32, ports: P
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lease::HwAddr;
     use dhcproto::v4::MessageType;
 
     const PORTS: Ports = Ports {
@@ -112,11 +103,32 @@ mod tests {
 
     #[test]
     fn ciaddr_means_unicast_to_the_client_port() {
+        for msg_type in [MessageType::Request, MessageType::Inform] {
+            let mut r = req();
+            r.msg_type = msg_type;
+            r.ciaddr = Ipv4Addr::new(10, 0, 0, 7);
+            r.broadcast = true;
+            let want = Dest::Unicast(SocketAddrV4::new(r.ciaddr, 1068));
+            assert_eq!(choose(&r, YI, false, 3, PORTS), want);
+        }
+    }
+
+    /// Issue 13, fault 4: a DISCOVER's ciaddr (0 by RFC 2131 table 5) never steers the OFFER.
+    #[test]
+    fn a_discovers_ciaddr_is_ignored() {
         let mut r = req();
-        r.ciaddr = Ipv4Addr::new(10, 0, 0, 7);
+        r.ciaddr = Ipv4Addr::BROADCAST;
+        let direct = Dest::Direct {
+            ip: YI,
+            hwaddr: r.hwaddr.clone(),
+            ifindex: 3,
+        };
+        assert_eq!(choose(&r, YI, false, 3, PORTS), direct);
         r.broadcast = true;
-        let want = Dest::Unicast(SocketAddrV4::new(r.ciaddr, 1068));
-        assert_eq!(choose(&r, YI, false, 3, PORTS), want);
+        assert_eq!(
+            choose(&r, YI, false, 3, PORTS),
+            Dest::Broadcast { ifindex: 3 }
+        );
     }
 
     #[test]

@@ -18,11 +18,12 @@ use dhcproto::v4::MessageType;
 use tracing::{debug, info, warn};
 
 use crate::clock::UnixTime;
-use crate::config::{ClientClass, Config, OptionSpec, Reservation, Subnet};
+use crate::config::{ClientClass, Config, GrantSettings, OptionSpec, Reservation, Subnet};
 use crate::dhcp::Iface;
 use crate::dhcp::alloc::{Pool, Reservations, Want};
 use crate::dhcp::dest::{self, Dest, Ports};
-use crate::dhcp::options::{self, ReplyOptions};
+use crate::dhcp::options::{self, LeaseTimes, ReplyOptions};
+use crate::dhcp::relayport::RelayPorts;
 use crate::dhcp::wire::{self, ReplyMsg, Request};
 use crate::lease::table::{LeaseTable, held_by};
 use crate::lease::{ClientId, Lease, LeaseChange, LeaseState, RemoveReason};
@@ -58,6 +59,12 @@ pub struct Engine {
     subnets: Vec<SubnetState>,
     /// Addresses being pinged, and for whom (each is held as that client's offer meanwhile).
     pinging: HashMap<Ipv4Addr, ClientId>,
+    /// Some subnet, class or host sets a timer or network boot key (else replies skip them).
+    grants: bool,
+    /// DISCOVERs that found no free address since `take_allocation_failures` last ran.
+    alloc_failures: u64,
+    /// Which addresses went out through which relay agent port (`max_leases_per_relay_port`).
+    relay_ports: RelayPorts,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -68,7 +75,16 @@ struct SubnetState {
     full_warned: Option<UnixTime>,
     /// Ranges of this subnet kept for client classes.
     class_pools: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Pools (range, with class ranges excluded or not) whose last free-address scan found
+    /// nothing, with the table's `removals()` then: until a lease is removed, "no free address"
+    /// is known without a scan (O(1) for every DISCOVER to a full pool).
+    full: Vec<(PoolKey, u64)>,
+    /// Free-address scans that found nothing (for tests and debugging).
+    failed_scans: u64,
 }
+
+/// A pool's identity for the "full" memo: its range and whether class ranges are cut out.
+type PoolKey = ((Ipv4Addr, Ipv4Addr), bool);
 
 /// One request, once its subnet, server identifier, client, class and reservation are known.
 struct Ctx<'a> {
@@ -83,6 +99,8 @@ struct Ctx<'a> {
     class: Option<&'a ClientClass>,
     /// The client's reservation (anywhere).
     host: Option<&'a Reservation>,
+    /// Its timers and network boot settings.
+    host_grant: Option<&'a GrantSettings>,
 }
 
 impl Engine {
@@ -90,6 +108,12 @@ impl Engine {
     /// time is up at `now`, and offers, are left out.
     pub fn new(cfg: Arc<Config>, recovered: Vec<Lease>, now: UnixTime) -> Self {
         let mut table = LeaseTable::new();
+        let nets: Vec<_> = cfg
+            .subnets
+            .iter()
+            .map(|s| (s.network, s.prefix_len))
+            .collect();
+        table.tally_subnets(&nets);
         table.reserve(recovered.len());
         let mut recovered = recovered;
         // From the back, giving the vector's memory back as it empties, so that the table and
@@ -110,21 +134,25 @@ impl Engine {
                 state.class_pools.push(range);
             }
         }
-        Engine {
+        let unset = GrantSettings::default();
+        let grants = cfg.subnets.iter().any(|s| s.settings.grant != unset)
+            || cfg.dhcp.classes.iter().any(|c| c.grant != unset)
+            || cfg.dhcp.host_grants.iter().any(|g| *g != unset);
+        let engine = Engine {
+            grants,
             reservations: Reservations::new(&cfg.reservations),
             subnets,
             table,
             cfg,
             pinging: HashMap::new(),
-        }
+            alloc_failures: 0,
+            relay_ports: RelayPorts::default(),
+        };
+        engine.log_reservation_conflicts();
+        engine
     }
 
     pub fn handle(&mut self, now: UnixTime, req: &Request, iface: &Iface) -> Outcome {
-        match req.msg_type {
-            MessageType::Release => return self.release(req, &client_id(req)),
-            MessageType::Decline => return self.decline(now, req, &client_id(req)),
-            _ => {}
-        }
         let cfg = Arc::clone(&self.cfg);
         let Some(cx) = self.context(&cfg, now, req, iface) else {
             return Outcome::default();
@@ -133,6 +161,8 @@ impl Engine {
             MessageType::Discover => self.discover(&cx),
             MessageType::Request => self.request(&cx),
             MessageType::Inform => self.inform(&cx),
+            MessageType::Release => self.release(&cx),
+            MessageType::Decline => self.decline(&cx),
             other => {
                 debug!(xid = req.xid, ?other, "ignored message type");
                 Outcome::default()
@@ -202,10 +232,9 @@ impl Engine {
         };
         let subnet = cfg.subnets.get(subnet_idx)?;
         let client = client_id(req);
-        let host = self
-            .reservations
-            .position(&client, &req.hwaddr)
-            .and_then(|i| cfg.reservations.get(i));
+        let host_idx = self.reservations.position(&client, &req.hwaddr);
+        let host = host_idx.and_then(|i| cfg.reservations.get(i));
+        let host_grant = host_idx.and_then(|i| cfg.dhcp.host_grants.get(i));
         let class = cfg.dhcp.classes.iter().find(|c| {
             c.subnet.is_none_or(|i| i == subnet_idx)
                 && c.matches(
@@ -224,6 +253,7 @@ impl Engine {
             client,
             class,
             host,
+            host_grant,
         })
     }
 
@@ -253,6 +283,16 @@ impl Engine {
         self.table.next_expiry()
     }
 
+    /// Bound and declined leases per subnet, in config order.
+    pub fn usage(&self) -> &[(u64, u64)] {
+        self.table.tally()
+    }
+
+    /// DISCOVERs that found no free address since the last call.
+    pub fn take_allocation_failures(&mut self) -> u64 {
+        std::mem::take(&mut self.alloc_failures)
+    }
+
     /// Every bound or declined lease (for compaction and the API).
     pub fn leases(&self) -> Vec<Lease> {
         self.table
@@ -260,6 +300,26 @@ impl Engine {
             .filter(|l| l.state != LeaseState::Offered)
             .cloned()
             .collect()
+    }
+
+    /// The bound lease on `ip`, if any (the control API reserves its address).
+    pub fn lease(&self, ip: Ipv4Addr) -> Option<Lease> {
+        self.table
+            .get(ip)
+            .filter(|l| l.state == LeaseState::Bound)
+            .cloned()
+    }
+
+    /// End the bound or declined lease on `ip` now, as the operator asked (the control API):
+    /// the same removal a client's RELEASE makes. None when `ip` holds no such lease.
+    pub fn end_lease(&mut self, ip: Ipv4Addr) -> Option<(Lease, LeaseChange)> {
+        if self.table.get(ip)?.state == LeaseState::Offered {
+            return None;
+        }
+        let lease = self.table.remove(ip)?;
+        info!(%ip, client = %lease.client, "lease ended by the operator");
+        let reason = RemoveReason::Released;
+        Some((lease, LeaseChange::Remove { ip, reason }))
     }
 
     /// Put the lease on `ip` back to `durable` (what the journal holds; `None`: free) after its
@@ -284,13 +344,28 @@ impl Engine {
     }
 
     fn discover(&mut self, cx: &Ctx<'_>) -> Outcome {
+        if self.over_mac_limit(cx) || self.over_relay_port_limit(cx) {
+            return Outcome::default();
+        }
         let want = self.want(cx, cx.req.requested_ip);
-        let mut cursor = self.subnets.get(cx.subnet_idx).map_or(0, |s| s.cursor);
-        let got = self.pool(cx).allocate(&want, &mut cursor);
+        let state = self.subnets.get(cx.subnet_idx);
+        let mut cursor = state.map_or(0, |s| s.cursor);
+        let removals = self.table.removals();
+        let mut pool = self.pool(cx);
+        let key: PoolKey = (pool.range, !pool.excluded.is_empty());
+        pool.known_full = state.is_some_and(|s| s.full.contains(&(key, removals)));
+        let scanned = !pool.known_full;
+        let got = pool.allocate(&want, &mut cursor);
         if let Some(state) = self.subnets.get_mut(cx.subnet_idx) {
             state.cursor = cursor;
+            if got.is_none() && scanned {
+                state.failed_scans += 1;
+                state.full.retain(|(k, _)| *k != key);
+                state.full.push((key, removals));
+            }
         }
         let Some(ip) = got else {
+            self.alloc_failures += 1;
             self.pool_full(cx);
             return Outcome::default();
         };
@@ -352,6 +427,7 @@ impl Engine {
             None => None,
         };
         let hold = u64::from(self.cfg.offer_hold);
+        self.note_relay_port(cx, ip);
         let hostname = self.hostname(cx).or(old_name);
         self.table.insert(Lease {
             ip,
@@ -374,13 +450,11 @@ impl Engine {
         }
         match req.requested_ip {
             Some(ip) => self.confirm(cx, ip, true),
-            None => {
-                debug!(
-                    xid = req.xid,
-                    "request without server id, ciaddr or requested address"
-                );
-                Outcome::default()
-            }
+            // Fits no state of RFC 2131 table 4 (SELECTING and INIT-REBOOT need option 50,
+            // RENEWING and REBINDING need ciaddr): the client can hold no valid address here,
+            // and a NAK (section 4.3.2: the request is invalid for this network) sends it back
+            // to INIT, where it DISCOVERs. A non-authoritative server stays silent.
+            None => self.nak_if_authoritative(cx, "request names no address"),
         }
     }
 
@@ -421,12 +495,21 @@ impl Engine {
             return self.nak(cx, "client has a reservation elsewhere");
         }
         if pool.may_have(ip, &want) {
+            if reboot && !self.cfg.dhcp.init_reboot_ack_unknown && !self.has_record(cx, ip) {
+                return self.init_reboot_unknown(cx, ip);
+            }
+            if self.over_mac_limit(cx) || self.over_relay_port_limit(cx) {
+                return Outcome::default();
+            }
             return self.ack(cx, ip);
         }
-        let taken = self.table.get(ip).is_some_and(|l| l.expires > cx.now)
-            || self
-                .reservations
-                .reserved_for_other(ip, &cx.client, &cx.req.hwaddr);
+        if self
+            .reservations
+            .reserved_for_other(ip, &cx.client, &cx.req.hwaddr)
+        {
+            return self.reserved_elsewhere(cx, ip);
+        }
+        let taken = self.table.get(ip).is_some_and(|l| l.expires > cx.now);
         if reboot && taken {
             self.nak(cx, "address belongs to another client")
         } else {
@@ -434,11 +517,127 @@ impl Engine {
         }
     }
 
+    /// The client asks to keep `ip`, which is now reserved for another client (a reload added
+    /// the reservation): NAK (whether or not authoritative: we know the address is wrong), and
+    /// end the client's lease on it, so that the reserved client gets it from now on.
+    fn reserved_elsewhere(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
+        let mut out = self.nak(cx, "address is reserved for another client");
+        if self.table.get(ip).is_some_and(|l| held_by(l, &cx.client)) {
+            warn!(
+                xid = cx.req.xid,
+                mac = %cx.req.hwaddr,
+                client = %cx.client,
+                %ip,
+                "reservation conflict: lease on a reserved address ended at renewal; it goes to its reserved client"
+            );
+            self.end_other(ip, RemoveReason::Superseded, &mut out.changes);
+        }
+        out
+    }
+
+    /// Log every reservation that a lease contradicts (after a reload, or at start): an
+    /// address reserved for one client but leased to another (it changes hands when that lease
+    /// ends or its holder renews), and a reserved client holding another address (NAKed at its
+    /// next renewal, then given its reservation).
+    fn log_reservation_conflicts(&self) {
+        if self.cfg.reservations.is_empty() {
+            return;
+        }
+        for r in &self.cfg.reservations {
+            if let Some(l) = self.table.get(r.ip).filter(|l| {
+                l.state == LeaseState::Bound && !reservation_is(r, &l.client, &l.hwaddr)
+            }) {
+                warn!(ip = %r.ip, holder = %l.hwaddr, client = %l.client, expires = %l.expires,
+                    "reservation conflict: reserved address is leased to another client; it is not renewed and goes to the reserved client when that lease ends");
+            }
+        }
+        for l in self.table.iter().filter(|l| l.state == LeaseState::Bound) {
+            if let Some(r) = self.reservations.for_client(&l.client, &l.hwaddr)
+                && r.ip != l.ip
+            {
+                warn!(ip = %l.ip, reserved = %r.ip, mac = %l.hwaddr, client = %l.client,
+                    "reservation conflict: client holds another address than its reservation; NAK at its next renewal");
+            }
+        }
+    }
+
+    /// Issue 14: one chaddr presenting many client ids could hold the whole pool. A client
+    /// without a lease whose id is not the one derived from its chaddr gets nothing while that
+    /// chaddr already carries `max_client_ids_per_mac` such leases.
+    fn over_mac_limit(&self, cx: &Ctx<'_>) -> bool {
+        let max = self.cfg.dhcp.max_client_ids_per_mac;
+        let hw = &cx.req.hwaddr;
+        let over = max > 0
+            && self.table.foreign_ids_on(hw) >= max
+            && cx.client != ClientId::from_hw(hw)
+            && self.table.by_client(&cx.client).next().is_none();
+        if over {
+            debug!(xid = cx.req.xid, mac = %hw, client = %cx.client, max, "too many client ids on one MAC; ignored");
+        }
+        over
+    }
+
+    /// Issue 14: one relay agent port (option 82 circuit id per relay, or remote id) holds at
+    /// most `max_leases_per_relay_port` live offers and leases; a client without a lease behind
+    /// a full port gets nothing. Clients that hold a lease are never refused (renewals).
+    fn over_relay_port_limit(&mut self, cx: &Ctx<'_>) -> bool {
+        let max = self.cfg.dhcp.max_leases_per_relay_port;
+        let Some(info) = cx.req.relay_info.as_deref().filter(|_| max > 0) else {
+            return false;
+        };
+        if self.table.by_client(&cx.client).next().is_some() {
+            return false;
+        }
+        let full = (self.relay_ports).full_port(&self.table, cx.now, cx.req.giaddr, info, max);
+        if let Some(port) = &full {
+            debug!(xid = cx.req.xid, client = %cx.client, %port, max, "relay port holds its maximum of leases; ignored");
+        }
+        full.is_some()
+    }
+
+    /// Remember the relay agent port `ip` went out through (when the limit is on).
+    fn note_relay_port(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) {
+        if let (Some(info), 1..) = (
+            cx.req.relay_info.as_deref(),
+            self.cfg.dhcp.max_leases_per_relay_port,
+        ) {
+            self.relay_ports.note(cx.req.giaddr, info, ip, &cx.client);
+        }
+    }
+
+    /// Whether we know the client on `ip`: a lease (or offer) of its own there, or its
+    /// reservation.
+    fn has_record(&self, cx: &Ctx<'_>, ip: Ipv4Addr) -> bool {
+        self.table.get(ip).is_some_and(|l| held_by(l, &cx.client))
+            || cx.host.is_some_and(|h| h.ip == ip)
+    }
+
+    /// INIT-REBOOT for a free `ip` that is not the client's (RFC 2131 section 4.3.2): a client
+    /// we know by another lease asks for an incorrect address: NAK; a client we have no record
+    /// of: remain silent. (`init_reboot_unknown = "ack"` ACKs both instead, as dnsmasq does.)
+    fn init_reboot_unknown(&self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
+        if self.table.by_client(&cx.client).next().is_some() {
+            return self.nak(cx, "requested address is not the client's lease");
+        }
+        debug!(xid = cx.req.xid, client = %cx.client, %ip, "INIT-REBOOT from a client we have no record of; silent");
+        Outcome::default()
+    }
+
     fn ack(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> Outcome {
-        let (changes, name) = self.bind(cx, ip);
-        info!(xid = cx.req.xid, client = %cx.client, %ip, "ack");
-        let lease_time = Some(self.lease_time(cx));
-        let reply = self.positive(cx, MessageType::Ack, ip, lease_time, Some(name));
+        let (changes, name, lease_time) = self.bind(cx, ip);
+        self.note_relay_port(cx, ip);
+        let reused = changes.is_empty();
+        info!(
+            xid = cx.req.xid,
+            mac = %cx.req.hwaddr,
+            host = name.as_deref().unwrap_or("-"),
+            client = %cx.client,
+            %ip,
+            lease_time,
+            reused,
+            "ack"
+        );
+        let reply = self.positive(cx, MessageType::Ack, ip, Some(lease_time), Some(name));
         Outcome {
             reply: Some(reply),
             changes,
@@ -447,8 +646,14 @@ impl Engine {
     }
 
     /// Bind `ip` to the client: its other leases end (superseded), a lease of another on `ip`
-    /// ends, then the new lease is upserted. Returns the changes and the lease's name.
-    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> (Vec<LeaseChange>, Option<Arc<str>>) {
+    /// ends, then the new lease is upserted. Returns the changes, the lease's name and the lease
+    /// time granted: a renewal that may reuse the stored lease (see `reusable`) changes nothing
+    /// and is granted the time the stored lease has left.
+    fn bind(&mut self, cx: &Ctx<'_>, ip: Ipv4Addr) -> (Vec<LeaseChange>, Option<Arc<str>>, u32) {
+        let lease_time = self.lease_time(cx);
+        if let Some((left, name)) = self.reusable(cx, ip, lease_time) {
+            return (Vec::new(), name, left);
+        }
         let mut changes = Vec::new();
         let others: Vec<_> = self
             .table
@@ -476,23 +681,66 @@ impl Engine {
             client: cx.client.clone(),
             hwaddr: cx.req.hwaddr.clone(),
             hostname: self.hostname(cx).or(old_name),
-            expires: cx.now.plus(u64::from(self.lease_time(cx))),
+            expires: cx.now.plus(u64::from(lease_time)),
             state: LeaseState::Bound,
         };
         let name = lease.hostname.clone();
         self.table.insert(lease.clone());
         changes.push(LeaseChange::Upsert(lease));
-        (changes, name)
+        (changes, name, lease_time)
     }
 
-    fn release(&mut self, req: &Request, client: &ClientId) -> Outcome {
-        let ip = req.ciaddr;
-        let mine = self
+    /// Lease reuse (as Kea's cache threshold): when the client's stored lease on `ip` is bound,
+    /// unchanged (hardware address and name), the client holds no other lease, and it still has
+    /// at least (1 - `renew_write_fraction`) x `lease_time` left (and no more than `lease_time`),
+    /// the renewal is answered with the time left and nothing is written. The stored expiry is
+    /// then exactly the end of what the client was granted. Returns (time left, name).
+    fn reusable(
+        &self,
+        cx: &Ctx<'_>,
+        ip: Ipv4Addr,
+        lease_time: u32,
+    ) -> Option<(u32, Option<Arc<str>>)> {
+        let fraction = self.cfg.renew_write_fraction;
+        if fraction <= 0.0 {
+            return None;
+        }
+        let l = self
             .table
             .get(ip)
-            .is_some_and(|l| held_by(l, client) && l.state == LeaseState::Bound);
-        if !mine {
-            debug!(xid = req.xid, %client, %ip, "release of a lease that is not the client's");
+            .filter(|l| l.state == LeaseState::Bound)?;
+        let left = u32::try_from(cx.now.until(l.expires)).ok()?;
+        let enough = f64::from(left) >= (1.0 - fraction) * f64::from(lease_time);
+        let same = l.state == LeaseState::Bound
+            && held_by(l, &cx.client)
+            && l.hwaddr == cx.req.hwaddr
+            && self.hostname(cx).or_else(|| l.hostname.clone()) == l.hostname;
+        let alone = self.table.by_client(&cx.client).all(|o| o.ip == ip);
+        (same && alone && enough && left <= lease_time && left > 0)
+            .then(|| (left, l.hostname.clone()))
+    }
+
+    /// Whether a RELEASE or DECLINE of `ip` may end the lease there: it names us (option 54,
+    /// which RFC 2131 table 5 makes a MUST for both), `ip` is in the request's subnet, and the
+    /// lease is bound to this client on this hardware address (RFC 2131 section 4.3.3: the
+    /// client that holds it).
+    fn holder_may_end(&self, cx: &Ctx<'_>, ip: Ipv4Addr, what: &str) -> bool {
+        let req = cx.req;
+        let holds = self.table.get(ip).is_some_and(|l| {
+            held_by(l, &cx.client) && l.state == LeaseState::Bound && l.hwaddr == req.hwaddr
+        });
+        let ok = req.server_id == Some(cx.server_id) && cx.subnet.contains(ip) && holds;
+        if !ok {
+            debug!(xid = req.xid, client = %cx.client, mac = %req.hwaddr, %ip, server_id = ?req.server_id,
+                "{what} ignored: not the holder of a lease here, or not addressed to us");
+        }
+        ok
+    }
+
+    fn release(&mut self, cx: &Ctx<'_>) -> Outcome {
+        let (req, client) = (cx.req, &cx.client);
+        let ip = req.ciaddr;
+        if !self.holder_may_end(cx, ip, "RELEASE") {
             return Outcome::default();
         }
         self.table.remove(ip);
@@ -504,17 +752,20 @@ impl Engine {
         }
     }
 
-    fn decline(&mut self, now: UnixTime, req: &Request, client: &ClientId) -> Outcome {
+    fn decline(&mut self, cx: &Ctx<'_>) -> Outcome {
+        let (req, client) = (cx.req, &cx.client);
         let Some(ip) = req.requested_ip else {
             return Outcome::default();
         };
-        let Some(old) = self.table.get(ip).filter(|l| held_by(l, client)) else {
-            debug!(xid = req.xid, %client, %ip, "decline of an address not offered to the client");
+        if !self.holder_may_end(cx, ip, "DECLINE") {
+            return Outcome::default();
+        }
+        let Some(old) = self.table.get(ip) else {
             return Outcome::default();
         };
         let lease = Lease {
             hostname: None,
-            expires: now.plus(u64::from(self.cfg.decline_hold)),
+            expires: cx.now.plus(u64::from(self.cfg.decline_hold)),
             state: LeaseState::Declined,
             ..old.clone()
         };
@@ -527,6 +778,13 @@ impl Engine {
     }
 
     fn inform(&mut self, cx: &Ctx<'_>) -> Outcome {
+        if cx.req.ciaddr.is_unspecified() {
+            // RFC 2131 table 5: an INFORM's ciaddr MUST be the client's address, and section
+            // 4.3.5 sends the ACK to ciaddr. With none, the client has no address to be
+            // configured on (it must DISCOVER) and there is nowhere the RFC sends the ACK.
+            debug!(xid = cx.req.xid, client = %cx.client, "INFORM without ciaddr; ignored");
+            return Outcome::default();
+        }
         debug!(xid = cx.req.xid, client = %cx.client, ciaddr = %cx.req.ciaddr, "inform");
         let reply = self.positive(cx, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, None);
         Outcome {
@@ -594,6 +852,22 @@ impl Engine {
         }
     }
 
+    /// Options 51, 58 and 59 for a grant of `secs`: T1 and T2 as configured for the client's
+    /// full lease time, scaled to `secs`.
+    fn times(&self, cx: &Ctx<'_>, secs: u32) -> LeaseTimes {
+        if !self.grants {
+            return LeaseTimes::standard(secs);
+        }
+        let full = cx
+            .host
+            .and_then(|h| h.lease_time)
+            .or(cx.class.and_then(|c| c.lease_time))
+            .unwrap_or(cx.subnet.lease_time);
+        let t1 = grant_key(cx, |g| g.renew_time);
+        let t2 = grant_key(cx, |g| g.rebind_time);
+        LeaseTimes::scaled(secs, full, t1, t2)
+    }
+
     /// DNS servers to announce: the subnet's; when it names none (key absent), our own address
     /// if the DNS server answers on it, port 53 (or on 0.0.0.0:53 / [::]:53).
     fn dns_servers<'a>(&self, cx: &Ctx<'a>) -> Cow<'a, [Ipv4Addr]> {
@@ -601,7 +875,7 @@ impl Engine {
         if !s.dns_servers.is_empty() || !s.settings.dns_servers_default {
             return Cow::Borrowed(&s.dns_servers);
         }
-        let ours = self.cfg.dns.listen.iter().any(|a| {
+        let ours = self.cfg.start.dns.listen.iter().any(|a| {
             a.port() == 53
                 && match a.ip() {
                     IpAddr::V4(ip) => ip == cx.server_id || ip.is_unspecified(),
@@ -629,9 +903,29 @@ impl Engine {
                 .class
                 .filter(|c| c.pool.is_some())
                 .map(|c| c.name.as_str());
-            warn!(%subnet, class, "address pool exhausted; no offer");
+            // Which addresses are put aside (declined, or answered a ping), so that an operator
+            // sees why: one pass over the table, at most once per warning interval.
+            let declined = self.declined_in(cx.subnet);
+            let shown: Vec<String> = declined
+                .iter()
+                .take(16)
+                .map(|(ip, until)| format!("{ip} until {until}"))
+                .collect();
+            warn!(%subnet, class, declined = declined.len(), set_aside = %shown.join(", "), "address pool exhausted; no offer");
         }
         due
+    }
+
+    /// The declined (set aside) addresses of `subnet`, with the end of their hold.
+    fn declined_in(&self, subnet: &Subnet) -> Vec<(Ipv4Addr, UnixTime)> {
+        let mut out: Vec<_> = self
+            .table
+            .iter()
+            .filter(|l| l.state == LeaseState::Declined && subnet.contains(l.ip))
+            .map(|l| (l.ip, l.expires))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     fn nak_if_authoritative(&self, cx: &Ctx<'_>, why: &str) -> Outcome {
@@ -651,7 +945,11 @@ impl Engine {
         if relayed {
             msg.flags = BROADCAST;
         }
-        msg.opts = options::nak(cx.server_id, req.relay_info.as_deref());
+        msg.opts = options::nak(
+            cx.server_id,
+            req.client_id.as_deref(),
+            req.relay_info.as_deref(),
+        );
         let dest = dest::choose(
             req,
             Ipv4Addr::UNSPECIFIED,
@@ -683,7 +981,9 @@ impl Engine {
         held_name: Option<Option<Arc<str>>>,
     ) -> Reply {
         let req = cx.req;
-        let ciaddr = if msg_type == MessageType::Ack {
+        // ciaddr is echoed only in an ACK to a REQUEST or INFORM (RFC 2131 table 3); a
+        // DISCOVER's (OFFER, or rapid commit's ACK) is 0.
+        let ciaddr = if msg_type == MessageType::Ack && req.msg_type != MessageType::Discover {
             req.ciaddr
         } else {
             Ipv4Addr::UNSPECIFIED
@@ -701,7 +1001,7 @@ impl Engine {
             .as_deref()
             .and_then(wire::parse_fqdn)
             .zip(name.as_deref())
-            .map(|(f, label)| options::fqdn_reply(&f, label, &self.cfg.domain));
+            .map(|(f, label)| options::fqdn_reply(&f, label, &self.cfg.start.domain));
         let dns = self.dns_servers(cx);
         let none: &[OptionSpec] = &[];
         let custom = [
@@ -713,16 +1013,28 @@ impl Engine {
             msg_type,
             server_id: cx.server_id,
             subnet: cx.subnet,
-            domain: &self.cfg.domain,
-            lease_time,
+            domain: &self.cfg.start.domain,
+            lease_time: lease_time.map(|secs| self.times(cx, secs)),
+            client_id: req.client_id.as_deref(),
             relay_info: req.relay_info.as_deref(),
             params: &req.params,
             dns_servers: &dns,
             custom: &custom,
             hostname: name.as_deref(),
             fqdn: fqdn.as_deref(),
+            server_name: self
+                .grants
+                .then(|| grant_key(cx, |g| g.server_name.as_deref()))
+                .flatten(),
+            boot_file: self
+                .grants
+                .then(|| grant_key(cx, |g| g.boot_file.as_deref()))
+                .flatten(),
             rapid_commit: msg_type == MessageType::Ack && req.msg_type == MessageType::Discover,
         });
+        if self.grants {
+            boot_fields(cx, &mut msg);
+        }
         let dest = dest::choose(req, yiaddr, false, cx.iface.index, self.ports());
         Reply {
             msg,
@@ -734,10 +1046,39 @@ impl Engine {
 
     fn ports(&self) -> Ports {
         Ports {
-            server: self.cfg.dhcp_port,
-            client: self.cfg.client_port,
+            server: self.cfg.start.dhcp_port,
+            client: self.cfg.start.client_port,
         }
     }
+}
+
+/// Whether a request that came from `src` may be served as relayed (giaddr set): its hops are
+/// within `relay_max_hops`, and its subnet (by giaddr) lists no `relays` or lists `src`.
+/// Unrelayed requests always may.
+pub fn relay_allowed(cfg: &Config, req: &Request, src: Ipv4Addr) -> bool {
+    if req.giaddr.is_unspecified() {
+        return true;
+    }
+    if req.hops > cfg.dhcp.relay_max_hops {
+        return false;
+    }
+    cfg.subnets
+        .iter()
+        .find(|s| s.contains(req.giaddr))
+        .is_some_and(|s| s.settings.relays.is_empty() || s.settings.relays.contains(&src))
+}
+
+/// Whether reservation `r` is this client's (by client id or MAC).
+fn reservation_is(r: &Reservation, client: &ClientId, hwaddr: &crate::lease::HwAddr) -> bool {
+    r.client_id.as_ref() == Some(client) || r.hwaddr.as_ref() == Some(hwaddr)
+}
+
+/// A grant setting for this client: its host's, else its class's, else its subnet's.
+fn grant_key<'a, T>(cx: &Ctx<'a>, key: impl Fn(&'a GrantSettings) -> Option<T>) -> Option<T> {
+    cx.host_grant
+        .and_then(&key)
+        .or_else(|| cx.class.and_then(|c| key(&c.grant)))
+        .or_else(|| key(&cx.subnet.settings.grant))
 }
 
 /// The client's identity: option 61 when it sent a non-empty one, else type + chaddr.
@@ -785,6 +1126,19 @@ pub fn valid_hostname(raw: &[u8]) -> Option<String> {
             .map(|b| char::from(b.to_ascii_lowercase()))
             .collect(),
     )
+}
+
+/// Network boot in the header: siaddr (next server), `sname` and `file`, as configured.
+fn boot_fields(cx: &Ctx<'_>, msg: &mut ReplyMsg) {
+    if let Some(next) = grant_key(cx, |g| g.next_server) {
+        msg.siaddr = next;
+    }
+    if let Some(name) = grant_key(cx, |g| g.server_name.as_deref()) {
+        msg.sname = name.as_bytes().to_vec();
+    }
+    if let Some(file) = grant_key(cx, |g| g.boot_file.as_deref()) {
+        msg.file = file.as_bytes().to_vec();
+    }
 }
 
 /// The broadcast bit of the flags field.
@@ -855,16 +1209,21 @@ mod tests {
     fn cfg(last: u8) -> Config {
         Config {
             path: PathBuf::from("test.toml"),
+            start: crate::config::Startup {
+                domain: "lan".into(),
+                dhcp_port: 67,
+                client_port: 68,
+                lease_file: PathBuf::from("/nonexistent"),
+                durability: Durability::None,
+                dns: Default::default(),
+                ddns: Default::default(),
+                run_as: Default::default(),
+                dhcp_script: None,
+            },
             interfaces: vec![],
-            domain: "lan".into(),
-            dhcp_port: 67,
-            client_port: 68,
-            lease_file: PathBuf::from("/nonexistent"),
-            durability: Durability::None,
             renew_write_fraction: 0.5,
             offer_hold: 60,
             decline_hold: 600,
-            ddns: Default::default(),
             dns: DnsConfig::default(),
             subnets: vec![
                 subnet(ip(0), ip(100), ip(last)),
@@ -1101,18 +1460,23 @@ mod tests {
     fn renew_extends_the_lease_and_answers_by_unicast() {
         let mut e = engine(cfg(109));
         let got = dora(&mut e, 0, 1);
-        // t=1800 (T1): unicast REQUEST with ciaddr.
-        let ack = at(&mut e, 1800, &renew(1, got));
+        // t=1800 (T1): unicast REQUEST with ciaddr: half the lease is left, so the stored lease
+        // is reused (nothing written) and granted for the 1800 s it has left.
+        let reused = at(&mut e, 1800, &renew(1, got));
+        assert!(reused.changes.is_empty());
+        assert_eq!(lease_secs(&reused), 1800);
+        // t=1801: less than half is left: a new lease, written.
+        let ack = at(&mut e, 1801, &renew(1, got));
         assert_eq!(kind(&ack), Some(MessageType::Ack));
         let r = ack.reply.as_ref().expect("ack");
         assert_eq!(r.msg.ciaddr(), got);
         assert_eq!(r.msg.yiaddr(), got);
         assert_eq!(r.dest, Dest::Unicast(SocketAddrV4::new(got, 68)));
         match ack.changes.as_slice() {
-            [LeaseChange::Upsert(l)] => assert_eq!(l.expires, UnixTime(1800 + 3600)),
+            [LeaseChange::Upsert(l)] => assert_eq!(l.expires, UnixTime(1801 + 3600)),
             other => panic!("unexpected changes {other:?}"),
         }
-        assert_eq!(e.poll_at(), Some(UnixTime(5400)));
+        assert_eq!(e.poll_at(), Some(UnixTime(5401)));
         assert_eq!(bound(&e, 1), vec![got]);
     }
 
@@ -1164,12 +1528,25 @@ mod tests {
         let nak = at(&mut e, 100, &away);
         assert_eq!(kind(&nak), Some(MessageType::Nak));
         assert_eq!(yiaddr(&nak), Some(UNSPEC));
-        // Client 3 asks for a free pool address: fine.
+        // Client 3, of which we have no record, asks for a free pool address: silence (RFC 2131
+        // section 4.3.2, issue 13 fault 3).
+        let unknown = at(&mut e, 100, &reboot(3, ip(107)));
+        assert!(unknown.reply.is_none() && unknown.changes.is_empty());
+        assert!(bound(&e, 3).is_empty());
+        // The printer's reservation is a record: its INIT-REBOOT is ACKed.
         assert_eq!(
-            kind(&at(&mut e, 100, &reboot(3, ip(107)))),
+            kind(&at(&mut e, 100, &reboot(PRINTER, ip(10)))),
             Some(MessageType::Ack)
         );
-        assert_eq!(bound(&e, 3), vec![ip(107)]);
+        // With init_reboot_unknown = "ack" (dnsmasq): ACKed.
+        let mut c = cfg(109);
+        c.dhcp.init_reboot_ack_unknown = true;
+        let mut lax = engine(c);
+        assert_eq!(
+            kind(&at(&mut lax, 100, &reboot(3, ip(107)))),
+            Some(MessageType::Ack)
+        );
+        assert_eq!(bound(&lax, 3), vec![ip(107)]);
 
         // Not authoritative: wrong network gets silence, but a stolen address still a NAK.
         let mut c = cfg(109);
@@ -1273,6 +1650,29 @@ mod tests {
             }]
         );
         assert!(e.leases().is_empty());
+    }
+
+    #[test]
+    fn the_operator_ends_a_lease_as_a_release_would() {
+        let mut e = engine(cfg(109));
+        let got = dora(&mut e, 0, 1);
+        assert_eq!(e.end_lease(ip(50)), None, "no lease there");
+        let (lease, change) = e.end_lease(got).expect("ended");
+        assert_eq!((lease.ip, lease.state), (got, LeaseState::Bound));
+        assert_eq!(
+            change,
+            LeaseChange::Remove {
+                ip: got,
+                reason: RemoveReason::Released
+            }
+        );
+        assert!(e.leases().is_empty());
+        assert_eq!(e.usage()[0], (0, 0), "the address is free again");
+        assert_eq!(e.end_lease(got), None, "ended once");
+        // An offer is not a lease: there is nothing to end.
+        let _ = at(&mut e, 30, &discover(2));
+        let offered = e.table.iter().next().map(|l| l.ip).expect("offered");
+        assert_eq!(e.end_lease(offered), None);
     }
 
     #[test]
@@ -1458,7 +1858,15 @@ mod tests {
 
     #[test]
     fn moving_to_a_new_address_removes_the_old_one_first() {
+        // RFC 2131 by default: INIT-REBOOT for another address than the client's lease: NAK.
         let mut e = engine(cfg(109));
+        dora(&mut e, 0, 1);
+        let nak = at(&mut e, 50, &reboot(1, ip(105)));
+        assert_eq!(kind(&nak), Some(MessageType::Nak));
+        // dnsmasq's way (init_reboot_unknown = "ack"): the client moves.
+        let mut c = cfg(109);
+        c.dhcp.init_reboot_ack_unknown = true;
+        let mut e = engine(c);
         let old = dora(&mut e, 0, 1);
         let out = at(&mut e, 50, &reboot(1, ip(105)));
         assert_eq!(kind(&out), Some(MessageType::Ack));
@@ -1672,6 +2080,7 @@ mod tests {
             pool: None,
             lease_time: Some(600),
             options: vec![spec(252, b"class"), spec(6, &[10, 0, 0, 53])],
+            grant: Default::default(),
         }];
         c.reservations[0].options = vec![spec(252, b"host")];
         c.reservations[0].lease_time = Some(86400);
@@ -1722,6 +2131,7 @@ mod tests {
             pool: Some((ip(150), ip(151))),
             lease_time: None,
             options: vec![],
+            grant: Default::default(),
         }];
         let mut e = engine(c);
         let cam = |n: u8| {
@@ -1801,7 +2211,7 @@ mod tests {
             let mut c = cfg(109);
             c.subnets[0].dns_servers.clear();
             c.subnets[0].settings.dns_servers_default = true;
-            c.dns.listen = listen.iter().map(|a| a.parse().expect("addr")).collect();
+            c.start.dns.listen = listen.iter().map(|a| a.parse().expect("addr")).collect();
             engine(c)
         };
         let dns = |e: &mut Engine| opt(&at(e, 0, &discover(1)), OptionCode::DomainNameServer);
@@ -2080,6 +2490,666 @@ mod tests {
         assert_eq!(bound(&e, 1), vec![ip(100)]);
     }
 
+    fn lease_secs(o: &Outcome) -> u32 {
+        match opt(o, OptionCode::AddressLeaseTime) {
+            Some(DhcpOption::AddressLeaseTime(t)) => t,
+            other => panic!("no lease time: {other:?}"),
+        }
+    }
+    fn t1(o: &Outcome) -> u32 {
+        match opt(o, OptionCode::Renewal) {
+            Some(DhcpOption::Renewal(t)) => t,
+            other => panic!("no T1: {other:?}"),
+        }
+    }
+
+    /// One client renewing at the T1 it was given, 1,000 times, its changes written to a real
+    /// journal: bytes written with lease reuse off and on (run with --nocapture for the figures).
+    /// Every ACK's end (now + option 51) is exactly the stored expiry.
+    #[test]
+    fn renewals_inside_the_stored_lifetime_reuse_it_and_are_not_written() {
+        use crate::lease::journal::Journal;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut bytes = Vec::new();
+        for fraction in [0.0, 0.5] {
+            let mut c = cfg(109);
+            c.renew_write_fraction = fraction;
+            let mut e = engine(c);
+            let path = dir.path().join(format!("leases-{fraction}"));
+            let (mut j, _) = Journal::open(&path, Durability::None, UnixTime(0)).expect("open");
+            let mut now = 1_000_000u64;
+            let mut d = discover(1);
+            d.hostname = Some(b"laptop".to_vec());
+            at(&mut e, now, &d);
+            let mut r = select(1, ip(100), SID);
+            r.hostname = d.hostname.clone();
+            let mut ack = at(&mut e, now, &r);
+            j.commit_at(UnixTime(now), &ack.changes).expect("commit");
+            let before = j.stats();
+            let mut reused = 0;
+            for i in 0..1000 {
+                now += u64::from(t1(&ack));
+                let mut rn = renew(1, ip(100));
+                rn.hostname = d.hostname.clone();
+                ack = at(&mut e, now, &rn);
+                assert_eq!(kind(&ack), Some(MessageType::Ack), "renewal {i}");
+                reused += usize::from(ack.changes.is_empty());
+                j.commit_at(UnixTime(now), &ack.changes).expect("commit");
+                let end = UnixTime(now + u64::from(lease_secs(&ack)));
+                let stored = j.durable(ip(100)).expect("stored");
+                assert_eq!(
+                    stored.expires, end,
+                    "renewal {i}: stored end is the granted end"
+                );
+                assert!(
+                    lease_secs(&ack) >= 1800,
+                    "renewal {i}: never less than half the time"
+                );
+            }
+            let after = j.stats();
+            let written = after.bytes_written - before.bytes_written;
+            println!(
+                "renew_write_fraction={fraction}: {} records, {reused} reused, {written} bytes \
+                 per 1000 renewals, {} s of lease time covered",
+                after.records - before.records,
+                now - 1_000_000
+            );
+            bytes.push(written);
+        }
+        assert!(bytes[1] * 2 <= bytes[0] + 100, "{bytes:?}");
+    }
+
+    #[test]
+    fn reuse_never_hides_a_change_of_name_owner_or_lease_time() {
+        let mut e = engine(cfg(109));
+        let mut d = discover(1);
+        d.hostname = Some(b"a".to_vec());
+        at(&mut e, 0, &d);
+        let mut r = select(1, ip(100), SID);
+        r.hostname = Some(b"a".to_vec());
+        at(&mut e, 0, &r);
+        // t=100: same name, plenty left: reused, 3500 s granted.
+        let mut rn = renew(1, ip(100));
+        rn.hostname = Some(b"a".to_vec());
+        let same = at(&mut e, 100, &rn);
+        assert!(same.changes.is_empty());
+        assert_eq!((lease_secs(&same), t1(&same)), (3500, 1750));
+        // A new name is written, with a whole lease.
+        rn.hostname = Some(b"b".to_vec());
+        let renamed = at(&mut e, 200, &rn);
+        assert_eq!(renamed.changes.len(), 1);
+        assert_eq!(lease_secs(&renamed), 3600);
+        // No name sent: the lease keeps its name, reused.
+        rn.hostname = None;
+        assert!(at(&mut e, 300, &rn).changes.is_empty());
+        // The client asks for 600 s: less than what is left, so it is written with 600.
+        rn.lease_time = Some(600);
+        let shorter = at(&mut e, 400, &rn);
+        assert_eq!((shorter.changes.len(), lease_secs(&shorter)), (1, 600));
+        // renew_write_fraction = 0: every renewal is written.
+        let mut c = cfg(109);
+        c.renew_write_fraction = 0.0;
+        let mut e = engine(c);
+        dora(&mut e, 0, 1);
+        assert_eq!(at(&mut e, 1, &renew(1, ip(100))).changes.len(), 1);
+    }
+
+    /// Issue 13, fault 1: a client granted 120 s, renewing at its T1, the server restarted
+    /// (cleanly, or killed: the files as they were) at every second of the timeline. After each
+    /// restart the recovered lease ends exactly when the last lease granted to the client ends:
+    /// its name is never published past it.
+    #[test]
+    fn after_any_restart_a_lease_ends_when_the_granted_lease_ends() {
+        use crate::lease::journal::Journal;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = cfg(109);
+        c.subnets[0].lease_time = 120;
+        let c = Arc::new(c);
+        let path = dir.path().join("leases");
+        let (mut j, _) = Journal::open(&path, Durability::Fsync, UnixTime(0)).expect("open");
+        let mut e = Engine::new(c.clone(), vec![], UnixTime(0));
+        let mut d = discover(1);
+        d.hostname = Some(b"laptop".to_vec());
+        at(&mut e, 0, &d);
+        let mut r = select(1, ip(100), SID);
+        r.hostname = d.hostname.clone();
+        let first = at(&mut e, 0, &r);
+        j.commit_at(UnixTime(0), &first.changes).expect("commit");
+        let mut granted_end = u64::from(lease_secs(&first));
+        let mut next_renewal = u64::from(t1(&first));
+        let mut writes = 0;
+        for t in 1..=400u64 {
+            if t == next_renewal && t < 300 {
+                let mut rn = renew(1, ip(100));
+                rn.hostname = d.hostname.clone();
+                let ack = at(&mut e, t, &rn);
+                writes += usize::from(!ack.changes.is_empty());
+                j.commit_at(UnixTime(t), &ack.changes).expect("commit");
+                granted_end = t + u64::from(lease_secs(&ack));
+                next_renewal = t + u64::from(t1(&ack));
+            }
+            // A crash: the files as they are now, opened by a new process.
+            let crashed = dir.path().join(format!("crash-{t}"));
+            std::fs::create_dir(&crashed).expect("mkdir");
+            std::fs::copy(&path, crashed.join("leases")).expect("copy");
+            let (_, after_crash) =
+                Journal::open(&crashed.join("leases"), Durability::Fsync, UnixTime(t))
+                    .expect("open");
+            let mut restarted = Engine::new(c.clone(), after_crash, UnixTime(t));
+            if t < granted_end {
+                assert_eq!(restarted.poll_at(), Some(UnixTime(granted_end)), "t={t}");
+                assert!(
+                    restarted.expire(UnixTime(granted_end - 1)).is_empty(),
+                    "t={t}"
+                );
+                let gone = restarted.expire(UnixTime(granted_end));
+                assert_eq!(gone.len(), 1, "t={t}: the name leaves at the granted end");
+            } else {
+                assert!(
+                    restarted.leases().is_empty(),
+                    "t={t}: lease outlived its grant"
+                );
+            }
+            std::fs::remove_dir_all(&crashed).expect("rm");
+        }
+        assert!(writes > 0 && granted_end < 400);
+        // A clean restart at the end of the renewals: the same.
+        drop(j);
+        let (_, clean) = Journal::open(&path, Durability::Fsync, UnixTime(299)).expect("open");
+        assert_eq!(clean.len(), 1);
+        assert_eq!(clean[0].expires, UnixTime(granted_end));
+    }
+
+    /// Issue 13, fault 2: option 61 comes back unaltered in OFFER, ACK and NAK (RFC 6842).
+    #[test]
+    fn client_identifier_is_echoed_in_offer_ack_and_nak() {
+        let mut e = engine(cfg(109));
+        let cid = b"\x00\x01\x02odd-id".to_vec();
+        let with_id = |mut r: Request| {
+            r.client_id = Some(cid.clone());
+            r
+        };
+        let offer = at(&mut e, 0, &with_id(discover(1)));
+        let ack = at(&mut e, 0, &with_id(select(1, ip(100), SID)));
+        let nak = at(&mut e, 0, &with_id(select(1, ip(101), SID)));
+        for (o, k) in [
+            (&offer, MessageType::Offer),
+            (&ack, MessageType::Ack),
+            (&nak, MessageType::Nak),
+        ] {
+            assert_eq!(kind(o), Some(k));
+            assert_eq!(raw(o, 61), Some(cid.clone()), "{k:?}");
+        }
+        // Without option 61 in the request, none in the reply.
+        assert_eq!(raw(&at(&mut e, 1, &discover(2)), 61), None);
+    }
+
+    /// Issue 13, fault 4: a DISCOVER with ciaddr 255.255.255.255 is answered as if ciaddr were
+    /// 0: the OFFER goes to yiaddr (or broadcast), and carries ciaddr 0.
+    #[test]
+    fn a_discovers_ciaddr_does_not_steer_the_offer() {
+        let mut e = engine(cfg(109));
+        let mut d = discover(1);
+        d.ciaddr = Ipv4Addr::BROADCAST;
+        let offer = at(&mut e, 0, &d);
+        let r = offer.reply.as_ref().expect("offer");
+        assert_eq!(r.msg.ciaddr(), UNSPEC);
+        assert_eq!(
+            r.dest,
+            Dest::Direct {
+                ip: ip(100),
+                hwaddr: mac(1),
+                ifindex: 2
+            }
+        );
+        d.broadcast = true;
+        let offer = at(&mut e, 0, &d);
+        assert_eq!(
+            offer.reply.map(|r| r.dest),
+            Some(Dest::Broadcast { ifindex: 2 })
+        );
+    }
+
+    /// Issue 13, fault 5. A REQUEST with no server id, no requested address and ciaddr 0 fits
+    /// no state of RFC 2131 table 4 (SELECTING and INIT-REBOOT MUST send option 50, RENEWING
+    /// and REBINDING MUST fill ciaddr), so no address of this network can be confirmed for it:
+    /// section 4.3.2's "incorrect ... NAK" applies, and the NAK sends the client back to INIT.
+    /// Silent when not authoritative. An INFORM with ciaddr 0 breaks table 5 (ciaddr MUST be the
+    /// client's address) and section 4.3.5 sends the ACK to ciaddr: with none it is ignored.
+    #[test]
+    fn requests_that_fit_no_state_are_naked_and_informs_without_ciaddr_ignored() {
+        let mut e = engine(cfg(109));
+        let bare = base(1, MessageType::Request);
+        let nak = at(&mut e, 0, &bare);
+        assert_eq!(kind(&nak), Some(MessageType::Nak));
+        assert_eq!(
+            nak.reply.map(|r| r.dest),
+            Some(Dest::Broadcast { ifindex: 2 })
+        );
+        let mut c = cfg(109);
+        c.subnets[0].authoritative = false;
+        assert!(at(&mut engine(c), 0, &bare).reply.is_none());
+        let inform = base(1, MessageType::Inform);
+        let out = at(&mut e, 0, &inform);
+        assert!(out.reply.is_none() && out.changes.is_empty());
+        // With ciaddr, an INFORM is answered by unicast to it, without lease times.
+        let mut inform = inform;
+        inform.ciaddr = ip(7);
+        let ack = at(&mut e, 0, &inform);
+        assert_eq!(kind(&ack), Some(MessageType::Ack));
+        let r = ack.reply.as_ref().expect("ack");
+        assert_eq!(r.dest, Dest::Unicast(SocketAddrV4::new(ip(7), 68)));
+        assert!(opt(&ack, OptionCode::AddressLeaseTime).is_none());
+    }
+
+    fn class(
+        name: &str,
+        vendor: Option<&[u8]>,
+        user: Option<&[u8]>,
+        grant: GrantSettings,
+    ) -> ClientClass {
+        ClientClass {
+            name: name.into(),
+            vendor_class: vendor.map(<[u8]>::to_vec),
+            user_class: user.map(<[u8]>::to_vec),
+            mac_prefix: None,
+            subnet: None,
+            pool: None,
+            lease_time: None,
+            options: vec![],
+            grant,
+        }
+    }
+
+    #[test]
+    fn t1_and_t2_come_from_host_class_or_subnet_and_scale_with_the_grant() {
+        let mut c = cfg(109);
+        c.subnets[0].settings.grant.renew_time = Some(600);
+        c.subnets[0].settings.grant.rebind_time = Some(1200);
+        c.dhcp.classes = vec![class(
+            "slow",
+            Some(b"slow"),
+            None,
+            GrantSettings {
+                rebind_time: Some(3000),
+                ..Default::default()
+            },
+        )];
+        c.dhcp.host_grants = vec![GrantSettings {
+            renew_time: Some(100),
+            ..Default::default()
+        }];
+        let mut e = engine(c);
+        let times = |o: &Outcome| {
+            let get = |code| match opt(o, code) {
+                Some(DhcpOption::Renewal(t) | DhcpOption::Rebinding(t)) => t,
+                other => panic!("{other:?}"),
+            };
+            (
+                lease_secs(o),
+                get(OptionCode::Renewal),
+                get(OptionCode::Rebinding),
+            )
+        };
+        // The subnet's timers.
+        assert_eq!(times(&at(&mut e, 0, &discover(1))), (3600, 600, 1200));
+        // The class's T2 over the subnet's; T1 still the subnet's.
+        let mut d = discover(2);
+        d.vendor_class = Some(b"slow-box".to_vec());
+        assert_eq!(times(&at(&mut e, 0, &d)), (3600, 600, 3000));
+        // The printer's host T1; T2 from the subnet.
+        assert_eq!(times(&at(&mut e, 0, &discover(PRINTER))), (3600, 100, 1200));
+        // A client asking for 1800 s: the timers scale to half.
+        let mut d = discover(3);
+        d.lease_time = Some(1800);
+        assert_eq!(times(&at(&mut e, 0, &d)), (1800, 300, 600));
+    }
+
+    #[test]
+    fn network_boot_per_class_fills_siaddr_sname_file_and_66_67_when_asked() {
+        let mut c = cfg(109);
+        let tftp = Ipv4Addr::new(10, 0, 0, 5);
+        c.dhcp.classes = vec![
+            // iPXE first: an iPXE client also says PXEClient in option 60.
+            class(
+                "ipxe",
+                None,
+                Some(b"iPXE"),
+                GrantSettings {
+                    boot_file: Some("http://10.0.0.5/boot.ipxe".into()),
+                    ..Default::default()
+                },
+            ),
+            class(
+                "pxe",
+                Some(b"PXEClient"),
+                None,
+                GrantSettings {
+                    next_server: Some(tftp),
+                    server_name: Some("tftp.lan".into()),
+                    boot_file: Some("undionly.kpxe".into()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        c.subnets[0].settings.grant.next_server = Some(ip(6));
+        let mut e = engine(c);
+        let mut pxe = discover(1);
+        pxe.vendor_class = Some(b"PXEClient:Arch:00000:UNDI:002001".to_vec());
+        pxe.params = vec![1, 3, 66, 67];
+        let offer = at(&mut e, 0, &pxe);
+        let r = offer.reply.as_ref().expect("offer");
+        assert_eq!(r.msg.siaddr, tftp);
+        assert_eq!(r.msg.sname, b"tftp.lan");
+        assert_eq!(r.msg.file, b"undionly.kpxe");
+        assert_eq!(raw(&offer, 66), Some(b"tftp.lan".to_vec()));
+        assert_eq!(raw(&offer, 67), Some(b"undionly.kpxe".to_vec()));
+        // iPXE chain-loaded: its user class picks the script; next server from the subnet.
+        let mut ipxe = pxe.clone();
+        ipxe.user_class = Some(b"\x04iPXE".to_vec());
+        ipxe.params = vec![1, 3];
+        let offer = at(&mut e, 1, &ipxe);
+        let r = offer.reply.as_ref().expect("offer");
+        assert_eq!(r.msg.file, b"http://10.0.0.5/boot.ipxe");
+        assert_eq!((r.msg.siaddr, r.msg.sname.is_empty()), (ip(6), true));
+        assert_eq!(raw(&offer, 67), None, "67 only when asked for");
+        // Anyone else: next server from the subnet, no file.
+        let plain = at(&mut e, 2, &discover(2));
+        let r = plain.reply.as_ref().expect("offer");
+        assert_eq!((r.msg.siaddr, r.msg.file.is_empty()), (ip(6), true));
+        // A NAK carries none of it.
+        let nak = at(&mut e, 3, &select(1, ip(109), SID));
+        let r = nak.reply.as_ref().expect("nak");
+        assert_eq!((r.msg.siaddr, r.msg.file.is_empty()), (UNSPEC, true));
+    }
+
+    /// Issue 13, reservations that win: after a reload reserves client 2's neighbour's address
+    /// for it, the holder (client 1) is NAKed at its renewal and loses the address at once;
+    /// client 2 is NAKed at its next renewal and gets the reserved address on its DISCOVER.
+    #[test]
+    fn a_reservation_added_by_a_reload_wins_at_the_next_renewals() {
+        for authoritative in [true, false] {
+            let mut c = cfg(109);
+            c.reservations.clear();
+            c.subnets[0].authoritative = authoritative;
+            let mut e = engine(c.clone());
+            assert_eq!(dora(&mut e, 0, 1), ip(100));
+            assert_eq!(dora(&mut e, 0, 2), ip(101));
+            // t=100: reload: client 2 is reserved .100, which client 1 holds.
+            c.reservations = vec![Reservation {
+                hwaddr: Some(mac(2)),
+                client_id: None,
+                ip: ip(100),
+                name: Some("two".into()),
+                lease_time: None,
+                options: vec![],
+            }];
+            c.dhcp.host_grants = vec![GrantSettings::default()];
+            let mut e = Engine::new(Arc::new(c), e.leases(), UnixTime(100));
+            // Client 2 renews before client 1: its reservation is still held: it keeps .101.
+            assert_eq!(
+                kind(&at(&mut e, 100, &renew(2, ip(101)))),
+                Some(MessageType::Ack)
+            );
+            // t=1800: client 1 renews .100: NAK, and its lease ends now.
+            let nak = at(&mut e, 1800, &renew(1, ip(100)));
+            assert_eq!(
+                kind(&nak),
+                Some(MessageType::Nak),
+                "authoritative={authoritative}"
+            );
+            let gone = LeaseChange::Remove {
+                ip: ip(100),
+                reason: RemoveReason::Superseded,
+            };
+            assert_eq!(nak.changes, vec![gone]);
+            // Client 1 is never offered .100 again.
+            let mut d = discover(1);
+            d.requested_ip = Some(ip(100));
+            assert_eq!(yiaddr(&at(&mut e, 1801, &d)), Some(ip(102)));
+            // t=1900: client 2 renews .101: NAK; its DISCOVER gets .100, named by the config.
+            assert_eq!(
+                kind(&at(&mut e, 1900, &renew(2, ip(101)))),
+                Some(MessageType::Nak)
+            );
+            assert_eq!(yiaddr(&at(&mut e, 1901, &discover(2))), Some(ip(100)));
+            let ack = at(&mut e, 1901, &select(2, ip(100), SID));
+            assert_eq!(kind(&ack), Some(MessageType::Ack));
+            assert_eq!(bound(&e, 2), vec![ip(100)]);
+        }
+    }
+
+    /// Issue 14: one MAC sending DISCOVER + DECLINE pairs put the whole pool aside. A DECLINE
+    /// (and a RELEASE) ends a lease only when it comes from the holder of a bound lease, names
+    /// our server id, and its address is in the request's subnet.
+    #[test]
+    fn decline_and_release_only_from_the_holder_to_us() {
+        let mut e = engine(cfg(103));
+        for t in 0..10 {
+            let offer = at(&mut e, t, &discover(1));
+            let ip = yiaddr(&offer).expect("offered");
+            let out = at(&mut e, t, &decline(1, ip));
+            assert!(
+                out.changes.is_empty(),
+                "an offered address declined at t={t}"
+            );
+        }
+        // t=100, client 1's offer hold over: the pool is whole, four clients get four addresses.
+        for n in 2..=5 {
+            dora(&mut e, 100, n);
+        }
+        let got = bound(&e, 2)[0];
+        // Another server id, the right client: ignored. No server id: ignored.
+        let mut r = release(2, got);
+        r.server_id = Some(ip(254));
+        assert!(at(&mut e, 30, &r).changes.is_empty());
+        r.server_id = None;
+        assert!(at(&mut e, 30, &r).changes.is_empty());
+        // The client id of the holder on another chaddr: ignored.
+        let mut r = release(9, got);
+        r.client_id = Some(id(2).as_bytes().to_vec());
+        assert!(at(&mut e, 30, &r).changes.is_empty());
+        let mut d = decline(9, got);
+        d.client_id = r.client_id.clone();
+        assert!(at(&mut e, 30, &d).changes.is_empty());
+        assert_eq!(bound(&e, 2), vec![got]);
+        // The holder itself: ended.
+        assert_eq!(at(&mut e, 31, &decline(2, got)).changes.len(), 1);
+    }
+
+    /// Issue 14: with the pool full, every DISCOVER from a new client scanned the whole pool.
+    /// Now one scan finds it full and later DISCOVERs know it without scanning, until a lease
+    /// is removed.
+    #[test]
+    fn a_full_pool_is_scanned_once_until_an_address_is_freed() {
+        let mut e = engine(cfg(103)); // four addresses
+        for n in 1..=4 {
+            dora(&mut e, 0, n);
+        }
+        for n in 60..250u8 {
+            assert!(at(&mut e, 1, &discover(n)).reply.is_none());
+        }
+        assert_eq!(e.subnets[0].failed_scans, 1, "one scan for 190 DISCOVERs");
+        // A release frees an address: the next DISCOVER scans again and gets it.
+        at(&mut e, 2, &release(3, ip(102)));
+        assert_eq!(yiaddr(&at(&mut e, 3, &discover(60))), Some(ip(102)));
+        assert!(at(&mut e, 3, &discover(61)).reply.is_none());
+        assert_eq!(e.subnets[0].failed_scans, 2);
+        // Clients that have an address are still served without a scan.
+        assert_eq!(
+            kind(&at(&mut e, 4, &renew(1, ip(100)))),
+            Some(MessageType::Ack)
+        );
+        assert_eq!(yiaddr(&at(&mut e, 4, &discover(2))), Some(ip(101)));
+    }
+
+    /// Issue 14, relay trust: hops are bounded, and a subnet that lists its relays is served
+    /// only through them.
+    #[test]
+    fn relayed_requests_need_few_hops_and_a_listed_relay() {
+        let mut c = cfg(109);
+        let relay = Ipv4Addr::new(172, 16, 0, 2);
+        let mut r = discover(1);
+        r.giaddr = GIADDR;
+        r.hops = 1;
+        assert!(relay_allowed(&c, &r, relay));
+        assert!(
+            relay_allowed(&c, &r, Ipv4Addr::new(172, 16, 0, 9)),
+            "no list: any relay"
+        );
+        r.hops = 9;
+        assert!(!relay_allowed(&c, &r, relay), "more than 8 hops");
+        r.hops = 1;
+        c.subnets[1].settings.relays = vec![relay];
+        assert!(relay_allowed(&c, &r, relay));
+        assert!(!relay_allowed(&c, &r, Ipv4Addr::new(172, 16, 0, 9)));
+        r.giaddr = Ipv4Addr::new(192, 0, 2, 1);
+        assert!(!relay_allowed(&c, &r, relay), "giaddr in no subnet");
+        // Unrelayed requests are not concerned.
+        assert!(relay_allowed(&c, &discover(2), Ipv4Addr::new(10, 0, 0, 99)));
+    }
+
+    /// Issue 14: 150 client ids on one chaddr could hold every address. At most
+    /// `max_client_ids_per_mac` of them get a lease; the chaddr's own id and other MACs are
+    /// still served.
+    #[test]
+    fn one_mac_holds_at_most_the_configured_number_of_client_ids() {
+        let mut e = engine(cfg(109)); // ten addresses, default limit 4
+        let with_id = |k: u8, t: MessageType| Request {
+            client_id: Some(vec![0, 0xee, k]),
+            ..base(1, t)
+        };
+        let mut got = 0;
+        for k in 0..10u8 {
+            let offer = at(&mut e, 0, &with_id(k, MessageType::Discover));
+            if let Some(ip) = yiaddr(&offer) {
+                let mut r = with_id(k, MessageType::Request);
+                r.server_id = Some(SID);
+                r.requested_ip = Some(ip);
+                assert_eq!(kind(&at(&mut e, 0, &r)), Some(MessageType::Ack));
+                got += 1;
+            }
+        }
+        assert_eq!(got, 4);
+        // Renewals of those four still work; the MAC's own identity and another MAC get one.
+        let mut r = with_id(0, MessageType::Request);
+        r.ciaddr = ip(100);
+        assert_eq!(kind(&at(&mut e, 10, &r)), Some(MessageType::Ack));
+        dora(&mut e, 10, 1);
+        dora(&mut e, 10, 2);
+        // A released one makes room for the next.
+        let mut rel = with_id(1, MessageType::Release);
+        rel.ciaddr = ip(101);
+        rel.server_id = Some(SID);
+        assert_eq!(at(&mut e, 20, &rel).changes.len(), 1);
+        assert!(yiaddr(&at(&mut e, 21, &with_id(9, MessageType::Discover))).is_some());
+    }
+
+    /// Issue 14: behind one relay agent port (option 82) at most `max_leases_per_relay_port`
+    /// clients get a lease; other ports, renewals and clients that hold a lease are served, and
+    /// a port has room again when a lease is released or runs out.
+    #[test]
+    fn one_relay_port_holds_at_most_the_configured_number_of_leases() {
+        let mut c = cfg(109);
+        c.dhcp.max_leases_per_relay_port = 2;
+        let mut e = engine(c);
+        let via = |mut r: Request, info: &[u8]| {
+            r.giaddr = GIADDR;
+            r.hops = 1;
+            r.relay_info = Some(info.to_vec());
+            r
+        };
+        let circuit = |id: u8| vec![1, 1, id];
+        let relayed_dora = |e: &mut Engine, t: u64, n: u8, info: &[u8]| {
+            let offer = e.handle(UnixTime(t), &via(discover(n), info), &uplink());
+            let ip = yiaddr(&offer)?;
+            let ack = e.handle(UnixTime(t), &via(select(n, ip, RELAY_SID), info), &uplink());
+            (kind(&ack) == Some(MessageType::Ack)).then_some(ip)
+        };
+        let a = relayed_dora(&mut e, 0, 1, &circuit(1)).expect("first on port 1");
+        relayed_dora(&mut e, 0, 2, &circuit(1)).expect("second on port 1");
+        assert_eq!(relayed_dora(&mut e, 1, 3, &circuit(1)), None, "port 1 full");
+        assert!(
+            relayed_dora(&mut e, 1, 4, &circuit(2)).is_some(),
+            "port 2 has room"
+        );
+        // Client 1 renews (unicast, no option 82) and re-discovers through its full port.
+        let mut rn = renew(1, a);
+        rn.giaddr = GIADDR;
+        assert_eq!(
+            kind(&e.handle(UnixTime(5), &rn, &uplink())),
+            Some(MessageType::Ack)
+        );
+        let again = e.handle(UnixTime(6), &via(discover(1), &circuit(1)), &uplink());
+        assert_eq!(yiaddr(&again), Some(a));
+        // A release makes room.
+        let mut rel = release(1, a);
+        rel.server_id = Some(RELAY_SID);
+        rel.giaddr = GIADDR;
+        assert_eq!(e.handle(UnixTime(10), &rel, &uplink()).changes.len(), 1);
+        assert!(
+            relayed_dora(&mut e, 11, 3, &circuit(1)).is_some(),
+            "room after release"
+        );
+        assert_eq!(relayed_dora(&mut e, 12, 5, &circuit(1)), None, "full again");
+        // Leases running out (3600 s) make room too.
+        assert!(
+            relayed_dora(&mut e, 3700, 5, &circuit(1)).is_some(),
+            "room after expiry"
+        );
+        // The same remote id on other circuits counts as one port.
+        let remote = |id: u8| vec![1, 1, 100 + id, 2, 2, 0xaa, 0xbb];
+        assert!(relayed_dora(&mut e, 3700, 6, &remote(1)).is_some());
+        assert!(relayed_dora(&mut e, 3700, 7, &remote(2)).is_some());
+        assert_eq!(
+            relayed_dora(&mut e, 3700, 8, &remote(3)),
+            None,
+            "remote id full"
+        );
+        // Another relay's circuit 1 is another port.
+        let mut other = via(discover(9), &circuit(1));
+        other.giaddr = Ipv4Addr::new(192, 168, 5, 2);
+        assert!(yiaddr(&e.handle(UnixTime(3700), &other, &uplink())).is_some());
+        assert!(
+            e.relay_ports.entries() <= 2 * 10,
+            "bounded by the addresses"
+        );
+    }
+
+    #[test]
+    fn declined_addresses_are_listed_for_the_exhausted_warning() {
+        let mut e = engine(cfg(101));
+        let a = dora(&mut e, 0, 1);
+        at(&mut e, 1, &decline(1, a));
+        let b = dora(&mut e, 2, 2);
+        assert!(at(&mut e, 3, &discover(3)).reply.is_none(), "pool full");
+        assert_eq!(
+            e.declined_in(&e.cfg.subnets[0].clone()),
+            vec![(a, UnixTime(601))]
+        );
+        assert_ne!(a, b);
+    }
+
+    /// What `/metrics` publishes: bound and declined per subnet follow every change (grant,
+    /// decline, expiry), allocation failures count DISCOVERs that found nothing, once each.
+    #[test]
+    fn usage_and_allocation_failures_for_metrics() {
+        let mut e = engine(cfg(101));
+        assert_eq!(e.usage()[0], (0, 0));
+        let a = dora(&mut e, 0, 1);
+        assert_eq!(e.usage()[0], (1, 0));
+        at(&mut e, 1, &decline(1, a));
+        assert_eq!(e.usage()[0], (0, 1));
+        dora(&mut e, 2, 2);
+        assert_eq!(e.usage()[0], (1, 1));
+        assert!(at(&mut e, 3, &discover(3)).reply.is_none(), "pool full");
+        assert!(at(&mut e, 3, &discover(4)).reply.is_none(), "pool full");
+        assert_eq!(e.take_allocation_failures(), 2);
+        assert_eq!(e.take_allocation_failures(), 0);
+        e.expire(UnixTime(100_000));
+        assert_eq!(e.usage()[0], (0, 0), "expired and the decline hold is over");
+    }
+
     /// A tiny deterministic generator, so the soak test needs no extra crate.
     struct XorShift(u64);
     impl XorShift {
@@ -2108,6 +3178,7 @@ mod tests {
             pool: Some((ip(104), ip(105))),
             lease_time: Some(30),
             options: vec![spec(252, b"x")],
+            grant: Default::default(),
         }];
         let mut e = engine(c);
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);

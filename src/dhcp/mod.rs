@@ -1,21 +1,21 @@
 //! DHCPv4: wire format at the edge (`wire`), the pure RFC 2131 engine (`engine`, `alloc`,
-//! `options`, `dest`), and the async service that owns it (`service`).
+//! `options`, `dest`), the sans-IO commit pipeline (`pipeline`), and the DHCP thread's loop that
+//! owns them (`service`). `Iface` and `Dest` are defined in `net` (which reads the one and sends
+//! to the other) and used here.
 
 pub mod alloc;
+pub mod control;
 pub mod dest;
 pub mod engine;
+pub mod events;
 pub mod options;
 pub mod ping;
+pub mod pipeline;
+pub mod relayport;
+pub mod reserve;
 pub mod service;
+#[cfg(test)]
+pub(crate) mod test_relay;
 pub mod wire;
 
-use std::net::Ipv4Addr;
-
-/// The interface a request came in on, as the engine sees it: plain data, no sockets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Iface {
-    pub index: u32,
-    pub name: String,
-    /// IPv4 addresses of the interface with their prefix lengths.
-    pub addrs: Vec<(Ipv4Addr, u8)>,
-}
+pub use crate::net::Iface;

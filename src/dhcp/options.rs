@@ -13,8 +13,8 @@ use crate::config::{OptionSpec, Route, Subnet};
 use crate::dhcp::wire::{ClientFqdn, ReplyOpts};
 
 /// Options sent whatever the parameter request list says: message type, server id, lease
-/// times, subnet mask, client FQDN, rapid commit, relay agent information.
-const ALWAYS: [u8; 9] = [53, 54, 51, 58, 59, 1, 81, 80, 82];
+/// times, subnet mask, client FQDN, rapid commit, client identifier, relay agent information.
+const ALWAYS: [u8; 10] = [53, 54, 51, 58, 59, 1, 81, 80, 61, 82];
 /// Classless static routes (RFC 3442) and Microsoft's pre-standard copy of it.
 const ROUTES: u8 = 121;
 const MS_ROUTES: u8 = 249;
@@ -27,8 +27,10 @@ pub struct ReplyOptions<'a> {
     pub subnet: &'a Subnet,
     /// The local domain (option 15); empty: not sent.
     pub domain: &'a str,
-    /// Lease time in seconds (options 51, 58, 59); None for INFORM.
-    pub lease_time: Option<u32>,
+    /// Lease time, T1 and T2 in seconds (options 51, 58, 59); None for INFORM.
+    pub lease_time: Option<LeaseTimes>,
+    /// Option 61 from the request, echoed unaltered (RFC 6842).
+    pub client_id: Option<&'a [u8]>,
     /// Option 82 from the request, echoed unchanged.
     pub relay_info: Option<&'a [u8]>,
     /// The client's parameter request list (option 55); empty: send every configured option
@@ -44,6 +46,10 @@ pub struct ReplyOptions<'a> {
     pub fqdn: Option<&'a [u8]>,
     /// Answer to option 80: this ACK answers a DISCOVER.
     pub rapid_commit: bool,
+    /// Options 66 and 67 (TFTP server name, boot file), sent only to a client whose parameter
+    /// list names them (the `sname` and `file` fields carry them for everyone).
+    pub server_name: Option<&'a str>,
+    pub boot_file: Option<&'a str>,
 }
 
 /// Options for an OFFER or ACK (or the ACK to an INFORM, without lease times), written in wire
@@ -54,12 +60,12 @@ pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
     let keep = |code: u8| wanted.has(code);
     opts.set_msg_type(o.msg_type);
     opts.set_server_id(o.server_id);
-    if let Some(secs) = o.lease_time {
-        let (t1, t2) = renew_times(secs);
-        opts.put_u32(51, secs);
-        opts.put_u32(58, t1);
-        opts.put_u32(59, t2);
+    if let Some(t) = o.lease_time {
+        opts.put_u32(51, t.lease);
+        opts.put_u32(58, t.t1);
+        opts.put_u32(59, t.t2);
     }
+    echo_client_id(&mut opts, o.client_id);
     subnet_options(&mut opts, o, wanted);
     for spec in o.custom.iter().flat_map(|list| list.iter()) {
         if keep(spec.code) {
@@ -74,6 +80,12 @@ pub fn reply(o: &ReplyOptions<'_>) -> ReplyOpts {
     }
     if o.rapid_commit {
         opts.put_flag(80);
+    }
+    let asked = |code: u8| o.params.contains(&code);
+    for (code, value) in [(66, o.server_name), (67, o.boot_file)] {
+        if let Some(v) = value.filter(|_| asked(code)) {
+            opts.put_bytes(code, v.as_bytes());
+        }
     }
     echo_relay_info(&mut opts, o.relay_info);
     opts
@@ -208,13 +220,46 @@ pub fn fqdn_reply(client: &ClientFqdn, label: &str, domain: &str) -> Vec<u8> {
     out
 }
 
-/// Options for a NAK: message type, server id, and the relay agent echo only (RFC 2131 table 3).
-pub fn nak(server_id: Ipv4Addr, relay_info: Option<&[u8]>) -> ReplyOpts {
+/// Options for a NAK: message type, server id, the client identifier echo (RFC 6842) and the
+/// relay agent echo only (RFC 2131 table 3).
+pub fn nak(server_id: Ipv4Addr, client_id: Option<&[u8]>, relay_info: Option<&[u8]>) -> ReplyOpts {
     let mut opts = ReplyOpts::new();
     opts.set_msg_type(MessageType::Nak);
     opts.set_server_id(server_id);
+    echo_client_id(&mut opts, client_id);
     echo_relay_info(&mut opts, relay_info);
     opts
+}
+
+/// Options 51, 58 and 59 of a grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTimes {
+    pub lease: u32,
+    pub t1: u32,
+    pub t2: u32,
+}
+
+impl LeaseTimes {
+    /// T1 and T2 at RFC 2131's defaults (50% and 87.5%).
+    pub fn standard(lease: u32) -> LeaseTimes {
+        let (t1, t2) = renew_times(lease);
+        LeaseTimes { lease, t1, t2 }
+    }
+
+    /// A grant of `lease` seconds when `full` is the configured lease time and `t1`, `t2` the
+    /// configured timers for it (None: the defaults): a configured timer is scaled by
+    /// lease / full (a client that asked for less, a reused lease), then kept in order
+    /// (T1 <= T2 <= lease).
+    pub fn scaled(lease: u32, full: u32, t1: Option<u32>, t2: Option<u32>) -> LeaseTimes {
+        let std = LeaseTimes::standard(lease);
+        let scale = |t: u32| {
+            let v = u64::from(t) * u64::from(lease) / u64::from(full.max(1));
+            u32::try_from(v).unwrap_or(u32::MAX).min(lease)
+        };
+        let t1 = t1.map_or(std.t1, scale);
+        let t2 = t2.map_or(std.t2, scale).max(t1);
+        LeaseTimes { lease, t1, t2 }
+    }
 }
 
 /// T1 at 50% and T2 at 87.5% of the lease (RFC 2131 4.4.5).
@@ -223,6 +268,13 @@ pub fn renew_times(lease_secs: u32) -> (u32, u32) {
     let t1 = u32::try_from(l / 2).unwrap_or(u32::MAX);
     let t2 = u32::try_from(l * 7 / 8).unwrap_or(u32::MAX);
     (t1, t2)
+}
+
+/// Echo option 61 byte for byte (RFC 6842 section 3: MUST, in OFFER, ACK and NAK).
+fn echo_client_id(opts: &mut ReplyOpts, client_id: Option<&[u8]>) {
+    if let Some(raw) = client_id {
+        opts.put_bytes(61, raw);
+    }
 }
 
 /// Echo option 82 byte for byte (RFC 3046): kept raw so sub-options we do not know survive.
@@ -261,14 +313,17 @@ mod tests {
             server_id: Ipv4Addr::new(10, 0, 0, 1),
             subnet: s,
             domain: "lan",
-            lease_time: Some(3600),
+            lease_time: Some(LeaseTimes::standard(3600)),
             relay_info: None,
+            client_id: None,
             params: &[],
             dns_servers: &s.dns_servers,
             custom: &[],
             hostname: None,
             fqdn: None,
             rapid_commit: false,
+            server_name: None,
+            boot_file: None,
         }
     }
 
@@ -281,7 +336,7 @@ mod tests {
             server_id: sid,
             subnet: &s,
             domain: "lan",
-            lease_time: Some(3600),
+            lease_time: Some(LeaseTimes::standard(3600)),
             relay_info: None,
             ..plain(&s)
         });
@@ -346,7 +401,7 @@ mod tests {
     fn relay_info_is_echoed_byte_for_byte_and_encoded_last() {
         // Circuit id "eth1" and an unknown sub-option 99.
         let raw = vec![1, 4, b'e', b't', b'h', b'1', 99, 2, 0xab, 0xcd];
-        let mut o = nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw));
+        let mut o = nak(Ipv4Addr::new(10, 0, 0, 1), None, Some(&raw));
         o.insert(&DhcpOption::DomainName("lan".into()))
             .expect("encode option");
         let bytes = o.to_bytes(&[]);
@@ -474,7 +529,7 @@ mod relay_echo_once {
     fn relay_info_appears_once_in_an_encoded_reply() {
         let raw = vec![1, 4, b'e', b't', b'h', b'1'];
         let msg = crate::dhcp::wire::ReplyMsg {
-            opts: nak(Ipv4Addr::new(10, 0, 0, 1), Some(&raw)),
+            opts: nak(Ipv4Addr::new(10, 0, 0, 1), None, Some(&raw)),
             ..Default::default()
         };
         let bytes = crate::dhcp::wire::encode_ordered(&msg, 576, &[]).expect("encode");

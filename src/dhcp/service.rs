@@ -13,11 +13,13 @@
 //! they retransmit); a quiet network (one request now and then) is answered at once. Measured
 //! with perfdhcp at 2,000 DORA/s: 1 ms gave 54-58 us of server CPU per DORA, 2 ms 35-41 us.
 //!
-//! With durability "batch" the fdatasync is shared by every batch written within
-//! `batch_max_delay_ms`: their grants (ACKs with an address) and names wait in `Pending` until
-//! it is done; OFFERs and NAKs leave at once. When a write or fdatasync fails, the engine's
-//! table is put back to what the journal holds for every address the lost changes touched, and
-//! those grants are dropped: the client retries, and gets its ACK once writing works again.
+//! What is written, synced, rolled back or withdrawn is decided by the sans-IO commit pipeline
+//! (`dhcp::pipeline`): with durability "batch" the fdatasync is shared by every batch written
+//! within `batch_max_delay_ms` and their grants (ACKs with an address) and names wait for it;
+//! OFFERs and NAKs leave at once. When a write or fdatasync fails, the engine's table is put back
+//! to what the store holds for every address the lost changes touched, and those grants are
+//! dropped: the client retries, and gets its ACK once writing works again. This file does the
+//! I/O around it: the socket, the clock, the name index, DDNS, metrics.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -25,17 +27,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, MessageType, OptionCode};
+use dhcproto::v4::{DhcpOption, OptionCode};
 use tracing::{debug, error, info, warn};
 
 use crate::clock::{Clock, UnixTime};
-use crate::config::{Config, Durability};
+use crate::config::Config;
 use crate::dhcp::Iface;
-use crate::dhcp::engine::{Engine, Outcome, Reply};
-use crate::dhcp::{ping, wire};
-use crate::dns::names::SharedNames;
+use crate::dhcp::control::{Command, Control, ControlError, LeaseCounts, LeaseView};
+use crate::dhcp::engine::{self, Engine, Outcome, Reply};
+use crate::dhcp::pipeline::{Committed, Pipeline, is_grant};
+use crate::dhcp::{ping, reserve, wire};
+use crate::dns::names::{NameChange, SharedNames};
 use crate::lease::LeaseChange;
-use crate::lease::journal::{Journal, JournalError};
+use crate::lease::store::{LeaseStore, StoreError};
 use crate::net::{DhcpSocket, RecvBatch, RecvMeta, Wake};
 
 /// Most datagrams taken in one batch (one journal commit).
@@ -53,12 +57,17 @@ pub struct Stats {
     pub send_errors: AtomicU64,
     pub commits: AtomicU64,
     pub journal_errors: AtomicU64,
+    /// Per message type, per subnet, journal latency: what `/metrics` adds.
+    pub detail: crate::metrics::DhcpMetrics,
+    /// Durable lease and name changes, for the API's event stream.
+    pub events: crate::dhcp::events::Events,
 }
 
 pub struct DhcpService {
     cfg: Arc<Config>,
     engine: Engine,
-    journal: Journal,
+    /// Where lease changes become durable (the journal, or a shared database).
+    store: Box<dyn LeaseStore>,
     names: SharedNames,
     socket: DhcpSocket,
     clock: Arc<dyn Clock>,
@@ -66,8 +75,6 @@ pub struct DhcpService {
     ifaces: HashMap<u32, Iface, crate::lease::AddrHash>,
     /// When the interface list was last read (it is re-read when an unknown index shows up).
     ifaces_read: UnixTime,
-    /// The journal failed last time: refuse grants until a write works again.
-    journal_broken: bool,
     /// Ping checks report here when done (`ping_check`); requests wait in their tasks, which
     /// run on `runtime` and signal `wake`.
     pings_tx: tokio::sync::mpsc::UnboundedSender<PingDone>,
@@ -77,19 +84,18 @@ pub struct DhcpService {
     wake: Arc<Wake>,
     /// Outbound DDNS: durable batches are handed over here (never waits).
     ddns: Option<crate::ddns::DdnsSender>,
-    /// Written, not yet fsynced (durability "batch").
-    pending: Pending,
-    /// When the journal was last fsynced.
-    last_sync: Instant,
+    /// `dhcp_script`: durable batches are handed over here too (never waits).
+    script: Option<crate::script::ScriptSender>,
+    /// Written, not yet synced changes and the grants that wait for them.
+    pipeline: Pipeline,
     /// Where replies are encoded (reused).
     send_buf: Vec<u8>,
-}
-
-/// Lease changes written to the journal and the grants that wait for their fdatasync.
-#[derive(Default)]
-struct Pending {
-    changes: Vec<LeaseChange>,
-    grants: Vec<Reply>,
+    /// Per-subnet (bound, declined) last published to `stats` (to skip unchanged batches).
+    published: Vec<(u64, u64)>,
+    /// Commands from the control API (`control`), answered between batches.
+    control_rx: Option<tokio::sync::mpsc::UnboundedReceiver<Command>>,
+    /// The config as given and the reservations saved through the API; `cfg` merges them.
+    reservations: reserve::Runtime,
 }
 
 /// A finished ping check: the request that waited for it and the answer.
@@ -104,34 +110,36 @@ impl DhcpService {
     pub fn new(
         cfg: Arc<Config>,
         engine: Engine,
-        journal: Journal,
+        store: Box<dyn LeaseStore>,
         names: SharedNames,
         socket: DhcpSocket,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
         let (pings_tx, pings_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut journal = journal;
-        journal.set_renew_write_fraction(cfg.renew_write_fraction);
+        let reservations = reserve::Runtime::open(cfg.clone())?;
+        let cfg = Arc::new(reservations.merged());
         Ok(DhcpService {
             cfg,
             engine,
-            journal,
+            store,
             names,
             socket,
             clock,
             stats: Arc::default(),
             ifaces: HashMap::default(),
             ifaces_read: UnixTime(0),
-            journal_broken: false,
             pings_tx,
             pings_rx,
             ping_seq: 0,
             runtime: None,
             wake: Arc::new(Wake::new()?),
             ddns: None,
-            pending: Pending::default(),
-            last_sync: Instant::now(),
+            script: None,
+            pipeline: Pipeline::new(Instant::now()),
             send_buf: Vec::with_capacity(1024),
+            published: Vec::new(),
+            control_rx: None,
+            reservations,
         })
     }
 
@@ -141,17 +149,65 @@ impl DhcpService {
         self
     }
 
+    /// Hands every durable batch of lease changes to the `dhcp_script` task.
+    pub fn with_script(mut self, script: crate::script::ScriptSender) -> Self {
+        self.script = Some(script);
+        self
+    }
+
+    /// The control API's handle to this service (its commands are answered between batches).
+    pub fn control(&mut self) -> Control {
+        let (control, rx) = Control::new(self.wake.clone());
+        self.control_rx = Some(rx);
+        control
+    }
+
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
     }
 
-    /// Take the settings of a reloaded config: the engine is rebuilt around the live leases.
+    /// Take the settings of a reloaded config (merged with the saved reservations).
     pub fn reconfigure(&mut self, cfg: Arc<Config>) {
+        self.reservations.set_base(cfg);
+        let leases = self.apply_merged(self.reservations.merged());
+        info!(leases, "DHCP settings reloaded");
+    }
+
+    /// Use `cfg`: the engine is rebuilt around the live leases, the named reservations are
+    /// published in DNS. How many leases were kept.
+    fn apply_merged(&mut self, cfg: Config) -> usize {
+        let cfg = Arc::new(cfg);
+        let named = crate::dns::statics::StaticRecords::of(&cfg, Vec::new()).reservations;
+        self.names.apply(NameChange::Reservations(named));
         let now = self.clock.now();
         let leases = self.engine.leases();
-        info!(leases = leases.len(), "DHCP settings reloaded");
+        let kept = leases.len();
         self.engine = Engine::new(cfg.clone(), leases, now);
         self.cfg = cfg;
+        self.publish_rows();
+        kept
+    }
+
+    /// New per-subnet rows for `/metrics` (start, reload), then their counts.
+    fn publish_rows(&mut self) {
+        let rows = crate::metrics::subnet_rows(&self.cfg);
+        self.stats.detail.usage.set_rows(rows);
+        self.published.clear();
+        self.publish();
+    }
+
+    /// Publish per-subnet usage and allocation failures for `/metrics`, once per batch; the
+    /// usage lock is taken only when a count changed.
+    fn publish(&mut self) {
+        let detail = &self.stats.detail;
+        let failed = self.engine.take_allocation_failures();
+        detail.alloc_failed.fetch_add(failed, Ordering::Relaxed);
+        let usage = self.engine.usage();
+        if usage != self.published.as_slice() {
+            detail.usage.update(usage);
+            self.published.clear();
+            self.published.extend_from_slice(usage);
+        }
     }
 
     /// Serve on a dedicated OS thread (a blocking loop, see the module documentation) until
@@ -164,6 +220,7 @@ impl DhcpService {
         shutdown: crate::Shutdown,
         reload: tokio::sync::watch::Receiver<Arc<Config>>,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        self.store.set_waker(self.wake.clone());
         let runtime = tokio::runtime::Handle::current();
         runtime.spawn(forward_wakes(
             shutdown.clone(),
@@ -183,6 +240,7 @@ impl DhcpService {
         mut reload: tokio::sync::watch::Receiver<Arc<Config>>,
     ) {
         self.refresh_ifaces(self.clock.now());
+        self.publish_rows();
         let mut batch = RecvBatch::new(MAX_BATCH);
         let mut pings: Vec<PingDone> = Vec::new();
         // When the last two batches with datagrams began.
@@ -217,6 +275,8 @@ impl DhcpService {
                 let got = if n > 0 { Some(&batch) } else { None };
                 self.process(got, std::mem::take(&mut pings));
             }
+            self.answer_commands();
+            self.absorb_remote();
         }
         self.flush(self.clock.now());
         let st = &self.stats;
@@ -235,7 +295,10 @@ impl DhcpService {
     /// Sleep until a datagram, a wake-up, the next lease expiry or a sync falls due; true when
     /// the socket has a datagram.
     fn wait(&self) -> bool {
-        let timeout = self.until_next_expiry().min(self.until_sync());
+        let until_sync = self
+            .pipeline
+            .until_sync(self.cfg.start.durability, Instant::now());
+        let timeout = self.until_next_expiry().min(until_sync);
         match self.socket.wait(&self.wake, Some(timeout)) {
             Ok(ready) => {
                 if ready.woken {
@@ -278,6 +341,11 @@ impl DhcpService {
     fn process(&mut self, batch: Option<&RecvBatch>, pings: Vec<PingDone>) {
         let now = self.clock.now();
         let mut changes = self.engine.expire(now);
+        let reclaimed = changes.len() as u64;
+        self.stats
+            .detail
+            .reclaimed
+            .fetch_add(reclaimed, Ordering::Relaxed);
         let mut replies: Vec<Reply> = Vec::new();
         for (bytes, meta) in batch.into_iter().flat_map(RecvBatch::iter) {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
@@ -294,101 +362,164 @@ impl DhcpService {
         for r in &others {
             self.send(r);
         }
-        if self.sync_due() {
+        if self
+            .pipeline
+            .sync_due(self.cfg.start.durability, Instant::now())
+        {
             self.flush(now);
         }
+        self.publish();
     }
 
     /// Write the batch's changes; its grants wait for the fdatasync. On failure the engine
     /// forgets every change since the last fdatasync and their grants are dropped.
     fn write(&mut self, now: UnixTime, changes: Vec<LeaseChange>, grants: Vec<Reply>) {
         // The service runs on its own thread (`spawn_thread`): blocking here holds up no one else.
-        let res = self.journal.write(now, &changes);
-        match res {
-            Ok(_) => {
-                self.pending.changes.extend(changes);
-                self.pending.grants.extend(grants);
-            }
-            Err(e) => {
-                let mut lost = std::mem::take(&mut self.pending.changes);
-                lost.extend(changes);
-                self.pending.grants.clear();
-                self.forget(&lost);
-                self.journal_failed(&e);
-            }
-        }
-    }
-
-    /// True when pending grants may not wait any longer for their fdatasync.
-    fn sync_due(&self) -> bool {
-        if self.pending.changes.is_empty() && self.pending.grants.is_empty() {
-            return false;
-        }
-        self.until_sync() == Duration::ZERO
-    }
-
-    /// How long pending grants may still wait (forever when there are none).
-    fn until_sync(&self) -> Duration {
-        if self.pending.changes.is_empty() && self.pending.grants.is_empty() {
-            return Duration::from_secs(60);
-        }
-        match self.cfg.durability {
-            Durability::Batch { max_delay_ms } => {
-                let due = self.last_sync + Duration::from_millis(u64::from(max_delay_ms));
-                due.saturating_duration_since(Instant::now())
-            }
-            Durability::Fsync | Durability::None => Duration::ZERO,
+        let was_broken = self.pipeline.is_broken();
+        let store = self.store.as_mut();
+        if let Err(e) = self
+            .pipeline
+            .write(&mut self.engine, store, now, changes, grants)
+        {
+            self.journal_failed(&e, was_broken);
         }
     }
 
     /// fdatasync what is written, then publish the names and send the grants it covers.
     fn flush(&mut self, now: UnixTime) {
-        let pending = std::mem::take(&mut self.pending);
-        if pending.changes.is_empty() && pending.grants.is_empty() {
+        if !self.pipeline.is_pending() {
             return;
         }
-        let res = self.journal.sync(Some(now));
-        self.last_sync = Instant::now();
+        let (changes, was_broken) = (self.pipeline.pending_changes(), self.pipeline.is_broken());
+        let started = Instant::now();
+        let res = self
+            .pipeline
+            .sync(&mut self.engine, self.store.as_mut(), now);
+        let done = Instant::now();
+        self.pipeline.synced_at(done);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = res {
-            self.forget(&pending.changes);
-            self.journal_failed(&e);
-            return;
+        let took = done.saturating_duration_since(started);
+        let detail = &self.stats.detail;
+        detail
+            .fdatasync
+            .observe(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        detail.batch_changes.observe(changes as u64);
+        match res {
+            Ok(Some(committed)) => self.publish_committed(now, committed),
+            Ok(None) => {}
+            Err(e) => self.journal_failed(&e, was_broken),
         }
-        if self.journal_broken {
+    }
+
+    /// What a sync made durable: its names enter or leave DNS, DDNS gets it, then the grants
+    /// leave.
+    fn publish_committed(&mut self, now: UnixTime, committed: Committed) {
+        if committed.recovered {
             info!("lease journal writable again; granting leases");
-            self.journal_broken = false;
         }
-        if !pending.changes.is_empty() {
-            match self.names.write() {
-                Ok(mut names) => names.apply_at(now, &pending.changes),
-                Err(poisoned) => poisoned.into_inner().apply(&pending.changes),
-            }
+        if !committed.changes.is_empty() {
+            let changes = &committed.changes;
+            self.names.apply(NameChange::Leases { now, changes });
         }
         if let Some(ddns) = &self.ddns {
-            ddns.send(&pending.changes);
+            ddns.send(&committed.changes);
         }
-        for r in &pending.grants {
+        self.script.iter().for_each(|s| s.send(&committed.changes));
+        self.stats
+            .events
+            .publish(&committed.changes, &self.cfg, &self.names);
+        for r in &committed.grants {
             self.send(r);
         }
     }
 
-    /// Put every address these lost changes touched back to what the journal holds.
-    fn forget(&mut self, lost: &[LeaseChange]) {
-        for change in lost {
-            let ip = match change {
-                LeaseChange::Upsert(l) => l.ip,
-                LeaseChange::Remove { ip, .. } => *ip,
-            };
-            self.engine.restore(ip, self.journal.durable(ip));
+    /// Answer what the control API asked since the last batch.
+    fn answer_commands(&mut self) {
+        let Some(mut rx) = self.control_rx.take() else {
+            return;
+        };
+        while let Ok(command) = rx.try_recv() {
+            match command {
+                Command::Leases(reply) => {
+                    let cfg = &self.cfg;
+                    let leases = self.engine.leases();
+                    let _ = reply.send(leases.iter().map(|l| LeaseView::new(l, cfg)).collect());
+                }
+                Command::Counts(reply) => {
+                    let (bound, declined) = self
+                        .engine
+                        .usage()
+                        .iter()
+                        .fold((0, 0), |(b, d), (sb, sd)| (b + sb, d + sd));
+                    let _ = reply.send(LeaseCounts { bound, declined });
+                }
+                Command::End { ip, reply } => {
+                    let _ = reply.send(self.end_lease(ip));
+                }
+                Command::Reservations(reply) => {
+                    let _ = reply.send(self.reservations.views(&self.cfg));
+                }
+                Command::Reserve { req, reply } => {
+                    let lease = req.ip.and_then(|ip| self.engine.lease(ip));
+                    let res = self.reservations.add(&self.cfg, req, lease.as_ref());
+                    let _ = reply.send(res.map(|(view, cfg)| {
+                        self.apply_merged(cfg);
+                        info!(ip = %view.ip, mac = ?view.mac, name = ?view.name, "reservations changed through the API");
+                        view
+                    }));
+                }
+                Command::Unreserve { ip, reply } => {
+                    let res = self.reservations.remove(ip);
+                    let _ = reply.send(res.map(|(view, cfg)| {
+                        self.apply_merged(cfg);
+                        info!(ip = %view.ip, mac = ?view.mac, name = ?view.name, "reservations changed through the API");
+                        view
+                    }));
+                }
+            }
         }
+        self.control_rx = Some(rx);
     }
 
-    fn journal_failed(&mut self, e: &JournalError) {
+    /// End the lease on `ip` as a RELEASE would: journaled and fdatasynced (with whatever else
+    /// waits for it), then the name leaves DNS; only then is the answer sent.
+    fn end_lease(&mut self, ip: Ipv4Addr) -> Result<Option<LeaseView>, ControlError> {
+        let now = self.clock.now();
+        let Some((lease, change)) = self.engine.end_lease(ip) else {
+            return Ok(None);
+        };
+        let view = LeaseView::new(&lease, &self.cfg);
+        self.write(now, vec![change], Vec::new());
+        self.flush(now);
+        self.publish();
+        if self.pipeline.is_broken() {
+            // `write` or `flush` put the lease back to what the journal holds.
+            return Err(ControlError::Journal);
+        }
+        Ok(Some(view))
+    }
+
+    /// Apply what other nodes committed to the shared store: the table follows, and their
+    /// names enter or leave DNS. Their outbound DDNS is the committing node's to send.
+    fn absorb_remote(&mut self) {
+        let remote = self
+            .pipeline
+            .absorb_remote(&mut self.engine, self.store.as_mut());
+        if remote.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let changes = &remote;
+        self.names.apply(NameChange::Leases { now, changes });
+        self.stats.events.publish(&remote, &self.cfg, &self.names);
+        self.publish();
+    }
+
+    /// Count a failed write or sync; log it when the store was working until now.
+    fn journal_failed(&mut self, e: &StoreError, was_broken: bool) {
         self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
-        if !self.journal_broken {
+        if !was_broken {
             error!("lease journal write failed, not granting leases until it works: {e}");
-            self.journal_broken = true;
         }
     }
 
@@ -408,12 +539,18 @@ impl DhcpService {
                 return;
             }
         };
+        self.stats.detail.received_by_type.bump(req.msg_type);
         if !self.serves(now, meta.ifindex) {
             self.stats.ignored.fetch_add(1, Ordering::Relaxed);
             debug!(
                 ifindex = meta.ifindex,
                 "request on an interface we do not serve"
             );
+            return;
+        }
+        if !engine::relay_allowed(&self.cfg, &req, *meta.src.ip()) {
+            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            debug!(src = %meta.src, giaddr = %req.giaddr, hops = req.hops, "relayed request from an untrusted relay or with too many hops; dropped");
             return;
         }
         let Some(iface) = self.ifaces.get(&meta.ifindex) else {
@@ -518,9 +655,15 @@ impl DhcpService {
             Some(DhcpOption::ServerIdentifier(ip)) => *ip,
             _ => Ipv4Addr::UNSPECIFIED,
         };
-        match self.socket.send(bytes, &r.dest, src, self.cfg.client_port) {
+        match self
+            .socket
+            .send(bytes, &r.dest, src, self.cfg.start.client_port)
+        {
             Ok(()) => {
                 self.stats.replies.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = r.msg.opts().msg_type() {
+                    self.stats.detail.sent_by_type.bump(t);
+                }
                 debug!(xid = r.msg.xid(), dest = ?r.dest, "sent");
             }
             Err(e) => {
@@ -559,7 +702,110 @@ async fn forward_wakes(
     }
 }
 
-/// An ACK that carries an address grants or extends a lease.
-fn is_grant(r: &Reply) -> bool {
-    r.msg.opts().msg_type() == Some(MessageType::Ack) && !r.msg.yiaddr().is_unspecified()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{SocketAddr, SocketAddrV4};
+    use std::sync::Mutex;
+
+    use dhcproto::v4::MessageType;
+
+    use crate::clock::SystemClock;
+    use crate::dhcp::test_relay::{config, exchange, free_port, relay_socket, request};
+    use crate::lease::Lease;
+    use crate::lease::store::Synced;
+    use crate::lease::store::fake::FakeStore;
+
+    /// The fake store, shared with the test that fails it. std Mutex: held for one call.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<FakeStore>>);
+
+    impl Shared {
+        fn lock(&self) -> std::sync::MutexGuard<'_, FakeStore> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+    }
+
+    impl LeaseStore for Shared {
+        fn write(&mut self, now: UnixTime, changes: &[LeaseChange]) -> Result<(), StoreError> {
+            self.lock().write(now, changes)
+        }
+        fn sync(&mut self, now: UnixTime) -> Result<Synced, StoreError> {
+            self.lock().sync(now)
+        }
+        fn durable(&self, ip: Ipv4Addr) -> Option<Lease> {
+            self.lock().durable(ip)
+        }
+        fn describe(&self) -> String {
+            self.lock().describe()
+        }
+    }
+
+    /// Wait (up to a minute) until `done` holds.
+    fn wait_until(done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn an_ack_leaves_only_once_the_store_holds_its_lease() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let cfg = Arc::new(config(dir.path(), port, free_port()));
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let _in_runtime = rt.enter();
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let now = clock.now();
+        let store = Shared::default();
+        let socket = DhcpSocket::bind(port).expect("bind");
+        let statics = crate::dns::statics::StaticRecords::of(&cfg, Vec::new());
+        let names = crate::daemon::names_for(&cfg, statics, &[], now);
+        let engine = Engine::new(cfg.clone(), Vec::new(), now);
+        let service = DhcpService::new(
+            cfg.clone(),
+            engine,
+            Box::new(store.clone()),
+            names,
+            socket,
+            clock,
+        )
+        .expect("service");
+        let stats = service.stats();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (_reload_tx, reload_rx) = tokio::sync::watch::channel(cfg);
+        let thread = service.spawn_thread(stop_rx, reload_rx).expect("thread");
+
+        let relay = relay_socket(port);
+        let server = SocketAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let discover = request(MessageType::Discover, 1, None);
+        let (offer, _) = exchange(&relay, server, &discover, 1, MessageType::Offer);
+        let ip = offer.yiaddr();
+        let sid = Ipv4Addr::LOCALHOST;
+        // The store fails the REQUEST's write: its ACK must never leave.
+        store.lock().fail_write = true;
+        let first = request(MessageType::Request, 2, Some((ip, sid)));
+        relay.send_to(&first, server).expect("send");
+        wait_until(|| stats.journal_errors.load(Ordering::Relaxed) == 1);
+        assert!(store.lock().durable(ip).is_none());
+        // The client starts over; the store works again: the ACK leaves, the lease durable.
+        let discover = request(MessageType::Discover, 3, None);
+        let (offer, mut seen) = exchange(&relay, server, &discover, 3, MessageType::Offer);
+        let ip = offer.yiaddr();
+        let retry = request(MessageType::Request, 4, Some((ip, sid)));
+        let (ack, before) = exchange(&relay, server, &retry, 4, MessageType::Ack);
+        seen.extend(before);
+        assert_eq!(ack.yiaddr(), ip);
+        assert!(
+            seen.iter().all(|r| r.xid() != 2),
+            "no reply to the request whose write failed"
+        );
+        let lease = store.lock().durable(ip).expect("durable");
+        assert_eq!(lease.hostname.as_deref(), Some("loopy"));
+        assert_eq!(store.lock().syncs, 1);
+        stop_tx.send(true).expect("stop");
+        thread.join().expect("the thread ends cleanly");
+    }
 }

@@ -390,8 +390,9 @@ pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
 }
 
 /// Options `encode` never drops to make a reply fit: message type, server id, lease time,
-/// subnet mask, router, and the relay agent information a relay needs to forward the reply.
-const ESSENTIAL: [u8; 6] = [53, 54, 51, 1, 3, 82];
+/// subnet mask, router, the client identifier echo (RFC 6842) and the relay agent information a
+/// relay needs to forward the reply.
+const ESSENTIAL: [u8; 7] = [53, 54, 51, 1, 3, 61, 82];
 
 /// BOOTREPLY.
 const BOOTREPLY: u8 = 2;
@@ -494,6 +495,17 @@ impl ReplyMsg {
     }
     pub fn opts_mut(&mut self) -> &mut ReplyOpts {
         &mut self.opts
+    }
+
+    /// The header fields alone (options empty), to write an overloaded reply's header.
+    fn clone_header(&self) -> ReplyMsg {
+        ReplyMsg {
+            chaddr: self.chaddr.clone(),
+            sname: self.sname.clone(),
+            file: self.file.clone(),
+            opts: ReplyOpts::new(),
+            ..*self
+        }
     }
 
     /// The fixed 240 bytes: header, sname, file, magic cookie.
@@ -847,10 +859,14 @@ pub fn encode_into(
     out.clear();
     let limit = max_size.max(MIN_MAX_SIZE) - IP_UDP_HEADERS;
     let opts = &msg.opts;
+    let whole = OPTIONS + opts.len_without(&[]) + 1;
+    if whole > limit && encode_overloaded(msg, limit, order, out)? {
+        return Ok(());
+    }
     // Codes dropped to fit (none, nearly always).
     let mut dropped: Vec<u8> = Vec::new();
+    let mut len = whole;
     loop {
-        let len = OPTIONS + opts.len_without(&dropped) + 1;
         if len <= limit {
             break;
         }
@@ -859,6 +875,7 @@ pub fn encode_into(
         };
         tracing::debug!(code, limit, "dropping option to fit reply");
         dropped.push(code);
+        len = OPTIONS + opts.len_without(&dropped) + 1;
     }
     msg.write_header(out)?;
     opts.write_ordered(out, order, &dropped);
@@ -866,6 +883,82 @@ pub fn encode_into(
         out.resize(BOOTP_MIN, 0);
     }
     Ok(())
+}
+
+/// Option overload (RFC 2131 section 4.1, RFC 2132 section 9.3): when the options do not fit in
+/// `limit` and `file` and/or `sname` are unused, the options that do not fit in the options field
+/// go on in `file` (then `sname`), each area ending with End, and option 52 says which areas
+/// hold options. Every option is kept whole, in order; 82 stays in the options field. False
+/// (and `out` unusable) when even that is too small: the caller then drops options instead.
+fn encode_overloaded(
+    msg: &ReplyMsg,
+    limit: usize,
+    order: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, EncodeError> {
+    let mut all = Vec::new();
+    msg.opts.write_ordered(&mut all, order, &[]);
+    let mut tlvs = Vec::new();
+    let _ = walk(&all, |t| tlvs.push(t), |_| true);
+    // The options field: what is left of `limit` after the header, option 52 (3) and End (1).
+    let main_room = limit.saturating_sub(OPTIONS + 3 + 1);
+    // Room of each area: the options field, then `file` and `sname` when unused (End: 1 byte).
+    let mut areas: Vec<(usize, u8, Vec<u8>)> = vec![(main_room, 0, Vec::new())];
+    if msg.file.is_empty() {
+        areas.push((FILE.len() - 1, 1, Vec::new()));
+    }
+    if msg.sname.is_empty() {
+        areas.push((SNAME.len() - 1, 2, Vec::new()));
+    }
+    let len = |t: &Tlv| t.end - t.start + 2;
+    // 53, 54 and 82 stay in the options field; the rest, largest first, go to the first area
+    // with room (first fit decreasing); each area then holds its options in the usual order.
+    let pinned = |t: &Tlv| matches!(t.code, 53 | 54 | 82);
+    let mut fill = vec![0usize; areas.len()];
+    let mut place = vec![0usize; tlvs.len()];
+    fill[0] = tlvs.iter().filter(|t| pinned(t)).map(len).sum();
+    let mut rest: Vec<usize> = (0..tlvs.len()).filter(|i| !pinned(&tlvs[*i])).collect();
+    rest.sort_by_key(|i| std::cmp::Reverse(len(&tlvs[*i])));
+    for i in rest {
+        let n = len(&tlvs[i]);
+        let Some(a) = (0..areas.len()).find(|a| fill[*a] + n <= areas[*a].0) else {
+            return Ok(false);
+        };
+        fill[a] += n;
+        place[i] = a;
+    }
+    if fill[0] > main_room {
+        return Ok(false);
+    }
+    let mut used = 0u8;
+    for (t, a) in tlvs.iter().zip(&place) {
+        let area = &mut areas[*a];
+        area.2
+            .extend_from_slice(all.get(t.start - 2..t.end).unwrap_or_default());
+        used |= area.1;
+    }
+    let mut header = msg.clone_header();
+    for (_, bit, bytes) in &areas {
+        if *bit != 0 && used & bit != 0 {
+            let mut field = bytes.clone();
+            field.push(OPT_END);
+            if *bit == 1 {
+                header.file = field;
+            } else {
+                header.sname = field;
+            }
+        }
+    }
+    header.write_header(out)?;
+    if used != 0 {
+        out.extend_from_slice(&[OPT_OVERLOAD, 1, used]);
+    }
+    out.extend_from_slice(&areas[0].2);
+    out.push(OPT_END);
+    if out.len() < BOOTP_MIN {
+        out.resize(BOOTP_MIN, 0);
+    }
+    Ok(out.len() <= limit.max(BOOTP_MIN))
 }
 
 /// Where option `code` goes: 53, 54, then the codes of `order` in turn, then the rest (in
@@ -1252,12 +1345,89 @@ mod tests {
             back.opts().get(OptionCode::NtpServers).is_none(),
             "largest dropped first"
         );
-        for code in ESSENTIAL.iter().filter(|c| **c != 82) {
+        for code in ESSENTIAL.iter().filter(|c| **c != 82 && **c != 61) {
             let code = OptionCode::from(*code);
             assert!(back.opts().get(code).is_some(), "{code:?} kept");
         }
         // A limit below 576 is raised to 576.
         assert_eq!(encode(&m, 100).ok().map(|b| b.len()), Some(small.len()));
+    }
+
+    /// Every option of an encoded reply, following option 52 into `file` and `sname`.
+    fn all_options(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut overload = 0;
+        let area_opts = |area: &[u8], found: &mut Vec<(u8, Vec<u8>)>| {
+            let _ = walk(
+                area,
+                |t| found.push((t.code, area[t.start..t.end].to_vec())),
+                |_| true,
+            );
+        };
+        area_opts(&bytes[OPTIONS..], &mut found);
+        if let Some((_, v)) = found.iter().find(|(c, _)| *c == OPT_OVERLOAD) {
+            overload = v[0];
+        }
+        if overload & 1 != 0 {
+            area_opts(&bytes[FILE], &mut found);
+        }
+        if overload & 2 != 0 {
+            area_opts(&bytes[SNAME], &mut found);
+        }
+        found
+    }
+
+    #[test]
+    fn options_that_do_not_fit_go_on_in_file_and_sname_with_option_52() {
+        let mut m = offer();
+        let ntp = vec![Ipv4Addr::new(10, 0, 0, 2); 60]; // 240 bytes: fits only the options field
+        let domain = "x".repeat(110); // fits in file (127)
+        let search = vec![7u8; 50]; // fits in sname (63)
+        m.opts_mut().insert(DhcpOption::NtpServers(ntp.clone()));
+        m.opts_mut().insert(DhcpOption::DomainName(domain.clone()));
+        m.opts_mut()
+            .insert(DhcpOption::Unknown(dhcproto::v4::UnknownOption::new(
+                OptionCode::Unknown(224),
+                search.clone(),
+            )));
+        m.opts_mut()
+            .insert(DhcpOption::RelayAgentInformation(Default::default()));
+        let msg = ReplyMsg::from_message(&m).expect("reply");
+        let mut msg = msg;
+        msg.opts.put_bytes(82, &[1, 2, b'a', b'b']);
+        let bytes = encode_ordered(&msg, 576, &[]).expect("encodes");
+        assert!(bytes.len() <= 548, "len {}", bytes.len());
+        let found = all_options(&bytes);
+        let get = |code: u8| {
+            found
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(get(52), Some(vec![3]), "file and sname both used");
+        assert_eq!(get(42).map(|v| v.len()), Some(240));
+        assert_eq!(get(15), Some(domain.clone().into_bytes()));
+        assert_eq!(get(224), Some(search));
+        assert_eq!(get(82), Some(vec![1, 2, b'a', b'b']));
+        for code in [53u8, 54, 51, 1, 3, 6] {
+            assert!(get(code).is_some(), "option {code} lost");
+        }
+        // Option 82 is still the last option of the options field.
+        let mut main = Vec::new();
+        let _ = walk(&bytes[OPTIONS..], |t| main.push(t.code), |_| true);
+        assert_eq!(main.last(), Some(&82));
+        // With a boot file in `file`, only `sname` is free: what fits nowhere is dropped, the
+        // boot file stays.
+        let mut booted = msg.clone();
+        booted.file = b"pxelinux.0".to_vec();
+        let bytes = encode_ordered(&booted, 576, &[]).expect("encodes");
+        assert_eq!(&bytes[FILE][..10], b"pxelinux.0");
+        assert!(bytes.len() <= 548);
+        // When everything fits, no option 52 and the fields are left alone.
+        let small = encode_ordered(&ReplyMsg::from_message(&offer()).expect("r"), 576, &[])
+            .expect("encodes");
+        assert!(all_options(&small).iter().all(|(c, _)| *c != 52));
+        assert!(small[SNAME].iter().chain(&small[FILE]).all(|b| *b == 0));
     }
 
     #[test]
