@@ -13,7 +13,10 @@ use tracing::{info, warn};
 use crate::clock::Clock;
 use crate::config::{DynDnsUser, qualify};
 use crate::dns::dynamic::{self, DynOp, DynamicStore, StoreError};
-use crate::http::auth::{RateLimiter, basic_credentials, verify_password};
+use crate::dns::names::Names;
+use crate::http::auth::{
+    RateLimiter, Refusal, SourceGuard, basic_credentials, loggable, verify_password,
+};
 
 /// The outcome of one request: the HTTP status and the text/plain body.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,7 +41,9 @@ pub struct DynDns {
     users: Vec<DynDnsUser>,
     store: Arc<DynamicStore>,
     ttl: u32,
-    /// std Mutex: never held across `.await`.
+    /// Per source, before any hash. std Mutex: never held across `.await`.
+    guard: Mutex<SourceGuard>,
+    /// Per user, after a good password. std Mutex: never held across `.await`.
     limiter: Mutex<RateLimiter>,
     clock: Arc<dyn Clock>,
     /// Checked for unknown users, so that a reply's timing does not tell which users exist.
@@ -49,6 +54,8 @@ pub struct DynDns {
 pub struct Claim {
     /// None: no such user (the password is still checked, against the decoy).
     user: Option<usize>,
+    /// The name as sent (for logs, escaped).
+    name: String,
     password: String,
 }
 
@@ -64,14 +71,16 @@ impl DynDns {
             users,
             store,
             ttl,
+            guard: Mutex::new(SourceGuard::new(rate_limit)),
             limiter: Mutex::new(RateLimiter::new(rate_limit)),
             clock,
             decoy_hash: crate::http::auth::hash_password("decoy password").ok(),
         }
     }
 
-    /// Step 1 (cheap): the claimed user, counted against its rate limit. Err is the answer.
-    pub fn claim(&self, authorization: Option<&str>) -> Result<Claim, Answer> {
+    /// Step 1 (cheap, before any hash): the claimed user, and the request counted against its
+    /// source address (`source`), never against the claimed user. Err is the answer.
+    pub fn claim(&self, authorization: Option<&str>, source: IpAddr) -> Result<Claim, Answer> {
         let Some((name, password)) = authorization.and_then(basic_credentials) else {
             return Err(Answer {
                 status: 401,
@@ -79,21 +88,28 @@ impl DynDns {
                 challenge: true,
             });
         };
-        let user = self.users.iter().position(|u| u.name == name);
-        if user.is_none() {
-            info!(user = %name, "DynDNS2: unknown user");
-        }
         let now = self.clock.now().0;
-        let allowed = self
-            .limiter
+        let admitted = self
+            .guard
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .allow(&name, now);
-        if !allowed {
-            info!(user = %name, "DynDNS2: rate limit reached");
+            .admit(source, now);
+        if let Err(why) = admitted {
+            match why {
+                Refusal::TooMany => info!(%source, "DynDNS2: source over its rate limit"),
+                Refusal::BackOff { until } => {
+                    info!(%source, wait = until.saturating_sub(now), "DynDNS2: source backing off after bad passwords");
+                }
+                Refusal::Full => warn!(%source, "DynDNS2: too many sources at once, refused"),
+            }
             return Err(Answer::ok(vec!["abuse".into()]));
         }
-        Ok(Claim { user, password })
+        let user = self.users.iter().position(|u| u.name == name);
+        Ok(Claim {
+            user,
+            name,
+            password,
+        })
     }
 
     /// Step 2 (slow, blocking): the password check.
@@ -109,9 +125,39 @@ impl DynDns {
         }
     }
 
+    /// After step 2: a bad password starts the source's back-off (Err is `badauth`); a good one
+    /// clears it and counts against the user's own rate limit (Err is `abuse`).
+    pub fn settle(&self, claim: &Claim, ok: bool, source: IpAddr) -> Result<(), Answer> {
+        let now = self.clock.now().0;
+        let user = loggable(&claim.name);
+        if !ok {
+            let known = claim.user.is_some();
+            info!(%source, user = %user, known, "DynDNS2: bad user or password");
+            self.guard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .failed(source, now);
+            return Err(Answer::ok(vec!["badauth".into()]));
+        }
+        self.guard
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .succeeded(source);
+        let allowed = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .allow(&claim.name, now);
+        if !allowed {
+            info!(user = %user, "DynDNS2: user over its rate limit");
+            return Err(Answer::ok(vec!["abuse".into()]));
+        }
+        Ok(())
+    }
+
     /// Step 3: the update itself, for a verified claim. `query` is the raw query string;
     /// `peer` the caller's address (used when `myip` is absent).
-    pub fn update(&self, claim: &Claim, query: &str, peer: IpAddr) -> Answer {
+    pub async fn update(&self, claim: &Claim, query: &str, peer: IpAddr) -> Answer {
         let Some(user) = claim.user.and_then(|i| self.users.get(i)) else {
             return Answer::ok(vec!["badauth".into()]);
         };
@@ -135,12 +181,15 @@ impl DynDns {
             .split(',')
             .map(str::trim)
             .collect();
-        let lines = hosts.iter().map(|h| self.one(user, h, ip)).collect();
+        let mut lines = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            lines.push(self.one(user, host, ip).await);
+        }
         Answer::ok(lines)
     }
 
     /// The answer line for one host name.
-    fn one(&self, user: &DynDnsUser, host: &str, ip: IpAddr) -> String {
+    async fn one(&self, user: &DynDnsUser, host: &str, ip: IpAddr) -> String {
         let host = host.trim_end_matches('.');
         let fqdn = match qualify(&format!("{host}."), "") {
             Some(f) if host.contains('.') => f,
@@ -159,7 +208,7 @@ impl DynDns {
         };
         let now = self.clock.now();
         let ttl = self.ttl;
-        let result = self.store.transaction(|names| {
+        let decide = |names: &Names| {
             if !user.may_override && dynamic::owned_by_config_or_lease(names, &name, now) {
                 return Err("held by the config or a lease");
             }
@@ -169,7 +218,9 @@ impl DynDns {
                 .filter(|r| r.rdata.record_type() == rtype)
                 .count()
                 == 1
-                && current.iter().any(|r| r.rdata == rdata && r.ttl == ttl);
+                && current
+                    .iter()
+                    .any(|r| r.rdata == rdata && r.ttl == ttl && r.overrides == user.may_override);
             if same {
                 return Ok((Vec::new(), ()));
             }
@@ -182,10 +233,12 @@ impl DynDns {
                     name: fqdn.clone(),
                     ttl,
                     rdata: rdata.clone(),
+                    overrides: user.may_override,
                 },
             ];
             Ok((ops, ()))
-        });
+        };
+        let result = self.store.transaction(decide).await;
         match result {
             Ok(((), true)) => {
                 info!(user = %user.name, host = %fqdn, %ip, "DynDNS2: updated");
@@ -196,7 +249,7 @@ impl DynDns {
                 info!(user = %user.name, host = %fqdn, reason, "DynDNS2: refused");
                 "nohost".into()
             }
-            Err(StoreError::Journal(e)) => {
+            Err(e @ (StoreError::Journal(_) | StoreError::Stopped)) => {
                 warn!(error = %e, "DynDNS2: cannot journal the update");
                 "dnserr".into()
             }
@@ -248,22 +301,23 @@ mod tests {
     use crate::clock::TestClock;
     use crate::config::Durability;
     use crate::dns::journal::UpdateJournal;
-    use crate::dns::names::Names;
+    use crate::dns::names::NameIndex;
     use std::net::Ipv4Addr;
-    use std::sync::RwLock;
 
     struct Fixture {
         dyndns: DynDns,
         names: crate::dns::names::SharedNames,
         clock: TestClock,
         _dir: tempfile::TempDir,
+        /// Runs the async update (its journal write goes to a blocking thread).
+        rt: tokio::runtime::Runtime,
     }
 
     fn fixture(rate_limit: u32) -> Fixture {
-        let names = Arc::new(RwLock::new(Names::new(
+        let names = NameIndex::new(Names::new(
             "lan",
             &[("printer".to_string(), Ipv4Addr::new(10, 0, 0, 2))],
-        )));
+        ));
         let dir = tempfile::tempdir().expect("tempdir");
         let (journal, _) =
             UpdateJournal::open(&dir.path().join("dns"), Durability::None).expect("journal");
@@ -282,6 +336,9 @@ mod tests {
             names,
             clock,
             _dir: dir,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime"),
         }
     }
 
@@ -294,18 +351,23 @@ mod tests {
 
     impl Fixture {
         fn get(&self, auth: Option<&str>, query: &str) -> Answer {
-            let claim = match self.dyndns.claim(auth) {
+            self.get_from(PEER, auth, query)
+        }
+
+        fn get_from(&self, peer: IpAddr, auth: Option<&str>, query: &str) -> Answer {
+            let claim = match self.dyndns.claim(auth, peer) {
                 Ok(c) => c,
                 Err(answer) => return answer,
             };
-            if !self.dyndns.verify(&claim) {
-                return Answer::ok(vec!["badauth".into()]);
+            let ok = self.dyndns.verify(&claim);
+            if let Err(answer) = self.dyndns.settle(&claim, ok, peer) {
+                return answer;
             }
-            self.dyndns.update(&claim, query, PEER)
+            self.rt.block_on(self.dyndns.update(&claim, query, peer))
         }
 
         fn a(&self, fqdn: &str) -> Vec<RData> {
-            let names = self.names.read().expect("lock");
+            let names = self.names.read();
             names
                 .dynamic()
                 .records(fqdn)
@@ -408,6 +470,35 @@ mod tests {
         assert_eq!(
             f.get(Some(&auth), "hostname=home.lan&myip=192.0.2.3").body,
             "good 192.0.2.3\n"
+        );
+    }
+
+    #[test]
+    fn bad_passwords_naming_a_user_from_one_source_do_not_lock_it_out_elsewhere() {
+        let f = fixture(10);
+        let attacker = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9));
+        let wrong = basic("router", "guess");
+        let answers: Vec<String> = (0..10)
+            .map(|_| f.get_from(attacker, Some(&wrong), "hostname=home.lan").body)
+            .collect();
+        assert!(answers[..4].iter().all(|a| a == "badauth\n"), "{answers:?}");
+        assert!(answers[4..].iter().all(|a| a == "abuse\n"), "{answers:?}");
+        let ok = basic("router", "pw");
+        assert_eq!(
+            f.get(Some(&ok), "hostname=home.lan&myip=192.0.2.8").body,
+            "good 192.0.2.8\n",
+            "the real password from another address still works"
+        );
+        assert_eq!(
+            f.get_from(attacker, Some(&ok), "hostname=home.lan").body,
+            "abuse\n",
+            "the attacking address waits out its back-off"
+        );
+        f.clock.advance(31);
+        assert_eq!(
+            f.get_from(attacker, Some(&ok), "hostname=home.lan&myip=192.0.2.8")
+                .body,
+            "nochg 192.0.2.8\n"
         );
     }
 }
