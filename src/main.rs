@@ -3,14 +3,24 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use leasedns::config::Config;
 
 #[derive(Parser)]
 #[command(
     name = "leasedns",
     version,
-    about = "DHCPv4 server with an embedded DNS server sharing one lease table"
+    about = "DHCPv4 server with an embedded DNS server sharing one lease table",
+    long_about = "DHCPv4 server with an embedded DNS server sharing one lease table: every \
+address it hands out resolves by name (A and PTR) once the client has its ACK, and leaves DNS \
+when the lease ends.\n\n\
+`leasedns run` serves in the foreground (the systemd unit leasedns.service runs it as user \
+leasedns). The config is /etc/leasedns/leasedns.toml unless --config says otherwise; \
+`leasedns check-config FILE` validates one. Leases are kept in the config's lease_file \
+(packaged default: /var/lib/leasedns/leases.journal) and its .snapshot, mode 0640.\n\n\
+Signals: SIGHUP reloads the config without dropping leases (systemctl reload leasedns); \
+SIGTERM and SIGINT stop cleanly. Under systemd (Type=notify) it reports READY=1, RELOADING=1, \
+STOPPING=1 and watchdog pings. Logs go to stderr; LEASEDNS_LOG=debug logs more."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,9 +48,74 @@ enum Command {
         /// The config file.
         file: PathBuf,
     },
+    /// List the leases of the running server (over its control API, `[http] api = true`).
+    Leases {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only leases in this state: `declined` lists the addresses set aside (a DECLINE, or
+        /// an answered ping check); `leasedns release IP` frees one.
+        #[arg(long, value_parser = ["bound", "declined"])]
+        state: Option<String>,
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// Show the running server's version, uptime, lease counts and counters (JSON).
+    Status {
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// End the lease on IP now: its name leaves DNS and the address is free (journaled). A
+    /// declined address is freed the same way.
+    Release {
+        /// The leased address.
+        ip: String,
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// Make IP a reservation: the client holding its lease (or MAC) gets it from now on,
+    /// across restarts (saved beside the lease journal); NAME shows in DNS at once.
+    Reserve {
+        ip: String,
+        /// The host name (default: the lease's).
+        #[arg(long)]
+        name: Option<String>,
+        /// Reserve IP for this MAC (no lease needed).
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// Remove a reservation made with `reserve` (the config's `[[host]]`s stay).
+    Unreserve {
+        ip: String,
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// List the reservations: the config's and those made with `reserve`.
+    Reservations {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
+    /// Reload the running server's config (as SIGHUP does); a bad config is refused with
+    /// where and why, and the running one stays.
+    Reload {
+        #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
+        config: PathBuf,
+    },
     /// Read a password from stdin (one line) and print its Argon2id hash for
     /// `[[dyndns_user]] password_hash`.
     HashPassword,
+    /// Write the man pages made from these options (leasedns.1 and one per subcommand, roff)
+    /// into a directory; the Debian package ships them.
+    #[command(hide = true)]
+    Man {
+        /// The directory to write them to.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +137,41 @@ fn main() -> ExitCode {
             }
         },
         Command::HashPassword => hash_password(),
+        Command::Leases {
+            json,
+            state,
+            config,
+        } => ctl(&config, |t| {
+            let query = state.map(|s| format!("state={s}")).unwrap_or_default();
+            if json {
+                return t.call("GET", &leasedns::ctl::leases_path(&query));
+            }
+            use leasedns::clock::{Clock, SystemClock};
+            Ok(leasedns::ctl::lease_table(
+                &t.leases_where(&query)?,
+                SystemClock.now().0,
+            ))
+        }),
+        Command::Status { config } => ctl(&config, |t| t.call("GET", "/api/v1/status")),
+        Command::Release { ip, config } => ctl(&config, |t| {
+            let body = t.call("DELETE", &format!("/api/v1/leases/{ip}"))?;
+            let ended: leasedns::dhcp::control::LeaseView = serde_json::from_str(&body)
+                .map_err(|e| leasedns::ctl::CtlError::Answer(e.to_string()))?;
+            let host = ended.hostname.unwrap_or_else(|| "-".into());
+            Ok(format!("released {} ({}, {host})", ended.ip, ended.mac))
+        }),
+        Command::Reserve {
+            ip,
+            name,
+            mac,
+            config,
+        } => ctl(&config, |t| leasedns::ctl::reserve(t, &ip, name, mac)),
+        Command::Unreserve { ip, config } => ctl(&config, |t| leasedns::ctl::unreserve(t, &ip)),
+        Command::Reservations { json, config } => {
+            ctl(&config, |t| leasedns::ctl::reservations(t, json))
+        }
+        Command::Reload { config } => ctl(&config, |t| t.send("POST", "/api/v1/reload", None)),
+        Command::Man { dir } => man_pages(&dir),
         Command::ImportDnsmasqLeases { file, config } => {
             init_logging();
             match import(&file, &config) {
@@ -95,6 +205,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Load `config`, run one API command, print its output (exit 1 on failure, 2 on a bad config).
+fn ctl(
+    config: &std::path::Path,
+    run: impl FnOnce(&leasedns::ctl::Target) -> Result<String, leasedns::ctl::CtlError>,
+) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match leasedns::ctl::Target::from_config(&cfg).and_then(|t| run(&t)) {
+        Ok(out) => {
+            println!("{}", out.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Write leasedns(1) and a page per subcommand into `dir`.
+fn man_pages(dir: &std::path::Path) -> ExitCode {
+    let written =
+        std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing man pages to {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Import a dnsmasq lease file into the journal of `config`; returns how many leases were added.
 fn import(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<usize> {
     use anyhow::Context;
@@ -110,8 +257,8 @@ fn import(file: &std::path::Path, config: &std::path::Path) -> anyhow::Result<us
         .map(LeaseChange::Upsert)
         .collect();
     let (mut journal, _) =
-        leasedns::lease::journal::Journal::open(&cfg.lease_file, cfg.durability, now)
-            .with_context(|| format!("opening {}", cfg.lease_file.display()))?;
+        leasedns::lease::journal::Journal::open(&cfg.start.lease_file, cfg.start.durability, now)
+            .with_context(|| format!("opening {}", cfg.start.lease_file.display()))?;
     journal.commit(&live)?;
     Ok(live.len())
 }
@@ -142,7 +289,10 @@ fn hash_password() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LEASEDNS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let given = std::env::var("LEASEDNS_LOG").ok();
+    let directives = leasedns::log_directives(given.as_deref());
+    let filter = EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| EnvFilter::new(leasedns::log_directives(None)));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -16,9 +16,33 @@ use nix::sys::socket::{
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::dhcp::Iface;
-use crate::dhcp::dest::Dest;
 use crate::lease::HwAddr;
+
+/// The interface a request came in on, as the engine sees it: plain data, no sockets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iface {
+    pub index: u32,
+    pub name: String,
+    /// IPv4 addresses of the interface with their prefix lengths.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// Where a reply goes: what `dhcp::dest` decides (RFC 2131 §4.1) and `DhcpSocket::send` does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// To the relay agent (giaddr) on the server port.
+    Relay(SocketAddrV4),
+    /// To a client that has an address (ciaddr) on the client port.
+    Unicast(SocketAddrV4),
+    /// To 255.255.255.255 on the client port, out of this interface.
+    Broadcast { ifindex: u32 },
+    /// To `ip` on the client port at `hwaddr`, after writing an ARP entry, out of this interface.
+    Direct {
+        ip: Ipv4Addr,
+        hwaddr: HwAddr,
+        ifindex: u32,
+    },
+}
 
 /// Receive buffer asked for (bytes; the kernel doubles it for bookkeeping): about 8,000
 /// typical requests, a few seconds of a busy network while a slow disk syncs.
@@ -573,6 +597,15 @@ mod tests {
             ]);
             for (ns, dev) in [(s, "lo"), (s, "veth-s"), (c, "lo"), (c, "veth-c")] {
                 ip(&["-n", ns, "link", "set", dev, "up"]);
+            }
+            // The kernel marks a veth operationally up a little later (its link watch runs
+            // deferred, later still on a busy machine); a datagram sent before that is dropped.
+            for (ns, dev) in [(s, "veth-s"), (c, "veth-c")] {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !ip(&["-n", ns, "link", "show", "dev", dev]).contains("state UP") {
+                    assert!(std::time::Instant::now() < deadline, "{dev} never came up");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
             }
             pair
         }

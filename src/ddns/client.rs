@@ -56,6 +56,8 @@ pub struct DdnsTask {
     rx: mpsc::UnboundedReceiver<Vec<LeaseChange>>,
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// Jobs in the queue, for `/metrics` (updated once per loop turn).
+    depth: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Opens the queue and builds the task; `leases` are the ones recovered at start.
@@ -64,28 +66,37 @@ pub fn start(
     leases: &[Lease],
     clock: Arc<dyn Clock>,
 ) -> Result<(DdnsSender, DdnsTask), QueueError> {
-    let queue = Queue::open(&cfg.ddns.queue_file, cfg.durability)?;
+    let queue = Queue::open(&cfg.start.ddns.queue_file, cfg.start.durability)?;
     if !queue.is_empty() {
-        info!(pending = queue.len(), file = %cfg.ddns.queue_file.display(), "DDNS updates pending from the last run");
+        info!(pending = queue.len(), file = %cfg.start.ddns.queue_file.display(), "DDNS updates pending from the last run");
     }
     let (tx, rx) = mpsc::unbounded_channel();
     let task = DdnsTask {
-        zones: cfg.ddns.zones.clone(),
-        tracker: Tracker::new(&cfg.domain, leases),
+        zones: cfg.start.ddns.zones.clone(),
+        tracker: Tracker::new(&cfg.start.domain, leases),
         queue,
         clock,
         rx,
         backoff: BACKOFF_FIRST,
         retry_at: None,
+        depth: Arc::default(),
     };
     Ok((DdnsSender(tx), task))
 }
 
 impl DdnsTask {
+    /// The queue depth as `/metrics` reads it.
+    pub fn depth(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.depth.clone()
+    }
+
     /// Runs until shutdown; then stores what is still in the channel and returns.
     pub async fn run(mut self, mut shutdown: crate::Shutdown) {
         let mut open = true;
         loop {
+            let depth = self.queue.len() as u64;
+            self.depth
+                .store(depth, std::sync::atomic::Ordering::Relaxed);
             let ready =
                 self.queue.front().is_some() && self.retry_at.is_none_or(|t| t <= Instant::now());
             if ready {
@@ -358,6 +369,7 @@ mod tests {
         seen: mpsc::UnboundedReceiver<Message>,
         stop_tx: watch::Sender<bool>,
         handle: tokio::task::JoinHandle<()>,
+        depth: Arc<std::sync::atomic::AtomicU64>,
     }
 
     async fn running(script: Vec<u8>) -> Running {
@@ -366,8 +378,10 @@ mod tests {
         let cfg = config(dir.path(), primary);
         let (tx, task) = start(&cfg, &[], Arc::new(TestClock::at(1_000_000))).expect("starts");
         let (stop_tx, stop_rx) = watch::channel(false);
+        let depth = task.depth();
         let handle = tokio::spawn(task.run(stop_rx));
         Running {
+            depth,
             _dir: dir,
             cfg,
             tx,
@@ -406,7 +420,7 @@ mod tests {
         let _ = r.stop_tx.send(true);
         r.handle.await.expect("task ends");
         assert!(
-            Queue::open(&r.cfg.ddns.queue_file, r.cfg.durability)
+            Queue::open(&r.cfg.start.ddns.queue_file, r.cfg.start.durability)
                 .expect("opens")
                 .is_empty()
         );
@@ -455,6 +469,8 @@ mod tests {
 
         r.tx.send(&[LeaseChange::Upsert(alpha())]);
         let _ = next(&mut r.seen).await;
+        // `/metrics` sees the job waiting (stored before the attempt began).
+        assert_eq!(r.depth.load(std::sync::atomic::Ordering::Relaxed), 1);
         let _ = r.stop_tx.send(true);
         r.tx.send(&[LeaseChange::Remove {
             ip: alpha().ip,
@@ -463,7 +479,8 @@ mod tests {
         drop(r.tx);
         r.handle.await.expect("task ends");
 
-        let mut q = Queue::open(&r.cfg.ddns.queue_file, r.cfg.durability).expect("opens");
+        let mut q =
+            Queue::open(&r.cfg.start.ddns.queue_file, r.cfg.start.durability).expect("opens");
         let ops: Vec<Op> = std::iter::from_fn(|| {
             let op = q.front()?.op;
             q.pop().ok()?;

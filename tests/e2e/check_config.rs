@@ -51,8 +51,8 @@ fn has_number(text: &str, number: usize) -> bool {
         .any(|w| w == number.to_string())
 }
 
-/// Runs check-config on `lines` and requires a failure naming the file, `field` and (for
-/// errors found while parsing) `line`.
+/// Runs check-config on `lines` and requires a failure naming the file, `field` (the dotted path,
+/// and the value and reason where given) and `line` (where given).
 fn expect_rejected(
     dir: &Path,
     name: &str,
@@ -131,7 +131,13 @@ fn check_config_rejects_unknown_key_and_bad_address_naming_line_and_field() -> R
 
     let mut unknown = BASE.to_vec();
     unknown.insert(11, "colour = \"blue\""); // becomes line 12, inside [[subnet]]
-    expect_rejected(dir.path(), "unknown-key.toml", &unknown, Some(12), "colour")?;
+    expect_rejected(
+        dir.path(),
+        "unknown-key.toml",
+        &unknown,
+        Some(12),
+        "subnet[0].colour = \"blue\": unknown field",
+    )?;
 
     let mut bad_addr = BASE.to_vec();
     bad_addr[11] = "router = \"10.0.0.300\""; // line 12
@@ -140,7 +146,7 @@ fn check_config_rejects_unknown_key_and_bad_address_naming_line_and_field() -> R
         "bad-address.toml",
         &bad_addr,
         Some(12),
-        "router",
+        "subnet[0].router = \"10.0.0.300\": invalid IPv4 address",
     )?;
 
     let mut bad_pool = BASE.to_vec();
@@ -149,8 +155,29 @@ fn check_config_rejects_unknown_key_and_bad_address_naming_line_and_field() -> R
         dir.path(),
         "pool-outside.toml",
         &bad_pool,
-        None,
-        "pool_start",
+        Some(10),
+        "subnet[0].pool_start = \"10.9.0.100\": is not a host address",
+    )?;
+
+    let mut missing = BASE.to_vec();
+    missing[10] = ""; // no pool_end
+    expect_rejected(
+        dir.path(),
+        "missing.toml",
+        &missing,
+        Some(8),
+        "subnet[0].pool_end: is required",
+    )?;
+
+    let mut single = BASE.to_vec();
+    single[6] = "[dns.record]\nname = \"nas\"\ntype = \"A\"\nvalue = \"10.0.0.5\"";
+    expect_rejected(
+        dir.path(),
+        "single-brackets.toml",
+        &single,
+        Some(7),
+        "dns.record: invalid type: map, expected a sequence; a list of tables is written \
+         [[dns.record]]",
     )
 }
 

@@ -40,7 +40,7 @@ impl Rng {
 }
 
 /// The leases a restarted server would recover, read from a copy of the journal's files.
-fn recovered(lease_file: &Path) -> Result<BTreeMap<Ipv4Addr, Lease>> {
+pub fn recovered(lease_file: &Path) -> Result<BTreeMap<Ipv4Addr, Lease>> {
     let copy = tempfile::tempdir()?;
     let dir = lease_file.parent().context("lease file has a directory")?;
     let name = lease_file
@@ -338,10 +338,11 @@ fn restart_with_100k_leases_prints_figures() -> Result<()> {
 
     let cfg = Arc::new(Config::load(&server.config)?);
     let t = Instant::now();
-    let (journal, leases) = Journal::open(&cfg.lease_file, cfg.durability, now)?;
+    let (journal, leases) = Journal::open(&cfg.start.lease_file, cfg.start.durability, now)?;
     let open = t.elapsed();
     let t = Instant::now();
-    let names = leasedns::daemon::names_for(&cfg, &leases, now);
+    let statics = leasedns::dns::statics::StaticRecords::of(&cfg, Vec::new());
+    let names = leasedns::daemon::names_for(&cfg, statics, &leases, now);
     let named = t.elapsed();
     let count = leases.len();
     let t = Instant::now();

@@ -3,7 +3,7 @@
 //! name passing to the waiting client, truncation and TCP, case, NODATA, and garbage on port 53.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
@@ -75,7 +75,8 @@ fn dns_forwards_through_a_lan_upstream_caches_and_fails_over() -> Result<()> {
     // Failover: the first upstream is a LAN address where nothing answers at all.
     let silent = lan.addr(54);
     let mut server = Server::start(&lan, &forwarding(&[silent, upstream_ip], 2000))?;
-    let started = Instant::now();
+    // dig's own +time=4 +tries=1 bounds the wait: an answer at all means the server gave up on
+    // the silent upstream within its 2 s budget and asked the next (no timed assertion here).
     let answer = dig::query_with(
         &lan.probe,
         srv,
@@ -83,7 +84,6 @@ fn dns_forwards_through_a_lan_upstream_caches_and_fails_over() -> Result<()> {
         "A",
         &["+time=4", "+tries=1"],
     )?;
-    let took = started.elapsed();
     logged(
         &server,
         Ok(()).and_then(|()| {
@@ -91,7 +91,6 @@ fn dns_forwards_through_a_lan_upstream_caches_and_fails_over() -> Result<()> {
                 answer.status == "NOERROR" && answer.records == vec![FORWARDED.to_string()],
                 "failover answer {answer:?}"
             );
-            ensure!(took < Duration::from_secs(4), "failover took {took:?}");
             let dead = format!("upstream={silent}:53");
             ensure!(
                 server

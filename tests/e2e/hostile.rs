@@ -18,7 +18,7 @@ use crate::server::{logged, stop_cleanly};
 const COOKIE: [u8; 4] = [99, 130, 83, 99];
 
 /// Runs `f` on a new thread that has joined network namespace `ns` (only that thread moves).
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let path = format!("/run/netns/{ns}");
     std::thread::scope(|s| {
         s.spawn(|| {

@@ -17,7 +17,7 @@ use crate::server::{Server, ServerOptions};
 use crate::server::{logged, stop_cleanly};
 
 /// The `[[subnet]]` of a relayed segment: pool .100 to .150, DNS on the server.
-fn segment_subnet(lan: &Lan, seg: &Segment) -> String {
+pub fn segment_subnet(lan: &Lan, seg: &Segment) -> String {
     segment_subnet_with(lan, seg, true)
 }
 
@@ -40,7 +40,7 @@ fn in_segment_pool(lan: &Lan, seg: &Segment, ip: Ipv4Addr) -> bool {
 
 /// ISC dhcrelay in the router namespace, in the foreground: requests from the segment
 /// (`eth1`, giaddr = its address) go to the server with agent information (option 82) added.
-fn start_dhcrelay(lan: &Lan, seg: &Segment) -> Result<Daemon> {
+pub fn start_dhcrelay(lan: &Lan, seg: &Segment) -> Result<Daemon> {
     let mut cmd = netns_exec(&seg.router.ns, "dhcrelay");
     cmd.args(["-d", "-4", "-a", "-iu", IFACE, "-id", ROUTER_DOWN, "-pf"])
         .arg(lan.path("dhcrelay.pid"))
@@ -253,31 +253,24 @@ fn perfdhcp_lan(tag: &str, index: u8) -> Result<(Lan, Ipv4Addr, Server)> {
 }
 
 /// perfdhcp relaying `clients` four-way exchanges at `rate` a second; returns (DISCOVERs
-/// sent, ACKs received) once at least 99% completed.
-fn perfdhcp_run(
-    lan: &Lan,
-    giaddr: Ipv4Addr,
-    server: &Server,
-    rate: u32,
-    clients: u32,
-) -> Result<(u64, u64)> {
+/// sent, ACKs received). How many complete depends on the machine's speed: callers decide what
+/// they require.
+fn perfdhcp_run(lan: &Lan, giaddr: Ipv4Addr, rate: u32, clients: u32) -> Result<(u64, u64)> {
     let mut cmd = lan.probe.exec("perfdhcp");
     let (rate, clients) = (rate.to_string(), clients.to_string());
     cmd.args(["-4", "-l", &giaddr.to_string(), "-r", &rate])
         .args(["-n", &clients, "-R", &clients])
         .args(["-W", "3000000", &lan.server_ip().to_string()]);
-    let out = run(&mut cmd, Duration::from_secs(30))?;
+    let out = run(&mut cmd, Duration::from_secs(60))?;
     let report = out.all();
     let counts = |exchange: &str| {
         exchange_counts(&report, exchange)
             .with_context(|| format!("no {exchange} statistics in perfdhcp's report:\n{report}"))
     };
     let ((discovers, _), (_, acks)) = (counts("DISCOVER-OFFER")?, counts("REQUEST-ACK")?);
-    // At least 99% of the four-way exchanges complete.
     ensure!(
-        discovers >= clients.parse()? && acks * 100 >= discovers * 99,
-        "{acks} ACKs for {discovers} DISCOVERs;\n{report}\nleasedns log tail:\n{}",
-        tail(&server.log(), 40)
+        discovers >= clients.parse()?,
+        "perfdhcp sent {discovers} DISCOVERs of {clients}:\n{report}"
     );
     Ok((discovers, acks))
 }
@@ -285,19 +278,28 @@ fn perfdhcp_run(
 #[test]
 fn perfdhcp_as_a_relay_completes_500_clients() -> Result<()> {
     let (lan, giaddr, mut server) = perfdhcp_lan("pf", 27)?;
-    perfdhcp_run(&lan, giaddr, &server, 100, 500)?;
+    // 100 exchanges a second is far below what even a loaded debug build serves: at least 99%
+    // of the four-way exchanges complete.
+    let (discovers, acks) = perfdhcp_run(&lan, giaddr, 100, 500)?;
+    ensure!(
+        acks * 100 >= discovers * 99,
+        "{acks} ACKs for {discovers} DISCOVERs; leasedns log tail:\n{}",
+        tail(&server.log(), 40)
+    );
     server.check_running()?;
     stop_cleanly(&mut server)
 }
 
-/// Under load (2,000 exchanges a second: four datagrams a millisecond) the server reads the
-/// socket once every 2 ms, so one journal fdatasync covers several grants; every ACK still
-/// leaves after its record is durable (the crash tests check that part). Reading every datagram
-/// as it comes gives about one commit per grant.
+/// Under load (2,000 exchanges a second offered: four datagrams a millisecond) the server reads
+/// the socket once every 2 ms, so one journal commit covers several grants; reading every
+/// datagram as it comes gives about one commit per grant. A slower (busy) machine only puts
+/// more grants in each read, so the property holds whatever share of the 2,000 the machine
+/// completes; and nothing is lost: every client perfdhcp counted an ACK for has its lease in the
+/// journal.
 #[test]
-fn under_load_one_fdatasync_serves_several_grants() -> Result<()> {
+fn under_load_one_journal_commit_serves_several_grants() -> Result<()> {
     let (lan, giaddr, mut server) = perfdhcp_lan("gc", 48)?;
-    let (_, acks) = perfdhcp_run(&lan, giaddr, &server, 2000, 2000)?;
+    let (discovers, acks) = perfdhcp_run(&lan, giaddr, 2000, 2000)?;
     stop_cleanly(&mut server)?;
     let log = server.log();
     let commits: u64 = log
@@ -310,9 +312,24 @@ fn under_load_one_fdatasync_serves_several_grants() -> Result<()> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no commit count in the log:\n{}", tail(&log, 20)))?;
     eprintln!("{acks} ACKs, {commits} journal commits");
+    // Enough grants to tell sharing from one commit per grant (a tenth of what is offered).
+    ensure!(acks >= 200, "only {acks} ACKs of 2,000 exchanges offered");
     ensure!(
         commits * 4 <= acks * 3,
-        "{commits} journal commits for {acks} ACKs: grants did not share fdatasyncs"
+        "{commits} journal commits for {acks} ACKs: grants did not share commits"
+    );
+    let bound = crate::crash::recovered(&server.lease_file)?
+        .values()
+        .filter(|l| l.state == leasedns::lease::LeaseState::Bound)
+        .count();
+    // perfdhcp may send a few exchanges past `-n`, reusing its 2,000 client MACs: a repeated
+    // client's second ACK renews the lease it already holds. Each exchange past 2,000 can add
+    // at most one ACK that is not a new client's lease.
+    let granted_clients = acks.saturating_sub(discovers.saturating_sub(2000));
+    ensure!(
+        bound as u64 >= granted_clients,
+        "perfdhcp counted {acks} ACKs (at most 2,000 distinct clients) but the journal holds \
+         {bound} bound leases"
     );
     Ok(())
 }

@@ -214,6 +214,17 @@ fn count_reloads(log: &str) -> (usize, usize) {
     )
 }
 
+/// The test's top-level lines, with `user = "root"` unless it names a user: on a machine where
+/// the `leasedns` user exists (the .deb installed), leasedns would otherwise drop to it and
+/// find its lease file in the root-only scratch directory (`privdrop` e2e tests the drop).
+fn global_toml(opts: &ServerOptions) -> String {
+    if opts.global_toml.contains("user =") {
+        opts.global_toml.clone()
+    } else {
+        format!("user = \"root\"\n{}", opts.global_toml)
+    }
+}
+
 /// The TOML config for `lan` (format: conf/leasedns.toml).
 pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Path) -> String {
     let (start, end) = lan.pool();
@@ -230,7 +241,7 @@ pub fn render_config(lan: &Lan, opts: &ServerOptions, lease_file: &std::path::Pa
         network = lan.network(),
         lease_time = opts.lease_time,
         dns_extra = opts.dns_extra,
-        global = opts.global_toml,
+        global = global_toml(opts),
     );
     s.push_str(&opts.subnet_toml);
     for h in &opts.hosts {
