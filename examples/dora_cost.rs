@@ -111,7 +111,7 @@ fn main() {
     let cfg = Arc::new(config(&dir));
     let t0 = UnixTime(1_700_000_000);
     let (mut journal, leases) =
-        Journal::open(&cfg.lease_file, Durability::None, t0).expect("journal");
+        Journal::open(&cfg.start.lease_file, Durability::None, t0).expect("journal");
     let mut engine = Engine::new(cfg.clone(), leases, t0);
     let iface = Iface {
         index: 2,
@@ -156,7 +156,7 @@ fn main() {
         sent,
         journal.stats().records
     );
-    let journal_bytes = std::fs::read(&cfg.lease_file).unwrap_or_default();
+    let journal_bytes = std::fs::read(&cfg.start.lease_file).unwrap_or_default();
     let text = journal_bytes.split(|b| *b == 0).next().unwrap_or_default();
     let jfnv = text.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)

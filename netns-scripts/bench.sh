@@ -18,7 +18,9 @@ usage() {
   cat <<'EOF'
 bench.sh [options]   (run as root)
   --quick              short runs (3 s points, 1 repetition, fewer leases and names)
-  --only dhcp|dns|mem  run one part only (default: all three)
+  --only dhcp|dns|mem|fwd  run one part only (default: all four). fwd: leasedns, dnsmasq
+                       and Unbound as caching forwarders to an NSD upstream in a third
+                       namespace (cached forwarding over UDP and TCP), and hosts-file names
   --servers LIST       comma list of leasedns,kea,dnsmasq (default: all three)
   --out FILE           results file (default: bench-results.md in the current directory)
   --no-build           do not run cargo build --release (the binary must exist)
@@ -77,7 +79,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case "$ONLY" in all | dhcp | dns | mem) ;; *) echo "bench.sh: --only dhcp|dns|mem" >&2; exit 2 ;; esac
+case "$ONLY" in all | dhcp | dns | mem | fwd) ;; *) echo "bench.sh: --only dhcp|dns|mem|fwd" >&2; exit 2 ;; esac
 for s in ${SERVERS//,/ }; do
   case "$s" in leasedns | kea | dnsmasq) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
 done
@@ -115,6 +117,12 @@ POOL_END=10.203.255.254
 
 NS_S="lbench-srv-$$"
 NS_C="lbench-cli-$$"
+NS_U="lbench-up-$$" # the forwarding part's upstream (NSD), joined to the server only
+UP_SRV_IP=10.210.0.1
+UP_IP=10.210.0.2
+FWD_NAMES=1000
+FWD_SERVERS=${FWD_SERVERS:-leasedns,dnsmasq,unbound}
+UP_PID=""
 WORK=$(mktemp -d /var/tmp/leasedns-bench.XXXXXX) # on the real disk, not tmpfs
 RAW="$WORK/raw.tsv"
 POINTS="$WORK/points.md"
@@ -122,7 +130,6 @@ POINTS="$WORK/points.md"
 : >"$POINTS"
 SRV_PID=""   # the running server, and
 GEN_PID=""   # the running load generator: the only processes this script ever signals
-POLICY_RC=0
 T_BEGIN=$(date +%s)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -142,9 +149,10 @@ cleanup() {
   # Only the PIDs still running: a finished PID is cleared at once, so none can be reused.
   if [ -n "$GEN_PID" ]; then end_pid "$GEN_PID"; fi
   if [ -n "$SRV_PID" ]; then end_pid "$SRV_PID"; fi
+  if [ -n "$UP_PID" ]; then end_pid "$UP_PID"; fi
+  ip netns del "$NS_U" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
-  if [ "$POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
   if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -157,28 +165,9 @@ record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW"; } # server metric valu
 # ---- installation and build ----------------------------------------------------------------
 
 install_deps() {
-  local need=() pkgs=()
-  command -v ip >/dev/null || pkgs+=(iproute2)
-  command -v ss >/dev/null || pkgs+=(iproute2)
-  command -v taskset >/dev/null || pkgs+=(util-linux)
-  [ -x /usr/bin/time ] || pkgs+=(time)
-  command -v python3 >/dev/null || pkgs+=(python3)
-  command -v perfdhcp >/dev/null || pkgs+=(kea-admin)
-  has_server kea && { command -v kea-dhcp4 >/dev/null || pkgs+=(kea-dhcp4-server); }
-  has_server dnsmasq && { command -v dnsmasq >/dev/null || pkgs+=(dnsmasq-base); }
-  command -v dnsperf >/dev/null || pkgs+=(dnsperf)
-  [ ${#pkgs[@]} -eq 0 ] && return 0
-  mapfile -t need < <(printf '%s\n' "${pkgs[@]}" | sort -u)
-  log "installing: ${need[*]}"
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    # Keep packages from starting their services on install.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    POLICY_RC=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-  if [ "$POLICY_RC" = 1 ]; then rm -f /usr/sbin/policy-rc.d; POLICY_RC=0; fi
+  # One installer for every script: waits for the apt lock, keeps daemons from starting and
+  # disables what an install enabled (kea, nsd and unbound enable themselves for boot).
+  bash "$HERE/install-test-deps.sh" bench >&2
 }
 
 build_leasedns() {
@@ -481,6 +470,212 @@ dns_bench() {
   stop_server
 }
 
+# ---- forwarding (cached) and hosts-file names -----------------------------------------------
+# The upstream: NSD, authoritative for fwd.test with FWD_NAMES A records (TTL 1 day), in its own
+# namespace joined to the server's by a second veth pair. Each forwarder in turn runs pinned to
+# CPU 0 on $SRV_IP:53 with the same hosts file; dnsperf (CPU 1) first asks every name once (the
+# warm-up), then measures answers that come from the forwarder's cache.
+
+upstream_up() {
+  local dir="$WORK/nsd" i
+  mkdir -p "$dir"
+  ip netns add "$NS_U"
+  ip link add vu0 netns "$NS_S" type veth peer name vn0 netns "$NS_U"
+  ip netns exec "$NS_U" ip link set lo up
+  ip netns exec "$NS_S" ip addr add "$UP_SRV_IP/30" dev vu0
+  ip netns exec "$NS_U" ip addr add "$UP_IP/30" dev vn0
+  ip netns exec "$NS_S" ip link set vu0 up
+  ip netns exec "$NS_U" ip link set vn0 up
+  {
+    printf '$TTL 86400\n@ IN SOA ns.fwd.test. hostmaster.fwd.test. 1 3600 600 86400 3600\n'
+    printf '@ IN NS ns.fwd.test.\nns IN A %s\n' "$UP_IP"
+    for ((i = 0; i < FWD_NAMES; i++)); do
+      printf 'name%d IN A 10.230.%d.%d\n' "$i" $((i / 250)) $((i % 250 + 1))
+    done
+  } >"$dir/fwd.test.zone"
+  cat >"$dir/nsd.conf" <<EOF
+server:
+  ip-address: $UP_IP
+  port: 53
+  username: ""
+  chroot: ""
+  zonesdir: "$dir"
+  pidfile: "$dir/nsd.pid"
+  database: ""
+  xfrdfile: "$dir/xfrd.state"
+  zonelistfile: "$dir/zone.list"
+  logfile: "$dir/nsd.log"
+  server-count: 1
+  verbosity: 0
+remote-control:
+  control-enable: no
+zone:
+  name: fwd.test
+  zonefile: "$dir/fwd.test.zone"
+EOF
+  ip netns exec "$NS_U" taskset -c 1 nsd -d -c "$dir/nsd.conf" >>"$dir/nsd.out" 2>&1 &
+  UP_PID=$!
+  for ((i = 0; i < 500; i++)); do
+    if ip netns exec "$NS_S" dig +short +time=1 +tries=1 "@$UP_IP" name0.fwd.test A 2>/dev/null | grep -q '^10\.'; then
+      return 0
+    fi
+    sleep 0.02
+  done
+  echo "bench.sh: NSD did not answer; its log:" >&2
+  cat "$dir/nsd.log" "$dir/nsd.out" >&2 2>/dev/null || true
+  exit 1
+}
+
+# fwd_files: the query files and the hosts file (host<N>.lan, also given to Unbound as
+# local-data, since it reads no hosts file).
+fwd_files() {
+  local i
+  : >"$WORK/fwd.queries"
+  : >"$WORK/hosts.queries"
+  : >"$WORK/hosts"
+  : >"$WORK/unbound-local.conf"
+  for ((i = 0; i < FWD_NAMES; i++)); do
+    printf 'name%d.fwd.test A\n' "$i" >>"$WORK/fwd.queries"
+    printf 'host%d.lan A\n' "$i" >>"$WORK/hosts.queries"
+    printf '10.240.%d.%d host%d.lan\n' $((i / 250)) $((i % 250 + 1)) "$i" >>"$WORK/hosts"
+    printf '  local-data: "host%d.lan. 300 IN A 10.240.%d.%d"\n' "$i" $((i / 250)) $((i % 250 + 1)) >>"$WORK/unbound-local.conf"
+  done
+}
+
+# fwd_start SERVER: start it as a forwarder to NSD; sets SRV_PID and SRV_DIR.
+fwd_start() {
+  local name=$1 i
+  SRV_DIR=$(mktemp -d "$WORK/fwd-$name.XXXX")
+  local dir=$SRV_DIR cmd=()
+  case "$name" in
+    leasedns)
+      cat >"$dir/leasedns.toml" <<EOF
+domain = "lan"
+interfaces = ["vs0"]
+lease_file = "$dir/leases.journal"
+durability = "none"
+
+[dns]
+listen = ["$SRV_IP:53"]
+upstreams = ["$UP_IP"]
+hosts_file = "$WORK/hosts"
+
+[[subnet]]
+network = "$NETWORK"
+pool_start = "$POOL_START"
+pool_end = "$POOL_END"
+lease_time = 3600
+EOF
+      cmd=("$LEASEDNS_BIN" run --config "$dir/leasedns.toml") ;;
+    dnsmasq)
+      cmd=(dnsmasq -k --conf-file=/dev/null --log-facility="$dir/dnsmasq.log" --pid-file="$dir/dnsmasq.pid"
+        --user=root --group=root --interface=vs0 --bind-interfaces --listen-address="$SRV_IP"
+        --no-resolv --no-hosts --addn-hosts="$WORK/hosts" --server="$UP_IP" --cache-size=10000) ;;
+    unbound)
+      cat >"$dir/unbound.conf" <<EOF
+server:
+  interface: $SRV_IP
+  port: 53
+  do-ip6: no
+  num-threads: 1
+  so-reuseport: no
+  username: ""
+  chroot: ""
+  directory: "$dir"
+  pidfile: "$dir/unbound.pid"
+  use-syslog: no
+  logfile: "$dir/unbound.log"
+  verbosity: 0
+  access-control: $NETWORK allow
+  module-config: "iterator"
+  do-not-query-localhost: no
+  local-zone: "test." nodefault
+  msg-cache-size: 32m
+  rrset-cache-size: 64m
+  local-zone: "lan." static
+$(cat "$WORK/unbound-local.conf")
+forward-zone:
+  name: "fwd.test."
+  forward-addr: $UP_IP
+EOF
+      cmd=(unbound -d -c "$dir/unbound.conf") ;;
+  esac
+  : >"$dir/server.log"
+  ip netns exec "$NS_S" taskset -c 0 "${cmd[@]}" >>"$dir/server.log" 2>&1 &
+  SRV_PID=$!
+  for ((i = 0; i < 1000; i++)); do
+    if ip netns exec "$NS_C" dig +short +time=1 +tries=1 "@$SRV_IP" host0.lan A 2>/dev/null | grep -q '^10\.'; then
+      return 0
+    fi
+    kill -0 "$SRV_PID" 2>/dev/null || break
+    sleep 0.02
+  done
+  echo "bench.sh: $name did not answer as a forwarder; its log:" >&2
+  tail -20 "$dir/server.log" >&2
+  exit 1
+}
+
+# fwd_run SERVER KIND QUERYFILE MODE: REPS dnsperf runs (plus one -v run for the p99 each),
+# recording queries/s, latency and the server's CPU per answered query.
+fwd_run() {
+  local name=$1 kind=$2 q=$3 mode=$4 r out qps avg noerr lost p99 cnt t0 t1 us
+  for ((r = 1; r <= REPS; r++)); do
+    out="$SRV_DIR/$kind.$mode.$r"
+    t0=$(cpu_ticks "$SRV_PID")
+    ip netns exec "$NS_C" taskset -c 1 dnsperf -m "$mode" -s "$SRV_IP" -d "$q" -l "$PERIOD" \
+      -c 4 -q "$DNS_OUTSTANDING" >"$out" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    t1=$(cpu_ticks "$SRV_PID")
+    read -r qps avg noerr lost < <(python3 "$HELPER" dnsperf "$out")
+    us=$(awk -v d=$((t1 - t0)) -v q="$qps" -v p="$PERIOD" -v hz="$(getconf CLK_TCK)" \
+      'BEGIN { if (q > 0) printf "%.1f", d * 1e6 / hz / (q * p); else print 0 }')
+    ip netns exec "$NS_C" taskset -c 1 dnsperf -v -m "$mode" -s "$SRV_IP" -d "$q" -l "$PERIOD" \
+      -c 4 -q "$DNS_OUTSTANDING" >"$out.v" 2>&1 &
+    GEN_PID=$!
+    wait "$GEN_PID" || true
+    GEN_PID=""
+    read -r p99 cnt < <(python3 "$HELPER" p99 "$out.v")
+    rm -f "$out.v"
+    printf '%s\t%s %s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$kind" "$mode" "$qps" "$avg" "$p99" "$us" "$noerr" >>"$WORK/fwd.tsv"
+    log "$name $kind $mode: $qps q/s, avg $avg ms, p99 $p99 ms, $us us CPU/query, NOERROR $noerr %, lost $lost %"
+  done
+}
+
+fwd_bench() {
+  local name=$1
+  fwd_start "$name"
+  # Warm-up: every name once, so what follows is answered from the cache.
+  ip netns exec "$NS_C" dnsperf -s "$SRV_IP" -d "$WORK/fwd.queries" -n 1 -q 10 >"$SRV_DIR/warm" 2>&1 || true
+  fwd_run "$name" "cached forwarding" "$WORK/fwd.queries" udp
+  fwd_run "$name" "cached forwarding" "$WORK/fwd.queries" tcp
+  fwd_run "$name" "hosts-file names" "$WORK/hosts.queries" udp
+  stop_server
+}
+
+# fwd_table: medians per server and kind, and each server's ratio to dnsmasq and Unbound.
+fwd_table() {
+  [ -s "$WORK/fwd.tsv" ] || return 0
+  python3 - "$WORK/fwd.tsv" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    server, kind, *vals = line.rstrip("\n").split("\t")
+    rows.setdefault((kind, server), []).append([float(v) for v in vals])
+med = {k: [statistics.median(c) for c in zip(*v)] for k, v in rows.items()}
+print("## Forwarding (cached) and hosts-file names")
+print()
+print("| kind | server | queries/s | vs dnsmasq | vs Unbound | avg ms | p99 ms | server CPU us/query | NOERROR % |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (kind, server), (qps, avg, p99, us, noerr) in sorted(med.items()):
+    def ratio(other):
+        o = med.get((kind, other))
+        return f"{qps / o[0]:.2f}x" if o and o[0] else "n/a"
+    print(f"| {kind} | {server} | {qps:,.0f} | {ratio('dnsmasq')} | {ratio('unbound')} | {avg:.3f} | {p99:.3f} | {us:.1f} | {noerr:.1f} |")
+EOF
+}
+
 # ---- memory and restart --------------------------------------------------------------------
 
 lease_count() { # SERVER DIR: leases held, read from the server's own store where it is text
@@ -572,7 +767,17 @@ report() {
     echo "  queries for the names of live leases (h0.lan ...), p99 from a second run with -v."
     echo "  Medians over the repetitions (n shown when > 1)."
     echo
-    python3 "$HELPER" table "$RAW" "$SERVERS"
+    if [ "$ONLY" != fwd ]; then python3 "$HELPER" table "$RAW" "$SERVERS"; fi
+    if [ -s "$WORK/fwd.tsv" ]; then
+      echo
+      echo "Forwarding part: NSD upstream ($FWD_NAMES names, TTL 1 day) in a third namespace; each"
+      echo "forwarder on CPU 0 with a 10,000-entry cache (Unbound: 1 thread, iterator only), warmed"
+      echo "by one pass over the names; dnsperf -c 4 -q $DNS_OUTSTANDING on CPU 1; CPU per query from"
+      echo "/proc/PID/stat over the measured run. Hosts-file names: the same $FWD_NAMES-line hosts file"
+      echo "(Unbound: the same names as local-data)."
+      echo
+      fwd_table
+    fi
     if [ -s "$POINTS" ]; then
       echo
       echo "## DHCP rate search points (medians)"
@@ -601,6 +806,11 @@ main() {
   fi
   if want mem; then
     for s in ${SERVERS//,/ }; do mem_bench "$s"; done
+  fi
+  if want fwd; then
+    upstream_up
+    fwd_files
+    for s in ${FWD_SERVERS//,/ }; do fwd_bench "$s"; done
   fi
   report
 }

@@ -21,8 +21,9 @@ case "${1:-}" in
     *) die "usage: $0 [--once]" ;;
 esac
 [[ $EUID -eq 0 ]] || die "run as root (network namespaces need CAP_NET_ADMIN)"
-# The clients and dig come from Debian's packages; install them if missing.
-bash "$HERE/install-test-deps.sh"
+# The clients and dig come from Debian's packages; install them if missing (only those: no
+# server, no service left enabled).
+bash "$HERE/install-test-deps.sh" demo
 for tool in ip dig dhclient busybox unshare; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
