@@ -9,7 +9,7 @@
 //! - `POST /api/v1/leases/{ip}/reserve` (body optional: `{"name": ..}` or `{"mac": ..}`): the
 //!   lease's address becomes its client's reservation (201).
 //! - `POST /api/v1/reload`: reread the config; a bad one is refused with where and why
-//!   (`file`, `line`, `field`, `message`) and the running config stays.
+//!   (`file`, `line`, `field`, `value`, `message`) and the running config stays.
 
 use std::net::Ipv4Addr;
 
@@ -30,6 +30,8 @@ pub struct ReloadFailure {
     pub file: Option<String>,
     pub line: Option<usize>,
     pub field: Option<String>,
+    /// The bad value as written in the file (quotes included), when one value is at fault.
+    pub value: Option<String>,
     pub message: Option<String>,
 }
 
@@ -41,6 +43,7 @@ impl ReloadFailure {
             file: None,
             line: None,
             field: None,
+            value: None,
             message: None,
         };
         let mut cause = Some(e);
@@ -49,13 +52,14 @@ impl ReloadFailure {
                 path,
                 line,
                 field,
+                value,
                 message,
-                ..
             }) = err.downcast_ref()
             {
                 failure.file = Some(path.clone());
                 failure.line = Some(*line);
                 failure.field = Some(field.clone());
+                failure.value = value.clone();
                 failure.message = Some(message.clone());
                 break;
             }

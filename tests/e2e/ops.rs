@@ -258,8 +258,10 @@ fn reload_checks(server: &Server) -> Result<()> {
     ensure!(code == 400, "{code} {body}");
     ensure!(v["file"] == server.config.display().to_string(), "{body}");
     ensure!(v["line"] == line && v["field"] == "host[1].mac", "{body}");
+    ensure!(v["value"] == "\"zz:zz\"", "{body}");
     ensure!(
-        v["message"].as_str().is_some_and(|m| m.contains("zz:zz")),
+        v["message"].as_str().is_some_and(|m| m.contains("MAC"))
+            && v["error"].as_str().is_some_and(|m| m.contains("zz:zz")),
         "{body}"
     );
     // The CLI reads the same file for the API address: it reports the error itself.
