@@ -60,6 +60,7 @@ pub mod net;
 pub mod privdrop;
 pub mod script;
 pub mod sdnotify;
+pub mod wake;
 
 /// The tracing directives for `LEASEDNS_LOG` (None: unset): hickory's server crates stay at
 /// warn unless the user names hickory, since they log one info line per query of some kinds

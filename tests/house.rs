@@ -24,11 +24,6 @@ const FN_ALLOW: &[(&str, &str, usize)] = &[];
 /// references today). The check fails when an entry gains references, when it has none left,
 /// and when it no longer closes a circle (then delete the entry): this list only shrinks.
 const EDGE_ALLOW: &[(&str, &str, usize)] = &[
-    // `Durability` and `prefix_mask` (config.rs); config imports ClientId and HwAddr from
-    // lease. Being reworked by the config split and the lease journal split (issue 15).
-    ("lease", "config", 2),
-    // `net::Wake` in lease/store.rs; net uses `lease::HwAddr` for ARP entries.
-    ("lease", "net", 1),
     // The metrics module reads `dhcp::service::Stats` and `dns::listen::Counters`, and both
     // services record into metrics types (`DhcpMetrics`, `Histogram`).
     ("metrics", "dhcp", 1),
