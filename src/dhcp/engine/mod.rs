@@ -8,6 +8,13 @@
 //! holds it and returns `Outcome::ping`; the service pings it without stalling other clients
 //! and calls `handle_after_ping` with the answer. An answered address is put aside like a
 //! declined one, and the next address is tried.
+//!
+//! One file a concern, each an `impl Engine` block: `discover` (DISCOVER, the offer, the ping
+//! hold, the per-MAC and per-relay-port limits, the exhausted warning), `request` (REQUEST in
+//! each state, binding and lease reuse), `release` (RELEASE, DECLINE, INFORM), `expiry` (leases
+//! ended by time or by the operator, and restored after a failed write), `reply` (OFFER/ACK/NAK
+//! building and where each goes). Here: the types, dispatch, the request's context and the
+//! helpers they share.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
