@@ -72,7 +72,7 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         DnsServer::bind_with_store(&cfg, dns_names.clone(), clock.clone(), Some(store.clone()))
             .await
             .context("binding DNS sockets")?;
-    let mut metrics = crate::metrics::Metrics {
+    let mut metrics = crate::http::Metrics {
         dns: Some(dns.counters()),
         upstream_latency: dns.upstream_latency(),
         ..Default::default()
@@ -183,7 +183,7 @@ fn with_ddns(
     leases: &[crate::lease::Lease],
     clock: &Arc<dyn Clock>,
     stop: &crate::Shutdown,
-    metrics: &mut crate::metrics::Metrics,
+    metrics: &mut crate::http::Metrics,
 ) -> anyhow::Result<(DhcpService, Option<tokio::task::JoinHandle<()>>)> {
     let ddns = &cfg.start.ddns;
     if ddns.zones.is_empty() {
@@ -307,7 +307,7 @@ impl Signals {
 
 /// What the HTTP listener's `/metrics`, control API and status page read.
 struct Extras {
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::http::Metrics>,
     control: crate::dhcp::control::Control,
     names: crate::dns::names::SharedNames,
     events: crate::dhcp::events::Events,

@@ -1,8 +1,8 @@
 //! Socket building for DHCP: one wildcard UDP socket with SO_BROADCAST and IP_PKTINFO, read a
 //! batch at a time (recvmmsg), replies sent out of the receiving interface, ARP entries for
-//! clients without an address, a wake-up file descriptor for the DHCP thread's blocking wait,
-//! and the host's interface list. Contains no protocol logic. The one module allowed `unsafe`
-//! (ioctl, recvmmsg, poll).
+//! clients without an address, the DHCP thread's blocking wait (woken by `wake::Wake`, which
+//! this module re-exports), and the host's interface list. Contains no protocol logic. The one
+//! module allowed `unsafe` (ioctl, recvmmsg, poll).
 
 use std::io::{self, IoSlice};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -10,13 +10,13 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Duration;
 
 use nix::net::if_::{if_indextoname, if_nametoindex};
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{
     ControlMessage, MsgFlags, SockaddrIn, sendmsg, sendto, setsockopt, sockopt,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::lease::HwAddr;
+pub use crate::wake::Wake;
 
 /// The interface a request came in on, as the engine sees it: plain data, no sockets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,27 +140,6 @@ pub struct Ready {
     pub woken: bool,
 }
 
-/// Wakes the DHCP thread from `DhcpSocket::wait`, from any thread (an eventfd).
-#[derive(Debug)]
-pub struct Wake(EventFd);
-
-impl Wake {
-    pub fn new() -> io::Result<Wake> {
-        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
-        Ok(Wake(EventFd::from_value_and_flags(0, flags)?))
-    }
-
-    /// Make the next (or current) wait return.
-    pub fn wake(&self) {
-        let _ = self.0.write(1);
-    }
-
-    /// Forget earlier wake-ups (called after a wait saw one).
-    pub fn reset(&self) {
-        let _ = self.0.read();
-    }
-}
-
 nix::ioctl_write_ptr_bad!(siocsarp, libc::SIOCSARP, libc::arpreq);
 
 impl DhcpSocket {
@@ -199,7 +178,7 @@ impl DhcpSocket {
                 revents: 0,
             },
             libc::pollfd {
-                fd: wake.0.as_fd().as_raw_fd(),
+                fd: wake.as_fd().as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             },

@@ -37,17 +37,7 @@ pub use subnet::{Reservation, Subnet, SubnetSettings, prefix_mask};
 pub use tsig::{TsigKeyConfig, UpdateRule};
 pub use user::{RunAs, run_as};
 
-/// How lease changes reach the disk before a reply leaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Durability {
-    /// write + fdatasync before replying (default).
-    Fsync,
-    /// write at once, fdatasync at most every `max_delay_ms`; replies still wait for the
-    /// fdatasync that covers them, so many batches share one.
-    Batch { max_delay_ms: u32 },
-    /// write only; for tmpfs and tests.
-    None,
-}
+pub use crate::log::Durability;
 
 /// The whole config: what a reload may change at the top level, and `start`, what it may not.
 #[derive(Clone, Debug)]

@@ -9,6 +9,7 @@ use super::dhcp::{grant, lease_time, options};
 use super::error::Ctx;
 use super::load::hex_bytes;
 use super::*;
+pub use crate::lease::tally::prefix_mask;
 use crate::lease::{ClientId, HwAddr};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,14 +69,6 @@ impl Subnet {
     }
     pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
         ip >= self.pool_start && ip <= self.pool_end
-    }
-}
-
-pub fn prefix_mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
     }
 }
 

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::dhcp::control::{Control, ControlError, LeaseView};
 use crate::http::api_names;
-use crate::metrics::Metrics;
+use crate::http::metrics_page::Metrics;
 
 /// Where the API lives.
 pub const PREFIX: &str = "/api/v1/";

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::dns::names::{Holder, SharedNames};
 use crate::http::api::Reply;
-use crate::metrics::Metrics;
+use crate::http::metrics_page::Metrics;
 
 pub fn names(names: &SharedNames) -> Reply {
     let list = names.read().listing();

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod dyndns;
 pub mod events;
 pub mod hasher;
+pub mod metrics_page;
 pub mod ops;
 pub mod status;
 
@@ -44,7 +45,7 @@ use crate::http::api::Api;
 use crate::http::auth::source_key;
 use crate::http::dyndns::{Answer, DynDns};
 use crate::http::hasher::HashPool;
-use crate::metrics::Metrics;
+pub use crate::http::metrics_page::Metrics;
 
 /// A client must send its request headers within this time (and its first byte too).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

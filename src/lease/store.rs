@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::clock::UnixTime;
 use crate::lease::journal::{Journal, JournalError};
 use crate::lease::{Lease, LeaseChange};
-use crate::net::Wake;
+use crate::wake::Wake;
 
 /// Why a store could not take or keep a batch; every change since the last `sync` is lost.
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,15 @@ use std::net::Ipv4Addr;
 
 use crate::lease::{Lease, LeaseState};
 
+/// The netmask of a prefix length as a number (`/24`: 0xffff_ff00; 0: 0; over 32: as 32).
+pub fn prefix_mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     /// (network, mask) per subnet, in config order.
@@ -20,7 +29,7 @@ impl Tally {
         let nets = subnets
             .iter()
             .map(|(net, len)| {
-                let mask = crate::config::prefix_mask(*len);
+                let mask = prefix_mask(*len);
                 (u32::from(*net) & mask, mask)
             })
             .collect();

@@ -24,6 +24,19 @@ pub(crate) mod replace;
 
 use std::path::{Path, PathBuf};
 
+/// How a log's appends reach the disk (the `durability` key; `config` re-exports it): for the
+/// lease journal, before a reply leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// write + fdatasync before replying (default).
+    Fsync,
+    /// write at once, fdatasync at most every `max_delay_ms`; replies still wait for the
+    /// fdatasync that covers them, so many batches share one.
+    Batch { max_delay_ms: u32 },
+    /// write only; for tmpfs and tests.
+    None,
+}
+
 /// The directory `path` is in (`.` for a bare file name).
 pub(crate) fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

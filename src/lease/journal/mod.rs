@@ -94,11 +94,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use crate::clock::UnixTime;
-use crate::config::Durability;
 use crate::lease::dense::ByAddr;
 use crate::lease::{
     AddrHash, ClientId, HW_MAX, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason,
 };
+use crate::log::Durability;
 use crate::log::frame::{Ascii, checked_payload, hex_field, push_record, push_record_with};
 use crate::log::fs::RealFs;
 use crate::log::reader::{Damage, Reader};
