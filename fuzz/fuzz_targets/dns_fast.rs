@@ -10,7 +10,7 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hickory_server::proto::op::{Message, MessageType};
@@ -18,7 +18,7 @@ use leasedns::clock::{Clock, TestClock, UnixTime};
 use leasedns::config::Config;
 use leasedns::dns::fast::FastPath;
 use leasedns::dns::forward::{Answer, Cache};
-use leasedns::dns::names::Names;
+use leasedns::dns::names::{NameChange, NameIndex, Names};
 use leasedns::dns::wire::{client_edns, udp_limit};
 use leasedns::dns::zone::zones_for;
 use leasedns::lease::{ClientId, HwAddr, Lease, LeaseState};
@@ -64,11 +64,11 @@ fn fast_path() -> &'static FastPath {
     static FAST: std::sync::OnceLock<FastPath> = std::sync::OnceLock::new();
     FAST.get_or_init(|| {
         let cfg = Config::parse(CONFIG, Path::new("fuzz.toml")).expect("config");
-        let mut names = Names::from_config(&cfg);
+        let mut names = Names::from_config(&cfg, Vec::new());
         let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 7]);
-        names.load_leases(
-            UnixTime(NOW),
-            &[Lease {
+        names.change(NameChange::Recovered {
+            now: UnixTime(NOW),
+            leases: &[Lease {
                 ip: Ipv4Addr::new(10, 0, 0, 100),
                 client: ClientId::from_hw(&hw),
                 hwaddr: hw,
@@ -76,8 +76,8 @@ fn fast_path() -> &'static FastPath {
                 expires: UnixTime(NOW + 600),
                 state: LeaseState::Bound,
             }],
-        );
-        let names = Arc::new(RwLock::new(names));
+        });
+        let names = NameIndex::new(names);
         let clock: Arc<dyn Clock> = Arc::new(TestClock::at(NOW));
         let zones = zones_for(&cfg, names.clone(), clock.clone()).expect("zones");
         FastPath::new(&cfg, &zones, names, clock)

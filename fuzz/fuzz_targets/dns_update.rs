@@ -14,7 +14,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::Message;
@@ -24,7 +24,7 @@ use leasedns::clock::{Clock, TestClock};
 use leasedns::config::{Config, Durability};
 use leasedns::dns::dynamic::{DynamicStore, view};
 use leasedns::dns::journal::UpdateJournal;
-use leasedns::dns::names::Names;
+use leasedns::dns::names::{NameIndex, Names, SharedNames};
 use leasedns::dns::tsig::sign_request;
 use leasedns::dns::update::{UpdateHandler, tsig_key};
 use libfuzzer_sys::fuzz_target;
@@ -60,7 +60,7 @@ const NOW: u64 = 1_700_000_000;
 
 struct World {
     handler: UpdateHandler,
-    names: Arc<RwLock<Names>>,
+    names: SharedNames,
     keys: Vec<leasedns::dns::tsig::TsigKey>,
     clock: TestClock,
     _dir: tempfile::TempDir,
@@ -68,7 +68,7 @@ struct World {
 
 fn world() -> World {
     let cfg = Config::parse(CONFIG, Path::new("fuzz.toml")).expect("config");
-    let names = Arc::new(RwLock::new(Names::from_config(&cfg)));
+    let names = NameIndex::new(Names::from_config(&cfg, Vec::new()));
     let dir = tempfile::tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
         .expect("dir");
@@ -81,12 +81,18 @@ fn world() -> World {
         .map(|z| LowerName::new(&Name::from_ascii(z).expect("zone")))
         .collect();
     let handler = UpdateHandler::new(
-        &cfg.dns.tsig_keys,
+        &cfg.start.dns.tsig_keys,
         zones,
         Some(store),
         Arc::new(clock.clone()),
     );
-    let keys = cfg.dns.tsig_keys.iter().filter_map(tsig_key).collect();
+    let keys = cfg
+        .start
+        .dns
+        .tsig_keys
+        .iter()
+        .filter_map(tsig_key)
+        .collect();
     World {
         handler,
         names,
@@ -97,12 +103,12 @@ fn world() -> World {
 }
 
 fn serial(w: &World) -> u32 {
-    w.names.read().expect("names lock").serial()
+    w.names.read().serial()
 }
 
 fn router(w: &World) -> Vec<RData> {
     let name = Name::from_ascii("router.lan.").expect("name");
-    let names = w.names.read().expect("names lock");
+    let names = w.names.read();
     view(&names, &name, w.clock.now())
         .into_iter()
         .map(|(d, _)| d)

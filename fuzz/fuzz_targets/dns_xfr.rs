@@ -10,13 +10,13 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use hickory_server::proto::op::{Message, ResponseCode};
 use hickory_server::proto::rr::{RData, RecordType};
 use leasedns::clock::{Clock, TestClock, UnixTime};
 use leasedns::config::Config;
-use leasedns::dns::names::Names;
+use leasedns::dns::names::{NameChange, NameIndex, Names};
 use leasedns::dns::tsig::{Keyring, TsigKey, sign};
 use leasedns::dns::update::tsig_key;
 use leasedns::dns::wire::is_signed;
@@ -72,11 +72,11 @@ fn world() -> &'static World {
     static WORLD: std::sync::OnceLock<World> = std::sync::OnceLock::new();
     WORLD.get_or_init(|| {
         let cfg = Config::parse(CONFIG, Path::new("fuzz.toml")).expect("config");
-        let mut names = Names::from_config(&cfg);
+        let mut names = Names::from_config(&cfg, Vec::new());
         let hw = HwAddr::ethernet([2, 0, 0, 0, 0, 7]);
-        names.load_leases(
-            UnixTime(NOW),
-            &[Lease {
+        names.change(NameChange::Recovered {
+            now: UnixTime(NOW),
+            leases: &[Lease {
                 ip: Ipv4Addr::new(10, 0, 0, 100),
                 client: ClientId::from_hw(&hw),
                 hwaddr: hw,
@@ -84,13 +84,23 @@ fn world() -> &'static World {
                 expires: UnixTime(NOW + 600),
                 state: LeaseState::Bound,
             }],
-        );
-        let names = Arc::new(RwLock::new(names));
+        });
+        let names = NameIndex::new(names);
         let clock: Arc<dyn Clock> = Arc::new(TestClock::at(NOW));
         let zones = zones_for(&cfg, names, clock).expect("zones");
-        let keys: Vec<TsigKey> = cfg.dns.tsig_keys.iter().filter_map(tsig_key).collect();
+        let keys: Vec<TsigKey> = cfg
+            .start
+            .dns
+            .tsig_keys
+            .iter()
+            .filter_map(tsig_key)
+            .collect();
         World {
-            transfers: Transfers::new(&zones, cfg.dns.transfer_to.clone(), &cfg.dns.transfer_keys),
+            transfers: Transfers::new(
+                &zones,
+                cfg.start.dns.transfer_to.clone(),
+                &cfg.start.dns.transfer_keys,
+            ),
             key: keys[0].clone(),
             // Room for every signed input of a run: a replay is refused, never a panic.
             keyring: Keyring::with_replay_capacity(keys, 1 << 20),
