@@ -171,7 +171,7 @@ impl Pipeline {
             }
         };
         for &ip in &rejected {
-            warn!(%ip, "{} holds this address for another client; grant withdrawn", store.describe());
+            warn!(%ip, "{} refused the change (another node changed this address first); grant withdrawn", store.describe());
             table.restore(ip, store.durable(ip));
         }
         if !rejected.is_empty() {
