@@ -415,7 +415,7 @@ impl DhcpService {
     /// leave.
     fn publish_committed(&mut self, now: UnixTime, committed: Committed) {
         if committed.recovered {
-            info!("lease journal writable again; granting leases");
+            info!(store = %self.store.describe(), "{} writable again; granting leases", self.store_kind());
         }
         if !committed.changes.is_empty() {
             let changes = &committed.changes;
@@ -515,11 +515,21 @@ impl DhcpService {
         self.publish();
     }
 
+    /// "lease journal" or "lease database", for log lines.
+    fn store_kind(&self) -> &'static str {
+        if self.store.describe().starts_with("lease database") {
+            "lease database"
+        } else {
+            "lease journal"
+        }
+    }
+
     /// Count a failed write or sync; log it when the store was working until now.
     fn journal_failed(&mut self, e: &StoreError, was_broken: bool) {
         self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
         if !was_broken {
-            error!("lease journal write failed, not granting leases until it works: {e}");
+            let (store, kind) = (self.store.describe(), self.store_kind());
+            error!(%store, "{kind} write failed, not granting leases until it works: {e}");
         }
     }
 

@@ -287,6 +287,13 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         // The feed thread sees the flag within a second and closes its connection.
         self.feed.stop.store(true, Ordering::Relaxed);
+        // The client owns a runtime, which must not be dropped inside an async task (the
+        // daemon may drop the store there on a start-up error): drop it on its own thread.
+        if let Some(client) = self.client.take() {
+            let _ = std::thread::Builder::new()
+                .name("lease-db-close".into())
+                .spawn(move || drop(client));
+        }
     }
 }
 
