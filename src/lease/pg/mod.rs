@@ -62,12 +62,20 @@ pub struct PgSettings {
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
+    /// From the client or the server (the message carries its cause: no `source`, so a chain of
+    /// errors does not print it twice).
     #[error("{0}")]
-    Db(#[from] postgres::Error),
+    Db(String),
     #[error("{0}")]
     Schema(String),
     #[error("{0}")]
     Config(String),
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(e: postgres::Error) -> Self {
+        PgError::Db(e.to_string())
+    }
 }
 
 impl PgSettings {
