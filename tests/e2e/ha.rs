@@ -2,7 +2,7 @@
 //! share one lease set in a PostgreSQL server the test starts itself (`initdb` into a temporary
 //! directory, `postgres` as user postgres in a namespace of the LAN, killed and removed on
 //! drop; the host's own cluster is never used). Real clients (dhclient, udhcpc, dhcpcd) and
-//! the load client; names checked with dig at both nodes. LAN indices 130 and 131.
+//! the load client; names checked with dig at both nodes; the `db` tools. LAN indices 130 to 132.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -356,5 +356,88 @@ fn check_acks_in_database(load: &LoadClient, pg: &Postgres) -> Result<()> {
             ack.ip
         );
     }
+    Ok(())
+}
+
+/// Runs `leasedns db ACTION --config CONFIG` on `host`; its output, and whether it succeeded.
+fn db_tool(host: &Host, action: &str, config: &std::path::Path) -> Result<(bool, String)> {
+    let out = crate::proc::run(
+        host.exec(leasedns_bin())
+            .args(["db", action, "--config"])
+            .arg(config),
+        Duration::from_secs(60),
+    )?;
+    Ok((out.status.success(), out.all()))
+}
+
+#[test]
+fn db_tools_create_the_schema_and_move_leases_between_journal_and_database() -> Result<()> {
+    use leasedns::clock::{Clock, SystemClock};
+    use leasedns::config::Durability;
+    use leasedns::lease::journal::Journal;
+    use leasedns::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState};
+    let mut lan = Lan::new("hc", 132, 0)?;
+    let db_host = lan.add_host("db", DB_LAST)?;
+    let pg = Postgres::start(&db_host, lan.addr(DB_LAST))?;
+    let now = SystemClock.now();
+    let leases: Vec<Lease> = (0..3u8)
+        .map(|i| {
+            let hw = HwAddr::ethernet([2, 0x1e, 132, 0, 0, i]);
+            Lease {
+                ip: lan.addr(100 + i),
+                client: ClientId::from_hw(&hw),
+                hwaddr: hw,
+                hostname: Some(format!("host{i}").as_str().into()),
+                expires: now.plus(600),
+                state: LeaseState::Bound,
+            }
+        })
+        .collect();
+    let journal = lan.path("one.journal");
+    let (mut j, _) = Journal::open(&journal, Durability::Fsync, now)?;
+    j.commit(
+        &leases
+            .iter()
+            .cloned()
+            .map(LeaseChange::Upsert)
+            .collect::<Vec<_>>(),
+    )?;
+    drop(j);
+    let config = |file: &std::path::Path| -> Result<PathBuf> {
+        let opts = ServerOptions {
+            extra_toml: format!("[lease_database]\nurl = \"{}\"\n", pg.url()),
+            ..ServerOptions::default()
+        };
+        let path = file.with_extension("toml");
+        std::fs::write(&path, render_config(&lan, &opts, file))?;
+        Ok(path)
+    };
+    let one = config(&journal)?;
+    // t0: import before init is refused with what to do; init, then a second init refused.
+    let (ok, out) = db_tool(&lan.server, "import", &one)?;
+    ensure!(!ok && out.contains("db init"), "{out}");
+    let (ok, out) = db_tool(&lan.server, "init", &one)?;
+    ensure!(ok && out.contains("schema created (version 1)"), "{out}");
+    let (ok, out) = db_tool(&lan.server, "init", &one)?;
+    ensure!(!ok && out.contains("db migrate"), "{out}");
+    let (ok, out) = db_tool(&lan.server, "migrate", &one)?;
+    ensure!(ok && out.contains("version 1 -> 1"), "{out}");
+    // t1: the journal's leases go into the database.
+    let (ok, out) = db_tool(&lan.server, "import", &one)?;
+    ensure!(ok && out.contains("imported 3 lease(s)"), "{out}");
+    let held = pg.leases()?;
+    ensure!(held.len() == 3, "{held:?}");
+    // t2: and back out into a new journal, lease for lease; never over a journal with leases.
+    let two = lan.path("two.journal");
+    let two_cfg = config(&two)?;
+    let (ok, out) = db_tool(&lan.server, "export", &two_cfg)?;
+    ensure!(ok && out.contains("exported 3 lease(s)"), "{out}");
+    let (_, back) = Journal::open(&two, Durability::Fsync, now)?;
+    ensure!(back == leases, "{back:?}\n{leases:?}");
+    let (ok, out) = db_tool(&lan.server, "export", &two_cfg)?;
+    ensure!(
+        !ok && out.contains("holds 3 live lease(s) already"),
+        "{out}"
+    );
     Ok(())
 }
