@@ -96,9 +96,15 @@ impl PgSettings {
             cfg.password(p);
         }
         let timeout_ms = self.statement_timeout.as_millis();
+        // A database host that vanishes (no RST) must not hold the DHCP thread for the
+        // kernel's default retransmission time (15 minutes): unacknowledged data fails after
+        // the statement timeout plus the connect timeout, an idle connection within ~16 s.
         cfg.connect_timeout(self.connect_timeout)
+            .tcp_user_timeout(self.statement_timeout + self.connect_timeout)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
             .options(&format!("-c statement_timeout={timeout_ms}"))
             .application_name("leasedns");
         Ok(cfg)

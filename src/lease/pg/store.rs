@@ -308,7 +308,20 @@ impl LeaseStore for PgStore {
         if changes.is_empty() && !self.reconcile {
             return Ok(Synced::default());
         }
-        self.commit(now, &changes).map_err(|e| self.lost(e))
+        let had_client = self.client.is_some();
+        match self.commit(now, &changes) {
+            Ok(synced) => Ok(synced),
+            // A connection that died while idle (the database restarted) fails its first
+            // statement: try once more on a new one (reconciled first, in case the failure was
+            // the COMMIT's answer), so the batch's grants need not wait for the client's retry.
+            Err(e) if had_client => {
+                info!("{}: {e}; reconnecting", self.settings.describe());
+                self.client = None;
+                self.reconcile = true;
+                self.commit(now, &changes).map_err(|e| self.lost(e))
+            }
+            Err(e) => Err(self.lost(e)),
+        }
     }
 
     fn durable(&self, ip: Ipv4Addr) -> Option<Lease> {
