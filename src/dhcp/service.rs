@@ -511,6 +511,10 @@ impl DhcpService {
         let now = self.clock.now();
         let changes = &remote;
         self.names.apply(NameChange::Leases { now, changes });
+        // Outbound DDNS for these is the committing node's: the task only tracks the names.
+        if let Some(ddns) = &self.ddns {
+            ddns.follow(&remote);
+        }
         self.stats.events.publish(&remote, &self.cfg, &self.names);
         self.publish();
     }
