@@ -314,6 +314,21 @@ fn kill_9_rounds_under_load_grant_no_address_twice_and_lose_no_ack() -> Result<(
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, seed) = (stop.clone(), rng.next());
         let thread = std::thread::spawn(move || load_until(load, flag, seed));
+        // perfdhcp beside it: 200 more clients doing DORA against both nodes (broadcast).
+        let mut perf = lan.probe.exec("perfdhcp");
+        perf.args([
+            "-4",
+            "-l",
+            crate::netns::IFACE,
+            "-r",
+            "50",
+            "-R",
+            "200",
+            "-p",
+            "2",
+        ])
+        .args(["-b", &format!("mac=02:1f:83:{:02x}:00:00", round)]);
+        let perf = std::thread::spawn(move || crate::proc::run(&mut perf, Duration::from_secs(60)));
         std::thread::sleep(Duration::from_millis(300 + rng.next() % 700));
         servers[victim].kill()?;
         std::thread::sleep(Duration::from_millis(200));
@@ -326,14 +341,40 @@ fn kill_9_rounds_under_load_grant_no_address_twice_and_lose_no_ack() -> Result<(
             "round {round}: {:?}",
             load.violations
         );
+        let perf = perf
+            .join()
+            .map_err(|_| anyhow::anyhow!("perfdhcp thread panicked"))??;
+        ensure!(
+            perf.all().contains("REQUEST-ACK"),
+            "round {round}: perfdhcp printed no statistics:\n{}",
+            perf.all()
+        );
         check_acks_in_database(&load, &pg).with_context(|| format!("round {round}"))?;
+        // The database's own view: no client holds two addresses (one address holding two
+        // clients is what its primary key rules out).
+        let doubled = pg.query(
+            "SELECT encode(client, 'hex') FROM leases GROUP BY client HAVING count(*) > 1",
+        )?;
+        ensure!(
+            doubled.is_empty(),
+            "round {round}: clients with two leases: {doubled:?}"
+        );
         servers[victim].launch()?;
     }
     ensure!(load.acks > 50, "too little load: {} ACKs", load.acks);
+    let rows = pg.query("SELECT count(*) FROM leases")?;
+    // How often the database refused a node's change (a race lost), over every run's log.
+    let withdrawn: usize = std::fs::read_dir(lan.path(""))?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|log| log.matches("grant withdrawn").count())
+        .sum();
     println!(
-        "ha load: {ROUNDS} rounds, a node killed in each, {} ACKs, {} NAKs, {:.0} s",
+        "ha load: {ROUNDS} rounds, a node killed in each, load client {} ACKs, {} NAKs; {} leases in the database; {withdrawn} changes refused by the database; {:.0} s",
         load.acks,
         load.naks,
+        rows.join(""),
         started.elapsed().as_secs_f64()
     );
     Ok(())
