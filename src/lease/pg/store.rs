@@ -27,6 +27,14 @@ const PRUNE: &str = "
 WITH gone AS (DELETE FROM lease_changes WHERE at < now() - interval '1 hour' RETURNING seq)
 UPDATE feed_state SET pruned_through = greatest(pruned_through, (SELECT coalesce(max(seq), 0) FROM gone))";
 
+/// A written change, and for a remove the lease it ends as this node saw it when the engine
+/// made the change (the delete is conditional on that client: `held` may follow another node
+/// before the sync).
+struct Queued {
+    change: LeaseChange,
+    ends: Option<Lease>,
+}
+
 pub struct PgStore {
     settings: PgSettings,
     /// This process's id in the feed (`lease_changes.node`): host, pid and start time.
@@ -38,7 +46,7 @@ pub struct PgStore {
     /// The connection was lost: `held` is reconciled with the table before the next write.
     reconcile: bool,
     /// Written, not yet synced.
-    queued: Vec<LeaseChange>,
+    queued: Vec<Queued>,
     /// The lease set as the database holds it, as far as this node knows (`durable`).
     pub(super) held: HashMap<Ipv4Addr, Lease>,
     /// The change number that set each address's entry in `held` last.
@@ -155,6 +163,19 @@ impl PgStore {
         self.seen.insert(ip, seq);
     }
 
+    /// The lease on `ip` as this node sees it now: after the queued changes, else as held.
+    fn believed(&self, ip: Ipv4Addr) -> Option<Lease> {
+        for q in self.queued.iter().rev().filter(|q| q.change.ip() == ip) {
+            match &q.change {
+                // Offers are never stored: they change nothing in the database.
+                LeaseChange::Upsert(l) if l.state == LeaseState::Offered => {}
+                LeaseChange::Upsert(l) => return Some(l.clone()),
+                LeaseChange::Remove { .. } => return None,
+            }
+        }
+        self.held.get(&ip).cloned()
+    }
+
     /// The lost connection: fail this sync, reconnect and reconcile at the next.
     fn lost(&mut self, e: PgError) -> StoreError {
         if self.client.take().is_some() {
@@ -169,24 +190,24 @@ impl PgStore {
 
     /// One transaction with every queued change; what the database refused, and the new
     /// state of every address touched (applied to `held` after the commit).
-    fn commit(&mut self, now: UnixTime, changes: &[LeaseChange]) -> Result<Synced, PgError> {
+    fn commit(&mut self, now: UnixTime, changes: &[Queued]) -> Result<Synced, PgError> {
         let node = self.node.clone();
         let prune = self.last_prune.elapsed() >= PRUNE_EVERY;
         let mut after: HashMap<Ipv4Addr, (Option<Lease>, i64)> = HashMap::new();
         let mut synced = Synced::default();
         self.client()?;
-        let (Some(client), held) = (self.client.as_mut(), &self.held) else {
+        let Some(client) = self.client.as_mut() else {
             return Err(PgError::Schema("not connected".into()));
         };
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         let mut wrote = false;
-        for change in changes {
+        for Queued { change, ends } in changes {
             let ip = change.ip();
             if synced.rejected.contains(&ip) {
                 continue;
             }
-            let known = after.get(&ip).map_or(held.get(&ip), |(l, _)| l.as_ref());
+            let known = after.get(&ip).map_or(ends.as_ref(), |(l, _)| l.as_ref());
             match apply(&mut tx, &node, change, known, now)? {
                 Applied::Nothing => {}
                 Applied::Done(lease, seq) => {
@@ -299,7 +320,14 @@ impl Drop for PgStore {
 
 impl LeaseStore for PgStore {
     fn write(&mut self, _now: UnixTime, changes: &[LeaseChange]) -> Result<(), StoreError> {
-        self.queued.extend_from_slice(changes);
+        for change in changes {
+            let ends = match change {
+                LeaseChange::Remove { ip, .. } => self.believed(*ip),
+                LeaseChange::Upsert(_) => None,
+            };
+            let change = change.clone();
+            self.queued.push(Queued { change, ends });
+        }
         Ok(())
     }
 

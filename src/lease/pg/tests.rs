@@ -184,3 +184,29 @@ fn schema_versions_and_import_export() {
     let err = PgStore::open(s, NOW).err().unwrap().to_string();
     assert!(err.contains("newer"), "{err}");
 }
+
+#[test]
+fn a_remove_written_before_another_nodes_change_arrived_ends_only_the_lease_it_meant() {
+    let Some(db) = db() else { return };
+    tools::init(&db.settings()).unwrap();
+    let (mut a, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let (mut b, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let old = lease(11, 1, NOW.0 + 10);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(old.clone())]).is_empty());
+    // t0: A writes client 1's release (durability "batch": not synced yet)...
+    let later = UnixTime(NOW.0 + 60);
+    let release = LeaseChange::Remove {
+        ip: old.ip,
+        reason: RemoveReason::Released,
+    };
+    a.write(later, std::slice::from_ref(&release)).unwrap();
+    // ...meanwhile B gives the expired address to client 2, and A's feed brings that in.
+    let new = lease(11, 2, later.0 + 600);
+    b.write(later, &[LeaseChange::Upsert(new.clone())]).unwrap();
+    assert!(b.sync(later).unwrap().rejected.is_empty());
+    assert_eq!(remote(&mut a, 1), vec![LeaseChange::Upsert(new.clone())]);
+    // t1: A's sync must not delete client 2's lease: the release was client 1's.
+    assert_eq!(a.sync(later).unwrap().rejected, vec![old.ip]);
+    assert_eq!(a.durable(old.ip), Some(new.clone()));
+    assert_eq!(tools::export(&db.settings(), later).unwrap(), vec![new]);
+}
