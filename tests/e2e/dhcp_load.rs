@@ -66,6 +66,10 @@ pub struct LoadClient {
     /// The xid of each client's last RELEASE: ACKs to older requests arriving late are stale.
     released: HashMap<Mac, u32>,
     pub violations: Vec<String>,
+    /// Several servers share one lease set (a lease database): an OFFER may name an address
+    /// another server has just ACKed (offers are not arbitrated; the REQUEST for it is
+    /// refused), so only ACKs count as violations.
+    pub offers_may_conflict: bool,
     pub acks: u64,
     pub naks: u64,
     xid: u32,
@@ -83,6 +87,7 @@ impl LoadClient {
             owners: HashMap::new(),
             released: HashMap::new(),
             violations: Vec::new(),
+            offers_may_conflict: false,
             acks: 0,
             naks: 0,
             xid: 0x5000_0000,
@@ -228,8 +233,10 @@ impl LoadClient {
         {
             return;
         }
+        let offer_only = self.offers_may_conflict && kind == Some(MessageType::Offer);
         if let Some(owner) = self.owners.get(&ip)
             && *owner != mac
+            && !offer_only
         {
             self.violations.push(format!(
                 "{kind:?} of {ip} to {mac:02x?}, but it was ACKed to {owner:02x?}"

@@ -51,6 +51,8 @@ struct Feed {
     last: i64,
     tx: Sender<FeedMsg>,
     shared: Arc<FeedShared>,
+    /// The connection failed and that was logged (once per outage).
+    failing: bool,
 }
 
 /// Start the feed thread after change `last` (what the store loaded).
@@ -67,6 +69,7 @@ pub fn spawn(
         last,
         tx,
         shared,
+        failing: false,
     };
     std::thread::Builder::new()
         .name("lease-feed".into())
@@ -76,7 +79,6 @@ pub fn spawn(
 
 impl Feed {
     fn run(&mut self) {
-        let mut failing = false;
         while !self.shared.stop.load(Ordering::Relaxed) {
             let result = self
                 .settings
@@ -84,9 +86,9 @@ impl Feed {
                 .and_then(|mut client| self.follow(&mut client));
             match result {
                 Ok(()) => return,
-                Err(e) if !failing => {
+                Err(e) if !self.failing => {
                     warn!("lease database change feed: {e}; retrying every second");
-                    failing = true;
+                    self.failing = true;
                 }
                 Err(_) => {}
             }
@@ -98,6 +100,7 @@ impl Feed {
     fn follow(&mut self, client: &mut Client) -> Result<(), PgError> {
         client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
         info!(after = self.last, "lease database change feed connected");
+        self.failing = false;
         loop {
             self.read(client)?;
             if self.shared.stop.load(Ordering::Relaxed) {
