@@ -333,7 +333,9 @@ impl LeaseStore for PgStore {
 
     fn sync(&mut self, now: UnixTime) -> Result<Synced, StoreError> {
         let changes = std::mem::take(&mut self.queued);
-        if changes.is_empty() && !self.reconcile {
+        if changes.is_empty() {
+            // Nothing to make durable (grants that need no write, as reused leases): they
+            // leave even while the database is away; reconciliation waits for the next write.
             return Ok(Synced::default());
         }
         let had_client = self.client.is_some();
