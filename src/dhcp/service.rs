@@ -268,6 +268,9 @@ impl DhcpService {
             } else {
                 (last, before) = (None, None);
             }
+            // Other nodes' committed changes first (a shared store): a request that arrived
+            // with them is then answered from the newest lease set.
+            self.absorb_remote();
             while let Ok(done) = self.pings_rx.try_recv() {
                 pings.push(done);
             }
@@ -276,7 +279,6 @@ impl DhcpService {
                 self.process(got, std::mem::take(&mut pings));
             }
             self.answer_commands();
-            self.absorb_remote();
         }
         self.flush(self.clock.now());
         let st = &self.stats;

@@ -68,8 +68,11 @@ pub struct LoadClient {
     pub violations: Vec<String>,
     /// Several servers share one lease set (a lease database): an OFFER may name an address
     /// another server has just ACKed (offers are not arbitrated; the REQUEST for it is
-    /// refused), so only ACKs count as violations.
+    /// refused), and a server that has not yet seen another's change (milliseconds) may NAK a
+    /// renewal (the client starts over; its lease is not touched): only conflicting ACKs count
+    /// as violations, such NAKs are counted in `stale_naks`.
     pub offers_may_conflict: bool,
+    pub stale_naks: u64,
     pub acks: u64,
     pub naks: u64,
     xid: u32,
@@ -88,6 +91,7 @@ impl LoadClient {
             released: HashMap::new(),
             violations: Vec::new(),
             offers_may_conflict: false,
+            stale_naks: 0,
             acks: 0,
             naks: 0,
             xid: 0x5000_0000,
@@ -220,7 +224,9 @@ impl LoadClient {
         let kind = msg.opts().msg_type();
         if kind == Some(MessageType::Nak) {
             self.naks += 1;
-            if self.acked.contains_key(&mac) {
+            if self.acked.contains_key(&mac) && self.offers_may_conflict {
+                self.stale_naks += 1;
+            } else if self.acked.contains_key(&mac) {
                 self.violations
                     .push(format!("NAK for {mac:02x?}, which holds an ACKed lease"));
             }
