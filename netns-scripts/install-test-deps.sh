@@ -26,11 +26,13 @@ declare -A PROFILE=(
   # fdatasync and ACK. e2fsprogs, util-linux: the ext4 loop image of the power-cut tests.
   # prometheus: promtool checks /metrics (its daemon is kept stopped and disabled). systemd:
   # systemd-analyze verifies the shipped unit. chromium, chromium-driver: the status page test
-  # (headless, driven over WebDriver).
+  # (headless, driven over WebDriver). postgresql: initdb, postgres and psql for the lease
+  # database tests, which start their own server in a temporary directory as user postgres
+  # (the package creates the user; its own cluster, 15/main, is kept stopped: see below).
   [test]="iproute2 procps isc-dhcp-client busybox dhcpcd-base bind9-dnsutils dnsmasq-base
           isc-dhcp-relay kea-admin bind9 ddclient curl openssl knot-dnsutils nsd unbound
           stress-ng tcpdump nmap strace e2fsprogs util-linux prometheus
-          systemd chromium chromium-driver"
+          systemd chromium chromium-driver postgresql"
   [bench]="iproute2 util-linux time python3 kea-admin kea-dhcp4-server dnsmasq-base dnsperf
            nsd unbound bind9-dnsutils"
 )
@@ -79,8 +81,16 @@ apt_get() {
 # systemd, e.g. in a container or chroot).
 enabled_links() { find /etc/systemd/system -type l 2>/dev/null | sort; }
 
+# PostgreSQL clusters running now (pg_lsclusters, from postgresql-common), to stop any other
+# after the install: Debian's postgresql creates and would start the 15/main cluster.
+online_clusters() {
+  command -v pg_lsclusters >/dev/null 2>&1 || return 0
+  pg_lsclusters -h 2>/dev/null | awk '$4 == "online" { print $1 " " $2 }' | sort
+}
+
 before=$(mktemp)
 enabled_links >"$before"
+clusters_before=$(online_clusters)
 policy=0
 cleanup() {
   [ "$policy" = 1 ] && rm -f /usr/sbin/policy-rc.d
@@ -94,6 +104,13 @@ cleanup() {
     echo "install-test-deps.sh: disabled $unit (the package enabled it for boot)" >&2
   done < <(comm -13 "$before" <(enabled_links))
   rm -f "$before"
+  # Stop any PostgreSQL cluster the install started (policy-rc.d should have kept it down).
+  local cluster
+  while read -r cluster; do
+    [ -n "$cluster" ] || continue
+    pg_ctlcluster $cluster stop >/dev/null 2>&1 || true
+    echo "install-test-deps.sh: stopped PostgreSQL cluster $cluster (the package started it)" >&2
+  done < <(comm -13 <(printf '%s\n' "$clusters_before") <(online_clusters))
 }
 trap cleanup EXIT
 

@@ -20,6 +20,8 @@ use crate::dns::statics::StaticRecords;
 use crate::http::HttpServer;
 use crate::http::dyndns::DynDns;
 use crate::lease::journal::Journal;
+use crate::lease::pg::PgStore;
+use crate::lease::store::LeaseStore;
 use crate::net::DhcpSocket;
 use crate::sdnotify::Notifier;
 
@@ -80,15 +82,8 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
     let http = bind_http(&cfg, store, clock.clone()).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let dhcp = DhcpService::new(
-        cfg.clone(),
-        engine,
-        Box::new(journal),
-        names,
-        socket,
-        clock.clone(),
-    )
-    .context("starting the DHCP service")?;
+    let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone())
+        .context("starting the DHCP service")?;
     metrics.dhcp = Some(dhcp.stats());
     let events = dhcp.stats().events.clone();
     let (dhcp, ddns_task) =
@@ -157,13 +152,32 @@ async fn join_all(
     Ok(())
 }
 
-/// Open the lease journal and recover its leases.
-fn open_leases(cfg: &Config, now: UnixTime) -> anyhow::Result<(Journal, Vec<crate::lease::Lease>)> {
+/// Open the lease store and recover its leases: the journal, or with `[lease_database]` the
+/// shared PostgreSQL store (then the journal file is not used).
+fn open_leases(
+    cfg: &Config,
+    now: UnixTime,
+) -> anyhow::Result<(Box<dyn LeaseStore>, Vec<crate::lease::Lease>)> {
+    if let Some(db) = &cfg.start.lease_database {
+        let settings = db.settings().map_err(anyhow::Error::msg)?;
+        let what = settings.describe();
+        // The blocking client runs its own runtime: connect from a plain thread, not this task.
+        let opened = std::thread::scope(|s| s.spawn(|| PgStore::open(settings, now)).join());
+        let (store, leases) = opened
+            .map_err(|_| anyhow::anyhow!("opening the {what}: the thread panicked"))?
+            .with_context(|| format!("opening the {what}"))?;
+        info!(
+            leases = leases.len(),
+            node = store.node(),
+            "leases loaded from the {what}"
+        );
+        return Ok((Box::new(store), leases));
+    }
     let file = &cfg.start.lease_file;
     let (journal, leases) = Journal::open(file, cfg.start.durability, now)
         .with_context(|| format!("opening the lease journal {}", file.display()))?;
     info!(leases = leases.len(), file = %file.display(), "leases recovered");
-    Ok((journal, leases))
+    Ok((Box::new(journal), leases))
 }
 
 /// The DHCP socket: the one bound before the privilege drop, or a new one.

@@ -54,6 +54,7 @@ pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod dbtool;
 pub mod ddns;
 pub mod dhcp;
 pub mod dns;

@@ -43,6 +43,20 @@ enum Command {
         #[arg(short, long, default_value = "/etc/leasedns/leasedns.toml")]
         config: PathBuf,
     },
+    /// The shared PostgreSQL lease store of `[lease_database]`: create or upgrade its tables,
+    /// or move leases between it and the journal (`lease_file`).
+    Db {
+        #[command(subcommand)]
+        action: DbCommand,
+        /// The config whose [lease_database] (and lease_file) to use.
+        #[arg(
+            short,
+            long,
+            default_value = "/etc/leasedns/leasedns.toml",
+            global = true
+        )]
+        config: PathBuf,
+    },
     /// Validate a config file and exit (0 when valid).
     CheckConfig {
         /// The config file.
@@ -118,6 +132,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create the tables on an empty database.
+    Init,
+    /// Upgrade the tables to this build's schema version.
+    Migrate,
+    /// Copy the live leases of the journal (lease_file) into the database; an address another
+    /// client holds there is left alone and listed.
+    Import,
+    /// Write the database's live leases into the journal (lease_file), which must hold none
+    /// (move it aside first): to go back to one node without a database.
+    Export,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -172,6 +200,26 @@ fn main() -> ExitCode {
         }
         Command::Reload { config } => ctl(&config, |t| t.send("POST", "/api/v1/reload", None)),
         Command::Man { dir } => man_pages(&dir),
+        Command::Db { action, config } => {
+            init_logging();
+            use leasedns::dbtool::Action;
+            let action = match action {
+                DbCommand::Init => Action::Init,
+                DbCommand::Migrate => Action::Migrate,
+                DbCommand::Import => Action::Import,
+                DbCommand::Export => Action::Export,
+            };
+            match leasedns::dbtool::run(action, &config) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::ImportDnsmasqLeases { file, config } => {
             init_logging();
             match import(&file, &config) {

@@ -24,6 +24,10 @@ pub const INIT_REBOOT_UNKNOWN: &str = "silent";
 /// `ddns_queue` is the lease file's name with this added.
 pub const DDNS_QUEUE_SUFFIX: &str = ".ddns";
 
+/// `[lease_database]`.
+pub const DB_CONNECT_TIMEOUT_MS: u64 = 3000;
+pub const DB_STATEMENT_TIMEOUT_MS: u64 = 5000;
+
 /// `[dns]`.
 pub const DNS_PORT: u16 = 53;
 pub const DNS_TTL: u32 = 300;
@@ -82,6 +86,14 @@ pub fn table() -> Vec<(&'static str, String)> {
             EXHAUSTED_WARN_INTERVAL.to_string(),
         ),
         ("ddns_queue", format!("<lease_file>{DDNS_QUEUE_SUFFIX}")),
+        (
+            "lease_database.connect_timeout_ms",
+            DB_CONNECT_TIMEOUT_MS.to_string(),
+        ),
+        (
+            "lease_database.statement_timeout_ms",
+            DB_STATEMENT_TIMEOUT_MS.to_string(),
+        ),
         ("dns.ttl", DNS_TTL.to_string()),
         ("dns.upstream_timeout_ms", UPSTREAM_TIMEOUT_MS.to_string()),
         ("dns.cache_size", CACHE_SIZE.to_string()),

@@ -80,6 +80,7 @@ fn startup(cx: &Ctx, raw: &mut raw::Root) -> Result<(Startup, DnsConfig), Config
     let start = Startup {
         run_as,
         dhcp_script: script::dhcp_script(cx, raw)?,
+        lease_database: leasedb::section(cx, raw)?,
         durability: durability(cx, raw)?,
         dhcp_port: raw.dhcp_port.unwrap_or(defaults::DHCP_PORT),
         client_port: raw.client_port.unwrap_or(defaults::CLIENT_PORT),

@@ -15,6 +15,7 @@ mod dhcp;
 mod dns;
 mod error;
 mod http;
+mod leasedb;
 mod load;
 mod raw;
 mod script;
@@ -32,6 +33,7 @@ pub use dns::{
 };
 pub use error::ConfigError;
 pub use http::{ApiToken, DynDnsUser, HttpConfig};
+pub use leasedb::LeaseDatabase;
 pub use script::DhcpScript;
 pub use subnet::{Reservation, Subnet, SubnetSettings, prefix_mask};
 pub use tsig::{TsigKeyConfig, UpdateRule};
@@ -85,6 +87,8 @@ pub struct Startup {
     pub run_as: RunAs,
     /// `dhcp_script`: run on every lease change, as dnsmasq's `--dhcp-script` (`script`).
     pub dhcp_script: Option<DhcpScript>,
+    /// `[lease_database]`: the shared PostgreSQL lease store instead of the journal.
+    pub lease_database: Option<LeaseDatabase>,
 }
 
 impl Startup {
@@ -102,6 +106,7 @@ impl Startup {
             ddns,
             run_as,
             dhcp_script,
+            lease_database,
         } = self;
         let DdnsConfig { zones, queue_file } = ddns;
         let mut out = Vec::new();
@@ -116,6 +121,7 @@ impl Startup {
         differ("group", run_as.group != new.run_as.group);
         differ("ddns_zone", *zones != new.ddns.zones);
         differ("ddns_queue", *queue_file != new.ddns.queue_file);
+        differ("lease_database", *lease_database != new.lease_database);
         out.extend(dns.changed(&new.dns));
         out
     }

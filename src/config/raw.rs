@@ -47,6 +47,16 @@ pub struct Root {
     pub dhcp_script_timeout: Option<Spanned<u64>>,
     pub dhcp_script_on_renewal: Option<bool>,
     pub group: Option<Spanned<String>>,
+    pub lease_database: Option<LeaseDatabase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseDatabase {
+    pub url: Spanned<String>,
+    pub password_file: Option<Spanned<String>>,
+    pub connect_timeout_ms: Option<Spanned<u64>>,
+    pub statement_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

@@ -1276,3 +1276,46 @@ fn dhcp_script_needs_an_absolute_path_and_a_sane_timeout() {
         "{e}"
     );
 }
+
+#[test]
+fn lease_database_is_a_start_only_section_with_checked_url_and_timeouts() {
+    assert_eq!(parse(GOOD).expect("valid").start.lease_database, None);
+    let with = |extra: &str| parse(&format!("{GOOD}\n[lease_database]\n{extra}\n"));
+    let c = with("url = \"postgresql://leasedns@127.0.0.1:5432/leases\"").expect("valid");
+    let db = c.start.lease_database.clone().expect("database");
+    assert_eq!(db.connect_timeout, Duration::from_millis(3000));
+    assert_eq!(db.statement_timeout, Duration::from_millis(5000));
+    assert_eq!(db.password_file, None);
+    // A changed database needs a restart, as every start-only setting.
+    let mut other = c.start.clone();
+    other.lease_database = None;
+    assert_eq!(c.start.changed(&other), vec!["lease_database"]);
+    let e = with("url = \"postgresql://h/x?sslmode=require\"")
+        .expect_err("tls")
+        .to_string();
+    assert!(
+        e.contains(
+            "lease_database.url = \"postgresql://h/x?sslmode=require\": sslmode=require: TLS"
+        ),
+        "{e}"
+    );
+    assert!(e.starts_with("test.toml:"), "{e}");
+    let e = with("url = \"postgresql://h/x\"\nconnect_timeout_ms = 5")
+        .expect_err("short")
+        .to_string();
+    assert!(
+        e.contains("lease_database.connect_timeout_ms = 5: must be 100 to 60000"),
+        "{e}"
+    );
+    let e = with("url = \"postgresql://h/x\"\npassword_file = \"pw\"")
+        .expect_err("relative")
+        .to_string();
+    assert!(
+        e.contains("lease_database.password_file = \"pw\": must be an absolute path"),
+        "{e}"
+    );
+    let e = with("url = \"postgresql://h:notaport/x\"")
+        .expect_err("bad")
+        .to_string();
+    assert!(e.contains("lease_database.url = "), "{e}");
+}

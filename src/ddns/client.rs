@@ -31,12 +31,35 @@ const NOTAUTH: u8 = 9;
 
 /// The DHCP service's end of the channel: hands over each durable batch without waiting.
 #[derive(Clone, Debug)]
-pub struct DdnsSender(mpsc::UnboundedSender<Vec<LeaseChange>>);
+pub struct DdnsSender(mpsc::UnboundedSender<Batch>);
+
+/// A durable batch, and whether this node committed it (`ours`: send its updates) or another
+/// node sharing the lease database did (only track its names: that node sends the updates, so
+/// each change is sent once, not once per node).
+#[derive(Debug)]
+struct Batch {
+    changes: Vec<LeaseChange>,
+    ours: bool,
+}
 
 impl DdnsSender {
-    /// Queues a batch for the DDNS task; never blocks (the channel is unbounded).
+    /// Queues a batch this node committed; never blocks (the channel is unbounded).
     pub fn send(&self, changes: &[LeaseChange]) {
-        if !changes.is_empty() && self.0.send(changes.to_vec()).is_err() {
+        self.pass(changes, true);
+    }
+
+    /// Hands over a batch another node committed: the names it sets or ends are tracked (a
+    /// later change here updates them correctly) but no update is sent for it.
+    pub fn follow(&self, changes: &[LeaseChange]) {
+        self.pass(changes, false);
+    }
+
+    fn pass(&self, changes: &[LeaseChange], ours: bool) {
+        let batch = Batch {
+            changes: changes.to_vec(),
+            ours,
+        };
+        if !changes.is_empty() && self.0.send(batch).is_err() {
             debug!("DDNS task has stopped; lease changes not sent");
         }
     }
@@ -53,7 +76,7 @@ pub struct DdnsTask {
     tracker: Tracker,
     queue: Queue,
     clock: Arc<dyn Clock>,
-    rx: mpsc::UnboundedReceiver<Vec<LeaseChange>>,
+    rx: mpsc::UnboundedReceiver<Batch>,
     backoff: Duration,
     retry_at: Option<Instant>,
     /// Jobs in the queue, for `/metrics` (updated once per loop turn).
@@ -121,11 +144,19 @@ impl DdnsTask {
         self.finish().await;
     }
 
-    /// Turns a batch into jobs and queues them (with anything else already in the channel).
-    fn take(&mut self, batch: &[LeaseChange]) {
-        let mut jobs = self.tracker.jobs(batch);
+    /// Turns a batch into jobs and queues them (with anything else already in the channel);
+    /// another node's batch only moves the tracker (its jobs are that node's to send).
+    fn take(&mut self, batch: &Batch) {
+        let mut queued = Vec::new();
         while let Ok(more) = self.rx.try_recv() {
-            jobs.extend(self.tracker.jobs(&more));
+            queued.push(more);
+        }
+        let mut jobs = Vec::new();
+        for batch in std::iter::once(batch).chain(&queued) {
+            let more = self.tracker.jobs(&batch.changes);
+            if batch.ours {
+                jobs.extend(more);
+            }
         }
         if jobs.is_empty() {
             return;
@@ -458,6 +489,27 @@ mod tests {
             "rev remove"
         );
 
+        let _ = r.stop_tx.send(true);
+        r.handle.await.expect("task ends");
+    }
+
+    #[tokio::test]
+    async fn another_nodes_changes_are_tracked_but_sent_by_that_node() {
+        let mut r = running(vec![0, 0]).await;
+        // t0: a grant another node committed (shared lease database): no update from here.
+        r.tx.follow(&[LeaseChange::Upsert(alpha())]);
+        let sent = tokio::time::timeout(Duration::from_millis(500), r.seen.recv()).await;
+        assert!(sent.is_err(), "followed change sent: {sent:?}");
+        // t1: this node ends that lease: the removal knows the name it followed.
+        r.tx.send(&[LeaseChange::Remove {
+            ip: alpha().ip,
+            reason: RemoveReason::Expired,
+        }]);
+        assert_eq!(
+            shape(&next(&mut r.seen).await),
+            (vec![49], vec![1, 49]),
+            "fwd remove"
+        );
         let _ = r.stop_tx.send(true);
         r.handle.await.expect("task ends");
     }

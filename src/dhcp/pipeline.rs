@@ -171,7 +171,7 @@ impl Pipeline {
             }
         };
         for &ip in &rejected {
-            warn!(%ip, "{} holds this address for another client; grant withdrawn", store.describe());
+            warn!(%ip, "{} refused the change (another node changed this address first); grant withdrawn", store.describe());
             table.restore(ip, store.durable(ip));
         }
         if !rejected.is_empty() {
@@ -197,6 +197,12 @@ impl Pipeline {
         let remote = store.take_remote();
         for change in &remote {
             let ip = change_ip(change);
+            // An address with a change waiting for its sync (durability "batch") keeps the
+            // engine's state: the sync settles it (kept when the store takes it, else put back
+            // to what the store holds then, which includes this remote change).
+            if self.pending.changes.iter().any(|c| change_ip(c) == ip) {
+                continue;
+            }
             table.restore(ip, store.durable(ip));
         }
         remote
@@ -464,5 +470,27 @@ mod tests {
             "handed over once"
         );
         assert!(!p.is_pending(), "nothing of theirs is written again");
+    }
+
+    #[test]
+    fn a_remote_change_waits_for_the_sync_of_a_change_written_here_to_the_same_address() {
+        let (mut p, mut table, mut store, _) = start();
+        // t0: this node grants .6 (durability "batch": written, not synced)...
+        let (changes, grants) = grant(&mut table, 6);
+        p.write(&mut table, &mut store, NOW, changes, grants)
+            .expect("written");
+        // ...and another node's change to .6 arrives first: the table keeps this node's.
+        store.durable.insert(ip(6), lease(6, 60));
+        store.remote = vec![LeaseChange::Upsert(lease(6, 60))];
+        assert_eq!(p.absorb_remote(&mut table, &mut store).len(), 1);
+        assert_eq!(table.0.get(&ip(6)), Some(&lease(6, 6)));
+        // t1: the store refuses it at the sync: then the table follows the store.
+        store.taken.push(ip(6));
+        let c = p
+            .sync(&mut table, &mut store, NOW)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(c.withdrawn, [ip(6)]);
+        assert_eq!(table, durable(&store));
     }
 }

@@ -268,6 +268,9 @@ impl DhcpService {
             } else {
                 (last, before) = (None, None);
             }
+            // Other nodes' committed changes first (a shared store): a request that arrived
+            // with them is then answered from the newest lease set.
+            self.absorb_remote();
             while let Ok(done) = self.pings_rx.try_recv() {
                 pings.push(done);
             }
@@ -276,7 +279,6 @@ impl DhcpService {
                 self.process(got, std::mem::take(&mut pings));
             }
             self.answer_commands();
-            self.absorb_remote();
         }
         self.flush(self.clock.now());
         let st = &self.stats;
@@ -415,7 +417,7 @@ impl DhcpService {
     /// leave.
     fn publish_committed(&mut self, now: UnixTime, committed: Committed) {
         if committed.recovered {
-            info!("lease journal writable again; granting leases");
+            info!(store = %self.store.describe(), "{} writable again; granting leases", self.store_kind());
         }
         if !committed.changes.is_empty() {
             let changes = &committed.changes;
@@ -511,15 +513,29 @@ impl DhcpService {
         let now = self.clock.now();
         let changes = &remote;
         self.names.apply(NameChange::Leases { now, changes });
+        // Outbound DDNS for these is the committing node's: the task only tracks the names.
+        if let Some(ddns) = &self.ddns {
+            ddns.follow(&remote);
+        }
         self.stats.events.publish(&remote, &self.cfg, &self.names);
         self.publish();
+    }
+
+    /// "lease journal" or "lease database", for log lines.
+    fn store_kind(&self) -> &'static str {
+        if self.store.describe().starts_with("lease database") {
+            "lease database"
+        } else {
+            "lease journal"
+        }
     }
 
     /// Count a failed write or sync; log it when the store was working until now.
     fn journal_failed(&mut self, e: &StoreError, was_broken: bool) {
         self.stats.journal_errors.fetch_add(1, Ordering::Relaxed);
         if !was_broken {
-            error!("lease journal write failed, not granting leases until it works: {e}");
+            let (store, kind) = (self.store.describe(), self.store_kind());
+            error!(%store, "{kind} write failed, not granting leases until it works: {e}");
         }
     }
 

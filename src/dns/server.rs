@@ -636,6 +636,7 @@ mod tests {
                 ddns: Default::default(),
                 run_as: Default::default(),
                 dhcp_script: None,
+                lease_database: None,
             },
             interfaces: vec![],
             renew_write_fraction: 0.5,

@@ -4,6 +4,7 @@
 
 pub mod dense;
 pub mod journal;
+pub mod pg;
 pub mod store;
 pub mod table;
 pub mod tally;
@@ -210,6 +211,16 @@ pub enum LeaseChange {
     Upsert(Lease),
     /// The lease on `ip` ended.
     Remove { ip: Ipv4Addr, reason: RemoveReason },
+}
+
+impl LeaseChange {
+    /// The address the change is about.
+    pub fn ip(&self) -> Ipv4Addr {
+        match self {
+            LeaseChange::Upsert(l) => l.ip,
+            LeaseChange::Remove { ip, .. } => *ip,
+        }
+    }
 }
 
 /// A fast hash for keys the server chooses itself: its pool addresses, interface indexes. One

@@ -30,7 +30,8 @@ use std::sync::Arc;
 use crate::clock::UnixTime;
 use crate::lease::journal::{Journal, JournalError};
 use crate::lease::{Lease, LeaseChange};
-use crate::wake::Wake;
+/// The DHCP thread's wake-up, re-exported for the stores that use it.
+pub use crate::wake::Wake;
 
 /// Why a store could not take or keep a batch; every change since the last `sync` is lost.
 #[derive(Debug, thiserror::Error)]

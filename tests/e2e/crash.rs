@@ -28,10 +28,10 @@ use crate::server::{Server, ServerOptions, leasedns_bin};
 const ROUNDS: u64 = 20;
 
 /// A small deterministic generator (xorshift64), so a failing round can be replayed.
-struct Rng(u64);
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -83,7 +83,7 @@ fn check_acks_durable(load: &LoadClient, leases: &BTreeMap<Ipv4Addr, Lease>) -> 
 }
 
 /// Runs the load on its own thread until `stop`; returns the client.
-fn load_until(mut load: LoadClient, stop: Arc<AtomicBool>, seed: u64) -> Result<LoadClient> {
+pub fn load_until(mut load: LoadClient, stop: Arc<AtomicBool>, seed: u64) -> Result<LoadClient> {
     let mut rng = Rng(seed | 1);
     while !stop.load(Ordering::Relaxed) {
         let i = (rng.next() % load.macs.len() as u64) as usize;

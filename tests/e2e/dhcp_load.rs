@@ -66,6 +66,13 @@ pub struct LoadClient {
     /// The xid of each client's last RELEASE: ACKs to older requests arriving late are stale.
     released: HashMap<Mac, u32>,
     pub violations: Vec<String>,
+    /// Several servers share one lease set (a lease database): an OFFER may name an address
+    /// another server has just ACKed (offers are not arbitrated; the REQUEST for it is
+    /// refused), and a server that has not yet seen another's change (milliseconds) may NAK a
+    /// renewal (the client starts over; its lease is not touched): only conflicting ACKs count
+    /// as violations, such NAKs are counted in `stale_naks`.
+    pub offers_may_conflict: bool,
+    pub stale_naks: u64,
     pub acks: u64,
     pub naks: u64,
     xid: u32,
@@ -83,6 +90,8 @@ impl LoadClient {
             owners: HashMap::new(),
             released: HashMap::new(),
             violations: Vec::new(),
+            offers_may_conflict: false,
+            stale_naks: 0,
             acks: 0,
             naks: 0,
             xid: 0x5000_0000,
@@ -215,7 +224,9 @@ impl LoadClient {
         let kind = msg.opts().msg_type();
         if kind == Some(MessageType::Nak) {
             self.naks += 1;
-            if self.acked.contains_key(&mac) {
+            if self.acked.contains_key(&mac) && self.offers_may_conflict {
+                self.stale_naks += 1;
+            } else if self.acked.contains_key(&mac) {
                 self.violations
                     .push(format!("NAK for {mac:02x?}, which holds an ACKed lease"));
             }
@@ -228,8 +239,10 @@ impl LoadClient {
         {
             return;
         }
+        let offer_only = self.offers_may_conflict && kind == Some(MessageType::Offer);
         if let Some(owner) = self.owners.get(&ip)
             && *owner != mac
+            && !offer_only
         {
             self.violations.push(format!(
                 "{kind:?} of {ip} to {mac:02x?}, but it was ACKed to {owner:02x?}"

@@ -26,7 +26,8 @@
 //! the page in headless Chromium); 145-149 operating it (145 runtime reservations and reload,
 //! 146 dhcp_script across a kill -9);
 //! 150-154 hardening (150 privilege drop, 151 leases per relay port, 152 declined addresses,
-//! 153 capabilities trimmed when started unprivileged).
+//! 153 capabilities trimmed when started unprivileged); 130-132 two nodes sharing a PostgreSQL
+//! lease store and the `db` tools (issue 18: `ha`).
 
 mod clients;
 mod dhcp_load;
@@ -48,6 +49,7 @@ mod dns;
 mod dns_door;
 mod dns_xfr;
 mod durable_order;
+mod ha;
 mod harness_selftest;
 mod hook;
 mod hostile;

@@ -237,6 +237,48 @@ impl Lan {
         self.dir.path().join(name)
     }
 
+    /// Adds one more host on the LAN's bridge, namespace `<name>-<role>`, with the static
+    /// address `.last` on `eth0` (a second server, a database).
+    pub fn add_host(&mut self, role: &str, last: u8) -> Result<Host> {
+        let host = Host {
+            ns: format!("{}-{role}", self.name),
+            mac: format!("02:1d:00:{:02x}:01:{last:02x}", self.index),
+        };
+        self.add_ns(&host.ns)?;
+        let port = format!("q{last}");
+        ip(&[
+            "link",
+            "add",
+            IFACE,
+            "address",
+            &host.mac,
+            "netns",
+            &host.ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            &self.bridge_ns,
+        ])?;
+        ip(&[
+            "-n",
+            &self.bridge_ns,
+            "link",
+            "set",
+            &port,
+            "master",
+            "br0",
+            "up",
+        ])?;
+        ip(&["-n", &host.ns, "link", "set", IFACE, "up"])?;
+        self.write_resolv_conf(&host.ns)?;
+        let addr = format!("{}/24", self.addr(last));
+        ip(&["-n", &host.ns, "addr", "add", &addr, "dev", IFACE])?;
+        Ok(host)
+    }
+
     /// PIDs of every process living in one of our namespaces.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();

@@ -76,6 +76,8 @@ pub struct Server {
     dir: PathBuf,
     daemon: Option<Daemon>,
     runs: u32,
+    /// Log files are `<tag>.<run>.log` ("leasedns" unless `prepare_as` named another).
+    tag: String,
 }
 
 impl Server {
@@ -105,6 +107,23 @@ impl Server {
             dir: lan.path(""),
             daemon: None,
             runs: u32::try_from(earlier).unwrap_or(u32::MAX),
+            tag: "leasedns".into(),
+        })
+    }
+
+    /// Writes `config_text` as `<tag>.toml` without starting leasedns; it will run on `host`
+    /// (another server on the same LAN) and log to `<tag>.<run>.log`.
+    pub fn prepare_as(lan: &Lan, host: &Host, tag: &str, config_text: &str) -> Result<Server> {
+        let config = lan.path(&format!("{tag}.toml"));
+        std::fs::write(&config, config_text)?;
+        Ok(Server {
+            host: host.clone(),
+            config,
+            lease_file: lan.path(&format!("{tag}.journal")),
+            dir: lan.path(""),
+            daemon: None,
+            runs: 0,
+            tag: tag.to_string(),
         })
     }
 
@@ -123,7 +142,7 @@ impl Server {
 
     fn spawn(&mut self) -> Result<()> {
         self.runs += 1;
-        let log = self.dir.join(format!("leasedns.{}.log", self.runs));
+        let log = self.dir.join(format!("{}.{}.log", self.tag, self.runs));
         let mut cmd = self.host.exec(leasedns_bin());
         cmd.arg("run")
             .arg("--config")

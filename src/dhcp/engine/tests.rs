@@ -54,6 +54,7 @@ fn cfg(last: u8) -> Config {
             ddns: Default::default(),
             run_as: Default::default(),
             dhcp_script: None,
+            lease_database: None,
         },
         interfaces: vec![],
         renew_write_fraction: 0.5,

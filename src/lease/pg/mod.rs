@@ -1,0 +1,139 @@
+//! The PostgreSQL lease store: several leasedns nodes share one lease set, and the database
+//! arbitrates every change (issue 18).
+//!
+//! # Why the blocking `postgres` client
+//! The store is driven from the DHCP thread, a plain blocking loop (no async runtime), and a
+//! sync lasts one transaction that the thread must wait for anyway before any ACK leaves. The
+//! `postgres` crate is `tokio-postgres` (same maintainers, same protocol code) behind a
+//! blocking API with its own small runtime per connection, so the DHCP thread simply calls
+//! it. There is no pool: one connection writes (the DHCP thread is the one writer) and one
+//! more, on the feed thread, LISTENs.
+//!
+//! # Protocol
+//! - `write` queues the changes in memory (no round trip).
+//! - `sync` runs one transaction with every queued change (group commit) under
+//!   `schema::WRITE_LOCK`: each upsert and remove is conditional (`rows::UPSERT`,
+//!   `rows::REMOVE`) and appends its feed entry in the same statement; one that affects no
+//!   row lost a race, its address goes to `Synced::rejected` and `durable` learns what the
+//!   database holds there instead. The transaction ends with `NOTIFY leasedns_leases`.
+//! - `take_remote` hands over what the feed thread (`feed`) read: other nodes' changes in
+//!   commit order.
+//! - `durable(ip)` answers from `held`, the store's copy of the lease set, kept by `sync`,
+//!   `take_remote` and reconciliation; each address remembers the change number that set it,
+//!   so a late feed entry never overwrites a newer state.
+//! - Losing the connection fails the sync (`StoreError::Database`: the service withholds the
+//!   ACKs). The next sync reconnects (at most one attempt a second), and first reconciles
+//!   `held` with the whole table: a COMMIT whose answer was lost may have landed, and its
+//!   feed entries carry this node's id, which the feed skips.
+//!
+//! # Code
+//! - this file: settings, errors, the store and its `LeaseStore` implementation;
+//! - `schema`: versions, `init`, `migrate`;
+//! - `rows`: leases to rows and back, the conditional statements;
+//! - `feed`: the LISTEN thread;
+//! - `tools`: `db import` / `db export` (whole lease sets in and out).
+
+mod feed;
+mod rows;
+pub mod schema;
+mod store;
+#[cfg(test)]
+pub mod testdb;
+#[cfg(test)]
+mod tests;
+pub mod tools;
+
+pub use store::PgStore;
+
+use std::time::Duration;
+
+/// How to reach the database (built by the daemon from `[lease_database]`).
+#[derive(Clone, Debug)]
+pub struct PgSettings {
+    /// `postgresql://user@host:port/dbname?...` or `host=... dbname=...`.
+    pub url: String,
+    /// From `password_file` or `PGPASSWORD`; overrides one in the URL.
+    pub password: Option<String>,
+    pub connect_timeout: Duration,
+    /// Longest a statement may run before the database cancels it (the DHCP thread waits).
+    pub statement_timeout: Duration,
+}
+
+/// Why the database could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// From the client or the server (the message carries its cause: no `source`, so a chain of
+    /// errors does not print it twice).
+    #[error("{0}")]
+    Db(String),
+    #[error("{0}")]
+    Schema(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<postgres::Error> for PgError {
+    fn from(e: postgres::Error) -> Self {
+        PgError::Db(e.to_string())
+    }
+}
+
+impl PgSettings {
+    /// Parse the URL and check what this build supports (no TLS yet).
+    pub fn config(&self) -> Result<postgres::Config, PgError> {
+        let mut cfg: postgres::Config = self
+            .url
+            .parse()
+            .map_err(|e| PgError::Config(format!("bad database URL: {e}")))?;
+        if cfg.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(PgError::Config(
+                "sslmode=require: TLS to the database is not supported yet (use a local socket, \
+                 a private network or a tunnel)"
+                    .into(),
+            ));
+        }
+        if let Some(p) = &self.password {
+            cfg.password(p);
+        }
+        let timeout_ms = self.statement_timeout.as_millis();
+        // A database host that vanishes (no RST) must not hold the DHCP thread for the
+        // kernel's default retransmission time (15 minutes): unacknowledged data fails after
+        // the statement timeout plus the connect timeout, an idle connection within ~16 s.
+        cfg.connect_timeout(self.connect_timeout)
+            .tcp_user_timeout(self.statement_timeout + self.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(2))
+            .keepalives_retries(3)
+            .options(&format!("-c statement_timeout={timeout_ms}"))
+            .application_name("leasedns");
+        Ok(cfg)
+    }
+
+    /// Open a connection (blocking; never from an async task: the client runs its own runtime).
+    pub fn connect(&self) -> Result<postgres::Client, PgError> {
+        Ok(self.config()?.connect(postgres::NoTls)?)
+    }
+
+    /// The URL without its password, for log lines.
+    pub fn describe(&self) -> String {
+        match self.config() {
+            Ok(cfg) => {
+                let hosts: Vec<String> = cfg
+                    .get_hosts()
+                    .iter()
+                    .map(|h| match h {
+                        postgres::config::Host::Tcp(h) => h.clone(),
+                        postgres::config::Host::Unix(p) => p.display().to_string(),
+                    })
+                    .collect();
+                format!(
+                    "lease database {} on {}",
+                    cfg.get_dbname().unwrap_or("(default)"),
+                    hosts.join(",")
+                )
+            }
+            Err(_) => "lease database (bad URL)".into(),
+        }
+    }
+}

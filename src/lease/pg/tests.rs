@@ -1,0 +1,215 @@
+//! The store against a real PostgreSQL (`testdb`): skipped, with a line saying so, only where
+//! PostgreSQL is not installed.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::testdb::TestDb;
+use super::*;
+use crate::clock::UnixTime;
+use crate::lease::store::LeaseStore;
+use crate::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState, RemoveReason};
+
+const NOW: UnixTime = UnixTime(1_900_000_000);
+
+fn db() -> Option<TestDb> {
+    let db = TestDb::start();
+    if db.is_none() {
+        eprintln!("SKIPPED: PostgreSQL is not installed (/usr/lib/postgresql/*/bin)");
+    }
+    db
+}
+
+fn lease(last: u8, client: u8, expires: u64) -> Lease {
+    let hw = HwAddr::ethernet([2, 0, 0, 0, 0, client]);
+    Lease {
+        ip: Ipv4Addr::new(10, 0, 0, last),
+        client: ClientId::from_hw(&hw),
+        hwaddr: hw,
+        hostname: Some(Arc::from(format!("host{client}").as_str())),
+        expires: UnixTime(expires),
+        state: LeaseState::Bound,
+    }
+}
+
+fn commit(store: &mut PgStore, changes: &[LeaseChange]) -> Vec<Ipv4Addr> {
+    store.write(NOW, changes).unwrap();
+    store.sync(NOW).unwrap().rejected
+}
+
+/// Changes from the feed, waiting until `n` arrived (or 20 s passed).
+fn remote(store: &mut PgStore, n: usize) -> Vec<LeaseChange> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut got = Vec::new();
+    while got.len() < n && Instant::now() < deadline {
+        got.extend(store.take_remote());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    got
+}
+
+#[test]
+fn two_nodes_the_database_decides_who_gets_an_address_and_each_follows_the_other() {
+    let Some(db) = db() else { return };
+    tools::init(&db.settings()).unwrap();
+    let (mut a, none) = PgStore::open(db.settings(), NOW).unwrap();
+    assert!(none.is_empty());
+    let (mut b, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let l1 = lease(5, 1, NOW.0 + 600);
+    // t0: A grants .5 to client 1; B, not knowing yet, tries it for client 2 and loses.
+    assert!(commit(&mut a, &[LeaseChange::Upsert(l1.clone())]).is_empty());
+    let l2 = lease(5, 2, NOW.0 + 600);
+    assert_eq!(commit(&mut b, &[LeaseChange::Upsert(l2)]), vec![l1.ip]);
+    assert_eq!(
+        b.durable(l1.ip),
+        Some(l1.clone()),
+        "B learns what the database holds"
+    );
+    // t1: B's feed brings A's grant; A's own feed never brings it back.
+    assert_eq!(remote(&mut b, 1), vec![LeaseChange::Upsert(l1.clone())]);
+    // t2: the same client renewing through B wins; A follows.
+    let renewed = lease(5, 1, NOW.0 + 1200);
+    assert!(commit(&mut b, &[LeaseChange::Upsert(renewed.clone())]).is_empty());
+    assert_eq!(
+        remote(&mut a, 1),
+        vec![LeaseChange::Upsert(renewed.clone())]
+    );
+    assert!(a.take_remote().is_empty());
+    assert_eq!(a.durable(l1.ip), Some(renewed.clone()));
+    // t3: A's stale expiry of the old lease (it has not seen the renewal yet) is refused...
+    let expire = LeaseChange::Remove {
+        ip: l1.ip,
+        reason: RemoveReason::Expired,
+    };
+    let later = UnixTime(NOW.0 + 700);
+    a.held.insert(l1.ip, l1.clone());
+    a.write(later, std::slice::from_ref(&expire)).unwrap();
+    assert_eq!(a.sync(later).unwrap().rejected, vec![l1.ip]);
+    assert_eq!(a.durable(l1.ip), Some(renewed.clone()));
+    // ...while a release by the client goes through, and B follows.
+    let release = LeaseChange::Remove {
+        ip: l1.ip,
+        reason: RemoveReason::Released,
+    };
+    assert!(commit(&mut a, std::slice::from_ref(&release)).is_empty());
+    assert_eq!(a.durable(l1.ip), None);
+    assert_eq!(remote(&mut b, 1), vec![release]);
+    assert_eq!(b.durable(l1.ip), None);
+    // t4: an expired lease's address goes to whoever asks next.
+    let short = lease(6, 3, NOW.0 + 10);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(short.clone())]).is_empty());
+    let taker = lease(6, 4, NOW.0 + 600);
+    b.write(later, &[LeaseChange::Upsert(taker.clone())])
+        .unwrap();
+    assert!(b.sync(later).unwrap().rejected.is_empty());
+    let mut c = db.settings().connect().unwrap();
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM leases WHERE client = $1",
+            &[&taker.client.as_bytes()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_lost_database_fails_the_sync_and_the_store_reconnects_by_itself() {
+    let Some(mut db) = db() else { return };
+    tools::init(&db.settings()).unwrap();
+    let (mut a, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let l1 = lease(7, 1, NOW.0 + 600);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(l1.clone())]).is_empty());
+    db.stop();
+    // t0: nothing can be made durable: the sync fails (the service withholds the ACK).
+    let l2 = lease(8, 2, NOW.0 + 600);
+    a.write(NOW, &[LeaseChange::Upsert(l2.clone())]).unwrap();
+    assert!(matches!(a.sync(NOW), Err(StoreError::Database(_))));
+    assert_eq!(a.durable(l2.ip), None);
+    // A batch with nothing to write (a reused lease's renewal) still syncs: its ACK leaves.
+    a.write(NOW, &[]).unwrap();
+    assert_eq!(a.sync(NOW).unwrap(), Synced::default());
+    // t1: the database is back: a later sync reconnects and works; nothing ACKed was lost.
+    db.restart();
+    std::thread::sleep(Duration::from_millis(1100)); // past the retry pause after t0's failure
+    a.write(NOW, &[LeaseChange::Upsert(l2.clone())]).unwrap();
+    assert!(a.sync(NOW).unwrap().rejected.is_empty());
+    // t2: a restart while connected: the first sync after it still works (one retry on a new
+    // connection), so no grant waits for the client to ask again.
+    db.restart();
+    let l3 = lease(9, 3, NOW.0 + 600);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(l3.clone())]).is_empty());
+    let (_, live) = PgStore::open(db.settings(), NOW).unwrap();
+    assert_eq!(live, vec![l1, l2, l3]);
+}
+
+use crate::lease::store::{StoreError, Synced};
+
+#[test]
+fn schema_versions_and_import_export() {
+    let Some(db) = db() else { return };
+    let s = db.settings();
+    // t0: an empty database is refused with what to do.
+    let err = PgStore::open(s.clone(), NOW).err().unwrap().to_string();
+    assert!(err.contains("db init"), "{err}");
+    assert!(matches!(tools::migrate(&s), Err(PgError::Schema(_))));
+    assert_eq!(tools::init(&s).unwrap(), schema::LATEST);
+    assert!(
+        tools::init(&s)
+            .unwrap_err()
+            .to_string()
+            .contains("db migrate")
+    );
+    assert_eq!(
+        tools::migrate(&s).unwrap(),
+        (schema::LATEST, schema::LATEST)
+    );
+    // t1: import writes live leases, skips expired ones, refuses held addresses.
+    let live = lease(9, 1, NOW.0 + 600);
+    let gone = lease(10, 2, NOW.0 - 1);
+    let got = tools::import(&s, &[live.clone(), gone], NOW).unwrap();
+    assert_eq!(
+        got,
+        tools::Imported {
+            written: 1,
+            refused: vec![]
+        }
+    );
+    let other = lease(9, 3, NOW.0 + 600);
+    let got = tools::import(&s, &[other], NOW).unwrap();
+    assert_eq!(got.refused, vec![live.ip]);
+    assert_eq!(tools::export(&s, NOW).unwrap(), vec![live]);
+    // t2: a newer schema than this build is refused.
+    let mut c = s.connect().unwrap();
+    c.execute("UPDATE schema_version SET version = 99", &[])
+        .unwrap();
+    let err = PgStore::open(s, NOW).err().unwrap().to_string();
+    assert!(err.contains("newer"), "{err}");
+}
+
+#[test]
+fn a_remove_written_before_another_nodes_change_arrived_ends_only_the_lease_it_meant() {
+    let Some(db) = db() else { return };
+    tools::init(&db.settings()).unwrap();
+    let (mut a, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let (mut b, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let old = lease(11, 1, NOW.0 + 10);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(old.clone())]).is_empty());
+    // t0: A writes client 1's release (durability "batch": not synced yet)...
+    let later = UnixTime(NOW.0 + 60);
+    let release = LeaseChange::Remove {
+        ip: old.ip,
+        reason: RemoveReason::Released,
+    };
+    a.write(later, std::slice::from_ref(&release)).unwrap();
+    // ...meanwhile B gives the expired address to client 2, and A's feed brings that in.
+    let new = lease(11, 2, later.0 + 600);
+    b.write(later, &[LeaseChange::Upsert(new.clone())]).unwrap();
+    assert!(b.sync(later).unwrap().rejected.is_empty());
+    assert_eq!(remote(&mut a, 1), vec![LeaseChange::Upsert(new.clone())]);
+    // t1: A's sync must not delete client 2's lease: the release was client 1's.
+    assert_eq!(a.sync(later).unwrap().rejected, vec![old.ip]);
+    assert_eq!(a.durable(old.ip), Some(new.clone()));
+    assert_eq!(tools::export(&db.settings(), later).unwrap(), vec![new]);
+}
