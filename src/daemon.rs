@@ -182,11 +182,12 @@ fn open_leases(
 
 /// The DHCP socket: the one bound before the privilege drop, or a new one.
 fn bind_dhcp(cfg: &Config) -> anyhow::Result<DhcpSocket> {
-    let socket = crate::privdrop::take_dhcp(cfg.start.dhcp_port)
+    let mut socket = crate::privdrop::take_dhcp(cfg.start.dhcp_port)
         .map_or_else(|| DhcpSocket::bind(cfg.start.dhcp_port), Ok)
         .with_context(|| format!("binding DHCP port {}", cfg.start.dhcp_port))?;
     let port = socket.local_port().context("reading the DHCP port")?;
     info!("listening for DHCP on udp 0.0.0.0:{port}");
+    socket.set_arp_entries(cfg.start.arp_entries);
     Ok(socket)
 }
 

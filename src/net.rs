@@ -64,6 +64,9 @@ pub struct RecvMeta {
 /// waits on it with `wait` and reads what is ready with `recv_batch`.
 pub struct DhcpSocket {
     sock: std::net::UdpSocket,
+    /// Whether `Dest::Direct` writes an ARP entry and unicasts (false: broadcast at once,
+    /// `arp_entries = false`, which runs without CAP_NET_ADMIN).
+    arp: bool,
 }
 
 /// Room for a batch of datagrams and what came with each (`DhcpSocket::recv_batch`). The
@@ -156,7 +159,16 @@ impl DhcpSocket {
         }
         s.set_nonblocking(true)?;
         s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
-        Ok(DhcpSocket { sock: s.into() })
+        Ok(DhcpSocket {
+            sock: s.into(),
+            arp: true,
+        })
+    }
+
+    /// `arp_entries`: with false, replies that would go to a client without an address by
+    /// unicast (after writing an ARP entry) are broadcast on its interface instead.
+    pub fn set_arp_entries(&mut self, arp: bool) {
+        self.arp = arp;
     }
 
     /// The port actually bound (useful after binding port 0).
@@ -257,6 +269,9 @@ impl DhcpSocket {
         match dest {
             Dest::Relay(to) | Dest::Unicast(to) => {
                 sendto(fd, buf, &SockaddrIn::from(*to), MsgFlags::empty())?;
+            }
+            Dest::Broadcast { ifindex } | Dest::Direct { ifindex, .. } if !self.arp => {
+                send_on(fd, buf, broadcast, *ifindex, src)?
             }
             Dest::Broadcast { ifindex } => send_on(fd, buf, broadcast, *ifindex, src)?,
             Dest::Direct {

@@ -81,10 +81,14 @@ fn lookup(name: &str) -> Result<User, DropError> {
     }
 }
 
-/// The capabilities kept after the drop: CAP_NET_ADMIN (ARP entries for direct replies are
-/// written whenever a local client without an address asks) and CAP_NET_RAW with the ping check.
+/// The capabilities kept after the drop: CAP_NET_ADMIN with `arp_entries` (ARP entries for
+/// direct replies are written whenever a local client without an address asks) and CAP_NET_RAW
+/// with the ping check; none without either.
 pub fn kept_capabilities(cfg: &Config) -> CapsHashSet {
-    let mut keep = HashSet::from([Capability::CAP_NET_ADMIN]);
+    let mut keep = HashSet::new();
+    if cfg.start.arp_entries {
+        keep.insert(Capability::CAP_NET_ADMIN);
+    }
     if cfg.dhcp.ping_check {
         keep.insert(Capability::CAP_NET_RAW);
     }
@@ -470,7 +474,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ping_check_keeps_net_raw_and_arp_keeps_net_admin() {
+    fn the_ping_check_keeps_net_raw_arp_entries_keep_net_admin_and_neither_keeps_none() {
         let plain = kept_capabilities(&cfg(""));
         assert_eq!(plain, HashSet::from([Capability::CAP_NET_ADMIN]));
         let ping = kept_capabilities(&cfg("ping_check = true"));
@@ -478,6 +482,10 @@ mod tests {
             ping,
             HashSet::from([Capability::CAP_NET_ADMIN, Capability::CAP_NET_RAW])
         );
+        let broadcast = kept_capabilities(&cfg("arp_entries = false"));
+        assert_eq!(broadcast, HashSet::new());
+        let ping_only = kept_capabilities(&cfg("arp_entries = false\nping_check = true"));
+        assert_eq!(ping_only, HashSet::from([Capability::CAP_NET_RAW]));
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 /// Top level.
 pub const DHCP_PORT: u16 = 67;
+/// `arp_entries`: write an ARP entry to unicast a reply to a client without an address.
+pub const ARP_ENTRIES: bool = true;
 pub const CLIENT_PORT: u16 = 68;
 pub const DURABILITY: &str = "fsync";
 /// `batch_max_delay_ms`, for `durability = "batch"`.
@@ -76,6 +78,7 @@ pub fn table() -> Vec<(&'static str, String)> {
         ("dhcp_script_on_renewal", DHCP_SCRIPT_ON_RENEWAL.to_string()),
         ("init_reboot_unknown", q(INIT_REBOOT_UNKNOWN)),
         ("dhcp_port", DHCP_PORT.to_string()),
+        ("arp_entries", ARP_ENTRIES.to_string()),
         ("client_port", CLIENT_PORT.to_string()),
         ("offer_hold", OFFER_HOLD.to_string()),
         ("decline_hold", DECLINE_HOLD.to_string()),

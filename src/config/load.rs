@@ -84,6 +84,7 @@ fn startup(cx: &Ctx, raw: &mut raw::Root) -> Result<(Startup, DnsConfig), Config
         durability: durability(cx, raw)?,
         dhcp_port: raw.dhcp_port.unwrap_or(defaults::DHCP_PORT),
         client_port: raw.client_port.unwrap_or(defaults::CLIENT_PORT),
+        arp_entries: raw.arp_entries.unwrap_or(defaults::ARP_ENTRIES),
         domain,
         lease_file,
         dns,

@@ -79,6 +79,10 @@ pub struct Startup {
     /// UDP port the DHCP server listens on (67) and the port clients listen on (68).
     pub dhcp_port: u16,
     pub client_port: u16,
+    /// `arp_entries`: reply to a local client without an address by unicast after writing an
+    /// ARP entry (needs CAP_NET_ADMIN, kept after the drop), or, when false, by broadcast
+    /// (RFC 2131 §4.1 allows it; no capability kept for it).
+    pub arp_entries: bool,
     /// The parts of `[dns]`, `[[tsig_key]]`, `[http]` and `[[dyndns_user]]` bound at start.
     pub dns: DnsStartup,
     /// Outbound RFC 2136 updates to DNS servers elsewhere (`[[ddns_zone]]`, `ddns_queue`).
@@ -102,6 +106,7 @@ impl Startup {
             durability,
             dhcp_port,
             client_port,
+            arp_entries,
             dns,
             ddns,
             run_as,
@@ -116,6 +121,7 @@ impl Startup {
         differ("durability", *durability != new.durability);
         differ("dhcp_port", *dhcp_port != new.dhcp_port);
         differ("client_port", *client_port != new.client_port);
+        differ("arp_entries", *arp_entries != new.arp_entries);
         differ("dhcp_script", *dhcp_script != new.dhcp_script);
         differ("user", run_as.user != new.run_as.user);
         differ("group", run_as.group != new.run_as.group);

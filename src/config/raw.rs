@@ -15,6 +15,7 @@ pub struct Root {
     pub batch_max_delay_ms: Option<Spanned<u32>>,
     pub renew_write_fraction: Option<Spanned<f64>>,
     pub dhcp_port: Option<u16>,
+    pub arp_entries: Option<bool>,
     pub client_port: Option<u16>,
     pub offer_hold: Option<u32>,
     pub decline_hold: Option<u32>,

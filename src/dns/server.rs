@@ -626,6 +626,7 @@ mod tests {
                 domain: "lan".to_string(),
                 dhcp_port: 0,
                 client_port: 0,
+                arp_entries: true,
                 lease_file: PathBuf::from("/nonexistent/leases"),
                 durability: Durability::None,
                 dns: crate::config::DnsStartup {

@@ -1,8 +1,8 @@
 //! Least privilege (issue 17): started as root with `user = "..."`, leasedns binds, hands its
-//! lease files to that user and switches to it, keeping only CAP_NET_ADMIN (ARP entries) and
-//! CAP_NET_RAW (the ping check), in every thread. DHCP with a real client, the ping check, DNS
+//! lease files to that user and switches to it, keeping only CAP_NET_ADMIN (ARP entries; not
+//! with `arp_entries = false`) and CAP_NET_RAW (the ping check), in every thread. DHCP with a real client, the ping check, DNS
 //! (dig), a SIGHUP reload and a restart still work, and the lease files stay the user's, 0640
-//! at most. LAN index 150 (tag "hd"); the test's system user is created only if absent and
+//! at most. LAN indices 150, 153, 154 (tag "hd"); the test's system user is created only if absent and
 //! removed afterwards only if this test created it.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 
-use crate::clients::Dhclient;
+use crate::clients::{Dhclient, Udhcpc};
 use crate::dig;
 use crate::netns::{IFACE, Lan, ip};
 use crate::proc::{Daemon, run_ok};
@@ -22,6 +22,7 @@ use crate::server::{Server, ServerOptions, leasedns_bin, logged, render_config, 
 /// removes its own). Never `leasedns`: other tests running meanwhile would drop to it.
 const USER: &str = "leasedns-e2e";
 const USER_SYSTEMD: &str = "leasedns-e2e2";
+const USER_BROADCAST: &str = "leasedns-e2e3";
 
 /// CAP_NET_ADMIN (12) and CAP_NET_RAW (13), as /proc shows capability sets.
 const KEPT: u64 = (1 << 12) | (1 << 13);
@@ -281,4 +282,56 @@ fn serve_unprivileged(lan: &Lan, daemon: &Daemon, user: &SystemUser) -> Result<(
     let got = client.obtain()?;
     dig::assert_resolves(&lan.probe, lan.server_ip(), "ambient.lan", got)?;
     client.stop()
+}
+
+/// `arp_entries = false` and no ping check: after the drop leasedns keeps no capability at all,
+/// in every thread; replies to clients without an address go out by broadcast (no ARP entry
+/// tried), and dhclient and udhcpc still get addresses whose names resolve. LAN index 154.
+#[test]
+fn without_arp_entries_or_ping_check_it_keeps_no_capability_and_still_serves() -> Result<()> {
+    let user = SystemUser::ensure(USER_BROADCAST)?;
+    let lan = Lan::new("hd", 154, 2)?;
+    std::fs::set_permissions(lan.path(""), std::fs::Permissions::from_mode(0o755))?;
+    let state = lan.path("state");
+    std::fs::create_dir(&state)?;
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))?;
+    let opts = ServerOptions {
+        global_toml: format!("user = \"{USER_BROADCAST}\"\narp_entries = false\n"),
+        lease_file: Some(state.join("leases.journal")),
+        ..ServerOptions::default()
+    };
+    let mut server = Server::start(&lan, &opts)?;
+    let pid = server.pid().context("leasedns pid")?;
+    let threads = logged(&server, check_creds(pid, &user, 0))?;
+    ensure!(threads >= 3, "only {threads} threads");
+    let srv = lan.server_ip();
+    let dhclient = Dhclient::new(&lan, 0, "plain")?;
+    let a = logged(&server, dhclient.obtain())?;
+    let mut udhcpc = Udhcpc::new(&lan, 1, "humble")?;
+    let b = logged(&server, udhcpc.obtain())?;
+    ensure!(
+        a != b && lan.in_pool(a) && lan.in_pool(b),
+        "got {a} and {b}"
+    );
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "plain.lan", a),
+    )?;
+    logged(
+        &server,
+        dig::assert_resolves(&lan.probe, srv, "humble.lan", b),
+    )?;
+    let log = server.log();
+    ensure!(
+        !log.contains("no ARP entry"),
+        "an ARP entry was tried without arp_entries:\n{log}"
+    );
+    ensure!(
+        log.contains("dest=Broadcast") || log.contains("dest=Direct"),
+        "the debug log shows no reply destinations:\n{log}"
+    );
+    logged(&server, check_creds(pid, &user, 0))?;
+    dhclient.stop()?;
+    udhcpc.stop()?;
+    stop_cleanly(&mut server)
 }

@@ -48,6 +48,7 @@ fn cfg(last: u8) -> Config {
             domain: "lan".into(),
             dhcp_port: 67,
             client_port: 68,
+            arp_entries: true,
             lease_file: PathBuf::from("/nonexistent"),
             durability: Durability::None,
             dns: Default::default(),
