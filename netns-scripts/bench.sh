@@ -5,7 +5,8 @@
 # Run as root. Not a test: CI does not run it. Usage: bench.sh --help
 # Duration on a 2-core machine: a full run with Kea and dnsmasq about 22 minutes (most of it the
 # rate searches: 3 repetitions of 10 s a point, and 120 s of dnsmasq granting leases); --quick
-# about 5. --only pg (issue 18: leasedns and Kea against one PostgreSQL server) about 12.
+# about 5. --only pg (issue 18: leasedns and Kea against one PostgreSQL server) about 10 with
+# --period 6 (as run for the README), longer with the default 10 s points.
 # The server runs on CPU 0 and the load generator on CPU 1: anything else running on the machine
 # shows up in the figures.
 set -euo pipefail
