@@ -192,6 +192,9 @@ def probe(server, giaddr, deadline_s):
 METRICS = [
     ("dhcp_max_rate", "DHCP: highest offered rate with <1% drops (DORA/s)", "higher"),
     ("dhcp_cpu_us", "DHCP: server CPU per DORA at {rate}/s offered (us)", "lower"),
+    ("dhcp_pg_cpu_us", "DHCP: PostgreSQL CPU per DORA at {rate}/s offered (us)", "lower"),
+    ("dhcp_total_cpu_us", "DHCP: server + PostgreSQL CPU per DORA at {rate}/s offered (us)", "lower"),
+    ("dhcp_pg_xact_per_dora", "DHCP: PostgreSQL transactions per DORA at {rate}/s offered", "lower"),
     ("dhcp_fixed_done", "DHCP: DORA completed at {rate}/s offered (per s)", "higher"),
     ("dns_qps", "DNS: queries/s, lease names (dnsperf)", "higher"),
     ("dns_avg_ms", "DNS: average latency (ms)", "lower"),

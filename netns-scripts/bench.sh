@@ -5,7 +5,8 @@
 # Run as root. Not a test: CI does not run it. Usage: bench.sh --help
 # Duration on a 2-core machine: a full run with Kea and dnsmasq about 22 minutes (most of it the
 # rate searches: 3 repetitions of 10 s a point, and 120 s of dnsmasq granting leases); --quick
-# about 5.
+# about 5. --only pg (issue 18: leasedns and Kea against one PostgreSQL server) about 10 with
+# --period 6 (as run for the README), longer with the default 10 s points.
 # The server runs on CPU 0 and the load generator on CPU 1: anything else running on the machine
 # shows up in the figures.
 set -euo pipefail
@@ -18,16 +19,26 @@ usage() {
   cat <<'EOF'
 bench.sh [options]   (run as root)
   --quick              short runs (3 s points, 1 repetition, fewer leases and names)
-  --only dhcp|dns|mem|fwd  run one part only (default: all four). fwd: leasedns, dnsmasq
-                       and Unbound as caching forwarders to an NSD upstream in a third
-                       namespace (cached forwarding over UDP and TCP), and hosts-file names
-  --servers LIST       comma list of leasedns,kea,dnsmasq (default: all three)
+  --only dhcp|dns|mem|fwd|pg  run one part only (default: the first four). fwd: leasedns,
+                       dnsmasq and Unbound as caching forwarders to an NSD upstream in a third
+                       namespace (cached forwarding over UDP and TCP), and hosts-file names.
+                       pg (never part of the default): the DHCP rate search and CPU per
+                       DORA with the lease store in one PostgreSQL server that the script
+                       starts (initdb in the work directory, as user postgres, on
+                       127.0.0.1:55432 inside the server's namespace, pinned to CPU 0 with
+                       the server) and stops; leasedns ([lease_database]) and Kea
+                       (lease-database postgresql) each on their own database in it, its
+                       CPU counted apart
+  --servers LIST       comma list of leasedns,kea,dnsmasq (default: all three); for
+                       --only pg of leasedns,kea,kea-mt (default: all three; kea-mt is Kea
+                       with multi-threading on, 4 threads)
   --out FILE           results file (default: bench-results.md in the current directory)
   --no-build           do not run cargo build --release (the binary must exist)
   --reps N             repetitions of each point (default 3; --quick: 1)
   --period S           seconds per DHCP point and per DNS run (default 10; --quick: 3)
   --fixed-rate R[,R..] offered DORA/s for the CPU-per-DORA measurement, one row each
-                       (default 2000,4000: rates every server here sustains)
+                       (default 2000,4000: rates every server here sustains; --only pg:
+                       half the lowest highest rate its search found, to a multiple of 50)
   --mem-leases N       leases to grant for the memory test (default 100000; --quick: 20000)
   --mem-rate R         offered DORA/s while granting them (default: 80 % of the server's
                        highest rate found by the DHCP part in this run, at most 8000; else 2000)
@@ -52,6 +63,8 @@ BUILD=1
 REPS=""
 PERIOD=""
 FIXED_RATE=2000,4000
+FIXED_SET=0
+SERVERS_SET=0
 MEM_LEASES=""
 MEM_RATE=""
 MEM_CAP=""
@@ -62,12 +75,12 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY=$2; shift ;;
-    --servers) SERVERS=$2; shift ;;
+    --servers) SERVERS=$2; SERVERS_SET=1; shift ;;
     --out) OUT=$2; shift ;;
     --no-build) BUILD=0 ;;
     --reps) REPS=$2; shift ;;
     --period) PERIOD=$2; shift ;;
-    --fixed-rate) FIXED_RATE=$2; shift ;;
+    --fixed-rate) FIXED_RATE=$2; FIXED_SET=1; shift ;;
     --mem-leases) MEM_LEASES=$2; shift ;;
     --mem-rate) MEM_RATE=$2; shift ;;
     --mem-cap) MEM_CAP=$2; shift ;;
@@ -79,9 +92,14 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-case "$ONLY" in all | dhcp | dns | mem | fwd) ;; *) echo "bench.sh: --only dhcp|dns|mem|fwd" >&2; exit 2 ;; esac
+case "$ONLY" in all | dhcp | dns | mem | fwd | pg) ;; *) echo "bench.sh: --only dhcp|dns|mem|fwd|pg" >&2; exit 2 ;; esac
+if [ "$ONLY" = pg ] && [ "$SERVERS_SET" = 0 ]; then SERVERS=leasedns,kea,kea-mt; fi
 for s in ${SERVERS//,/ }; do
-  case "$s" in leasedns | kea | dnsmasq) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
+  if [ "$ONLY" = pg ]; then
+    case "$s" in leasedns | kea | kea-mt) ;; *) echo "bench.sh: --only pg: servers are leasedns,kea,kea-mt ($s has no PostgreSQL store)" >&2; exit 2 ;; esac
+  else
+    case "$s" in leasedns | kea | dnsmasq) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
+  fi
 done
 if [ "$QUICK" = 1 ]; then
   : "${REPS:=1}" "${PERIOD:=3}" "${MEM_LEASES:=20000}" "${MEM_CAP:=30}" "${DNS_NAMES:=300}"
@@ -128,8 +146,12 @@ RAW="$WORK/raw.tsv"
 POINTS="$WORK/points.md"
 : >"$RAW"
 : >"$POINTS"
-SRV_PID=""   # the running server, and
-GEN_PID=""   # the running load generator: the only processes this script ever signals
+SRV_PID=""   # the running server,
+GEN_PID=""   # the running load generator, and
+PG_PID=""    # the PostgreSQL server of the pg part: the only processes this script ever signals
+PG_MODE=0    # 1 while the pg part runs: servers store leases in PostgreSQL
+PG_PORT=55432
+PG_HOST=127.0.0.1 # the server namespace's own loopback: reachable from there only
 T_BEGIN=$(date +%s)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -150,6 +172,7 @@ cleanup() {
   if [ -n "$GEN_PID" ]; then end_pid "$GEN_PID"; fi
   if [ -n "$SRV_PID" ]; then end_pid "$SRV_PID"; fi
   if [ -n "$UP_PID" ]; then end_pid "$UP_PID"; fi
+  if [ -n "$PG_PID" ]; then pg_stop; fi
   ip netns del "$NS_U" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
@@ -201,7 +224,8 @@ netns_up() {
 
 # ---- servers -------------------------------------------------------------------------------
 
-# write_conf SERVER DIR: write the server's config into DIR (leases also live in DIR).
+# write_conf SERVER DIR [DB]: write the server's config into DIR (leases also live in DIR; in
+# the pg part in PostgreSQL: leasedns in database DB, default leasedns, Kea in database kea).
 write_conf() {
   local dir=$2
   case "$1" in
@@ -223,14 +247,26 @@ router = "$SRV_IP"
 dns_servers = ["$SRV_IP"]
 lease_time = 3600
 EOF
+      if [ "$PG_MODE" = 1 ]; then
+        printf '\n[lease_database]\nurl = "postgresql://leasedns@%s:%s/%s"\n' \
+          "$PG_HOST" "$PG_PORT" "${3:-leasedns}" >>"$dir/leasedns.toml"
+      fi
       ;;
-    kea)
+    kea | kea-mt)
+      local db mt='"enable-multi-threading": false'
+      db='"type": "memfile", "persist": true, "name": "'"$dir"'/kea-leases4.csv", "lfc-interval": 0'
+      if [ "$PG_MODE" = 1 ]; then
+        db='"type": "postgresql", "name": "kea", "host": "'"$PG_HOST"'", "port": '"$PG_PORT"',
+                     "user": "kea", "password": "bench"'
+      fi
+      if [ "$1" = kea-mt ]; then
+        mt='"enable-multi-threading": true, "thread-pool-size": 4, "packet-queue-size": 64'
+      fi
       cat >"$dir/kea.json" <<EOF
 {"Dhcp4": {
   "interfaces-config": {"interfaces": ["vs0"], "dhcp-socket-type": "udp"},
-  "lease-database": {"type": "memfile", "persist": true, "name": "$dir/kea-leases4.csv",
-                     "lfc-interval": 0},
-  "multi-threading": {"enable-multi-threading": false},
+  "lease-database": {$db},
+  "multi-threading": {$mt},
   "valid-lifetime": 3600,
   "subnet4": [{"id": 1, "subnet": "$NETWORK",
                "pools": [{"pool": "$POOL_START - $POOL_END"}],
@@ -250,7 +286,7 @@ server_cmd() {
   local dir=$2
   case "$1" in
     leasedns) printf '%s\n' "$LEASEDNS_BIN" run --config "$dir/leasedns.toml" ;;
-    kea) printf '%s\n' kea-dhcp4 -c "$dir/kea.json" ;;
+    kea | kea-mt) printf '%s\n' kea-dhcp4 -c "$dir/kea.json" ;;
     dnsmasq)
       printf '%s\n' dnsmasq -k --conf-file=/dev/null --log-facility="$dir/dnsmasq.log" \
         --pid-file="$dir/dnsmasq.pid" --user=root --group=root --interface=vs0 --bind-interfaces \
@@ -312,6 +348,7 @@ stop_server() {
 fresh_server() {
   SRV_DIR=$(mktemp -d "$WORK/$1.XXXX")
   write_conf "$1" "$SRV_DIR"
+  if [ "$PG_MODE" = 1 ]; then pg_fresh_db "$1"; fi
   start_server "$1" "$SRV_DIR"
 }
 
@@ -404,18 +441,33 @@ search() {
 # cpu_per_dora SERVER: server CPU time (user + system, all threads) per completed DORA at each
 # rate of FIXED_RATE, REPS times each.
 cpu_per_dora() {
-  local name=$1 r rate before after tck
+  local name=$1 r rate before after tck pg0=0 pg1=0 xacts
   tck=$(getconf CLK_TCK)
   for rate in ${FIXED_RATE//,/ }; do
     for ((r = 1; r <= REPS; r++)); do
       fresh_server "$name"
       before=$(cpu_ticks "$SRV_PID")
+      if [ "$PG_MODE" = 1 ]; then pg0=$(pg_ticks); fi
       perf "$rate" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.fixed.$rate.$r"
       after=$(cpu_ticks "$SRV_PID")
+      if [ "$PG_MODE" = 1 ]; then pg1=$(pg_ticks); fi
       stop_server
       if [ "$P_ACKS" -gt 0 ]; then
         record "$name" "dhcp_cpu_us@$rate" "$(awk -v t=$((after - before)) -v k="$tck" \
           -v n="$P_ACKS" 'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
+      fi
+      if [ "$PG_MODE" = 1 ] && [ "$P_ACKS" -gt 0 ]; then
+        # The database's side: its CPU over the same run, and the transactions it committed
+        # in the server's database during the server's whole life (read once its sessions
+        # ended, so their statistics are flushed).
+        xacts=$(pg_xacts "$(pg_db "$name")")
+        record "$name" "dhcp_pg_cpu_us@$rate" "$(awk -v t=$((pg1 - pg0)) -v k="$tck" \
+          -v n="$P_ACKS" 'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
+        record "$name" "dhcp_total_cpu_us@$rate" "$(awk -v t=$((after - before + pg1 - pg0)) \
+          -v k="$tck" -v n="$P_ACKS" 'BEGIN { printf "%.2f", 1e6 * t / k / n }')"
+        record "$name" "dhcp_pg_xact_per_dora@$rate" "$(awk -v x="$xacts" -v n="$P_ACKS" \
+          'BEGIN { printf "%.3f", x / n }')"
+        log "$name at $rate/s: PostgreSQL CPU $((pg1 - pg0)) ticks, $xacts transactions"
       fi
       record "$name" "dhcp_fixed_done@$rate" \
         "$(awk -v n="$P_ACKS" -v p="$PERIOD" 'BEGIN { printf "%.1f", n / p }')"
@@ -739,6 +791,117 @@ mem_bench() {
   stop_server
 }
 
+# ---- PostgreSQL store (--only pg) -----------------------------------------------------------
+# One PostgreSQL server for the whole part: initdb into $WORK/pg as user postgres (trust, no
+# password: it listens on the server namespace's loopback and on a socket in $WORK/pg only),
+# pinned to CPU 0 with the DHCP server (both compete for one core, as on a one-box install;
+# perfdhcp keeps CPU 1). fsync and synchronous_commit stay on (the defaults). Each server gets
+# a fresh database per run, copied from a template that `leasedns db init` (database
+# leasedns_tpl) and `kea-admin db-init pgsql` (kea_tpl) prepared once.
+
+pg_psql() { psql -h "$PG_DIR" -p "$PG_PORT" -U bench -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
+
+pg_db() { case "$1" in leasedns) echo leasedns ;; *) echo kea ;; esac; }
+
+pg_start() {
+  local i
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+  if [ ! -x "$PG_BIN/postgres" ]; then
+    echo "bench.sh: no /usr/lib/postgresql/*/bin/postgres (install-test-deps.sh bench)" >&2
+    exit 1
+  fi
+  PG_DIR="$WORK/pg"
+  chmod 711 "$WORK" # user postgres passes through to its own directory
+  mkdir -p "$PG_DIR"
+  chown postgres:postgres "$PG_DIR"
+  (cd "$PG_DIR" && setpriv --reuid=postgres --regid=postgres --clear-groups \
+    "$PG_BIN/initdb" -A trust -U bench -D "$PG_DIR/data") >"$WORK/pg-initdb.log" 2>&1 || {
+    cat "$WORK/pg-initdb.log" >&2
+    exit 1
+  }
+  (cd "$PG_DIR" && exec ip netns exec "$NS_S" taskset -c 0 setpriv --reuid=postgres \
+    --regid=postgres --clear-groups "$PG_BIN/postgres" -D "$PG_DIR/data" -k "$PG_DIR" \
+    -p "$PG_PORT" -c listen_addresses="$PG_HOST") >"$WORK/pg-server.log" 2>&1 &
+  PG_PID=$!
+  for ((i = 0; i < 600; i++)); do
+    if grep -q 'ready to accept connections' "$WORK/pg-server.log"; then break; fi
+    if ! kill -0 "$PG_PID" 2>/dev/null; then i=600; break; fi
+    sleep 0.1
+  done
+  if [ "$i" -ge 600 ]; then
+    echo "bench.sh: PostgreSQL did not start; its log:" >&2
+    tail -20 "$WORK/pg-server.log" >&2
+    exit 1
+  fi
+  log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }') up (pid $PG_PID) on $PG_HOST:$PG_PORT in $NS_S"
+  pg_psql -c "CREATE ROLE leasedns LOGIN" -c "CREATE ROLE kea LOGIN PASSWORD 'bench'" \
+    -c "CREATE DATABASE leasedns_tpl OWNER leasedns" -c "CREATE DATABASE kea_tpl OWNER kea"
+  if has_server leasedns; then
+    mkdir -p "$WORK/pg-init"
+    PG_MODE=1 write_conf leasedns "$WORK/pg-init" leasedns_tpl
+    ip netns exec "$NS_S" "$LEASEDNS_BIN" db init --config "$WORK/pg-init/leasedns.toml" >&2
+  fi
+  if has_server kea || has_server kea-mt; then
+    ip netns exec "$NS_S" kea-admin db-init pgsql -h "$PG_HOST" -P "$PG_PORT" -u kea -p bench \
+      -n kea_tpl >"$WORK/kea-admin.log" 2>&1 || {
+      cat "$WORK/kea-admin.log" >&2
+      exit 1
+    }
+  fi
+}
+
+# pg_stop: fast shutdown (SIGINT) of the server this script started, by its PID.
+pg_stop() {
+  local i
+  [ -n "$PG_PID" ] || return 0
+  kill -INT "$PG_PID" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do
+    kill -0 "$PG_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$PG_PID" 2>/dev/null || true
+  wait "$PG_PID" 2>/dev/null || true
+  PG_PID=""
+}
+
+# pg_fresh_db SERVER: the server's database, new and empty (a copy of the template).
+pg_fresh_db() {
+  local db
+  db=$(pg_db "$1")
+  pg_psql -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db TEMPLATE ${db}_tpl OWNER $db"
+}
+
+# pg_ticks: CPU ticks of the postmaster (with its reaped children) and its live children.
+pg_ticks() {
+  local kids k
+  kids=$(cat "/proc/$PG_PID/task/"*/children 2>/dev/null || true)
+  {
+    sed 's/.*) //' "/proc/$PG_PID/stat" | awk '{ print $12 + $13 + $14 + $15 }'
+    for k in $kids; do sed 's/.*) //' "/proc/$k/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true; done
+  } | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# pg_xacts DB: transactions committed in DB (its statistics, flushed when sessions end).
+pg_xacts() {
+  sleep 0.5
+  pg_psql -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$1'"
+}
+
+pg_bench() {
+  local s lo
+  pg_start
+  PG_MODE=1
+  for s in ${SERVERS//,/ }; do search "$s"; done
+  if [ "$FIXED_SET" = 0 ]; then
+    lo=$(awk -F'\t' '$2 == "dhcp_max_rate" { if (m == "" || $3 < m) m = $3 } END { print m + 0 }' "$RAW")
+    FIXED_RATE=$((lo / 2 / 50 * 50))
+    [ "$FIXED_RATE" -ge 50 ] || FIXED_RATE=50
+  fi
+  for s in ${SERVERS//,/ }; do cpu_per_dora "$s"; done
+  PG_MODE=0
+  pg_stop
+}
+
 # ---- report --------------------------------------------------------------------------------
 
 report() {
@@ -753,7 +916,8 @@ report() {
     local v
     v="perfdhcp $(perfdhcp -v 2>&1 | awk '{ print $NF; exit }')"
     v+=", dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ { print $2 }')"
-    if has_server kea; then v+=", kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null)"; fi
+    if has_server kea || has_server kea-mt; then v+=", kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null)"; fi
+    if [ "$ONLY" = pg ]; then v+=", PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"; fi
     if has_server dnsmasq; then v+=", dnsmasq $(dnsmasq -v | awk '{ print $3; exit }')"; fi
     if has_server leasedns; then v+=", leasedns $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; fi
     echo "- versions: $v"
@@ -762,10 +926,26 @@ report() {
     echo "- method: server pinned to CPU 0, load generator to CPU 1, in two network namespaces;"
     echo "  perfdhcp relays (giaddr $RELAY_IP) DORA from $CLIENTS clients; a drop is a DISCOVER"
     echo "  without an ACK within 1 s. Each DHCP point starts a fresh server with an empty lease"
-    echo "  store on disk. leasedns: durability $LEASEDNS_DURABILITY, log $LEASEDNS_LOG; Kea: memfile, persist, single-threaded, no"
-    echo "  LFC; dnsmasq: --no-ping, lease file on disk. DNS: dnsperf -q $DNS_OUTSTANDING on A"
-    echo "  queries for the names of live leases (h0.lan ...), p99 from a second run with -v."
+    if [ "$ONLY" = pg ]; then
+      echo "  store (see the pg part below). leasedns log $LEASEDNS_LOG."
+    else
+      echo "  store on disk. leasedns: durability $LEASEDNS_DURABILITY, log $LEASEDNS_LOG; Kea: memfile, persist, single-threaded, no"
+      echo "  LFC; dnsmasq: --no-ping, lease file on disk. DNS: dnsperf -q $DNS_OUTSTANDING on A"
+      echo "  queries for the names of live leases (h0.lan ...), p99 from a second run with -v."
+    fi
     echo "  Medians over the repetitions (n shown when > 1)."
+    if [ "$ONLY" = pg ]; then
+      echo "- pg part: the lease store of every server is one PostgreSQL server started by the"
+      echo "  script (fsync and synchronous_commit on, defaults otherwise), on $PG_HOST:$PG_PORT in"
+      echo "  the server's namespace and pinned to CPU 0 with the DHCP server: server and database"
+      echo "  share one core. leasedns: [lease_database] (one transaction per batch); Kea:"
+      echo "  lease-database postgresql; kea-mt: the same with multi-threading (4 threads, queue"
+      echo "  64). Each run gets a fresh database (a copy of one made by leasedns db init or"
+      echo "  kea-admin db-init). PostgreSQL CPU: /proc stat of the postmaster and its children"
+      echo "  over the measured run; transactions: pg_stat_database xact_commit of the server's"
+      echo "  database over the server's life. The machine is shared with other work: compare"
+      echo "  the ratios from this one run rather than absolute figures."
+    fi
     echo
     if [ "$ONLY" != fwd ]; then python3 "$HELPER" table "$RAW" "$SERVERS"; fi
     if [ -s "$WORK/fwd.tsv" ]; then
@@ -807,6 +987,7 @@ main() {
   if want mem; then
     for s in ${SERVERS//,/ }; do mem_bench "$s"; done
   fi
+  if [ "$ONLY" = pg ]; then pg_bench; fi
   if want fwd; then
     upstream_up
     fwd_files

@@ -5,7 +5,8 @@
 # Usage: install-test-deps.sh [PROFILE...]     (default: test)
 #   demo   the demo's clients and dig: dhclient, udhcpc (busybox), dhcpcd, dig
 #   test   everything the test suite drives (the demo's set plus relays, servers and tools)
-#   bench  what netns-scripts/bench.sh runs (perfdhcp, dnsperf, kea, dnsmasq, nsd, unbound)
+#   bench  what netns-scripts/bench.sh runs (perfdhcp, dnsperf, kea, dnsmasq, nsd, unbound,
+#          postgresql for --only pg)
 #
 # - waits for the dpkg and apt locks (another apt may be running: an unattended upgrade, a
 #   second test run) instead of failing at once;
@@ -33,8 +34,10 @@ declare -A PROFILE=(
           isc-dhcp-relay kea-admin bind9 ddclient curl openssl knot-dnsutils nsd unbound
           stress-ng tcpdump nmap strace e2fsprogs util-linux prometheus
           systemd chromium chromium-driver postgresql"
+  # bench: postgresql for the PostgreSQL store part (bench.sh --only pg starts its own server;
+  # the package's cluster is kept stopped as above); kea-admin db-init needs psql from it too.
   [bench]="iproute2 util-linux time python3 kea-admin kea-dhcp4-server dnsmasq-base dnsperf
-           nsd unbound bind9-dnsutils"
+           nsd unbound bind9-dnsutils postgresql"
 )
 
 profiles=("$@")
