@@ -216,6 +216,15 @@ impl LoadClient {
         Ok(Some(msg))
     }
 
+    /// Whether `owner`'s ACKed lease time is up by `now` (within a second): the server may then
+    /// reclaim the address and grant it to another client (a client not stepped for a whole
+    /// lease time, as on a busy machine between rounds).
+    fn lease_over(&self, owner: &Mac, now: u64) -> bool {
+        self.acked
+            .get(owner)
+            .is_some_and(|a| now + 1 >= a.at + u64::from(a.lease_time))
+    }
+
     /// Check an OFFER or ACK against every address granted so far, and record ACKs.
     fn observe(&mut self, msg: &Message) {
         let mut mac = [0u8; 6];
@@ -240,9 +249,14 @@ impl LoadClient {
             return;
         }
         let offer_only = self.offers_may_conflict && kind == Some(MessageType::Offer);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
         if let Some(owner) = self.owners.get(&ip)
             && *owner != mac
             && !offer_only
+            && !self.lease_over(owner, now)
         {
             self.violations.push(format!(
                 "{kind:?} of {ip} to {mac:02x?}, but it was ACKed to {owner:02x?}"
@@ -255,10 +269,7 @@ impl LoadClient {
             Some(DhcpOption::AddressLeaseTime(t)) => *t,
             _ => 0,
         };
-        let at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let at = now;
         if let Some(old) = self.acked.get(&mac)
             && old.ip != ip
         {

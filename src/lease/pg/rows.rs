@@ -34,6 +34,15 @@ WITH del AS (
 INSERT INTO lease_changes (node, ip, kind) SELECT $5, ip, $6 FROM del
 RETURNING seq";
 
+/// A client holds one address: once its lease on `$2` is written, its other bound leases
+/// (granted meanwhile by a node that had not yet followed the first) are deleted, each with
+/// its feed entry. Declined rows are left alone (they hold an address aside, not a client).
+pub const SUPERSEDE: &str = "
+WITH del AS (
+    DELETE FROM leases WHERE client = $1 AND ip <> $2 AND state = 'bound' RETURNING ip)
+INSERT INTO lease_changes (node, ip, kind) SELECT $3, ip, 'superseded' FROM del
+RETURNING ip, seq";
+
 pub const COLUMNS: &str = "ip, client, htype, hwaddr, hostname, expires, state";
 
 /// The highest change number committed so far.
@@ -120,6 +129,26 @@ pub fn upsert(
         ],
     )?;
     Ok(rows.first().map(|r| r.get(0)))
+}
+
+/// After `lease` was written: delete the client's other bound leases (`SUPERSEDE`); each
+/// address freed, with its change's `seq`.
+pub fn supersede(
+    c: &mut impl GenericClient,
+    node: &str,
+    lease: &Lease,
+) -> Result<Vec<(Ipv4Addr, i64)>, PgError> {
+    let rows = c.query(
+        SUPERSEDE,
+        &[&lease.client.as_bytes(), &IpAddr::V4(lease.ip), &node],
+    )?;
+    let mut freed = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let IpAddr::V4(ip) = row.try_get::<_, IpAddr>(0)? {
+            freed.push((ip, row.try_get(1)?));
+        }
+    }
+    Ok(freed)
 }
 
 /// Delete the lease `held` (what this node knows is on the address) if the row still is that

@@ -195,6 +195,9 @@ impl PgStore {
         let prune = self.last_prune.elapsed() >= PRUNE_EVERY;
         let mut after: HashMap<Ipv4Addr, (Option<Lease>, i64)> = HashMap::new();
         let mut synced = Synced::default();
+        // Addresses the database took from a client because it was granted another (see
+        // `rows::SUPERSEDE`): this node's table and DNS drop them through `take_remote`.
+        let mut superseded = Vec::new();
         self.client()?;
         let Some(client) = self.client.as_mut() else {
             return Err(PgError::Schema("not connected".into()));
@@ -212,6 +215,12 @@ impl PgStore {
                 Applied::Nothing => {}
                 Applied::Done(lease, seq) => {
                     wrote = true;
+                    if let Some(l) = lease.as_ref().filter(|l| l.state == LeaseState::Bound) {
+                        for (freed, seq) in rows::supersede(&mut tx, &node, l)? {
+                            after.insert(freed, (None, seq));
+                            superseded.push(freed);
+                        }
+                    }
                     after.insert(ip, (lease, seq));
                 }
                 Applied::Refused => {
@@ -230,6 +239,14 @@ impl PgStore {
         tx.commit()?;
         if prune {
             self.last_prune = Instant::now();
+        }
+        for ip in superseded {
+            if after.get(&ip).is_some_and(|(lease, _)| lease.is_none()) {
+                self.found.push(LeaseChange::Remove {
+                    ip,
+                    reason: crate::lease::RemoveReason::Superseded,
+                });
+            }
         }
         for (ip, (lease, seq)) in after {
             if synced.rejected.contains(&ip) {

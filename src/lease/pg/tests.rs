@@ -213,3 +213,42 @@ fn a_remove_written_before_another_nodes_change_arrived_ends_only_the_lease_it_m
     assert_eq!(a.durable(old.ip), Some(new.clone()));
     assert_eq!(tools::export(&db.settings(), later).unwrap(), vec![new]);
 }
+
+#[test]
+fn a_client_granted_a_second_address_by_a_node_not_yet_following_keeps_only_the_newer() {
+    let Some(db) = db() else { return };
+    tools::init(&db.settings()).unwrap();
+    let (mut a, _) = PgStore::open(db.settings(), NOW).unwrap();
+    let (mut b, _) = PgStore::open(db.settings(), NOW).unwrap();
+    // t0: A grants .7 to client 3; B, before its feed brings that, grants .8 to the same client.
+    let first = lease(7, 3, NOW.0 + 600);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(first.clone())]).is_empty());
+    let second = lease(8, 3, NOW.0 + 600);
+    assert!(commit(&mut b, &[LeaseChange::Upsert(second.clone())]).is_empty());
+    // The database keeps one address per client: the newer grant, the older one freed.
+    assert_eq!(b.durable(first.ip), None);
+    assert_eq!(b.durable(second.ip), Some(second.clone()));
+    let superseded = LeaseChange::Remove {
+        ip: first.ip,
+        reason: RemoveReason::Superseded,
+    };
+    // B's own table and DNS drop the older address (B may have followed it meanwhile).
+    let at_b = remote(&mut b, 1);
+    assert!(at_b.contains(&superseded), "{at_b:?}");
+    // A follows both: the older address freed, the client on the newer one.
+    let at_a = remote(&mut a, 2);
+    assert!(at_a.contains(&superseded), "{at_a:?}");
+    assert!(
+        at_a.contains(&LeaseChange::Upsert(second.clone())),
+        "{at_a:?}"
+    );
+    assert_eq!(a.durable(first.ip), None);
+    // A declined address is not a client's lease: a later grant to that client leaves it set
+    // aside.
+    let mut declined = lease(9, 4, NOW.0 + 600);
+    declined.state = LeaseState::Declined;
+    assert!(commit(&mut a, &[LeaseChange::Upsert(declined.clone())]).is_empty());
+    let fresh = lease(10, 4, NOW.0 + 600);
+    assert!(commit(&mut a, &[LeaseChange::Upsert(fresh)]).is_empty());
+    assert_eq!(a.durable(declined.ip), Some(declined));
+}
