@@ -84,6 +84,9 @@ pub struct Event {
     pub entry: Entry,
     /// For `old`: the name the script was told before, when it changed.
     pub old_name: Option<String>,
+    /// The relay (giaddr) the client's last grant came through, when it came through one
+    /// (`DNSMASQ_RELAY_ADDRESS`); known only for grants since this start, as in dnsmasq.
+    pub relay: Option<Ipv4Addr>,
 }
 
 /// What the leases say and what the script was told, per address (pure; see the module
@@ -101,6 +104,9 @@ pub struct Reconciler {
     /// dnsmasq's `--script-on-renewal`: a renewal alone is told as `old`. Without it, `old`
     /// means the name changed (dnsmasq's default).
     on_renewal: bool,
+    /// The relay each bound address's last relayed grant came through (memory only: what a
+    /// relay was is not journaled; a grant received directly keeps the relay known before).
+    relays: HashMap<Ipv4Addr, Ipv4Addr>,
 }
 
 impl Reconciler {
@@ -132,8 +138,8 @@ impl Reconciler {
         }
     }
 
-    /// Take a durable batch.
-    pub fn take(&mut self, changes: &[LeaseChange]) {
+    /// Take a durable batch and the (address, relay) of its grants that came through a relay.
+    pub fn take(&mut self, changes: &[LeaseChange], relays: &[(Ipv4Addr, Ipv4Addr)]) {
         for change in changes {
             match change {
                 LeaseChange::Upsert(l) if l.state == LeaseState::Bound => {
@@ -146,8 +152,14 @@ impl Reconciler {
                 LeaseChange::Upsert(Lease { ip, .. }) | LeaseChange::Remove { ip, .. } => {
                     self.desired.remove(ip);
                     self.renewed.remove(ip);
+                    self.relays.remove(ip);
                     self.mark(*ip);
                 }
+            }
+        }
+        for &(ip, relay) in relays {
+            if self.desired.contains_key(&ip) {
+                self.relays.insert(ip, relay);
             }
         }
     }
@@ -170,6 +182,7 @@ impl Reconciler {
             ip,
             entry: entry.clone(),
             old_name,
+            relay: self.relays.get(&ip).copied(),
         };
         match (self.desired.get(&ip), self.told.get(&ip)) {
             (None, None) => None,
@@ -330,12 +343,24 @@ fn rewrite(path: &Path, told: &HashMap<Ipv4Addr, Entry>) -> std::io::Result<std:
         .open(path)
 }
 
+/// One durable batch as the script's task hears it.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub changes: Vec<LeaseChange>,
+    /// (leased address, relay address) of each grant in the batch that came through a relay.
+    pub relays: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
 /// The DHCP service's side: durable batches go to the script's task (never blocks).
-pub struct ScriptSender(mpsc::UnboundedSender<Vec<LeaseChange>>);
+pub struct ScriptSender(mpsc::UnboundedSender<Batch>);
 
 impl ScriptSender {
-    pub fn send(&self, changes: &[LeaseChange]) {
-        if !changes.is_empty() && self.0.send(changes.to_vec()).is_err() {
+    pub fn send(&self, changes: &[LeaseChange], relays: Vec<(Ipv4Addr, Ipv4Addr)>) {
+        let batch = Batch {
+            changes: changes.to_vec(),
+            relays,
+        };
+        if !changes.is_empty() && self.0.send(batch).is_err() {
             debug!("script task has stopped; lease changes not sent");
         }
     }
@@ -349,7 +374,7 @@ pub struct ScriptTask {
     interfaces: Vec<(Ipv4Addr, u8, String)>,
     core: Reconciler,
     state: StateFile,
-    rx: mpsc::UnboundedReceiver<Vec<LeaseChange>>,
+    rx: mpsc::UnboundedReceiver<Batch>,
     clock: Arc<dyn Clock>,
 }
 
@@ -401,7 +426,7 @@ impl ScriptTask {
         let mut open = true;
         loop {
             while let Ok(batch) = self.rx.try_recv() {
-                self.core.take(&batch);
+                self.core.take(&batch.changes, &batch.relays);
             }
             if !matches!(shutdown.has_changed(), Ok(false)) {
                 break;
@@ -418,7 +443,7 @@ impl ScriptTask {
             }
             tokio::select! {
                 got = self.rx.recv(), if open => match got {
-                    Some(batch) => self.core.take(&batch),
+                    Some(batch) => self.core.take(&batch.changes, &batch.relays),
                     None => open = false,
                 },
                 _ = shutdown.changed() => break,
@@ -498,6 +523,9 @@ impl ScriptTask {
         if let Some(old) = &event.old_name {
             env.push(("DNSMASQ_OLD_HOSTNAME", old.clone()));
         }
+        if let Some(relay) = event.relay {
+            env.push(("DNSMASQ_RELAY_ADDRESS", relay.to_string()));
+        }
         env
     }
 }
@@ -540,9 +568,9 @@ mod tests {
         let mut r = Reconciler::new(&[], HashMap::new(), true);
         assert_eq!(r.next_event(), None);
         // Granted, renewed, renamed before the script ran: one add with the latest.
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("a"), 100))]);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 200))]);
-        r.take(&[LeaseChange::Upsert(lease(8, 2, None, 100))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("a"), 100))], &[]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 200))], &[]);
+        r.take(&[LeaseChange::Upsert(lease(8, 2, None, 100))], &[]);
         assert_eq!(
             drain(&mut r),
             [
@@ -552,20 +580,26 @@ mod tests {
         );
         // A renewal (twice: once within the same second, nothing changed but it is one),
         // then a rename (the old name goes in the environment).
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 300))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 300))], &[]);
         assert_eq!(drain(&mut r), ["old 02:00:00:00:00:01 10.0.0.7 pc"]);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 300))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 300))], &[]);
         assert_eq!(drain(&mut r), ["old 02:00:00:00:00:01 10.0.0.7 pc"]);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("laptop"), 300))]);
+        r.take(
+            &[LeaseChange::Upsert(lease(7, 1, Some("laptop"), 300))],
+            &[],
+        );
         let e = r.next_event().expect("old");
         assert_eq!((e.action, e.old_name.as_deref()), (Action::Old, Some("pc")));
         r.done(&e);
         // The address moves to another client: del then add. A release: del.
-        r.take(&[LeaseChange::Upsert(lease(8, 3, None, 400))]);
-        r.take(&[LeaseChange::Remove {
-            ip: [10, 0, 0, 7].into(),
-            reason: RemoveReason::Released,
-        }]);
+        r.take(&[LeaseChange::Upsert(lease(8, 3, None, 400))], &[]);
+        r.take(
+            &[LeaseChange::Remove {
+                ip: [10, 0, 0, 7].into(),
+                reason: RemoveReason::Released,
+            }],
+            &[],
+        );
         assert_eq!(
             drain(&mut r),
             [
@@ -575,22 +609,61 @@ mod tests {
             ]
         );
         // Granted and released before the script ran: nothing to tell.
-        r.take(&[LeaseChange::Upsert(lease(9, 4, None, 100))]);
-        r.take(&[LeaseChange::Remove {
-            ip: [10, 0, 0, 9].into(),
-            reason: RemoveReason::Expired,
-        }]);
+        r.take(&[LeaseChange::Upsert(lease(9, 4, None, 100))], &[]);
+        r.take(
+            &[LeaseChange::Remove {
+                ip: [10, 0, 0, 9].into(),
+                reason: RemoveReason::Expired,
+            }],
+            &[],
+        );
         assert_eq!(drain(&mut r), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_relayed_grant_names_its_relay_until_the_lease_ends() {
+        let mut r = Reconciler::new(&[], HashMap::new(), true);
+        let relay = Ipv4Addr::new(10, 9, 0, 1);
+        let ip = Ipv4Addr::new(10, 0, 0, 7);
+        r.take(
+            &[LeaseChange::Upsert(lease(7, 1, None, 100))],
+            &[(ip, relay)],
+        );
+        let e = r.next_event().expect("add");
+        assert_eq!((e.action, e.relay), (Action::Add, Some(relay)));
+        r.done(&e);
+        // A renewal sent straight to the server keeps the relay known before.
+        r.take(&[LeaseChange::Upsert(lease(7, 1, None, 200))], &[]);
+        let e = r.next_event().expect("old");
+        assert_eq!((e.action, e.relay), (Action::Old, Some(relay)));
+        r.done(&e);
+        r.take(
+            &[LeaseChange::Remove {
+                ip,
+                reason: RemoveReason::Released,
+            }],
+            &[],
+        );
+        let e = r.next_event().expect("del");
+        assert_eq!((e.action, e.relay), (Action::Del, None));
+        // A relay named for an address that is not bound is not kept.
+        r.done(&e);
+        r.take(&[], &[(ip, relay)]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, None, 300))], &[]);
+        assert_eq!(r.next_event().expect("add").relay, None);
     }
 
     #[test]
     fn without_on_renewal_old_means_a_new_name() {
         let mut r = Reconciler::new(&[], HashMap::new(), false);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 100))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 100))], &[]);
         assert_eq!(drain(&mut r), ["add 02:00:00:00:00:01 10.0.0.7 pc"]);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 200))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 200))], &[]);
         assert_eq!(drain(&mut r), Vec::<String>::new(), "a renewal alone");
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("laptop"), 300))]);
+        r.take(
+            &[LeaseChange::Upsert(lease(7, 1, Some("laptop"), 300))],
+            &[],
+        );
         assert_eq!(drain(&mut r), ["old 02:00:00:00:00:01 10.0.0.7 laptop"]);
         // At start, a lease renewed while the script was down is not told either.
         let recovered = [lease(7, 1, Some("laptop"), 900)];
@@ -604,9 +677,9 @@ mod tests {
         let path = dir.path().join("leases.journal.script");
         let (mut state, told) = StateFile::open(&path).expect("open");
         let mut r = Reconciler::new(&[], told, true);
-        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 100))]);
-        r.take(&[LeaseChange::Upsert(lease(8, 2, None, 100))]);
-        r.take(&[LeaseChange::Upsert(lease(9, 3, None, 100))]);
+        r.take(&[LeaseChange::Upsert(lease(7, 1, Some("pc"), 100))], &[]);
+        r.take(&[LeaseChange::Upsert(lease(8, 2, None, 100))], &[]);
+        r.take(&[LeaseChange::Upsert(lease(9, 3, None, 100))], &[]);
         // Two calls made; then the daemon dies (the third change was durable, not told).
         for _ in 0..2 {
             let e = r.next_event().expect("event");

@@ -426,7 +426,16 @@ impl DhcpService {
         if let Some(ddns) = &self.ddns {
             ddns.send(&committed.changes);
         }
-        self.script.iter().for_each(|s| s.send(&committed.changes));
+        if let Some(script) = &self.script {
+            // The relay of each relayed grant (dnsmasq's DNSMASQ_RELAY_ADDRESS).
+            let relays = committed
+                .grants
+                .iter()
+                .filter(|r| !r.msg.giaddr().is_unspecified())
+                .map(|r| (r.msg.yiaddr(), r.msg.giaddr()))
+                .collect();
+            script.send(&committed.changes, relays);
+        }
         self.stats
             .events
             .publish(&committed.changes, &self.cfg, &self.names);

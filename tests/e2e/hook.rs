@@ -3,7 +3,9 @@
 //! (a written renewal) and `del` (a RELEASE), in order. Then an event the script had not
 //! recorded when leasedns was killed with -9 (the script held, the lease durable) is delivered
 //! after the restart, once; and a hung script is killed after `dhcp_script_timeout` and the
-//! next event still delivered. LAN index 146.
+//! next event still delivered. LAN index 146. A client behind a relay (ISC dhcrelay) is told
+//! with the relay's address in `DNSMASQ_RELAY_ADDRESS`, one on the server's segment without
+//! it. LAN index 147.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -14,16 +16,18 @@ use anyhow::{Context, Result, ensure};
 use crate::clients::{Dhclient, Udhcpc};
 use crate::netns::{IFACE, Lan};
 use crate::proc::poll;
+use crate::relay::{segment_subnet, start_dhcrelay};
 use crate::server::{Server, ServerOptions, logged, render_config, stop_cleanly};
 
-/// Records one line per call: `ARGS | CLIENT_ID | EXPIRES | REMAINING | INTERFACE | DOMAIN`.
+/// Records one line per call:
+/// `ARGS | CLIENT_ID | EXPIRES | REMAINING | INTERFACE | DOMAIN | RELAY`.
 /// While `hold` exists it writes its pid to `held.pid` and hangs instead.
 fn hook_script(dir: &Path) -> String {
     let d = dir.display();
     format!(
         "#!/bin/sh\nif [ -e {d}/hold ]; then echo $$ > {d}/held.pid; exec sleep 120; fi\n\
          echo \"$* | $DNSMASQ_CLIENT_ID | $DNSMASQ_LEASE_EXPIRES | $DNSMASQ_TIME_REMAINING | \
-         $DNSMASQ_INTERFACE | $DNSMASQ_DOMAIN\" >> {d}/calls\n"
+         $DNSMASQ_INTERFACE | $DNSMASQ_DOMAIN | $DNSMASQ_RELAY_ADDRESS\" >> {d}/calls\n"
     )
 }
 
@@ -166,4 +170,44 @@ fn a_hung_script_times_out(
     ensure!(got[5] == format!("del {ma} {a} alpha"), "{got:?}");
     gamma.stop()?;
     Ok(())
+}
+
+#[test]
+fn dhcp_script_names_the_relay_a_grant_came_through() -> Result<()> {
+    let mut lan = Lan::new("hr", 147, 1)?;
+    let seg = lan.add_segment(1, 1)?;
+    std::fs::write(lan.path("hook.sh"), hook_script(&lan.path("")))?;
+    std::fs::set_permissions(lan.path("hook.sh"), std::fs::Permissions::from_mode(0o755))?;
+    let opts = ServerOptions {
+        extra_toml: segment_subnet(&lan, &seg),
+        ..options(&lan, 30)
+    };
+    let mut server = Server::start(&lan, &opts)?;
+    let _relay = start_dhcrelay(&lan, &seg)?;
+    let step = || -> Result<()> {
+        let near = Dhclient::new(&lan, 0, "near")?;
+        let n = near.obtain()?;
+        wait_calls(&lan, 1)?;
+        let far = Dhclient::for_host(&lan, &seg.clients[0], "far", "")?;
+        let f = far.obtain()?;
+        wait_calls(&lan, 2)?;
+        let got = calls(&lan)?;
+        ensure!(
+            got[0].0 == format!("add {} {n} near", lan.clients[0].mac),
+            "{got:?}"
+        );
+        ensure!(
+            got[0].1.get(5).is_some_and(|r| r.is_empty()),
+            "no relay: {got:?}"
+        );
+        ensure!(
+            got[1].0 == format!("add {} {f} far", seg.clients[0].mac),
+            "{got:?}"
+        );
+        let relay = seg.gateway(&lan).to_string();
+        ensure!(got[1].1.get(5) == Some(&relay), "relay {relay}: {got:?}");
+        Ok(())
+    };
+    logged(&server, step())?;
+    stop_cleanly(&mut server)
 }
