@@ -79,13 +79,14 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         upstream_latency: dns.upstream_latency(),
         ..Default::default()
     };
-    let http = bind_http(&cfg, store, clock.clone()).await?;
+    let http = bind_http(&cfg, store.clone(), clock.clone()).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let dhcp = DhcpService::new(cfg.clone(), engine, journal, names, socket, clock.clone())
         .context("starting the DHCP service")?;
     metrics.dhcp = Some(dhcp.stats());
     let events = dhcp.stats().events.clone();
+    store.publish_to(events.clone());
     let (dhcp, ddns_task) =
         with_ddns(dhcp, &cfg, &leases_for_ddns, &clock, &stop_rx, &mut metrics)?;
     let (mut dhcp, script_task) = with_script(dhcp, &cfg, &leases_for_ddns, &clock, &stop_rx)?;

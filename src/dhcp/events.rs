@@ -13,6 +13,10 @@
 //! Name events follow the lease name of each changed address (`Names::lookup_ptr`), read
 //! after the batch was applied: `add` when an address gets a name, `del` when it loses one, and
 //! `add` for the lease that waited for a name its holder just gave up.
+//!
+//! Dynamic records (RFC 2136 UPDATE, DynDNS2) come from `dns::dynamic::DynamicStore` after
+//! their journal write: one `record` event per change that changed something (`add` of a
+//! record; `del` of one record, of a name's records of one type, or of all its records).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::Ipv4Addr;
@@ -24,6 +28,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::dhcp::control::LeaseView;
+use crate::dns::dynamic::DynOp;
 use crate::dns::names::{NameIndex, Names};
 use crate::lease::{LeaseChange, RemoveReason};
 
@@ -69,14 +74,29 @@ pub enum What {
         name: String,
         ip: Ipv4Addr,
     },
+    /// A dynamic record added or deleted (`add` or `del`).
+    Record {
+        action: Action,
+        /// Fully qualified, lowercase, no trailing dot.
+        name: String,
+        /// The record type; absent when every record of the name was deleted.
+        #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+        rtype: Option<String>,
+        /// The record data in zone-file form; absent for a delete of a whole type or name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ttl: Option<u32>,
+    },
 }
 
 impl Event {
-    /// The SSE event type: "lease" or "name".
+    /// The SSE event type: "lease", "name" or "record".
     pub fn kind(&self) -> &'static str {
         match self.what {
             What::Lease { .. } => "lease",
             What::Name { .. } => "name",
+            What::Record { .. } => "record",
         }
     }
 }
@@ -215,6 +235,18 @@ impl Events {
         }
     }
 
+    /// Dynamic-record changes that are durable and applied (the dynamic store's one writer):
+    /// one `record` event each. One atomic load when no one ever opened the stream.
+    pub fn publish_records(&self, ops: &[DynOp]) {
+        if ops.is_empty() || !self.tracking.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.lock();
+        for op in ops {
+            state.send(&self.tx, record_event(op));
+        }
+    }
+
     /// A reader: the recent events (oldest first) and the live ones after them. Events that
     /// arrive between the two may show up in both; `Event::id` tells them apart.
     pub fn subscribe(&self) -> (Vec<Event>, broadcast::Receiver<Event>) {
@@ -277,6 +309,33 @@ impl State {
     }
 }
 
+fn record_event(op: &DynOp) -> What {
+    let name = op.name().trim_end_matches('.').to_ascii_lowercase();
+    let (action, rtype, data, ttl) = match op {
+        DynOp::Add { ttl, rdata, .. } => (
+            Action::Add,
+            Some(rdata.record_type()),
+            Some(rdata.to_string()),
+            Some(*ttl),
+        ),
+        DynOp::DeleteRr { rdata, .. } => (
+            Action::Del,
+            Some(rdata.record_type()),
+            Some(rdata.to_string()),
+            None,
+        ),
+        DynOp::DeleteRrset { rtype, .. } => (Action::Del, Some(*rtype), None, None),
+        DynOp::DeleteName { .. } => (Action::Del, None, None, None),
+    };
+    What::Record {
+        action,
+        name,
+        rtype: rtype.map(|t| t.to_string()),
+        data,
+        ttl,
+    }
+}
+
 fn reason_text(reason: RemoveReason) -> &'static str {
     match reason {
         RemoveReason::Released => "released",
@@ -327,6 +386,7 @@ mod tests {
                 e.id, action, lease.ip, lease.mac, reason
             ),
             What::Name { action, name, ip } => format!("{} name {action:?} {name} {ip}", e.id),
+            What::Record { action, name, .. } => format!("{} record {action:?} {name}", e.id),
         }
     }
 
@@ -520,5 +580,56 @@ mod tests {
         let (recent, _) = bus.subscribe();
         assert_eq!(recent.len(), RECENT);
         assert_eq!(recent.last().map(|e| e.id), Some(CAPACITY as u64 + 10));
+    }
+
+    #[test]
+    fn dynamic_record_changes_become_record_events() {
+        use hickory_server::proto::rr::rdata::A;
+        use hickory_server::proto::rr::{RData, RecordType};
+        let bus = Events::default();
+        let a = RData::A(A::new(192, 0, 2, 44));
+        bus.publish_records(&[DynOp::Add {
+            name: "home.lan.".into(),
+            ttl: 60,
+            rdata: a.clone(),
+            overrides: false,
+        }]);
+        assert!(bus.subscribe().0.is_empty(), "untracked: nothing kept");
+        bus.track();
+        bus.publish_records(&[
+            DynOp::Add {
+                name: "Home.LAN.".into(),
+                ttl: 60,
+                rdata: a.clone(),
+                overrides: false,
+            },
+            DynOp::DeleteRr {
+                name: "home.lan".into(),
+                rdata: a,
+            },
+            DynOp::DeleteRrset {
+                name: "home.lan".into(),
+                rtype: RecordType::TXT,
+            },
+            DynOp::DeleteName {
+                name: "home.lan".into(),
+            },
+        ]);
+        let json: Vec<String> = bus
+            .subscribe()
+            .0
+            .iter()
+            .map(|e| serde_json::to_string(e).expect("json"))
+            .collect();
+        assert_eq!(
+            json,
+            [
+                r#"{"id":1,"kind":"record","action":"add","name":"home.lan","type":"A","data":"192.0.2.44","ttl":60}"#,
+                r#"{"id":2,"kind":"record","action":"del","name":"home.lan","type":"A","data":"192.0.2.44"}"#,
+                r#"{"id":3,"kind":"record","action":"del","name":"home.lan","type":"TXT"}"#,
+                r#"{"id":4,"kind":"record","action":"del","name":"home.lan"}"#,
+            ]
+        );
+        assert_eq!(bus.subscribe().0[0].kind(), "record");
     }
 }

@@ -20,6 +20,7 @@ use hickory_server::proto::rr::rdata::{A, PTR};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use crate::clock::UnixTime;
+use crate::dhcp::events::Events;
 use crate::dns::journal::{UpdateJournal, UpdateJournalError};
 use crate::dns::names::{NameChange, Names, SharedNames};
 
@@ -344,6 +345,9 @@ pub struct DynamicStore {
     /// blocking task and back). No std lock is held across an await.
     journal: Arc<tokio::sync::Mutex<UpdateJournal>>,
     names: SharedNames,
+    /// The API's event stream, told of every committed change (set once at start, after the
+    /// DHCP service that owns the bus exists; until then changes are not told).
+    events: std::sync::OnceLock<Events>,
 }
 
 impl DynamicStore {
@@ -351,7 +355,13 @@ impl DynamicStore {
         Arc::new(DynamicStore {
             journal: Arc::new(tokio::sync::Mutex::new(journal)),
             names,
+            events: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Tell `events` of every change committed from now on (the first call wins).
+    pub fn publish_to(&self, events: Events) {
+        let _ = self.events.set(events);
     }
 
     pub fn names(&self) -> &SharedNames {
@@ -380,6 +390,9 @@ impl DynamicStore {
         .map_err(|_| StoreError::Stopped)?;
         written?;
         self.names.apply(NameChange::Dynamic(&ops));
+        if let Some(events) = self.events.get() {
+            events.publish_records(&ops);
+        }
         let live = self.names.read().dynamic().len();
         if journal.wants_compaction(live) {
             let records = self.names.read().dynamic().clone();

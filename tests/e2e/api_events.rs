@@ -5,6 +5,7 @@
 //! lists the lease name, the config record and the reservation with their sources; conflicts
 //! shows the client that waits; pools counts the bound addresses. A release shows as `del`
 //! in the stream, and the waiting client gets the name (a name `add` for it; conflict gone).
+//! A DynDNS2 update (curl with the user's password) shows as a `record` event with its data.
 //! LAN index 140.
 
 use std::time::Duration;
@@ -60,6 +61,7 @@ fn names_conflicts_pools_and_the_event_stream_follow_real_clients() -> Result<()
     let lan = Lan::new("st", 140, 2)?;
     let token_file = lan.path("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n"))?;
+    let hash = crate::ddns_in::hash_password("router-pw")?;
     let opts = ServerOptions {
         hosts: vec![Reservation {
             mac: "02:00:00:00:01:99".into(),
@@ -68,7 +70,8 @@ fn names_conflicts_pools_and_the_event_stream_follow_real_clients() -> Result<()
         }],
         extra_toml: format!(
             "[[dns.record]]\nname = \"www\"\ntype = \"CNAME\"\nvalue = \"printer.lan\"\n\
-             [http]\nlisten = [\"{}:{PORT}\"]\napi = true\napi_token_file = \"{}\"\n",
+             [http]\nlisten = [\"{}:{PORT}\"]\napi = true\napi_token_file = \"{}\"\n\
+             [[dyndns_user]]\nname = \"router\"\npassword_hash = \"{hash}\"\nhosts = [\"home\"]\n",
             lan.server_ip(),
             token_file.display()
         ),
@@ -191,5 +194,36 @@ fn follow(lan: &Lan) -> Result<()> {
         "conflict resolved"
     );
     second.stop()?;
+    dyndns_shows_as_a_record_event(lan, &stream)?;
     stream.check_running()
+}
+
+/// A DynDNS2 update from the LAN: the stream tells the record added, with its type and data.
+fn dyndns_shows_as_a_record_event(lan: &Lan, stream: &Daemon) -> Result<()> {
+    let url = format!(
+        "http://{}:{PORT}/nic/update?hostname=home.lan&myip=192.0.2.44",
+        lan.server_ip()
+    );
+    let out = crate::proc::run_ok(
+        lan.probe
+            .exec("curl")
+            .args(["-sS", "--max-time", "20", "-u", "router:router-pw", &url]),
+        Duration::from_secs(30),
+    )?;
+    ensure!(out.stdout.starts_with("good"), "dyndns: {}", out.stdout);
+    let (_, record) = poll(Duration::from_secs(20), || {
+        Ok(events_seen(stream).into_iter().find(|(k, _)| k == "record"))
+    })
+    .with_context(|| format!("a record event; stream:\n{}", stream.log()))?;
+    ensure!(
+        record["action"] == "add"
+            && record["name"] == "home.lan"
+            && record["type"] == "A"
+            && record["data"] == "192.0.2.44"
+            && record["ttl"].as_u64() > Some(0),
+        "{record}"
+    );
+    let a = dig::short(&lan.probe, lan.server_ip(), "home.lan", "A")?;
+    ensure!(a == vec!["192.0.2.44".to_string()], "home.lan is {a:?}");
+    Ok(())
 }

@@ -175,7 +175,9 @@ function refreshSoon() {
 function addEvent(e) {
   const what = e.kind === "lease"
     ? "lease " + e.ip + " " + e.mac + (e.hostname ? " " + e.hostname : "") + (e.reason ? " (" + e.reason + ")" : "")
-    : "name " + e.name + " → " + e.ip;
+    : e.kind === "record"
+      ? "record " + e.name + (e.type ? " " + e.type : "") + (e.data ? " " + e.data : "")
+      : "name " + e.name + " → " + e.ip;
   const item = el("li", { class: "event", "data-kind": e.kind, "data-action": e.action },
     el("span", { class: "tag " + e.action }, e.action), " " + what);
   const list = $("#events");
@@ -190,7 +192,7 @@ function listen() {
   source = new EventSource(API + "/events" + (t ? "?access_token=" + encodeURIComponent(t) : ""));
   source.addEventListener("open", () => { $("#live").textContent = "live"; });
   source.addEventListener("error", () => { $("#live").textContent = "reconnecting"; });
-  for (const kind of ["lease", "name"]) {
+  for (const kind of ["lease", "name", "record"]) {
     source.addEventListener(kind, (m) => { addEvent(JSON.parse(m.data)); refreshSoon(); });
   }
   source.addEventListener("lagged", () => refreshSoon());
