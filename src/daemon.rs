@@ -86,7 +86,8 @@ pub async fn serve(cfg: Arc<Config>, clock: Arc<dyn Clock>) -> anyhow::Result<()
         .context("starting the DHCP service")?;
     metrics.dhcp = Some(dhcp.stats());
     let events = dhcp.stats().events.clone();
-    store.publish_to(events.clone());
+    let bus = events.clone();
+    store.on_commit(Box::new(move |ops| bus.publish_records(ops)));
     let (dhcp, ddns_task) =
         with_ddns(dhcp, &cfg, &leases_for_ddns, &clock, &stop_rx, &mut metrics)?;
     let (mut dhcp, script_task) = with_script(dhcp, &cfg, &leases_for_ddns, &clock, &stop_rx)?;
@@ -162,6 +163,7 @@ fn open_leases(
     if let Some(db) = &cfg.start.lease_database {
         let settings = db.settings().map_err(anyhow::Error::msg)?;
         let what = settings.describe();
+        let settings_tls = settings.tls_mode();
         // The blocking client runs its own runtime: connect from a plain thread, not this task.
         let opened = std::thread::scope(|s| s.spawn(|| PgStore::open(settings, now)).join());
         let (store, leases) = opened
@@ -170,6 +172,7 @@ fn open_leases(
         info!(
             leases = leases.len(),
             node = store.node(),
+            tls = settings_tls,
             "leases loaded from the {what}"
         );
         return Ok((Box::new(store), leases));

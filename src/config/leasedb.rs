@@ -18,6 +18,8 @@ pub struct LeaseDatabase {
     pub password_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+    /// CA certificates (PEM) the database server's certificate must chain to (TLS required).
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// `[lease_database]`, if present.
@@ -33,13 +35,6 @@ pub(super) fn section(cx: &Ctx, raw: &raw::Root) -> Result<Option<LeaseDatabase>
             format!("is not a PostgreSQL connection URL: {e}"),
         )
     })?;
-    if parsed.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(cx.err(
-            url.span(),
-            "lease_database.url",
-            "sslmode=require: TLS to the database is not supported yet",
-        ));
-    }
     if parsed.get_hosts().is_empty() {
         return Err(cx.err(url.span(), "lease_database.url", "names no host"));
     }
@@ -51,9 +46,22 @@ pub(super) fn section(cx: &Ctx, raw: &raw::Root) -> Result<Option<LeaseDatabase>
         Some(p) => Some(PathBuf::from(p.get_ref())),
         None => None,
     };
+    let tls_ca_file = match &db.tls_ca_file {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            let msg = "must be an absolute path";
+            return Err(cx.err(p.span(), "lease_database.tls_ca_file", msg));
+        }
+        Some(p) if parsed.get_ssl_mode() == postgres::config::SslMode::Disable => {
+            let msg = "needs TLS, but the url says sslmode=disable";
+            return Err(cx.err(p.span(), "lease_database.tls_ca_file", msg));
+        }
+        Some(p) => Some(PathBuf::from(p.get_ref())),
+        None => None,
+    };
     Ok(Some(LeaseDatabase {
         url: url.get_ref().clone(),
         password_file,
+        tls_ca_file,
         connect_timeout: millis(
             cx,
             &db.connect_timeout_ms,
@@ -100,13 +108,17 @@ impl LeaseDatabase {
 }
 
 impl LeaseDatabase {
-    /// How the store connects, with the password read.
+    /// How the store connects, with the password and the CA file read.
     pub fn settings(&self) -> Result<crate::lease::pg::PgSettings, String> {
         Ok(crate::lease::pg::PgSettings {
             url: self.url.clone(),
             password: self.password()?,
             connect_timeout: self.connect_timeout,
             statement_timeout: self.statement_timeout,
+            tls_ca: match &self.tls_ca_file {
+                Some(path) => Some(crate::lease::pg::tls_roots(path).map_err(|e| e.to_string())?),
+                None => None,
+            },
         })
     }
 }

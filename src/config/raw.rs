@@ -58,6 +58,7 @@ pub struct LeaseDatabase {
     pub password_file: Option<Spanned<String>>,
     pub connect_timeout_ms: Option<Spanned<u64>>,
     pub statement_timeout_ms: Option<Spanned<u64>>,
+    pub tls_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -1290,16 +1290,22 @@ fn lease_database_is_a_start_only_section_with_checked_url_and_timeouts() {
     let mut other = c.start.clone();
     other.lease_database = None;
     assert_eq!(c.start.changed(&other), vec!["lease_database"]);
-    let e = with("url = \"postgresql://h/x?sslmode=require\"")
-        .expect_err("tls")
+    let c = with("url = \"postgresql://h/x?sslmode=require\"\ntls_ca_file = \"/etc/ca.pem\"")
+        .expect("TLS");
+    let db = c.start.lease_database.expect("database");
+    assert_eq!(db.tls_ca_file, Some("/etc/ca.pem".into()));
+    let e = with("url = \"postgresql://h/x?sslmode=disable\"\ntls_ca_file = \"/etc/ca.pem\"")
+        .expect_err("contradiction")
         .to_string();
     assert!(
-        e.contains(
-            "lease_database.url = \"postgresql://h/x?sslmode=require\": sslmode=require: TLS"
-        ),
+        e.contains("lease_database.tls_ca_file = \"/etc/ca.pem\": needs TLS"),
         "{e}"
     );
     assert!(e.starts_with("test.toml:"), "{e}");
+    let e = with("url = \"postgresql://h/x\"\ntls_ca_file = \"ca.pem\"")
+        .expect_err("relative")
+        .to_string();
+    assert!(e.contains("must be an absolute path"), "{e}");
     let e = with("url = \"postgresql://h/x\"\nconnect_timeout_ms = 5")
         .expect_err("short")
         .to_string();

@@ -20,7 +20,6 @@ use hickory_server::proto::rr::rdata::{A, PTR};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use crate::clock::UnixTime;
-use crate::dhcp::events::Events;
 use crate::dns::journal::{UpdateJournal, UpdateJournalError};
 use crate::dns::names::{NameChange, Names, SharedNames};
 
@@ -345,23 +344,27 @@ pub struct DynamicStore {
     /// blocking task and back). No std lock is held across an await.
     journal: Arc<tokio::sync::Mutex<UpdateJournal>>,
     names: SharedNames,
-    /// The API's event stream, told of every committed change (set once at start, after the
+    /// Told of every committed change (the API's event stream; set once at start, after the
     /// DHCP service that owns the bus exists; until then changes are not told).
-    events: std::sync::OnceLock<Events>,
+    committed: std::sync::OnceLock<OnCommit>,
 }
+
+/// What `DynamicStore::on_commit` calls with the changes of each committed transaction.
+pub type OnCommit = Box<dyn Fn(&[DynOp]) + Send + Sync>;
 
 impl DynamicStore {
     pub fn new(journal: UpdateJournal, names: SharedNames) -> Arc<DynamicStore> {
         Arc::new(DynamicStore {
             journal: Arc::new(tokio::sync::Mutex::new(journal)),
             names,
-            events: std::sync::OnceLock::new(),
+            committed: std::sync::OnceLock::new(),
         })
     }
 
-    /// Tell `events` of every change committed from now on (the first call wins).
-    pub fn publish_to(&self, events: Events) {
-        let _ = self.events.set(events);
+    /// Call `tell` with the changes of every transaction committed from now on (the first
+    /// call wins). It runs after the changes are durable and applied, and must not block.
+    pub fn on_commit(&self, tell: OnCommit) {
+        let _ = self.committed.set(tell);
     }
 
     pub fn names(&self) -> &SharedNames {
@@ -390,8 +393,8 @@ impl DynamicStore {
         .map_err(|_| StoreError::Stopped)?;
         written?;
         self.names.apply(NameChange::Dynamic(&ops));
-        if let Some(events) = self.events.get() {
-            events.publish_records(&ops);
+        if let Some(tell) = self.committed.get() {
+            tell(&ops);
         }
         let live = self.names.read().dynamic().len();
         if journal.wants_compaction(live) {

@@ -2,7 +2,9 @@
 //! share one lease set in a PostgreSQL server the test starts itself (`initdb` into a temporary
 //! directory, `postgres` as user postgres in a namespace of the LAN, killed and removed on
 //! drop; the host's own cluster is never used). Real clients (dhclient, udhcpc, dhcpcd) and
-//! the load client; names checked with dig at both nodes; the `db` tools. LAN indices 130 to 132.
+//! the load client; names checked with dig at both nodes; the `db` tools. In the first test the
+//! database takes TLS connections only (`hostssl`, a certificate from `tests/make-certs.sh`)
+//! and the nodes verify it (`tls_ca_file`). LAN indices 130 to 132.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -36,6 +38,8 @@ struct Postgres {
     dir: tempfile::TempDir,
     daemon: Option<Daemon>,
     runs: u32,
+    /// With TLS (only): the CA that signed the server's certificate.
+    ca: Option<PathBuf>,
 }
 
 /// `/usr/lib/postgresql/<major>/bin` (the newest installed).
@@ -51,7 +55,7 @@ fn pg_bin() -> Result<PathBuf> {
 }
 
 impl Postgres {
-    fn start(host: &Host, ip: Ipv4Addr) -> Result<Postgres> {
+    fn start(host: &Host, ip: Ipv4Addr, tls: bool) -> Result<Postgres> {
         let bin = pg_bin()?;
         let dir = tempfile::Builder::new().prefix("leasedns-pg-").tempdir()?;
         run_ok(
@@ -68,14 +72,29 @@ impl Postgres {
                 .arg(dir.path().join("data")),
             Duration::from_secs(120),
         )?;
-        // initdb's trust covers loopback only: the nodes connect from the LAN.
+        // initdb's trust covers loopback only: the nodes connect from the LAN (with TLS only,
+        // when asked).
         let hba = dir.path().join("data/pg_hba.conf");
         let mut rules = std::fs::read_to_string(&hba)?;
-        rules.push_str("host all leasedns 10.0.0.0/8 trust\n");
+        let kind = if tls { "hostssl" } else { "host" };
+        rules.push_str(&format!("{kind} all leasedns 10.0.0.0/8 trust\n"));
         std::fs::write(&hba, rules)?;
+        if tls {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/make-certs.sh");
+            let mut make = std::process::Command::new("sh");
+            make.arg(script).arg(ip.to_string()).current_dir(dir.path());
+            run_ok(&mut make, Duration::from_secs(60))?;
+            run_ok(
+                std::process::Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(dir.path().join("server.key")),
+                Duration::from_secs(10),
+            )?;
+        }
         let mut pg = Postgres {
             host: host.clone(),
             ip,
+            ca: tls.then(|| dir.path().join("ca.pem")),
             dir,
             daemon: None,
             runs: 0,
@@ -95,6 +114,16 @@ impl Postgres {
             .arg("-k")
             .arg(self.dir.path())
             .args(["-p", "5432", "-c", &format!("listen_addresses={}", self.ip)]);
+        if self.ca.is_some() {
+            let dir = self.dir.path().display();
+            cmd.args([
+                "-c",
+                "ssl=on",
+                "-c",
+                &format!("ssl_cert_file={dir}/server.pem"),
+            ])
+            .args(["-c", &format!("ssl_key_file={dir}/server.key")]);
+        }
         let log = self.dir.path().join(format!("postgres.{}.log", self.runs));
         let mut daemon = Daemon::spawn("postgres", &mut cmd, &log)?;
         let ready = daemon.wait_for_log(
@@ -116,6 +145,15 @@ impl Postgres {
 
     fn url(&self) -> String {
         format!("postgresql://leasedns@{}:5432/postgres", self.ip)
+    }
+
+    /// The nodes' `[lease_database]`: the URL, and with TLS the CA to verify the server with.
+    fn section(&self) -> String {
+        let mut toml = format!("[lease_database]\nurl = \"{}\"\n", self.url());
+        if let Some(ca) = &self.ca {
+            toml.push_str(&format!("tls_ca_file = \"{}\"\n", ca.display()));
+        }
+        toml
     }
 
     /// `psql -At -c SQL`: one line per row, columns separated by `|`.
@@ -164,7 +202,7 @@ fn nodes(lan: &Lan, node_b: &Host, pg: &Postgres) -> Result<(Server, Server)> {
         lease_time: LEASE_TIME,
         // Every renewal written: the renewals through the surviving node show in the database.
         global_toml: "renew_write_fraction = 0\n".into(),
-        extra_toml: format!("[lease_database]\nurl = \"{}\"\n", pg.url()),
+        extra_toml: pg.section(),
         ..ServerOptions::default()
     };
     let text_a = render_config(lan, &opts, &lan.path("node-a.journal"));
@@ -200,10 +238,25 @@ fn two_nodes_share_names_survive_a_node_kill_and_database_outages() -> Result<()
     let mut lan = Lan::new("ha", 130, 3)?;
     let node_b = lan.add_host("srv2", NODE_B_LAST)?;
     let db_host = lan.add_host("db", DB_LAST)?;
-    let mut pg = Postgres::start(&db_host, lan.addr(DB_LAST))?;
+    let mut pg = Postgres::start(&db_host, lan.addr(DB_LAST), true)?;
     let (mut a, mut b) = nodes(&lan, &node_b, &pg)?;
     a.launch()?;
     b.launch()?;
+    // Both nodes reach the database over TLS with its certificate verified.
+    for node in [&a, &b] {
+        ensure!(
+            node.log().contains("TLS, server certificate verified"),
+            "{}",
+            node.log()
+        );
+    }
+    let sql = "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+               WHERE application_name = 'leasedns' AND ssl";
+    let encrypted = pg.query(sql)?;
+    ensure!(
+        encrypted.first().and_then(|n| n.parse::<u32>().ok()) >= Some(2),
+        "TLS connections of the nodes: {encrypted:?}"
+    );
     let (ip_a, ip_b) = (lan.server_ip(), lan.addr(NODE_B_LAST));
     // t0: three real clients; every name resolves at both nodes, whichever granted it.
     let alpha = Dhclient::new(&lan, 0, "alpha")?;
@@ -306,7 +359,7 @@ fn kill_9_rounds_under_load_grant_no_address_twice_and_lose_no_ack() -> Result<(
     let mut lan = Lan::new("hb", 131, 0)?;
     let node_b = lan.add_host("srv2", NODE_B_LAST)?;
     let db_host = lan.add_host("db", DB_LAST)?;
-    let pg = Postgres::start(&db_host, lan.addr(DB_LAST))?;
+    let pg = Postgres::start(&db_host, lan.addr(DB_LAST), false)?;
     let (a, b) = nodes(&lan, &node_b, &pg)?;
     let mut servers = [a, b];
     for s in &mut servers {
@@ -441,7 +494,7 @@ fn db_tools_create_the_schema_and_move_leases_between_journal_and_database() -> 
     use leasedns::lease::{ClientId, HwAddr, Lease, LeaseChange, LeaseState};
     let mut lan = Lan::new("hc", 132, 0)?;
     let db_host = lan.add_host("db", DB_LAST)?;
-    let pg = Postgres::start(&db_host, lan.addr(DB_LAST))?;
+    let pg = Postgres::start(&db_host, lan.addr(DB_LAST), false)?;
     let now = SystemClock.now();
     let leases: Vec<Lease> = (0..3u8)
         .map(|i| {
@@ -468,7 +521,7 @@ fn db_tools_create_the_schema_and_move_leases_between_journal_and_database() -> 
     drop(j);
     let config = |file: &std::path::Path| -> Result<PathBuf> {
         let opts = ServerOptions {
-            extra_toml: format!("[lease_database]\nurl = \"{}\"\n", pg.url()),
+            extra_toml: pg.section(),
             ..ServerOptions::default()
         };
         let path = file.with_extension("toml");

@@ -31,6 +31,7 @@
 //! - `schema`: versions, `init`, `migrate`;
 //! - `rows`: leases to rows and back, the conditional statements;
 //! - `feed`: the LISTEN thread;
+//! - `tls`: TLS to the database (verified against `tls_ca_file`, or encrypted only);
 //! - `tools`: `db import` / `db export` (whole lease sets in and out).
 
 mod feed;
@@ -41,11 +42,15 @@ mod store;
 pub mod testdb;
 #[cfg(test)]
 mod tests;
+mod tls;
 pub mod tools;
 
 pub use store::PgStore;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::RootCertStore;
 
 /// How to reach the database (built by the daemon from `[lease_database]`).
 #[derive(Clone, Debug)]
@@ -57,6 +62,9 @@ pub struct PgSettings {
     pub connect_timeout: Duration,
     /// Longest a statement may run before the database cancels it (the DHCP thread waits).
     pub statement_timeout: Duration,
+    /// The CAs of `tls_ca_file` (read once: `tls_roots`) the server's certificate must chain
+    /// to; given, TLS is required.
+    pub tls_ca: Option<Arc<RootCertStore>>,
 }
 
 /// Why the database could not be used.
@@ -73,24 +81,40 @@ pub enum PgError {
 }
 
 impl From<postgres::Error> for PgError {
+    /// The client's message and its causes in one line ("db error" alone says nothing; the
+    /// server's message, an I/O error or a TLS alert is in the cause).
     fn from(e: postgres::Error) -> Self {
-        PgError::Db(e.to_string())
+        let mut msg = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            msg.push_str(": ");
+            msg.push_str(&c.to_string());
+            cause = c.source();
+        }
+        PgError::Db(msg)
     }
 }
 
+/// The CAs of a PEM file, for `PgSettings::tls_ca`.
+pub fn tls_roots(path: &std::path::Path) -> Result<Arc<RootCertStore>, PgError> {
+    tls::roots(path).map(Arc::new)
+}
+
 impl PgSettings {
-    /// Parse the URL and check what this build supports (no TLS yet).
+    /// Parse the URL and apply the settings the URL does not carry.
     pub fn config(&self) -> Result<postgres::Config, PgError> {
         let mut cfg: postgres::Config = self
             .url
             .parse()
             .map_err(|e| PgError::Config(format!("bad database URL: {e}")))?;
-        if cfg.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(PgError::Config(
-                "sslmode=require: TLS to the database is not supported yet (use a local socket, \
-                 a private network or a tunnel)"
-                    .into(),
-            ));
+        if self.tls_ca.is_some() {
+            if cfg.get_ssl_mode() == postgres::config::SslMode::Disable {
+                return Err(PgError::Config(
+                    "sslmode=disable contradicts lease_database.tls_ca_file".into(),
+                ));
+            }
+            // A CA to check means TLS is wanted: never fall back to a plain connection.
+            cfg.ssl_mode(postgres::config::SslMode::Require);
         }
         if let Some(p) = &self.password {
             cfg.password(p);
@@ -111,8 +135,26 @@ impl PgSettings {
     }
 
     /// Open a connection (blocking; never from an async task: the client runs its own runtime).
+    /// TLS as `sslmode` says (`prefer` by default: when the server offers it).
     pub fn connect(&self) -> Result<postgres::Client, PgError> {
-        Ok(self.config()?.connect(postgres::NoTls)?)
+        let cfg = self.config()?;
+        if cfg.get_ssl_mode() == postgres::config::SslMode::Disable {
+            return Ok(cfg.connect(postgres::NoTls)?);
+        }
+        Ok(cfg.connect(tls::connector(self.tls_ca.as_ref())?)?)
+    }
+
+    /// How the connection is protected, for the start log line.
+    pub fn tls_mode(&self) -> &'static str {
+        let mode = self.config().map(|c| c.get_ssl_mode());
+        match (&self.tls_ca, mode) {
+            (Some(_), _) => "TLS, server certificate verified",
+            (None, Ok(postgres::config::SslMode::Disable)) => "no TLS",
+            (None, Ok(postgres::config::SslMode::Require)) => {
+                "TLS, server NOT authenticated (set tls_ca_file)"
+            }
+            (None, _) => "TLS when the server offers it, server NOT authenticated",
+        }
     }
 
     /// The URL without its password, for log lines.

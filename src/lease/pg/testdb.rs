@@ -1,7 +1,8 @@
 //! A throwaway PostgreSQL server for tests: `initdb` into a temporary directory, `postgres`
 //! on a Unix socket there and a free loopback port, run as the `postgres` user when the tests
 //! run as root (the server refuses root). Stopped and removed on drop, even when a test fails.
-//! Never touches the host's own cluster.
+//! Never touches the host's own cluster. `start_tls` runs it with TLS only (`hostssl`), with a
+//! certificate for 127.0.0.1 from a throwaway CA (`tests/make-certs.sh`, the `openssl` command).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,8 @@ pub struct TestDb {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// With `start_tls`: the CA that signed the server's certificate.
+    pub ca: Option<PathBuf>,
 }
 
 /// The directory of `initdb` and `postgres` (Debian: /usr/lib/postgresql/<major>/bin).
@@ -45,7 +48,7 @@ fn chown_to_postgres(path: &Path) {
     }
 }
 
-fn spawn_server(dir: &Path, port: u16) -> Child {
+fn spawn_server(dir: &Path, port: u16, tls: bool) -> Child {
     let bin = bin_dir().expect("postgres installed");
     let mut pg = Command::new(bin.join("postgres"));
     pg.arg("-D")
@@ -56,6 +59,15 @@ fn spawn_server(dir: &Path, port: u16) -> Child {
         .args(["-c", "fsync=off"])
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if tls {
+        pg.args(["-c", "ssl=on", "-c"])
+            .arg(format!(
+                "ssl_cert_file={}",
+                dir.join("server.pem").display()
+            ))
+            .arg("-c")
+            .arg(format!("ssl_key_file={}", dir.join("server.key").display()));
+    }
     as_user(&mut pg);
     pg.spawn().unwrap()
 }
@@ -68,9 +80,34 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.pem`, key
+/// `server.key` readable by the server only): `tests/make-certs.sh`, which the end-to-end
+/// tests use too.
+fn make_certificates(dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-certs.sh");
+    let out = Command::new("sh")
+        .arg(script)
+        .arg("127.0.0.1")
+        .current_dir(dir)
+        .output()
+        .expect("sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tests/make-certs.sh: {err}");
+    chown_to_postgres(&dir.join("server.key"));
+}
+
 impl TestDb {
     /// Start one, or `None` when PostgreSQL is not installed (the caller says so and skips).
     pub fn start() -> Option<TestDb> {
+        Self::start_with(false)
+    }
+
+    /// One that takes TLS connections only (the CA in `ca`).
+    pub fn start_tls() -> Option<TestDb> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<TestDb> {
         let bin = bin_dir()?;
         let dir = tempfile::tempdir().unwrap();
         chown_to_postgres(dir.path());
@@ -83,9 +120,16 @@ impl TestDb {
             .stderr(Stdio::null());
         as_user(&mut initdb);
         assert!(initdb.status().unwrap().success(), "initdb failed");
+        if tls {
+            make_certificates(dir.path());
+            // TLS only, on loopback (the Unix socket stays for nothing: tests use TCP).
+            let hba = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n";
+            std::fs::write(data.join("pg_hba.conf"), hba).unwrap();
+        }
         let port = free_port();
         let db = TestDb {
-            child: Some(spawn_server(dir.path(), port)),
+            child: Some(spawn_server(dir.path(), port, tls)),
+            ca: tls.then(|| dir.path().join("ca.pem")),
             dir,
             port,
         };
@@ -114,6 +158,7 @@ impl TestDb {
             password: None,
             connect_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
+            tls_ca: self.ca.as_deref().map(|ca| super::tls_roots(ca).unwrap()),
         }
     }
 
@@ -129,7 +174,7 @@ impl TestDb {
     /// Start it again on the same data and port.
     pub fn restart(&mut self) {
         self.stop();
-        self.child = Some(spawn_server(self.dir.path(), self.port));
+        self.child = Some(spawn_server(self.dir.path(), self.port, self.ca.is_some()));
         self.wait_ready();
     }
 }

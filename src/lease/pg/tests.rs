@@ -252,3 +252,78 @@ fn a_client_granted_a_second_address_by_a_node_not_yet_following_keeps_only_the_
     assert!(commit(&mut a, &[LeaseChange::Upsert(fresh)]).is_empty());
     assert_eq!(a.durable(declined.ip), Some(declined));
 }
+
+/// Whether this connection is encrypted, as the server sees it.
+fn encrypted(c: &mut postgres::Client) -> bool {
+    let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+#[test]
+fn tls_verifies_the_server_against_its_ca_and_refuses_what_it_cannot_trust() {
+    let Some(db) = TestDb::start_tls() else {
+        eprintln!("SKIPPED: PostgreSQL is not installed (/usr/lib/postgresql/*/bin)");
+        return;
+    };
+    // Verified against the CA that signed the server's certificate; the store runs over it.
+    let verified = db.settings();
+    assert!(verified.tls_mode().contains("verified"));
+    assert!(encrypted(&mut verified.connect().unwrap()));
+    tools::init(&verified).unwrap();
+    let (mut store, _) = PgStore::open(verified.clone(), NOW).unwrap();
+    let l = lease(5, 1, NOW.0 + 600);
+    assert!(commit(&mut store, &[LeaseChange::Upsert(l.clone())]).is_empty());
+    assert_eq!(store.durable(l.ip), Some(l));
+
+    // A CA that did not sign it: refused, naming the certificate.
+    let other = tempfile::tempdir().unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-certs.sh");
+    let made = std::process::Command::new("sh")
+        .arg(script)
+        .arg("127.0.0.1")
+        .current_dir(other.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let wrong_ca = PgSettings {
+        tls_ca: Some(tls_roots(&other.path().join("ca.pem")).unwrap()),
+        ..verified.clone()
+    };
+    let e = wrong_ca.connect().err().expect("an unknown CA").to_string();
+    assert!(e.contains("certificate"), "{e}");
+    // The right CA but another name than the certificate's (127.0.0.1 only).
+    let wrong_name = PgSettings {
+        url: format!("postgresql://leasedns@localhost:{}/postgres", db.port),
+        ..verified.clone()
+    };
+    let e = wrong_name
+        .connect()
+        .err()
+        .expect("a wrong name")
+        .to_string();
+    assert!(
+        e.contains("certificate") || e.contains("NotValidForName"),
+        "{e}"
+    );
+    // A CA file with no certificate in it: a config error naming the setting.
+    let empty = other.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let e = tls_roots(&empty).expect_err("no CA").to_string();
+    assert!(e.contains("lease_database.tls_ca_file"), "{e}");
+
+    // No CA: sslmode=require encrypts without authenticating the server (libpq's require).
+    let unverified = PgSettings {
+        url: format!("{}?sslmode=require", db.url()),
+        tls_ca: None,
+        ..verified.clone()
+    };
+    assert!(unverified.tls_mode().contains("NOT authenticated"));
+    assert!(encrypted(&mut unverified.connect().unwrap()));
+    // sslmode=disable: the server takes TLS connections only (hostssl) and refuses it.
+    let plain = PgSettings {
+        url: format!("{}?sslmode=disable", db.url()),
+        ..unverified
+    };
+    let e = plain.connect().err().expect("hostssl only").to_string();
+    assert!(e.contains("pg_hba.conf"), "{e}");
+}
