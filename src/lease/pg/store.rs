@@ -35,12 +35,25 @@ struct Queued {
     ends: Option<Lease>,
 }
 
+struct Conn {
+    client: Client,
+    sql: rows::Statements,
+}
+
+impl Conn {
+    fn new(mut client: Client) -> Result<Conn, PgError> {
+        let sql = rows::Statements::prepare(&mut client)?;
+        Ok(Conn { client, sql })
+    }
+}
+
 pub struct PgStore {
     settings: PgSettings,
     /// This process's id in the feed (`lease_changes.node`): host, pid and start time.
     node: String,
-    /// The writing connection; `None` after a failure until the next sync reconnects.
-    client: Option<Client>,
+    /// The writing connection and its prepared statements; `None` after a failure until the
+    /// next sync reconnects.
+    conn: Option<Conn>,
     /// A failed attempt to connect: no new one before this.
     retry_at: Option<Instant>,
     /// The connection was lost: `held` is reconciled with the table before the next write.
@@ -80,7 +93,7 @@ impl PgStore {
         let store = PgStore {
             settings,
             node,
-            client: Some(client),
+            conn: Some(Conn::new(client)?),
             retry_at: None,
             reconcile: false,
             queued: Vec::new(),
@@ -101,8 +114,8 @@ impl PgStore {
     }
 
     /// The writing connection, reconnecting (and reconciling) when it was lost.
-    fn client(&mut self) -> Result<&mut Client, PgError> {
-        if self.client.is_none() {
+    fn conn(&mut self) -> Result<&mut Conn, PgError> {
+        if self.conn.is_none() {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return Err(PgError::Schema("not connected; retrying".into()));
             }
@@ -121,11 +134,12 @@ impl PgStore {
                     w.wake();
                 }
             }
+            let conn = Conn::new(client)?;
             info!("{} reachable again", self.settings.describe());
             self.retry_at = None;
-            self.client = Some(client);
+            self.conn = Some(conn);
         }
-        Ok(self.client.as_mut().expect("connected above"))
+        Ok(self.conn.as_mut().expect("connected above"))
     }
 
     /// Make `leases` (every row as of change `seq`) what `held` says, and queue each
@@ -178,7 +192,7 @@ impl PgStore {
 
     /// The lost connection: fail this sync, reconnect and reconcile at the next.
     fn lost(&mut self, e: PgError) -> StoreError {
-        if self.client.take().is_some() {
+        if self.conn.take().is_some() {
             warn!(
                 "{} failed, no leases granted until it works again: {e}",
                 self.settings.describe()
@@ -198,10 +212,7 @@ impl PgStore {
         // Addresses the database took from a client because it was granted another (see
         // `rows::SUPERSEDE`): this node's table and DNS drop them through `take_remote`.
         let mut superseded = Vec::new();
-        self.client()?;
-        let Some(client) = self.client.as_mut() else {
-            return Err(PgError::Schema("not connected".into()));
-        };
+        let Conn { client, sql } = self.conn()?;
         let mut tx = client.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         let mut wrote = false;
@@ -211,12 +222,12 @@ impl PgStore {
                 continue;
             }
             let known = after.get(&ip).map_or(ends.as_ref(), |(l, _)| l.as_ref());
-            match apply(&mut tx, &node, change, known, now)? {
+            match apply(&mut tx, sql, &node, change, known, now)? {
                 Applied::Nothing => {}
                 Applied::Done(lease, seq) => {
                     wrote = true;
                     if let Some(l) = lease.as_ref().filter(|l| l.state == LeaseState::Bound) {
-                        for (freed, seq) in rows::supersede(&mut tx, &node, l)? {
+                        for (freed, seq) in rows::supersede(&mut tx, sql, &node, l)? {
                             after.insert(freed, (None, seq));
                             superseded.push(freed);
                         }
@@ -278,6 +289,7 @@ enum Applied {
 
 fn apply(
     tx: &mut Transaction<'_>,
+    sql: &rows::Statements,
     node: &str,
     change: &LeaseChange,
     known: Option<&Lease>,
@@ -285,13 +297,13 @@ fn apply(
 ) -> Result<Applied, PgError> {
     Ok(match change {
         LeaseChange::Upsert(l) if l.state == LeaseState::Offered => Applied::Nothing,
-        LeaseChange::Upsert(l) => match rows::upsert(tx, node, l, now)? {
+        LeaseChange::Upsert(l) => match rows::upsert(tx, sql, node, l, now)? {
             Some(seq) => Applied::Done(Some(l.clone()), seq),
             None => Applied::Refused,
         },
         LeaseChange::Remove { reason, .. } => match known {
             None => Applied::Nothing,
-            Some(held) => match rows::remove(tx, node, held, *reason, now)? {
+            Some(held) => match rows::remove(tx, sql, node, held, *reason, now)? {
                 Some(seq) => Applied::Done(None, seq),
                 None => Applied::Refused,
             },
@@ -327,10 +339,10 @@ impl Drop for PgStore {
         self.feed.stop.store(true, Ordering::Relaxed);
         // The client owns a runtime, which must not be dropped inside an async task (the
         // daemon may drop the store there on a start-up error): drop it on its own thread.
-        if let Some(client) = self.client.take() {
+        if let Some(conn) = self.conn.take() {
             let _ = std::thread::Builder::new()
                 .name("lease-db-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || drop(conn));
         }
     }
 }
@@ -355,7 +367,7 @@ impl LeaseStore for PgStore {
             // leave even while the database is away; reconciliation waits for the next write.
             return Ok(Synced::default());
         }
-        let had_client = self.client.is_some();
+        let had_client = self.conn.is_some();
         match self.commit(now, &changes) {
             Ok(synced) => Ok(synced),
             // A connection that died while idle (the database restarted) fails its first
@@ -363,7 +375,7 @@ impl LeaseStore for PgStore {
             // the COMMIT's answer), so the batch's grants need not wait for the client's retry.
             Err(e) if had_client => {
                 info!("{}: {e}; reconnecting", self.settings.describe());
-                self.client = None;
+                self.conn = None;
                 self.reconcile = true;
                 self.commit(now, &changes).map_err(|e| self.lost(e))
             }

@@ -28,12 +28,13 @@ pub fn import(settings: &PgSettings, leases: &[Lease], now: UnixTime) -> Result<
     let node = format!("import:{}", std::process::id());
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    let sql = rows::Statements::prepare(&mut tx)?;
     let mut out = Imported::default();
     for lease in leases {
         if lease.expires <= now || lease.state == LeaseState::Offered {
             continue;
         }
-        match rows::upsert(&mut tx, &node, lease, now)? {
+        match rows::upsert(&mut tx, &sql, &node, lease, now)? {
             Some(_) => out.written += 1,
             None => out.refused.push(lease.ip),
         }
