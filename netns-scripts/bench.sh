@@ -30,8 +30,10 @@ bench.sh [options]   (run as root)
                        (lease-database postgresql) each on their own database in it, its
                        CPU counted apart
   --servers LIST       comma list of leasedns,kea,dnsmasq (default: all three); for
-                       --only pg of leasedns,kea,kea-mt (default: all three; kea-mt is Kea
-                       with multi-threading on, 4 threads)
+                       --only pg of leasedns,kea,kea-mt,leasedns-2 (default: the first
+                       three; kea-mt is Kea with multi-threading on, 4 threads; leasedns-2 is
+                       two leasedns nodes sharing one lease set, each behind its own relay
+                       and namespace, with the load split between them: see the report)
   --out FILE           results file (default: bench-results.md in the current directory)
   --no-build           do not run cargo build --release (the binary must exist)
   --reps N             repetitions of each point (default 3; --quick: 1)
@@ -96,7 +98,7 @@ case "$ONLY" in all | dhcp | dns | mem | fwd | pg) ;; *) echo "bench.sh: --only 
 if [ "$ONLY" = pg ] && [ "$SERVERS_SET" = 0 ]; then SERVERS=leasedns,kea,kea-mt; fi
 for s in ${SERVERS//,/ }; do
   if [ "$ONLY" = pg ]; then
-    case "$s" in leasedns | kea | kea-mt) ;; *) echo "bench.sh: --only pg: servers are leasedns,kea,kea-mt ($s has no PostgreSQL store)" >&2; exit 2 ;; esac
+    case "$s" in leasedns | kea | kea-mt | leasedns-2) ;; *) echo "bench.sh: --only pg: servers are leasedns,kea,kea-mt,leasedns-2 ($s has no PostgreSQL store)" >&2; exit 2 ;; esac
   else
     case "$s" in leasedns | kea | dnsmasq) ;; *) echo "bench.sh: unknown server $s" >&2; exit 2 ;; esac
   fi
@@ -135,6 +137,17 @@ POOL_END=10.203.255.254
 
 NS_S="lbench-srv-$$"
 NS_C="lbench-cli-$$"
+# leasedns-2 (the pg part): the second node in its own namespace, with its own link to the
+# clients' namespace (its relay 10.204.0.2 in a second /14, which both nodes serve) and a link
+# to the server namespace, where PostgreSQL listens on 10.220.0.1 for both nodes.
+NS_S2="lbench-srv2-$$"
+SRV2_IP=10.204.0.1
+RELAY2_IP=10.204.0.2
+NETWORK2=10.204.0.0/14
+POOL2_START=10.204.1.0
+POOL2_END=10.207.255.254
+PG_LINK_IP=10.220.0.1
+NODE2_LINK_IP=10.220.0.2
 NS_U="lbench-up-$$" # the forwarding part's upstream (NSD), joined to the server only
 UP_SRV_IP=10.210.0.1
 UP_IP=10.210.0.2
@@ -146,8 +159,10 @@ RAW="$WORK/raw.tsv"
 POINTS="$WORK/points.md"
 : >"$RAW"
 : >"$POINTS"
-SRV_PID=""   # the running server,
-GEN_PID=""   # the running load generator, and
+SRV_PID=""   # the running server (with leasedns-2: its first node),
+SRV2_PID=""  # the second node of leasedns-2,
+GEN_PID=""   # the running load generator (GEN2_PID: the second one of leasedns-2), and
+GEN2_PID=""
 PG_PID=""    # the PostgreSQL server of the pg part: the only processes this script ever signals
 PG_MODE=0    # 1 while the pg part runs: servers store leases in PostgreSQL
 PG_PORT=55432
@@ -170,11 +185,14 @@ end_pid() {
 cleanup() {
   # Only the PIDs still running: a finished PID is cleared at once, so none can be reused.
   if [ -n "$GEN_PID" ]; then end_pid "$GEN_PID"; fi
+  if [ -n "$GEN2_PID" ]; then end_pid "$GEN2_PID"; fi
   if [ -n "$SRV_PID" ]; then end_pid "$SRV_PID"; fi
+  if [ -n "$SRV2_PID" ]; then end_pid "$SRV2_PID"; fi
   if [ -n "$UP_PID" ]; then end_pid "$UP_PID"; fi
   if [ -n "$PG_PID" ]; then pg_stop; fi
   ip netns del "$NS_U" 2>/dev/null || true
   ip netns del "$NS_S" 2>/dev/null || true
+  ip netns del "$NS_S2" 2>/dev/null || true
   ip netns del "$NS_C" 2>/dev/null || true
   if [ "$KEEP" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
@@ -194,7 +212,7 @@ install_deps() {
 }
 
 build_leasedns() {
-  has_server leasedns || return 0
+  has_server leasedns || has_server leasedns-2 || return 0
   if [ "$BUILD" = 1 ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet) & wait $!
@@ -220,6 +238,21 @@ netns_up() {
   ip netns exec "$NS_C" ip addr add "$RELAY_IP/$PREFIX_LEN" dev vc0
   ip netns exec "$NS_S" ip link set vs0 up
   ip netns exec "$NS_C" ip link set vc0 up
+  if has_server leasedns-2; then
+    ip netns add "$NS_S2"
+    ip netns exec "$NS_S2" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip netns exec "$NS_S2" ip link set lo up
+    ip link add vs1 netns "$NS_S2" type veth peer name vc1 netns "$NS_C"
+    ip link add vd0 netns "$NS_S" type veth peer name vd1 netns "$NS_S2"
+    ip netns exec "$NS_S2" ip addr add "$SRV2_IP/$PREFIX_LEN" dev vs1
+    ip netns exec "$NS_C" ip addr add "$RELAY2_IP/$PREFIX_LEN" dev vc1
+    ip netns exec "$NS_S" ip addr add "$PG_LINK_IP/30" dev vd0
+    ip netns exec "$NS_S2" ip addr add "$NODE2_LINK_IP/30" dev vd1
+    ip netns exec "$NS_S2" ip link set vs1 up
+    ip netns exec "$NS_C" ip link set vc1 up
+    ip netns exec "$NS_S" ip link set vd0 up
+    ip netns exec "$NS_S2" ip link set vd1 up
+  fi
 }
 
 # ---- servers -------------------------------------------------------------------------------
@@ -251,6 +284,42 @@ EOF
         printf '\n[lease_database]\nurl = "postgresql://leasedns@%s:%s/%s"\n' \
           "$PG_HOST" "$PG_PORT" "${3:-leasedns}" >>"$dir/leasedns.toml"
       fi
+      ;;
+    leasedns-2)
+      # Two nodes, one config each: the same subnets and database, their own interface,
+      # DNS address and (unused) journal path.
+      local node iface addr
+      for node in a b; do
+        if [ "$node" = a ]; then iface=vs0 addr=$SRV_IP; else iface=vs1 addr=$SRV2_IP; fi
+        cat >"$dir/node-$node.toml" <<EOF
+domain = "lan"
+interfaces = ["$iface"]
+lease_file = "$dir/node-$node.journal"
+durability = "$LEASEDNS_DURABILITY"
+
+[dns]
+listen = ["$addr:53"]
+
+[[subnet]]
+network = "$NETWORK"
+pool_start = "$POOL_START"
+pool_end = "$POOL_END"
+router = "$SRV_IP"
+dns_servers = ["$SRV_IP"]
+lease_time = 3600
+
+[[subnet]]
+network = "$NETWORK2"
+pool_start = "$POOL2_START"
+pool_end = "$POOL2_END"
+router = "$SRV2_IP"
+dns_servers = ["$SRV2_IP"]
+lease_time = 3600
+
+[lease_database]
+url = "postgresql://leasedns@$PG_LINK_IP:$PG_PORT/leasedns"
+EOF
+      done
       ;;
     kea | kea-mt)
       local db mt='"enable-multi-threading": false'
@@ -286,6 +355,7 @@ server_cmd() {
   local dir=$2
   case "$1" in
     leasedns) printf '%s\n' "$LEASEDNS_BIN" run --config "$dir/leasedns.toml" ;;
+    leasedns-2) printf '%s\n' "$LEASEDNS_BIN" run --config "$dir/node-a.toml" ;;
     kea | kea-mt) printf '%s\n' kea-dhcp4 -c "$dir/kea.json" ;;
     dnsmasq)
       printf '%s\n' dnsmasq -k --conf-file=/dev/null --log-facility="$dir/dnsmasq.log" \
@@ -300,7 +370,7 @@ server_cmd() {
 
 # is_ready SERVER DIR: leasedns says so in its log; the others once UDP port 67 is bound.
 is_ready() {
-  if [ "$1" = leasedns ]; then
+  if [ "$1" = leasedns ] || [ "$1" = leasedns-2 ]; then
     grep -q 'leasedns ready' "$2/server.log"
   else
     [ -n "$(ip netns exec "$NS_S" ss -Hlun 'sport = :67' 2>/dev/null)" ]
@@ -331,16 +401,40 @@ start_server() {
   exit 1
 }
 
-stop_server() {
-  [ -n "$SRV_PID" ] || return 0
-  kill -TERM "$SRV_PID" 2>/dev/null || true
-  local i
+# start_node2 DIR: the second node of leasedns-2, in its namespace, pinned to CPU 0 as well
+# (two cores here: the load generators keep CPU 1); sets SRV2_PID.
+start_node2() {
+  local dir=$1 i
+  : >"$dir/node-b.log"
+  ip netns exec "$NS_S2" taskset -c 0 "$LEASEDNS_BIN" run --config "$dir/node-b.toml" \
+    >>"$dir/node-b.log" 2>&1 &
+  SRV2_PID=$!
+  for ((i = 0; i < 6000; i++)); do
+    if grep -q 'leasedns ready' "$dir/node-b.log"; then return 0; fi
+    if ! kill -0 "$SRV2_PID" 2>/dev/null; then break; fi
+    sleep 0.01
+  done
+  echo "bench.sh: the second leasedns node did not become ready; its log ($dir/node-b.log):" >&2
+  tail -20 "$dir/node-b.log" >&2
+  exit 1
+}
+
+# stop_pid PID: TERM, up to 10 s, then KILL (a process this script started).
+stop_pid() {
+  local pid=$1 i
+  kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 100; i++)); do
-    kill -0 "$SRV_PID" 2>/dev/null || break
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -KILL "$SRV_PID" 2>/dev/null || true
-  wait "$SRV_PID" 2>/dev/null || true
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+stop_server() {
+  if [ -n "$SRV2_PID" ]; then stop_pid "$SRV2_PID"; SRV2_PID=""; fi
+  [ -n "$SRV_PID" ] || return 0
+  stop_pid "$SRV_PID"
   SRV_PID=""
 }
 
@@ -350,9 +444,18 @@ fresh_server() {
   write_conf "$1" "$SRV_DIR"
   if [ "$PG_MODE" = 1 ]; then pg_fresh_db "$1"; fi
   start_server "$1" "$SRV_DIR"
+  if [ "$1" = leasedns-2 ]; then start_node2 "$SRV_DIR"; fi
 }
 
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+
+# srv_ticks: CPU ticks of the running server (both nodes of leasedns-2).
+srv_ticks() {
+  local t
+  t=$(cpu_ticks "$SRV_PID")
+  if [ -n "$SRV2_PID" ]; then t=$((t + $(cpu_ticks "$SRV2_PID"))); fi
+  echo "$t"
+}
 
 # ---- DHCP ----------------------------------------------------------------------------------
 
@@ -361,6 +464,10 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 perf() {
   local rate=$1 period=$2 clients=$3 out=$4 u s
   shift 4
+  if [ -n "$SRV2_PID" ]; then
+    perf2 "$rate" "$period" "$clients" "$out" "$@"
+    return
+  fi
   ip netns exec "$NS_C" /usr/bin/time -f '%U %S' -o "$out.time" taskset -c 1 \
     perfdhcp -4 -g "$PERF_THREADS" -r "$rate" -R "$clients" -p "$period" -W 1000000 -l "$RELAY_IP" "$@" "$SRV_IP" \
     >"$out" 2>&1 &
@@ -370,6 +477,36 @@ perf() {
   read -r _ P_ACKS P_DROP P_ACH < <(python3 "$HELPER" perfdhcp "$out" "$period" "$rate")
   read -r u s < <(tail -1 "$out.time")
   P_GEN=$(awk -v u="$u" -v s="$s" -v p="$period" 'BEGIN { printf "%.0f", 100 * (u + s) / p }')
+}
+
+# perf2: the same for leasedns-2: two perfdhcp at half the rate each, half the clients each
+# (distinct MACs: -b), one relaying to each node; the figures are their sums (drops weighted
+# by DISCOVERs sent).
+perf2() {
+  local rate=$1 period=$2 clients=$3 out=$4 u s k a d h acks=0 sent=0 dropped=0 gen=0
+  shift 4
+  local half=$(((rate + 1) / 2)) per=$(((clients + 1) / 2))
+  for k in 1 2; do
+    local relay=$RELAY_IP srv=$SRV_IP
+    if [ "$k" = 2 ]; then relay=$RELAY2_IP srv=$SRV2_IP; fi
+    ip netns exec "$NS_C" /usr/bin/time -f '%U %S' -o "$out.$k.time" taskset -c 1 \
+      perfdhcp -4 -g "$PERF_THREADS" -r "$half" -R "$per" -p "$period" -W 1000000 \
+      -b "mac=00:0c:0$k:00:00:00" -l "$relay" "$@" "$srv" >"$out.$k" 2>&1 &
+    if [ "$k" = 1 ]; then GEN_PID=$!; else GEN2_PID=$!; fi
+  done
+  wait "$GEN_PID" || true
+  wait "$GEN2_PID" || true
+  GEN_PID="" GEN2_PID=""
+  for k in 1 2; do
+    read -r d a h _ < <(python3 "$HELPER" perfdhcp "$out.$k" "$period" "$half")
+    sent=$((sent + d)) acks=$((acks + a))
+    read -r u s < <(tail -1 "$out.$k.time")
+    gen=$(awk -v g="$gen" -v u="$u" -v s="$s" -v p="$period" 'BEGIN { print g + 100 * (u + s) / p }')
+  done
+  P_ACKS=$acks
+  P_DROP=$(awk -v a="$acks" -v d="$sent" 'BEGIN { x = d ? 100 * (1 - a / d) : 100; printf "%.3f", (x < 0 ? 0 : x) }')
+  P_ACH=$(awk -v d="$sent" -v p="$period" 'BEGIN { printf "%.1f", d / p }')
+  P_GEN=$(awk -v g="$gen" 'BEGIN { printf "%.0f", g }')
 }
 
 # point SERVER RATE: REPS runs on fresh servers; medians into PT_DROP PT_ACH PT_GEN; PT_CAUSE is
@@ -446,10 +583,10 @@ cpu_per_dora() {
   for rate in ${FIXED_RATE//,/ }; do
     for ((r = 1; r <= REPS; r++)); do
       fresh_server "$name"
-      before=$(cpu_ticks "$SRV_PID")
+      before=$(srv_ticks)
       if [ "$PG_MODE" = 1 ]; then pg0=$(pg_ticks); fi
       perf "$rate" "$PERIOD" "$CLIENTS" "$SRV_DIR/perfdhcp.fixed.$rate.$r"
-      after=$(cpu_ticks "$SRV_PID")
+      after=$(srv_ticks)
       if [ "$PG_MODE" = 1 ]; then pg1=$(pg_ticks); fi
       stop_server
       if [ "$P_ACKS" -gt 0 ]; then
@@ -801,7 +938,7 @@ mem_bench() {
 
 pg_psql() { psql -h "$PG_DIR" -p "$PG_PORT" -U bench -d postgres -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-pg_db() { case "$1" in leasedns) echo leasedns ;; *) echo kea ;; esac; }
+pg_db() { case "$1" in leasedns | leasedns-2) echo leasedns ;; *) echo kea ;; esac; }
 
 pg_start() {
   local i
@@ -819,9 +956,15 @@ pg_start() {
     cat "$WORK/pg-initdb.log" >&2
     exit 1
   }
+  PG_LISTEN=$PG_HOST
+  if has_server leasedns-2; then
+    # The nodes reach the database over the link between the two server namespaces.
+    PG_LISTEN="$PG_HOST,$PG_LINK_IP"
+    echo "host all leasedns $PG_LINK_IP/30 trust" >>"$PG_DIR/data/pg_hba.conf"
+  fi
   (cd "$PG_DIR" && exec ip netns exec "$NS_S" taskset -c 0 setpriv --reuid=postgres \
     --regid=postgres --clear-groups "$PG_BIN/postgres" -D "$PG_DIR/data" -k "$PG_DIR" \
-    -p "$PG_PORT" -c listen_addresses="$PG_HOST") >"$WORK/pg-server.log" 2>&1 &
+    -p "$PG_PORT" -c listen_addresses="$PG_LISTEN") >"$WORK/pg-server.log" 2>&1 &
   PG_PID=$!
   for ((i = 0; i < 600; i++)); do
     if grep -q 'ready to accept connections' "$WORK/pg-server.log"; then break; fi
@@ -836,7 +979,7 @@ pg_start() {
   log "PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }') up (pid $PG_PID) on $PG_HOST:$PG_PORT in $NS_S"
   pg_psql -c "CREATE ROLE leasedns LOGIN" -c "CREATE ROLE kea LOGIN PASSWORD 'bench'" \
     -c "CREATE DATABASE leasedns_tpl OWNER leasedns" -c "CREATE DATABASE kea_tpl OWNER kea"
-  if has_server leasedns; then
+  if has_server leasedns || has_server leasedns-2; then
     mkdir -p "$WORK/pg-init"
     PG_MODE=1 write_conf leasedns "$WORK/pg-init" leasedns_tpl
     ip netns exec "$NS_S" "$LEASEDNS_BIN" db init --config "$WORK/pg-init/leasedns.toml" >&2
@@ -919,7 +1062,7 @@ report() {
     if has_server kea || has_server kea-mt; then v+=", kea-dhcp4 $(kea-dhcp4 -v 2>/dev/null)"; fi
     if [ "$ONLY" = pg ]; then v+=", PostgreSQL $("$PG_BIN/postgres" --version | awk '{ print $3 }')"; fi
     if has_server dnsmasq; then v+=", dnsmasq $(dnsmasq -v | awk '{ print $3; exit }')"; fi
-    if has_server leasedns; then v+=", leasedns $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; fi
+    if has_server leasedns || has_server leasedns-2; then v+=", leasedns $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)"; fi
     echo "- versions: $v"
     echo "- options: servers=$SERVERS only=$ONLY reps=$REPS period=${PERIOD}s clients=$CLIENTS" \
       "fixed-rate=$FIXED_RATE/s mem-leases=$MEM_LEASES mem-rate=${MEM_RATE:-auto} dns-names=$DNS_NAMES"
@@ -940,7 +1083,13 @@ report() {
       echo "  the server's namespace and pinned to CPU 0 with the DHCP server: server and database"
       echo "  share one core. leasedns: [lease_database] (one transaction per batch); Kea:"
       echo "  lease-database postgresql; kea-mt: the same with multi-threading (4 threads, queue"
-      echo "  64). Each run gets a fresh database (a copy of one made by leasedns db init or"
+      echo "  64). leasedns-2: two leasedns nodes on one lease set, each in its own namespace"
+      echo "  behind its own relay ($RELAY_IP, $RELAY2_IP: both nodes serve both /14s), the"
+      echo "  second reaching the database over a veth link; both nodes pinned to CPU 0 with"
+      echo "  the database, two perfdhcp on CPU 1 at half the rate and half the clients each,"
+      echo "  figures summed (so two nodes share one core here: this shows what a second node"
+      echo "  costs and whether the shared store keeps up, not a second machine's capacity)."
+      echo "  Each run gets a fresh database (a copy of one made by leasedns db init or"
       echo "  kea-admin db-init). PostgreSQL CPU: /proc stat of the postmaster and its children"
       echo "  over the measured run; transactions: pg_stat_database xact_commit of the server's"
       echo "  database over the server's life. The machine is shared with other work: compare"
