@@ -83,7 +83,7 @@ fn free_port() -> u16 {
 /// A CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`server.pem`, key
 /// `server.key` readable by the server only): `tests/make-certs.sh`, which the end-to-end
 /// tests use too.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-certs.sh");
     let out = Command::new("sh")
         .arg(script)

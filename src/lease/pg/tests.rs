@@ -277,14 +277,7 @@ fn tls_verifies_the_server_against_its_ca_and_refuses_what_it_cannot_trust() {
 
     // A CA that did not sign it: refused, naming the certificate.
     let other = tempfile::tempdir().unwrap();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/make-certs.sh");
-    let made = std::process::Command::new("sh")
-        .arg(script)
-        .arg("127.0.0.1")
-        .current_dir(other.path())
-        .status()
-        .unwrap();
-    assert!(made.success());
+    super::testdb::make_certificates(other.path());
     let wrong_ca = PgSettings {
         tls_ca: Some(tls_roots(&other.path().join("ca.pem")).unwrap()),
         ..verified.clone()
